@@ -1,0 +1,1 @@
+"""Client side of fedsim: the Flower ClientApp and the local trainer."""

@@ -1,0 +1,120 @@
+"""The Flower ClientApp of fedsim.
+
+Each train message runs :func:`clients.local_round.run_local_round` for this node's client
+id and replies with the model (ArrayRecord), the accounting figures (MetricRecord) and a
+status (ConfigRecord). The client's privacy ledger lives in ``context.state`` so that it
+survives across rounds. A query message returns the client id, which lets the server map
+Flower's random node ids to stable client ids 0..N-1.
+
+``make_client_app(cfg)`` is used by ``fedsim run`` (the typed config travels in the
+closure); the module-level ``app`` serves ``flwr run .``, reading ``context.run_config``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from clients.local_round import LocalOutcome, run_local_round
+from fedsim import keys
+from fedsim.config import Config, from_run_config
+from fedsim.privacy import PrivacyLedger
+from fedsim.workload import client_split
+
+logger = logging.getLogger(__name__)
+
+
+def client_id_of(context: Context) -> int:
+    """The stable client id of this node (``partition-id`` in its node config)."""
+    try:
+        return int(context.node_config[keys.NODE_PARTITION_ID])
+    except KeyError:
+        raise KeyError(
+            f"node_config has no {keys.NODE_PARTITION_ID!r}; start the SuperNode with "
+            f"--node-config 'partition-id=<id> num-partitions=<n>'"
+        ) from None
+
+
+def load_ledger(context: Context) -> PrivacyLedger:
+    """The client's ledger from ``context.state`` (empty at the first round)."""
+    record = context.state.config_records.get(keys.STATE_RECORD)
+    if record is None or keys.STATE_LEDGER not in record:
+        return PrivacyLedger()
+    return PrivacyLedger.from_json(str(record[keys.STATE_LEDGER]))
+
+
+def save_ledger(context: Context, ledger: PrivacyLedger) -> None:
+    """Store the ledger in ``context.state``."""
+    context.state[keys.STATE_RECORD] = ConfigRecord({keys.STATE_LEDGER: ledger.to_json()})
+
+
+def outcome_metrics(cfg: Config, client_id: int, outcome: LocalOutcome) -> MetricRecord:
+    """The MetricRecord of a train reply."""
+    metrics: dict[str, int | float] = {
+        keys.CLIENT_ID: client_id,
+        keys.NUM_EXAMPLES: outcome.num_examples,
+        keys.TRAIN_LOSS: float(outcome.train_loss),
+        keys.TRAIN_SECONDS: float(outcome.train_seconds),
+    }
+    if cfg.dp.enabled:
+        metrics.update({
+            keys.EPSILON: float(outcome.epsilon or 0.0),
+            keys.EPSILON_TOTAL: float(outcome.epsilon_total or 0.0),
+            keys.DELTA: float(cfg.dp.delta),
+            keys.NOISE_MULTIPLIER: float(outcome.noise_multiplier or 0.0),
+            keys.SAMPLE_RATE: float(outcome.sample_rate or 0.0),
+            keys.STEPS: int(outcome.ledger.dp_sgd_steps),
+        })
+    return MetricRecord(metrics)
+
+
+def handle_train(cfg: Config, msg: Message, context: Context) -> Message:
+    """Train one round and build the reply."""
+    client_id = client_id_of(context)
+    ledger = load_ledger(context)
+    arrays = msg.content.array_records[keys.ARRAYS]
+    server_round = int(msg.content.config_records[keys.CONFIG][keys.SERVER_ROUND])
+    outcome = run_local_round(cfg, client_id, arrays.to_torch_state_dict(), server_round, ledger)
+    save_ledger(context, outcome.ledger)
+    content = RecordDict({
+        keys.METRICS: outcome_metrics(cfg, client_id, outcome),
+        keys.STATUS: ConfigRecord({keys.STATUS_CODE: outcome.status,
+                                   keys.STATUS_REASON: outcome.reason}),
+    })
+    if outcome.state_dict is not None:
+        content[keys.ARRAYS] = ArrayRecord(outcome.state_dict)
+    return Message(content=content, reply_to=msg)
+
+
+def handle_query(cfg: Config, msg: Message, context: Context) -> Message:
+    """Tell the server which client this node is and how much data it holds."""
+    client_id = client_id_of(context)
+    n = len(client_split(cfg, client_id))
+    content = RecordDict({
+        keys.METRICS: MetricRecord({keys.CLIENT_ID: client_id, keys.NUM_EXAMPLES: n})
+    })
+    return Message(content=content, reply_to=msg)
+
+
+def make_client_app(cfg: Config | None = None) -> ClientApp:
+    """A ClientApp for ``cfg``; with ``None`` the config comes from ``context.run_config``."""
+    app = ClientApp()
+
+    def resolve(context: Context) -> Config:
+        return cfg if cfg is not None else from_run_config(context.run_config)
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        return handle_train(resolve(context), msg, context)
+
+    @app.query()
+    def query(msg: Message, context: Context) -> Message:
+        return handle_query(resolve(context), msg, context)
+
+    return app
+
+
+#: ClientApp for ``flwr run .`` (see ``[tool.flwr.app.components]`` in pyproject.toml).
+app = make_client_app()

@@ -1,0 +1,71 @@
+"""The one place that talks to Opacus.
+
+:func:`make_private` wraps a model, optimizer and loader for DP-SGD and returns a named
+:class:`PrivateTraining`; :func:`plain_state_dict` hands back a state_dict without Opacus'
+``_module.`` prefix. No other module touches ``_module`` or Opacus' return tuples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from opacus import GradSampleModule, PrivacyEngine
+from opacus.optimizers import DPOptimizer
+from torch import nn
+from torch.utils.data import DataLoader
+
+
+@dataclass(frozen=True)
+class PrivateTraining:
+    """Model, optimizer and Poisson loader prepared for DP-SGD, plus the engine (accountant)."""
+
+    model: nn.Module
+    optimizer: DPOptimizer
+    loader: DataLoader
+    engine: PrivacyEngine
+
+    def steps_taken(self) -> int:
+        """DP-SGD steps the accountant recorded since :func:`make_private`."""
+        return sum(int(steps) for (_sigma, _q, steps) in self.engine.accountant.history)
+
+    def accounted_schedule(self) -> tuple[float, float]:
+        """(σ, q) the accountant recorded (raises if nothing was recorded)."""
+        history = self.engine.accountant.history
+        if not history:
+            raise RuntimeError("no DP-SGD step was recorded")
+        sigma, q, _ = history[-1]
+        return float(sigma), float(q)
+
+
+def make_private(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loader: DataLoader,
+    *,
+    noise_multiplier: float,
+    max_grad_norm: float,
+    noise_generator: torch.Generator | None,
+) -> PrivateTraining:
+    """Attach DP-SGD (flat clipping, Poisson sampling) to fresh training objects.
+
+    ``loader`` must carry a seeded ``generator``: Opacus' Poisson sampler uses it. The
+    returned accountant starts empty; the caller's ledger holds the history.
+    """
+    engine = PrivacyEngine(accountant="rdp")
+    wrapped, dp_optimizer, dp_loader = engine.make_private(
+        module=model,
+        optimizer=optimizer,
+        data_loader=loader,
+        noise_multiplier=noise_multiplier,
+        max_grad_norm=max_grad_norm,
+        poisson_sampling=True,
+        noise_generator=noise_generator,
+    )
+    return PrivateTraining(model=wrapped, optimizer=dp_optimizer, loader=dp_loader, engine=engine)
+
+
+def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached CPU state_dict of ``model`` without Opacus' wrapper prefix."""
+    inner = model._module if isinstance(model, GradSampleModule) else model
+    return {k: v.detach().cpu().clone() for k, v in inner.state_dict().items()}

@@ -1,0 +1,50 @@
+"""Local training loop (plain SGD or Opacus DP-SGD), independent of Flower."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What one local training call did."""
+
+    mean_loss: float
+    steps: int
+    examples_seen: int
+
+
+def train_epochs(
+    model: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    epochs: int,
+    device: torch.device,
+) -> TrainResult:
+    """Train ``model`` for ``epochs`` passes over ``loader`` with cross-entropy.
+
+    Empty Poisson batches (possible with DP sampling) still make a forward/backward pass and
+    an optimizer step, so that noise is added and the accountant counts the step, as
+    DP-SGD requires.
+    """
+    model.train()
+    criterion = nn.CrossEntropyLoss()
+    total_loss, total_examples, steps = 0.0, 0, 0
+    for _ in range(epochs):
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            optimizer.zero_grad(set_to_none=True)
+            logits = model(x)
+            loss = criterion(logits, y) if len(y) else logits.sum() * 0.0
+            loss.backward()
+            optimizer.step()
+            steps += 1
+            total_loss += float(loss.detach()) * len(y)
+            total_examples += len(y)
+    mean = total_loss / total_examples if total_examples else math.nan
+    return TrainResult(mean_loss=mean, steps=steps, examples_seen=total_examples)

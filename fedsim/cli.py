@@ -1,0 +1,152 @@
+"""The ``fedsim`` command line.
+
+``fedsim run CONFIG [-o key=value ...] [--out DIR]`` runs an experiment;
+``fedsim validate CONFIG`` runs only the checks and the preflight. Any problem with the
+user's input is printed as one clear message and exits with code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from fedsim import __version__
+from fedsim.config import Config, load
+from fedsim.errors import FedsimError
+from fedsim.records import RoundRecord
+from fedsim.rundir import METRICS_FILE
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class Progress:
+    """One line per round on a terminal; silent when the stream is not a TTY."""
+
+    def __init__(self, cfg: Config, stream: TextIO) -> None:
+        self.cfg = cfg
+        self.stream = stream
+        self.enabled = stream.isatty()
+
+    def __call__(self, record: RoundRecord) -> None:
+        if not self.enabled:
+            return
+        eps = [c.epsilon for c in record.clients if c.epsilon is not None]
+        eps_text = f"  max eps {max(eps):.3f}" if eps else ""
+        auc = f"  auc {record.test.auc:.3f}" if record.test.auc is not None else ""
+        self.stream.write(
+            f"round {record.round}/{self.cfg.rounds}  acc {record.test.accuracy:.4f}  "
+            f"loss {record.test.loss:.4f}{auc}{eps_text}  "
+            f"({len(record.selected)}/{len(record.sampled)} updates, {record.seconds:.1f} s)\n"
+        )
+        self.stream.flush()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fedsim", description="Private, robust, incentivised federated simulation."
+    )
+    parser.add_argument("--version", action="version", version=f"fedsim {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add_config_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("config", help="YAML experiment config")
+        p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config field, e.g. -o dp.epsilon=2 (repeatable)")
+        p.add_argument("-v", "--verbose", action="store_true", help="show Flower/Ray logs")
+
+    run = sub.add_parser("run", help="run an experiment")
+    add_config_args(run)
+    run.add_argument("--out", help="run directory (default: runs/<name>, made unique)")
+    run.add_argument("--overwrite", action="store_true",
+                     help="allow --out to point at a directory that already holds a run")
+    validate = sub.add_parser("validate", help="check a config and run the preflight only")
+    add_config_args(validate)
+    return parser
+
+
+def _setup_logging(verbose: bool) -> None:
+    level = logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("flwr").setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+def _holds_run(path: Path) -> bool:
+    return (path / METRICS_FILE).exists()
+
+
+def resolve_out_dir(cfg: Config, out: str | None, overwrite: bool) -> Path:
+    """The run directory: ``--out`` as given, or ``runs/<name>`` made unique."""
+    if out is not None:
+        path = Path(out)
+        if _holds_run(path) and not overwrite:
+            raise FedsimError(
+                f"--out {str(path)!r} already holds a run (metrics.jsonl); choose another "
+                "directory or pass --overwrite"
+            )
+        return path
+    base = Path("runs") / cfg.name
+    path, i = base, 1
+    while _holds_run(path):
+        path = base.with_name(f"{base.name}-{i}")
+        i += 1
+    return path
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from fedsim.preflight import preflight
+
+    cfg = load(args.config, args.override)
+    report = preflight(cfg)
+    for line in report.lines():
+        print(line)
+    print(f"{args.config}: OK")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from fedsim.run import run_experiment
+
+    cfg = load(args.config, args.override)
+    out_dir = resolve_out_dir(cfg, args.out, args.overwrite)
+    progress = Progress(cfg, sys.stderr)
+    if progress.enabled:
+        sys.stderr.write(f"fedsim {__version__}: running {cfg.name!r} into {out_dir}\n")
+    summary = run_experiment(cfg, out_dir, on_round=progress, verbose=args.verbose)
+    final = summary.get("final") or {}
+    eps = summary["dp"]["max_epsilon_spent"]
+    eps_text = f", max epsilon spent {eps:.3f} (delta {cfg.dp.delta:g})" if eps is not None else ""
+    acc = final.get("test_accuracy")
+    acc_text = f"{acc:.4f}" if acc is not None else "n/a"
+    print(f"{out_dir}: {summary['rounds']} rounds, test accuracy {acc_text}{eps_text}, "
+          f"{summary['wall_seconds']:.1f} s")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``fedsim`` console script."""
+    args = _parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        if args.command == "validate":
+            return _cmd_validate(args)
+        return _cmd_run(args)
+    except FedsimError as exc:
+        print(f"fedsim: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("fedsim: interrupted; completed rounds are in metrics.jsonl", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def entry() -> None:
+    """Console-script wrapper: exit with :func:`main`'s code."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,433 @@
+"""The typed, frozen experiment configuration.
+
+A YAML file (plus ``-o key=value`` overrides) becomes one :class:`Config`. Unknown keys,
+wrong types and out-of-range values are all collected and reported together, each with
+its dotted path, the rule and the value received (:class:`~fedsim.errors.ConfigError`).
+
+Numeric bounds live in field metadata (``ge``, ``gt``, ``le``, ``lt``); cross-field rules
+live in :func:`_cross_checks`. Nothing else in fedsim reads raw config dicts: the Flower
+apps turn their flat ``run_config`` into a :class:`Config` with :func:`from_run_config`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from fedsim.errors import ConfigError
+
+DatasetName = Literal[
+    "pneumoniamnist", "fashion-mnist", "mnist", "cifar10", "svhn", "npz", "imagefolder"
+]
+PartitionName = Literal["iid", "dirichlet", "shards"]
+ModelName = Literal["cnn", "resnet9", "resnet18", "mlp"]
+StrategyName = Literal["fedavg"]
+AccountantName = Literal["rdp", "pld"]
+
+
+def _bounds(**kw: float) -> dict[str, Any]:
+    return {"metadata": kw}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which data, and how it is split across clients."""
+
+    name: DatasetName = "pneumoniamnist"
+    path: str | None = None
+    root: str | None = None
+    download: bool = True
+    num_clients: int = field(default=5, **_bounds(ge=1))
+    partition: PartitionName = "iid"
+    alpha: float = field(default=1.0, **_bounds(gt=0))
+    shards_per_client: int = field(default=2, **_bounds(ge=1))
+    min_partition_size: int = field(default=1, **_bounds(ge=1))
+    val_size: float | None = field(default=None, **_bounds(gt=0))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which network to train."""
+
+    name: ModelName = "cnn"
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """Local training on each client."""
+
+    local_epochs: int = field(default=1, **_bounds(ge=1))
+    batch_size: int = field(default=64, **_bounds(ge=1))
+    lr: float = field(default=0.1, **_bounds(gt=0))
+    momentum: float = field(default=0.0, **_bounds(ge=0, lt=1))
+
+
+@dataclass(frozen=True)
+class DPConfig:
+    """Sample-level DP-SGD on every client (Opacus).
+
+    Give either ``epsilon`` (σ is calibrated once per client over all planned rounds) or
+    ``noise_multiplier`` (σ fixed; ε is whatever the accountant says).
+    """
+
+    enabled: bool = True
+    epsilon: float | None = field(default=None, **_bounds(gt=0))
+    delta: float = field(default=1e-5, **_bounds(gt=0, lt=1))
+    noise_multiplier: float | None = field(default=None, **_bounds(gt=0))
+    max_grad_norm: float = field(default=1.0, **_bounds(gt=0))
+    max_epsilon: float | None = field(default=None, **_bounds(gt=0))
+    accountant: AccountantName = "rdp"
+
+
+@dataclass(frozen=True)
+class StrategyConfig:
+    """Server-side aggregation and client selection."""
+
+    name: StrategyName = "fedavg"
+    clients_per_round: int | None = field(default=None, **_bounds(ge=1))
+    round_timeout: float = field(default=3600.0, **_bounds(gt=0))
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """How the simulation engine runs clients.
+
+    ``num_gpus_per_client`` of ``None`` means: 0 without a visible GPU, otherwise 0.5
+    (two clients share one GPU). ``ray_address`` attaches to an existing Ray cluster.
+    """
+
+    num_cpus_per_client: float = field(default=1.0, **_bounds(gt=0))
+    num_gpus_per_client: float | None = field(default=None, **_bounds(ge=0))
+    ray_address: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    """One experiment. See ``experiments/quickstart.yaml`` for an annotated example."""
+
+    name: str = "run"
+    seed: int = field(default=0, **_bounds(ge=0))
+    rounds: int = field(default=3, **_bounds(ge=1))
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    client: ClientConfig = field(default_factory=ClientConfig)
+    dp: DPConfig = field(default_factory=DPConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    simulation: SimulationConfig = field(default_factory=SimulationConfig)
+
+    @property
+    def clients_per_round(self) -> int:
+        """Clients sampled each round (all of them when not set)."""
+        return self.strategy.clients_per_round or self.data.num_clients
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (YAML/JSON-serialisable)."""
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _describe(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+class _Invalid(Exception):
+    """Internal: a value failed to convert; carries a message without the path."""
+
+
+def _convert(tp: Any, value: Any, path: str, problems: list[str]) -> Any:
+    """Convert ``value`` to type ``tp``, appending problems; returns the value or a sentinel."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path, problems)  # type: ignore[arg-type]
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise _Invalid(f"must be {_type_name(tp)}; got {_describe(value)}")
+        return value
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise _Invalid(f"must be {_type_name(tp)}; got null")
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(arg, value, path, problems)
+            except _Invalid as exc:
+                errors.append(str(exc))
+        raise _Invalid(f"must be {_type_name(tp)}; got {_describe(value)}")
+    if origin in (tuple, list):
+        (item_tp, *_rest) = typing.get_args(tp) or (Any,)
+        if not isinstance(value, (list, tuple)):
+            raise _Invalid(f"must be a list; got {_describe(value)}")
+        out = []
+        for i, item in enumerate(value):
+            try:
+                out.append(_convert(item_tp, item, f"{path}[{i}]", problems))
+            except _Invalid as exc:
+                problems.append(f"{path}[{i}] {exc}")
+        return tuple(out)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise _Invalid(f"must be true or false; got {_describe(value)}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _Invalid(f"must be an integer; got {_describe(value)}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _Invalid(f"must be a number; got {_describe(value)}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise _Invalid(f"must be a string; got {_describe(value)}")
+        return value
+    if tp is Any:
+        return value
+    raise TypeError(f"unsupported config type {tp!r} at {path}")  # programming error
+
+
+def _check_bounds(meta: Mapping[str, Any], value: Any) -> str | None:
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    rules = (("ge", ">=", value >= meta.get("ge", value)),
+             ("gt", ">", "gt" not in meta or value > meta["gt"]),
+             ("le", "<=", value <= meta.get("le", value)),
+             ("lt", "<", "lt" not in meta or value < meta["lt"]))
+    for key, sym, ok in rules:
+        if key in meta and not ok:
+            return f"must be {sym} {meta[key]}; got {_describe(value)}"
+    return None
+
+
+def _build(cls: type, raw: Any, path: str, problems: list[str]) -> Any:
+    """Build dataclass ``cls`` from mapping ``raw``; problems are appended, never raised."""
+    prefix = f"{path}." if path else ""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        problems.append(f"{path or 'config'} must be a mapping; got {_describe(raw)}")
+        return None
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            valid = ", ".join(sorted(fields))
+            problems.append(f"{prefix}{key} is not a known key (valid: {valid})")
+    kwargs: dict[str, Any] = {}
+    for name, f in fields.items():
+        fpath = f"{prefix}{name}"
+        if name not in raw:
+            if dataclasses.is_dataclass(hints[name]):
+                kwargs[name] = _build(hints[name], {}, fpath, problems)
+            continue
+        try:
+            value = _convert(hints[name], raw[name], fpath, problems)
+        except _Invalid as exc:
+            problems.append(f"{fpath} {exc}")
+            continue
+        bound_problem = _check_bounds(f.metadata, value)
+        if bound_problem:
+            problems.append(f"{fpath} {bound_problem}")
+            continue
+        kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except TypeError:  # a nested section failed; problems already recorded
+        return None
+
+
+def _cross_checks(cfg: Config) -> list[str]:
+    """Rules that involve more than one field."""
+    problems = []
+    if cfg.dp.enabled:
+        if (cfg.dp.epsilon is None) == (cfg.dp.noise_multiplier is None):
+            problems.append(
+                "dp: give exactly one of dp.epsilon or dp.noise_multiplier when dp.enabled; "
+                f"got epsilon={cfg.dp.epsilon}, noise_multiplier={cfg.dp.noise_multiplier}"
+            )
+        if (
+            cfg.dp.epsilon is not None
+            and cfg.dp.max_epsilon is not None
+            and cfg.dp.epsilon > cfg.dp.max_epsilon
+        ):
+            problems.append(
+                f"dp.epsilon must be <= dp.max_epsilon ({cfg.dp.max_epsilon}); "
+                f"got {cfg.dp.epsilon}"
+            )
+    cpr = cfg.strategy.clients_per_round
+    if cpr is not None and cpr > cfg.data.num_clients:
+        problems.append(
+            f"strategy.clients_per_round must be <= data.num_clients ({cfg.data.num_clients}); "
+            f"got {cpr}"
+        )
+    if cfg.data.name in ("npz", "imagefolder") and not cfg.data.path:
+        problems.append(f"data.path is required when data.name is {cfg.data.name!r}; got null")
+    if cfg.data.val_size is not None and cfg.data.val_size >= 1 and cfg.data.val_size % 1:
+        problems.append(
+            "data.val_size must be a fraction in (0, 1) or a whole number of samples; "
+            f"got {cfg.data.val_size}"
+        )
+    return problems
+
+
+def from_dict(raw: Any) -> Config:
+    """Build and validate a :class:`Config` from a nested mapping.
+
+    Raises
+    ------
+    ConfigError
+        With every problem found, each naming its dotted path.
+    """
+    problems: list[str] = []
+    cfg = _build(Config, raw, "", problems)
+    if problems or cfg is None:
+        raise ConfigError(problems or ["config could not be built"])
+    problems = _cross_checks(cfg)
+    if problems:
+        raise ConfigError(problems)
+    return typing.cast(Config, cfg)
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 loader that also reads ``1e-5`` (no dot) as a float, as YAML 1.2 does."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split ``"dp.epsilon=2"`` into ``("dp.epsilon", 2.0)``; the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError([f"override must look like key=value; got {text!r}"])
+    key, _, value = text.partition("=")
+    key = key.strip()
+    if not key:
+        raise ConfigError([f"override must look like key=value; got {text!r}"])
+    try:
+        parsed = _yaml_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        parsed = value
+    return key, parsed
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with dotted ``key=value`` overrides applied."""
+    out: dict[str, Any] = _deepcopy(raw)
+    problems = []
+    for text in overrides:
+        key, value = parse_override(text)
+        node: Any = out
+        parts = key.split(".")
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                problems.append(
+                    f"override {key}: {'.'.join(parts[: i + 1])} is not a section; "
+                    f"got {_describe(child)}"
+                )
+                break
+            node = child
+        else:
+            node[parts[-1]] = value
+    if problems:
+        raise ConfigError(problems)
+    return out
+
+
+def _deepcopy(raw: Any) -> Any:
+    if isinstance(raw, Mapping):
+        return {k: _deepcopy(v) for k, v in raw.items()}
+    if isinstance(raw, list):
+        return [_deepcopy(v) for v in raw]
+    return raw
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, turning I/O and syntax errors into :class:`ConfigError`."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError([f"config file {str(p)!r} cannot be read: {exc.strerror}"]) from None
+    try:
+        raw = _yaml_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"config file {str(p)!r} is not valid YAML: {exc}"]) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError([f"config file {str(p)!r} must hold a mapping; got {_describe(raw)}"])
+    return raw
+
+
+def load(path: str | Path, overrides: Sequence[str] = ()) -> Config:
+    """Load a YAML config, apply overrides and validate."""
+    return from_dict(apply_overrides(read_yaml(path), overrides))
+
+
+def to_yaml(cfg: Config, extra: Mapping[str, Any] | None = None) -> str:
+    """Serialise the resolved config (plus ``extra`` keys such as the package version)."""
+    doc: dict[str, Any] = cfg.to_dict()
+    if extra:
+        doc = {**doc, **extra}
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def from_run_config(run_config: Mapping[str, Any]) -> Config:
+    """Turn Flower's flat ``run_config`` into a :class:`Config`.
+
+    Two forms are understood: ``config-path`` (a YAML file) plus ``overrides``
+    (space-separated ``key=value``), and flat dotted keys (``"dp.epsilon": 2.0``), which
+    are applied as overrides on top.
+    """
+    base: dict[str, Any] = {}
+    overrides: list[str] = []
+    for key, value in run_config.items():
+        if key == "config-path":
+            if value:
+                base = read_yaml(str(value))
+        elif key == "overrides":
+            overrides.extend(str(value).split())
+        else:
+            text = value if isinstance(value, str) else json.dumps(value)
+            overrides.append(f"{key}={text}")
+    return from_dict(apply_overrides(base, overrides))

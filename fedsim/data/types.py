@@ -1,0 +1,172 @@
+"""Value types of the data layer: an image split, a loaded dataset, and what a source returns.
+
+All images are ``float32`` arrays in NCHW layout with values in ``[0, 1]``; all labels are
+``int64`` class indices ``0..K-1``. The types check these invariants when built, so a
+:class:`Split` that exists is a valid one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedsim.errors import DataError
+
+__all__ = ["DatasetBundle", "SourceArgs", "SourceSplits", "Split"]
+
+
+@dataclass(frozen=True)
+class Split:
+    """Images and labels of one split.
+
+    Parameters
+    ----------
+    x
+        ``float32`` images of shape ``(N, C, H, W)`` with values in ``[0, 1]``.
+    y
+        ``int64`` labels of shape ``(N,)``.
+
+    Raises
+    ------
+    DataError
+        If the dtypes, ranks or lengths are wrong (the value range is checked by the
+        loaders, where it is cheap to do so).
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.x, np.ndarray) or self.x.dtype != np.float32 or self.x.ndim != 4:
+            raise DataError(
+                f"Split.x must be a float32 array of shape (N, C, H, W); got {_describe(self.x)}"
+            )
+        if not isinstance(self.y, np.ndarray) or self.y.dtype != np.int64 or self.y.ndim != 1:
+            raise DataError(
+                f"Split.y must be an int64 array of shape (N,); got {_describe(self.y)}"
+            )
+        if len(self.x) != len(self.y):
+            raise DataError(
+                f"Split.y must have one label per image: {len(self.x)} images but "
+                f"{len(self.y)} labels"
+            )
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def subset(self, idx: np.ndarray) -> Split:
+        """Return the samples at ``idx`` (integer indices or a boolean mask) as a new split.
+
+        The result holds copies, so it is writable even when this split is read-only.
+        """
+        index = np.asarray(idx)
+        if index.ndim != 1 or not (
+            np.issubdtype(index.dtype, np.integer) or index.dtype == np.bool_ or index.size == 0
+        ):
+            raise DataError(
+                f"Split.subset: idx must be a 1-D integer or boolean array; got {_describe(index)}"
+            )
+        if index.size == 0:
+            index = index.astype(np.int64)
+        return Split(x=self.x[index], y=self.y[index])
+
+
+@dataclass(frozen=True)
+class DatasetBundle:
+    """A loaded dataset: the training pool and the server's two splits.
+
+    Parameters
+    ----------
+    name
+        The registered dataset name (``data.name``).
+    train
+        The training pool, partitioned across clients.
+    val
+        The server's public/auxiliary validation split (SecProbe utilities, per-layer
+        clipping estimates, int8 calibration).
+    test
+        The server's test split.
+    num_classes
+        Number of classes ``K``; every label is in ``0..K-1``.
+    class_names
+        One name per class, ``len(class_names) == num_classes``.
+    """
+
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+    class_names: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if self.num_classes < 1 or len(self.class_names) != self.num_classes:
+            raise DataError(
+                f"dataset {self.name!r}: num_classes ({self.num_classes}) must be >= 1 and "
+                f"equal the number of class names ({len(self.class_names)})"
+            )
+        shape = self.train.x.shape[1:]
+        for split_name, split in (("train", self.train), ("val", self.val), ("test", self.test)):
+            if split.x.shape[1:] != shape:
+                raise DataError(
+                    f"dataset {self.name!r}: {split_name} images have shape "
+                    f"{split.x.shape[1:]} but train images have {shape}"
+                )
+            if len(split) and (split.y.min() < 0 or split.y.max() >= self.num_classes):
+                raise DataError(
+                    f"dataset {self.name!r}: {split_name} labels must be in "
+                    f"0..{self.num_classes - 1}; got {split.y.min()}..{split.y.max()}"
+                )
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """The ``(C, H, W)`` shape of one image."""
+        c, h, w = self.train.x.shape[1:]
+        return int(c), int(h), int(w)
+
+
+@dataclass(frozen=True)
+class SourceArgs:
+    """What a registered source loader receives from :func:`fedsim.data.load_dataset`.
+
+    Parameters
+    ----------
+    path
+        ``data.path``: a file or folder (``npz``, ``imagefolder``; optional elsewhere).
+    root
+        ``data.root``: the folder of a downloadable or system-installed dataset.
+    download
+        ``data.download``: whether a missing downloadable dataset may be fetched.
+    """
+
+    path: str | None = None
+    root: str | None = None
+    download: bool = True
+
+
+@dataclass(frozen=True)
+class SourceSplits:
+    """The splits a source provides, before missing validation/test splits are carved.
+
+    Parameters
+    ----------
+    train
+        The training split.
+    val, test
+        The source's own validation and test splits, or ``None`` when it has none.
+    class_names
+        One name per class; its length is the number of classes.
+    """
+
+    train: Split
+    val: Split | None
+    test: Split | None
+    class_names: tuple[str, ...]
+
+
+def _describe(value: object) -> str:
+    """Short description of an array-like for error messages."""
+    if isinstance(value, np.ndarray):
+        return f"{value.dtype} array of shape {value.shape}"
+    return type(value).__name__

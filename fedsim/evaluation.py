@@ -1,0 +1,60 @@
+"""Central evaluation of a model on a data split (accuracy, loss, AUC for binary tasks)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedsim.data import Split
+from fedsim.records import EvalResult
+
+
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
+    """Area under the ROC curve of ``scores`` for binary ``labels`` (Mann–Whitney U, ties
+    counted half). ``None`` when only one class is present.
+
+    >>> roc_auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1]))
+    0.75
+    """
+    labels = np.asarray(labels).astype(bool)
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores), dtype=np.float64)
+    sorted_scores = np.asarray(scores)[order]
+    # average ranks over ties
+    i = 0
+    while i < len(sorted_scores):
+        j = i
+        while j + 1 < len(sorted_scores) and sorted_scores[j + 1] == sorted_scores[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    u = ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u / (n_pos * n_neg))
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, split: Split, device: torch.device | str = "cpu", batch_size: int = 512
+) -> EvalResult:
+    """Accuracy, mean cross-entropy loss and (binary tasks) ROC AUC of ``model`` on ``split``."""
+    model.eval()
+    model.to(device)
+    total_loss, correct = 0.0, 0
+    positive_scores = []
+    x_all = torch.from_numpy(split.x)
+    y_all = torch.from_numpy(split.y)
+    for start in range(0, len(split), batch_size):
+        x = x_all[start : start + batch_size].to(device)
+        y = y_all[start : start + batch_size].to(device)
+        logits = model(x)
+        total_loss += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+        correct += int((logits.argmax(dim=1) == y).sum())
+        if logits.shape[1] == 2:
+            positive_scores.append(torch.softmax(logits, dim=1)[:, 1].cpu().numpy())
+    n = len(split)
+    auc = roc_auc(np.concatenate(positive_scores), split.y) if positive_scores else None
+    return EvalResult(accuracy=correct / n, loss=total_loss / n, auc=auc, num_examples=n)

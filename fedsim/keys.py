@@ -1,0 +1,41 @@
+"""Message and metric keys shared by the ServerApp and the ClientApp.
+
+The server never imports client code and vice versa; they agree only on these names.
+"""
+
+from typing import Final
+
+# RecordDict entries
+ARRAYS: Final = "arrays"
+CONFIG: Final = "config"
+METRICS: Final = "metrics"
+STATUS: Final = "status"
+
+# ConfigRecord sent with a train message
+SERVER_ROUND: Final = "server-round"
+
+# MetricRecord replied by a client
+CLIENT_ID: Final = "client-id"
+NUM_EXAMPLES: Final = "num-examples"
+TRAIN_LOSS: Final = "train-loss"
+EPSILON: Final = "epsilon"
+EPSILON_TOTAL: Final = "epsilon-total"
+DELTA: Final = "delta"
+NOISE_MULTIPLIER: Final = "noise-multiplier"
+SAMPLE_RATE: Final = "sample-rate"
+STEPS: Final = "steps"
+TRAIN_SECONDS: Final = "train-seconds"
+
+# ConfigRecord STATUS entries replied by a client
+STATUS_CODE: Final = "code"
+STATUS_REASON: Final = "reason"
+STATUS_OK: Final = "ok"
+STATUS_BUDGET_EXHAUSTED: Final = "budget-exhausted"
+
+# Flower node_config keys (simulation sets partition-id / num-partitions itself)
+NODE_PARTITION_ID: Final = "partition-id"
+NODE_NUM_PARTITIONS: Final = "num-partitions"
+
+# Per-node persistent state (context.state)
+STATE_RECORD: Final = "fedsim-state"
+STATE_LEDGER: Final = "ledger"

@@ -1,0 +1,117 @@
+"""Check the whole plan before anything heavy starts.
+
+The preflight loads the dataset, cuts the partitions, builds the model (and checks that
+Opacus can train it when DP is on) and works out each client's DP-SGD plan, so that a
+run that cannot work fails in seconds with a clear message instead of after Ray starts.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from fedsim.config import Config
+from fedsim.errors import ConfigError, FedsimError
+from fedsim.models import build_model, is_dp_compatible
+from fedsim.privacy.planning import DpSgdPlan, epsilon_after_rounds, plan_dp_sgd
+from fedsim.workload import dataset_for, partitions_for
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PreflightReport:
+    """What the preflight found (printed by ``fedsim validate``)."""
+
+    dataset: str
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    train_pool: int
+    val_size: int
+    test_size: int
+    client_sizes: tuple[int, ...]
+    num_parameters: int
+    dp_plans: tuple[tuple[int, DpSgdPlan], ...] = ()
+
+    def lines(self) -> list[str]:
+        """Human-readable summary."""
+        sizes = self.client_sizes
+        out = [
+            f"dataset {self.dataset}: input {self.input_shape}, {self.num_classes} classes, "
+            f"train pool {self.train_pool}, server validation {self.val_size}, "
+            f"test {self.test_size}",
+            f"{len(sizes)} clients: {min(sizes)}..{max(sizes)} examples "
+            f"(mean {sum(sizes) / len(sizes):.1f})",
+            f"model: {self.num_parameters:,} trainable parameters",
+        ]
+        for n, plan in self.dp_plans:
+            out.append(
+                f"DP-SGD for a client with {n} examples: sigma {plan.noise_multiplier:.4g}, "
+                f"sample rate {plan.sample_rate:.4g}, {plan.steps_per_round} steps per round"
+            )
+        return out
+
+
+def preflight(cfg: Config) -> PreflightReport:
+    """Check ``cfg`` end to end without training.
+
+    Raises
+    ------
+    ConfigError
+        Listing every problem found.
+    """
+    problems: list[str] = []
+    try:
+        bundle = dataset_for(cfg.data, cfg.seed)
+        parts = partitions_for(cfg.data, cfg.seed)
+    except FedsimError as exc:
+        raise ConfigError([str(exc)]) from None
+    sizes = tuple(len(p) for p in parts)
+    empty = [i for i, n in enumerate(sizes) if n == 0]
+    if empty:
+        problems.append(
+            f"data.num_clients: clients {empty[:10]} get no training data "
+            f"(partition {cfg.data.partition!r}, pool {len(bundle.train)}); use fewer clients "
+            "or another partition"
+        )
+    try:
+        model = build_model(cfg.model.name, bundle.input_shape, bundle.num_classes, seed=0)
+    except Exception as exc:  # a model that cannot be built for this data is a config problem
+        raise ConfigError([f"model.name {cfg.model.name!r} cannot be built for input "
+                           f"{bundle.input_shape}: {exc}"]) from None
+    num_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    plans: list[tuple[int, DpSgdPlan]] = []
+    if cfg.dp.enabled:
+        dp_errors = is_dp_compatible(model)
+        if dp_errors:
+            problems.append(f"model.name {cfg.model.name!r} cannot be trained with Opacus: "
+                            + "; ".join(dp_errors[:3]))
+        nonempty = sorted({n for n in sizes if n > 0})
+        for n in {nonempty[0], nonempty[-1]} if nonempty else set():
+            try:
+                plan = plan_dp_sgd(cfg, n)
+            except ValueError as exc:
+                problems.append(f"dp.epsilon {cfg.dp.epsilon} is not reachable: {exc}")
+                continue
+            plans.append((n, plan))
+            if cfg.dp.max_epsilon is not None:
+                one_round = epsilon_after_rounds(plan, 1, cfg.dp.delta, cfg.dp.accountant)
+                if one_round > cfg.dp.max_epsilon:
+                    problems.append(
+                        f"dp.max_epsilon {cfg.dp.max_epsilon} is below the epsilon of a single "
+                        f"round ({one_round:.4g}) for a client with {n} examples: no client "
+                        "could train"
+                    )
+    if problems:
+        raise ConfigError(problems)
+    return PreflightReport(
+        dataset=cfg.data.name,
+        input_shape=bundle.input_shape,
+        num_classes=bundle.num_classes,
+        train_pool=len(bundle.train),
+        val_size=len(bundle.val),
+        test_size=len(bundle.test),
+        client_sizes=sizes,
+        num_parameters=num_params,
+        dp_plans=tuple(sorted(plans)),
+    )

@@ -1,0 +1,73 @@
+"""Values that cross module boundaries: what happened to each client in a round."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+ClientStatus = Literal["ok", "budget-exhausted", "rejected", "failed"]
+
+
+@dataclass(frozen=True)
+class ClientRoundRecord:
+    """One client's part in one round, as the server saw it.
+
+    The accounting inputs (``noise_multiplier``, ``sample_rate``, cumulative ``steps``) are
+    logged so that anyone can re-derive ``epsilon`` with their own accountant.
+    """
+
+    client_id: int
+    status: ClientStatus
+    num_examples: int = 0
+    train_loss: float | None = None
+    epsilon: float | None = None
+    epsilon_total: float | None = None
+    delta: float | None = None
+    noise_multiplier: float | None = None
+    sample_rate: float | None = None
+    steps: int | None = None
+    train_seconds: float | None = None
+    rejected_reason: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON object for ``metrics.jsonl`` (without the client id, which is the key)."""
+        doc = asdict(self)
+        doc.pop("client_id")
+        return doc
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Central evaluation of the global model on one split."""
+
+    accuracy: float
+    loss: float
+    auc: float | None = None
+    num_examples: int = 0
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """Everything one round produced: one line of ``metrics.jsonl``."""
+
+    round: int
+    test: EvalResult
+    sampled: tuple[int, ...] = ()
+    selected: tuple[int, ...] = ()
+    clients: tuple[ClientRoundRecord, ...] = field(default_factory=tuple)
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``metrics.jsonl`` object (DESIGN.md, run directory contract)."""
+        doc: dict[str, Any] = {
+            "round": self.round,
+            "test_accuracy": self.test.accuracy,
+            "test_loss": self.test.loss,
+        }
+        if self.test.auc is not None:
+            doc["test_auc"] = self.test.auc
+        doc["sampled"] = list(self.sampled)
+        doc["selected"] = list(self.selected)
+        doc["seconds"] = self.seconds
+        doc["clients"] = {str(c.client_id): c.to_json() for c in self.clients}
+        return doc

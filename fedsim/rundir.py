@@ -1,0 +1,127 @@
+"""The run directory contract (DESIGN.md): config.yaml, metrics.jsonl, summary.json,
+model.pt, tb/.
+
+:class:`RunWriter` is the only code that writes these files. ``metrics.jsonl`` is appended
+and flushed after every round, so an interrupted run keeps every completed round.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fedsim import __version__
+from fedsim.config import Config, to_yaml
+from fedsim.records import RoundRecord
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+MODEL_FILE = "model.pt"
+TB_DIR = "tb"
+
+
+def _clean(value: Any) -> Any:
+    """Replace NaN/Inf by None so that the JSON files stay standard JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def write_json_atomic(path: Path, doc: Any) -> None:
+    """Write ``doc`` as JSON to ``path`` via a temporary file and rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(_clean(doc), fh, indent=2, allow_nan=False)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+class RunWriter:
+    """Writes one run directory.
+
+    Parameters
+    ----------
+    out_dir
+        The run directory (created if missing).
+    cfg
+        The fully resolved config; written to ``config.yaml`` with seed and version.
+    tensorboard
+        Also write TensorBoard events under ``tb/``.
+    """
+
+    def __init__(self, out_dir: str | Path, cfg: Config, *, tensorboard: bool = True) -> None:
+        self.dir = Path(out_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.cfg = cfg
+        (self.dir / CONFIG_FILE).write_text(
+            to_yaml(cfg, {"fedsim_version": __version__})
+        )
+        self._metrics_path = self.dir / METRICS_FILE
+        self._metrics_path.write_text("")
+        self._tb: Any = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(log_dir=str(self.dir / TB_DIR))
+
+    def append_round(self, record: RoundRecord) -> None:
+        """Append one line to ``metrics.jsonl`` and TensorBoard scalars."""
+        line = json.dumps(_clean(record.to_json()), allow_nan=False)
+        with self._metrics_path.open("a") as fh:
+            fh.write(line + "\n")
+            fh.flush()
+        if self._tb is not None:
+            step = record.round
+            self._tb.add_scalar("test/accuracy", record.test.accuracy, step)
+            self._tb.add_scalar("test/loss", record.test.loss, step)
+            if record.test.auc is not None:
+                self._tb.add_scalar("test/auc", record.test.auc, step)
+            for c in record.clients:
+                if c.epsilon is not None:
+                    self._tb.add_scalar(f"epsilon/client_{c.client_id}", c.epsilon, step)
+                if c.train_loss is not None:
+                    self._tb.add_scalar(f"train_loss/client_{c.client_id}", c.train_loss, step)
+            self._tb.flush()
+
+    def save_model(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        """Save a plain ``state_dict`` (no Opacus ``_module.`` prefixes) to ``model.pt``."""
+        bad = [k for k in state_dict if k.startswith("_module.")]
+        if bad:
+            raise ValueError(f"model state_dict has Opacus-wrapped keys, e.g. {bad[0]!r}")
+        torch.save(dict(state_dict), self.dir / MODEL_FILE)
+
+    def write_summary(self, summary: Mapping[str, Any]) -> None:
+        """Write ``summary.json`` atomically."""
+        write_json_atomic(self.dir / SUMMARY_FILE, summary)
+
+    def close(self) -> None:
+        """Flush and close TensorBoard."""
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """Read ``metrics.jsonl`` of a run directory."""
+    path = Path(run_dir) / METRICS_FILE
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def read_summary(run_dir: str | Path) -> dict[str, Any]:
+    """Read ``summary.json`` of a run directory."""
+    return dict(json.loads((Path(run_dir) / SUMMARY_FILE).read_text()))

@@ -1,0 +1,77 @@
+"""``summary.json``: the end-of-run digest (DESIGN.md, run directory contract)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from fedsim import __version__
+from fedsim.config import Config
+from fedsim.records import ClientRoundRecord, EvalResult
+
+
+def _eval_doc(result: EvalResult | None) -> dict[str, Any] | None:
+    if result is None:
+        return None
+    doc: dict[str, Any] = {"test_accuracy": result.accuracy, "test_loss": result.loss}
+    if result.auc is not None:
+        doc["test_auc"] = result.auc
+    return doc
+
+
+def client_summaries(
+    cfg: Config,
+    round_records: Mapping[int, Sequence[ClientRoundRecord]],
+    num_examples: Mapping[int, int],
+) -> dict[str, dict[str, Any]]:
+    """Per client (stable id): ε spent, δ, role, rounds trained, last status."""
+    out: dict[str, dict[str, Any]] = {}
+    for cid in sorted(num_examples):
+        history = [r for rnd in sorted(round_records) for r in round_records[rnd]
+                   if r.client_id == cid]
+        eps = [r.epsilon for r in history if r.epsilon is not None]
+        eps_total = [r.epsilon_total for r in history if r.epsilon_total is not None]
+        sigma = [r.noise_multiplier for r in history if r.noise_multiplier is not None]
+        out[str(cid)] = {
+            "epsilon_spent": (eps[-1] if eps else 0.0) if cfg.dp.enabled else None,
+            "epsilon_total": (eps_total[-1] if eps_total else 0.0) if cfg.dp.enabled else None,
+            "delta": cfg.dp.delta if cfg.dp.enabled else None,
+            "noise_multiplier": sigma[-1] if sigma else None,
+            "role": "honest",
+            "valuation": None,
+            "reward_total": 0.0,
+            "num_examples": int(num_examples[cid]),
+            "rounds_trained": sum(1 for r in history if r.status == "ok"),
+            "last_status": history[-1].status if history else "never-sampled",
+        }
+    return out
+
+
+def build_summary(
+    cfg: Config,
+    evaluations: Mapping[int, EvalResult],
+    round_records: Mapping[int, Sequence[ClientRoundRecord]],
+    num_examples: Mapping[int, int],
+    wall_seconds: float,
+) -> dict[str, Any]:
+    """The ``summary.json`` document."""
+    completed = max((r for r in evaluations if r > 0), default=0)
+    clients = client_summaries(cfg, round_records, num_examples)
+    spent = [c["epsilon_spent"] for c in clients.values() if c["epsilon_spent"] is not None]
+    return {
+        "name": cfg.name,
+        "fedsim_version": __version__,
+        "seed": cfg.seed,
+        "rounds": completed,
+        "wall_seconds": wall_seconds,
+        "final": _eval_doc(evaluations.get(completed)),
+        "initial": _eval_doc(evaluations.get(0)),
+        "dp": {
+            "enabled": cfg.dp.enabled,
+            "target_epsilon": cfg.dp.epsilon,
+            "max_epsilon": cfg.dp.max_epsilon,
+            "delta": cfg.dp.delta if cfg.dp.enabled else None,
+            "max_epsilon_spent": max(spent) if spent else None,
+        },
+        "clients": clients,
+    }

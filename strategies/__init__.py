@@ -1,0 +1,1 @@
+"""Server side of fedsim: the Flower ServerApp and its strategies."""

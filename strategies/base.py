@@ -1,0 +1,198 @@
+"""Behaviour every fedsim strategy shares, layered over a Flower strategy.
+
+:class:`FedsimStrategyMixin` goes first in the bases of a class that also derives from a
+Flower message-API strategy (``class FedAvg(FedsimStrategyMixin, flwr FedAvg)``). It
+changes two hooks and delegates the aggregation rule to the Flower class:
+
+- ``configure_train``: samples ``strategy.clients_per_round`` clients by *stable client id*
+  with a generator seeded from the root seed and the round (Flower's own sampling uses the
+  global ``random`` and random node ids, so it is not reproducible), skipping clients
+  that reported an exhausted privacy budget.
+- ``aggregate_train``: screens every reply (errors, exhausted budgets, malformed arrays)
+  and passes only well-formed updates, sorted by client id (so float sums are
+  reproducible), to the wrapped strategy's ``aggregate_train``. It records one
+  :class:`~fedsim.records.ClientRoundRecord` per sampled client.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+
+from fedsim import keys
+from fedsim.config import Config
+from fedsim.records import ClientRoundRecord
+from fedsim.seeding import numpy_rng
+from strategies.directory import ClientDirectory
+from strategies.replies import screen_update
+
+logger = logging.getLogger(__name__)
+
+
+def _metric(metrics: MetricRecord, key: str) -> Any:
+    return metrics[key] if key in metrics else None
+
+
+def record_from_metrics(client_id: int, status: str, metrics: MetricRecord | None,
+                        reason: str | None = None) -> ClientRoundRecord:
+    """A :class:`ClientRoundRecord` from a reply's MetricRecord."""
+    if metrics is None:
+        return ClientRoundRecord(client_id=client_id, status=status,  # type: ignore[arg-type]
+                                 rejected_reason=reason)
+    loss = _metric(metrics, keys.TRAIN_LOSS)
+    steps = _metric(metrics, keys.STEPS)
+    return ClientRoundRecord(
+        client_id=client_id,
+        status=status,  # type: ignore[arg-type]
+        num_examples=int(_metric(metrics, keys.NUM_EXAMPLES) or 0),
+        train_loss=None if loss is None or not math.isfinite(float(loss)) else float(loss),
+        epsilon=_metric(metrics, keys.EPSILON),
+        epsilon_total=_metric(metrics, keys.EPSILON_TOTAL),
+        delta=_metric(metrics, keys.DELTA),
+        noise_multiplier=_metric(metrics, keys.NOISE_MULTIPLIER),
+        sample_rate=_metric(metrics, keys.SAMPLE_RATE),
+        steps=None if steps is None else int(steps),
+        train_seconds=_metric(metrics, keys.TRAIN_SECONDS),
+        rejected_reason=reason,
+    )
+
+
+class FedsimStrategyMixin:
+    """Seeded sampling by client id, reply screening and per-client round records.
+
+    Call :meth:`attach` before ``start()``.
+    """
+
+    cfg: Config
+    directory: ClientDirectory
+
+    def attach(self, cfg: Config, directory: ClientDirectory) -> None:
+        """Give the strategy the run's config and the node ↔ client map."""
+        self.cfg = cfg
+        self.directory = directory
+        self.exhausted: set[int] = set()
+        self.round_records: dict[int, tuple[ClientRoundRecord, ...]] = {}
+        self.round_sampled: dict[int, tuple[int, ...]] = {}
+        self.round_selected: dict[int, tuple[int, ...]] = {}
+        self._reference_shapes: dict[str, tuple[int, ...]] = {}
+
+    # ------------------------------------------------------------------ sampling
+    def eligible_clients(self) -> list[int]:
+        """Clients that may still train (budget not exhausted)."""
+        return [c for c in self.directory.client_ids if c not in self.exhausted]
+
+    def sample_clients(self, server_round: int) -> list[int]:
+        """Seeded sample of ``clients_per_round`` eligible clients, sorted."""
+        eligible = self.eligible_clients()
+        k = min(self.cfg.clients_per_round, len(eligible))
+        if k == 0:
+            return []
+        rng = numpy_rng(self.cfg.seed, "client-sampling", server_round)
+        chosen = rng.choice(np.asarray(eligible), size=k, replace=False)
+        return sorted(int(c) for c in chosen)
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Messages to the sampled clients carrying the global model and round config."""
+        self._reference_shapes = {k: tuple(a.shape) for k, a in arrays.items()}
+        clients = self.sample_clients(server_round)
+        self.round_sampled[server_round] = tuple(clients)
+        if not clients:
+            logger.warning("round %d: no client can train (all budgets exhausted)", server_round)
+            return []
+        config[keys.SERVER_ROUND] = server_round
+        record = RecordDict({keys.ARRAYS: arrays, keys.CONFIG: config})
+        logger.info("round %d: training clients %s", server_round, clients)
+        return [
+            Message(content=record, message_type=MessageType.TRAIN,
+                    dst_node_id=self.directory.node_of[c])
+            for c in clients
+        ]
+
+    # ------------------------------------------------------------------ screening
+    def screen_replies(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[list[tuple[int, Message]], list[ClientRoundRecord]]:
+        """Split replies into accepted ``(client_id, message)`` pairs and records for all."""
+        accepted: list[tuple[int, Message]] = []
+        records: list[ClientRoundRecord] = []
+        seen: set[int] = set()
+        for msg in replies:
+            node = msg.metadata.src_node_id
+            cid = self.directory.client_of.get(node)
+            if cid is None:
+                logger.warning("round %d: reply from unknown node %d ignored", server_round, node)
+                continue
+            seen.add(cid)
+            if msg.has_error():
+                reason = f"client error: {msg.error.reason}"
+                logger.warning("round %d: client %d failed: %s", server_round, cid, reason)
+                records.append(record_from_metrics(cid, "failed", None, reason))
+                continue
+            content = msg.content
+            metrics = content.metric_records.get(keys.METRICS)
+            status_rec = content.config_records.get(keys.STATUS)
+            status = str(status_rec[keys.STATUS_CODE]) if status_rec else keys.STATUS_OK
+            if status == keys.STATUS_BUDGET_EXHAUSTED:
+                self.exhausted.add(cid)
+                reason = str(status_rec[keys.STATUS_REASON]) if status_rec else status
+                records.append(record_from_metrics(cid, "budget-exhausted", metrics, reason))
+                continue
+            reason = self._malformed_reason(content)
+            if reason is not None:
+                logger.warning("round %d: rejected client %d: %s", server_round, cid, reason)
+                records.append(record_from_metrics(cid, "rejected", metrics, reason))
+                continue
+            accepted.append((cid, msg))
+            records.append(record_from_metrics(cid, "ok", metrics))
+        for cid in self.round_sampled.get(server_round, ()):
+            if cid not in seen:
+                records.append(record_from_metrics(cid, "failed", None, "no reply before timeout"))
+        accepted.sort(key=lambda pair: pair[0])
+        records.sort(key=lambda r: r.client_id)
+        return accepted, records
+
+    def _malformed_reason(self, content: RecordDict) -> str | None:
+        arrays = content.array_records.get(keys.ARRAYS)
+        metrics = content.metric_records.get(keys.METRICS)
+        if arrays is None or len(content.array_records) != 1:
+            return "reply must carry exactly one ArrayRecord named 'arrays'"
+        if metrics is None or len(content.metric_records) != 1:
+            return "reply must carry exactly one MetricRecord named 'metrics'"
+        n = metrics.get(keys.NUM_EXAMPLES)
+        if not isinstance(n, (int, float)):
+            return f"metric {keys.NUM_EXAMPLES} must be a number; got {n!r}"
+        try:
+            update = {k: a.numpy() for k, a in arrays.items()}
+        except Exception as exc:  # an undecodable array is a malformed upload
+            return f"arrays cannot be decoded: {exc}"
+        return screen_update(update, self._reference_shapes, float(n))
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Screen, sort, record, then let the wrapped Flower strategy aggregate."""
+        accepted, records = self.screen_replies(server_round, replies)
+        chosen = self.select(server_round, accepted)
+        self.round_records[server_round] = tuple(records)
+        self.round_selected[server_round] = tuple(cid for cid, _ in chosen)
+        if not chosen:
+            logger.warning("round %d: no update accepted; the global model is unchanged",
+                           server_round)
+            return None, None
+        return super().aggregate_train(  # type: ignore[misc]
+            server_round, [msg for _, msg in chosen]
+        )
+
+    def select(
+        self, server_round: int, accepted: list[tuple[int, Message]]
+    ) -> list[tuple[int, Message]]:
+        """Which accepted updates enter aggregation (all of them here; SecProbe overrides)."""
+        return accepted

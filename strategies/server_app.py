@@ -1,0 +1,129 @@
+"""The Flower ServerApp of fedsim.
+
+It loads the server's splits, discovers the clients, runs the configured strategy with
+central evaluation on the test split every round, and writes the run directory
+(``metrics.jsonl`` one line per round, then ``summary.json``, ``model.pt``).
+
+``make_server_app(cfg, out_dir)`` is used by ``fedsim run``; the module-level ``app``
+serves ``flwr run .`` and reads ``config-path``/``overrides``/``out-dir`` from the run config.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.serverapp import Grid, ServerApp
+
+from fedsim.config import Config, from_run_config
+from fedsim.devices import pick_device
+from fedsim.evaluation import evaluate
+from fedsim.models import build_model
+from fedsim.records import EvalResult, RoundRecord
+from fedsim.rundir import RunWriter
+from fedsim.summary import build_summary
+from fedsim.workload import dataset_for
+from strategies.base import FedsimStrategyMixin
+from strategies.directory import discover_clients
+from strategies.registry import build_strategy
+
+logger = logging.getLogger(__name__)
+
+RoundCallback = Callable[[RoundRecord], None]
+
+
+def run_server(
+    grid: Grid,
+    cfg: Config,
+    out_dir: str | Path,
+    on_round: RoundCallback | None = None,
+    node_timeout: float = 300.0,
+) -> dict[str, Any]:
+    """Run the whole federation from the server side; returns the summary."""
+    started = time.perf_counter()
+    writer = RunWriter(out_dir, cfg)
+    try:
+        bundle = dataset_for(cfg.data, cfg.seed)
+        device = pick_device()
+        model = build_model(cfg.model.name, bundle.input_shape, bundle.num_classes,
+                            seed=cfg.seed)
+        directory = discover_clients(grid, cfg.data.num_clients, node_timeout)
+        strategy = build_strategy(cfg)
+        if not isinstance(strategy, FedsimStrategyMixin):
+            raise TypeError(f"{type(strategy).__name__} must derive from FedsimStrategyMixin")
+        strategy.attach(cfg, directory)
+
+        evaluations: dict[int, EvalResult] = {}
+        round_clock = [time.perf_counter()]
+
+        def central_evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+            model.load_state_dict(arrays.to_torch_state_dict())
+            result = evaluate(model, bundle.test, device)
+            evaluations[server_round] = result
+            if server_round > 0:
+                now = time.perf_counter()
+                record = RoundRecord(
+                    round=server_round,
+                    test=result,
+                    sampled=strategy.round_sampled.get(server_round, ()),
+                    selected=strategy.round_selected.get(server_round, ()),
+                    clients=strategy.round_records.get(server_round, ()),
+                    seconds=now - round_clock[0],
+                )
+                round_clock[0] = now
+                writer.append_round(record)
+                if on_round is not None:
+                    on_round(record)
+            metrics = {"accuracy": result.accuracy, "loss": result.loss}
+            if result.auc is not None:
+                metrics["auc"] = result.auc
+            return MetricRecord(metrics)
+
+        result = strategy.start(
+            grid=grid,
+            initial_arrays=ArrayRecord(model.state_dict()),
+            num_rounds=cfg.rounds,
+            timeout=cfg.strategy.round_timeout,
+            train_config=ConfigRecord(),
+            evaluate_fn=central_evaluate,
+        )
+        final_state = result.arrays.to_torch_state_dict() if result.arrays else model.state_dict()
+        writer.save_model(final_state)
+        summary = build_summary(cfg, evaluations, strategy.round_records,
+                                directory.num_examples,
+                                wall_seconds=time.perf_counter() - started)
+        writer.write_summary(summary)
+        return summary
+    finally:
+        writer.close()
+
+
+def make_server_app(
+    cfg: Config | None = None,
+    out_dir: str | Path | None = None,
+    on_round: RoundCallback | None = None,
+    on_summary: Callable[[dict[str, Any]], None] | None = None,
+) -> ServerApp:
+    """A ServerApp for ``cfg``; with ``None`` the config comes from ``context.run_config``.
+
+    ``on_round`` is called with each round's record, ``on_summary`` with the final summary.
+    """
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        run_cfg = cfg if cfg is not None else from_run_config(context.run_config)
+        target = out_dir or context.run_config.get("out-dir") or f"runs/{run_cfg.name}"
+        summary = run_server(grid, run_cfg, str(target), on_round)
+        if on_summary is not None:
+            on_summary(summary)
+
+    return app
+
+
+#: ServerApp for ``flwr run .`` (see ``[tool.flwr.app.components]`` in pyproject.toml).
+app = make_server_app()

@@ -1,0 +1,116 @@
+"""Config loading: types, bounds, unknown keys, overrides, cross-field rules."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from fedsim import config as C
+from fedsim.errors import ConfigError
+
+BASE = {"dp": {"epsilon": 4.0}}
+
+
+def test_defaults_and_frozen() -> None:
+    cfg = C.from_dict(BASE)
+    assert cfg.data.name == "pneumoniamnist"
+    assert cfg.clients_per_round == cfg.data.num_clients
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.rounds = 5  # type: ignore[misc]
+
+
+def test_all_problems_reported_together_with_paths() -> None:
+    raw = {
+        "rounds": 0,
+        "bogus": 1,
+        "data": {"partition": "random", "num_clients": 2.5, "alpha": -1},
+        "dp": {"epsilon": -1, "enabled": "yes"},
+        "client": {"lr": "fast"},
+    }
+    with pytest.raises(ConfigError) as info:
+        C.from_dict(raw)
+    problems = info.value.problems
+    text = "\n".join(problems)
+    assert "rounds must be >= 1; got 0" in text
+    assert "bogus is not a known key" in text
+    assert "data.partition must be one of 'iid', 'dirichlet', 'shards'; got 'random'" in text
+    assert "data.num_clients must be an integer; got 2.5" in text
+    assert "data.alpha must be > 0; got -1" in text
+    assert "dp.epsilon must be > 0; got -1" in text
+    assert "dp.enabled must be true or false; got 'yes'" in text
+    assert "client.lr must be a number; got 'fast'" in text
+    assert len(problems) == 8
+
+
+def test_unknown_nested_key_lists_valid_keys() -> None:
+    with pytest.raises(ConfigError, match=r"dp.epsilonn is not a known key \(valid: .*epsilon"):
+        C.from_dict({"dp": {"epsilonn": 4}})
+
+
+def test_cross_field_rules() -> None:
+    with pytest.raises(ConfigError, match="exactly one of dp.epsilon or dp.noise_multiplier"):
+        C.from_dict({"dp": {"epsilon": 4, "noise_multiplier": 1.0}})
+    with pytest.raises(ConfigError, match="exactly one of dp.epsilon"):
+        C.from_dict({})
+    with pytest.raises(ConfigError, match=r"strategy.clients_per_round must be <= data.num_clients"):
+        C.from_dict({**BASE, "data": {"num_clients": 3}, "strategy": {"clients_per_round": 4}})
+    with pytest.raises(ConfigError, match=r"dp.epsilon must be <= dp.max_epsilon"):
+        C.from_dict({"dp": {"epsilon": 5, "max_epsilon": 4}})
+    with pytest.raises(ConfigError, match="data.path is required"):
+        C.from_dict({**BASE, "data": {"name": "npz"}})
+    # DP off: no epsilon needed
+    assert not C.from_dict({"dp": {"enabled": False}}).dp.enabled
+
+
+def test_overrides_parse_yaml_values_and_nest() -> None:
+    raw = C.apply_overrides(BASE, ["dp.epsilon=2", "rounds=5", "data.partition=dirichlet",
+                                   "dp.enabled=true", "name=my run"])
+    cfg = C.from_dict(raw)
+    assert cfg.dp.epsilon == 2.0 and isinstance(cfg.dp.epsilon, float)
+    assert cfg.rounds == 5 and cfg.data.partition == "dirichlet" and cfg.name == "my run"
+    assert BASE == {"dp": {"epsilon": 4.0}}  # input not mutated
+
+
+def test_bad_override_is_reported() -> None:
+    with pytest.raises(ConfigError, match="key=value"):
+        C.apply_overrides(BASE, ["rounds"])
+    with pytest.raises(ConfigError, match="rounds is not a section"):
+        C.apply_overrides({"rounds": 3}, ["rounds.x=1"])
+    with pytest.raises(ConfigError, match="dp.nope is not a known key"):
+        C.from_dict(C.apply_overrides(BASE, ["dp.nope=1"]))
+
+
+def test_yaml_file_errors(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="cannot be read"):
+        C.load(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rounds: [1,\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        C.load(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        C.load(listy)
+
+
+def test_roundtrip_through_yaml(tmp_path) -> None:
+    cfg = C.from_dict({**BASE, "rounds": 7, "data": {"partition": "shards"}})
+    path = tmp_path / "c.yaml"
+    path.write_text(C.to_yaml(cfg))
+    assert C.load(path) == cfg
+
+
+def test_quickstart_config_is_valid() -> None:
+    cfg = C.load("experiments/quickstart.yaml")
+    assert cfg.data.name == "pneumoniamnist" and cfg.data.num_clients == 5
+    assert cfg.data.partition == "dirichlet" and cfg.data.alpha == 1.0
+    assert cfg.model.name == "cnn" and cfg.dp.epsilon == 4.0 and cfg.dp.delta == 1e-4
+
+
+def test_from_run_config_flat_keys(tmp_path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("dp:\n  epsilon: 3\nrounds: 4\n")
+    cfg = C.from_run_config({"config-path": str(path), "overrides": "rounds=2 seed=9",
+                             "data.num_clients": 3, "dp.delta": 1e-6})
+    assert (cfg.rounds, cfg.seed, cfg.data.num_clients, cfg.dp.delta) == (2, 9, 3, 1e-6)

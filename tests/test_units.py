@@ -1,0 +1,93 @@
+"""Small pure pieces: seeds, reply screening, AUC, registry, run directory writer."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fedsim.config import from_dict
+from fedsim.errors import FedsimError
+from fedsim.evaluation import roc_auc
+from fedsim.records import ClientRoundRecord, EvalResult, RoundRecord
+from fedsim.registry import Registry
+from fedsim.rundir import RunWriter, read_metrics
+from fedsim.seeding import derive_seed, numpy_rng, torch_generator
+from strategies.replies import screen_update
+
+
+def test_derived_seeds_are_stable_and_distinct() -> None:
+    seeds = {derive_seed(0, p, c, r) for p in ("a", "b") for c in range(5) for r in range(5)}
+    assert len(seeds) == 50
+    assert derive_seed(3, "train", 1, 2) == derive_seed(3, "train", 1, 2)
+    assert numpy_rng(1, "x").integers(1 << 30) == numpy_rng(1, "x").integers(1 << 30)
+    g1, g2 = torch_generator(1, "x", 2), torch_generator(1, "x", 2)
+    assert torch.equal(torch.rand(3, generator=g1), torch.rand(3, generator=g2))
+
+
+def test_no_global_rng_touched() -> None:
+    state = torch.random.get_rng_state().clone()
+    np_state = np.random.get_state()[1].copy()
+    numpy_rng(0, "x").random(10)
+    torch.rand(3, generator=torch_generator(0, "y"))
+    assert torch.equal(state, torch.random.get_rng_state())
+    assert np.array_equal(np_state, np.random.get_state()[1])
+
+
+def test_screen_update_reasons() -> None:
+    ref = {"w": (2, 2), "b": (2,)}
+    good = {"w": np.zeros((2, 2), np.float32), "b": np.zeros(2, np.float32)}
+    assert screen_update(good, ref, 10) is None
+    assert "non-finite" in str(screen_update({**good, "b": np.array([np.inf, 0.0])}, ref, 10))
+    assert "shape (3,)" in str(screen_update({**good, "b": np.zeros(3)}, ref, 10))
+    assert "missing ['b']" in str(screen_update({"w": good["w"]}, ref, 10))
+    assert "unexpected ['z']" in str(screen_update({**good, "z": np.zeros(1)}, ref, 10))
+    assert "num-examples" in str(screen_update(good, ref, 0))
+    assert "num-examples" in str(screen_update(good, ref, float("nan")))
+
+
+def test_roc_auc_matches_pairwise_definition() -> None:
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 5, 40).astype(float)  # many ties
+    labels = rng.integers(0, 2, 40)
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    pairs = [(1.0 if p > n else 0.5 if p == n else 0.0) for p, n in itertools.product(pos, neg)]
+    assert roc_auc(scores, labels) == pytest.approx(np.mean(pairs))
+    assert roc_auc(scores, np.ones(40)) is None
+
+
+def test_registry_unknown_name_lists_valid() -> None:
+    reg: Registry[int] = Registry("thing", "x.name")
+    reg.register("b")(2)
+    reg.register("a")(1)
+    with pytest.raises(FedsimError, match=r"x.name must be one of: a, b; got 'c'"):
+        reg.get("c")
+    with pytest.raises(ValueError):
+        reg.register("a")(3)
+
+
+def test_run_writer_contract(tmp_path) -> None:
+    cfg = from_dict({"dp": {"epsilon": 1.0}})
+    writer = RunWriter(tmp_path, cfg, tensorboard=True)
+    rec = RoundRecord(
+        round=1,
+        test=EvalResult(accuracy=0.5, loss=float("nan"), auc=0.6, num_examples=10),
+        sampled=(0, 1), selected=(0,),
+        clients=(ClientRoundRecord(0, "ok", 5, 0.3, 0.5, 0.5, 1e-5, 1.1, 0.1, 10),
+                 ClientRoundRecord(1, "rejected", rejected_reason="bad")),
+    )
+    writer.append_round(rec)
+    writer.save_model({"w": torch.zeros(2)})
+    with pytest.raises(ValueError):
+        writer.save_model({"_module.w": torch.zeros(2)})
+    writer.close()
+    (line,) = read_metrics(tmp_path)
+    assert line["test_loss"] is None  # NaN written as null: the file stays JSON
+    assert line["selected"] == [0] and line["clients"]["1"]["rejected_reason"] == "bad"
+    assert line["clients"]["0"]["epsilon"] == 0.5
+    assert "fedsim_version" in (tmp_path / "config.yaml").read_text()
+    assert any((tmp_path / "tb").iterdir())
+    json.dumps(line, allow_nan=False)
