@@ -52,21 +52,23 @@ def save_ledger(context: Context, ledger: PrivacyLedger) -> None:
 
 def outcome_metrics(cfg: Config, client_id: int, outcome: LocalOutcome) -> MetricRecord:
     """The MetricRecord of a train reply."""
-    metrics: dict[str, int | float] = {
+    metrics: dict[str, int | float | list[int] | list[float]] = {
         keys.CLIENT_ID: client_id,
         keys.NUM_EXAMPLES: outcome.num_examples,
         keys.TRAIN_LOSS: float(outcome.train_loss),
         keys.TRAIN_SECONDS: float(outcome.train_seconds),
     }
     if cfg.dp.enabled:
-        metrics.update({
-            keys.EPSILON: float(outcome.epsilon or 0.0),
-            keys.EPSILON_TOTAL: float(outcome.epsilon_total or 0.0),
-            keys.DELTA: float(cfg.dp.delta),
-            keys.NOISE_MULTIPLIER: float(outcome.noise_multiplier or 0.0),
-            keys.SAMPLE_RATE: float(outcome.sample_rate or 0.0),
-            keys.STEPS: int(outcome.ledger.dp_sgd_steps),
-        })
+        metrics.update(
+            {
+                keys.EPSILON: float(outcome.epsilon or 0.0),
+                keys.EPSILON_TOTAL: float(outcome.epsilon_total or 0.0),
+                keys.DELTA: float(cfg.dp.delta),
+                keys.NOISE_MULTIPLIER: float(outcome.noise_multiplier or 0.0),
+                keys.SAMPLE_RATE: float(outcome.sample_rate or 0.0),
+                keys.STEPS: int(outcome.ledger.dp_sgd_steps),
+            }
+        )
     return MetricRecord(metrics)
 
 
@@ -75,14 +77,17 @@ def handle_train(cfg: Config, msg: Message, context: Context) -> Message:
     client_id = client_id_of(context)
     ledger = load_ledger(context)
     arrays = msg.content.array_records[keys.ARRAYS]
-    server_round = int(msg.content.config_records[keys.CONFIG][keys.SERVER_ROUND])
+    server_round = int(msg.content.config_records[keys.CONFIG][keys.SERVER_ROUND])  # type: ignore[arg-type]
     outcome = run_local_round(cfg, client_id, arrays.to_torch_state_dict(), server_round, ledger)
     save_ledger(context, outcome.ledger)
-    content = RecordDict({
-        keys.METRICS: outcome_metrics(cfg, client_id, outcome),
-        keys.STATUS: ConfigRecord({keys.STATUS_CODE: outcome.status,
-                                   keys.STATUS_REASON: outcome.reason}),
-    })
+    content = RecordDict(
+        {
+            keys.METRICS: outcome_metrics(cfg, client_id, outcome),
+            keys.STATUS: ConfigRecord(
+                {keys.STATUS_CODE: outcome.status, keys.STATUS_REASON: outcome.reason}
+            ),
+        }
+    )
     if outcome.state_dict is not None:
         content[keys.ARRAYS] = ArrayRecord(outcome.state_dict)
     return Message(content=content, reply_to=msg)
@@ -91,10 +96,10 @@ def handle_train(cfg: Config, msg: Message, context: Context) -> Message:
 def handle_query(cfg: Config, msg: Message, context: Context) -> Message:
     """Tell the server which client this node is and how much data it holds."""
     client_id = client_id_of(context)
-    n = len(client_split(cfg, client_id))
-    content = RecordDict({
-        keys.METRICS: MetricRecord({keys.CLIENT_ID: client_id, keys.NUM_EXAMPLES: n})
-    })
+    n: int = len(client_split(cfg, client_id))
+    content = RecordDict(
+        {keys.METRICS: MetricRecord({keys.CLIENT_ID: client_id, keys.NUM_EXAMPLES: n})}
+    )
     return Message(content=content, reply_to=msg)
 
 

@@ -82,9 +82,14 @@ def run_local_round(
                 )
                 logger.info("client %d: %s", client_id, reason)
                 return LocalOutcome(
-                    status="budget-exhausted", ledger=ledger, num_examples=0,
-                    noise_multiplier=sigma, sample_rate=plan.sample_rate, epsilon=spent,
-                    epsilon_total=ledger.epsilon_total(delta, cfg.dp.accountant), reason=reason,
+                    status="budget-exhausted",
+                    ledger=ledger,
+                    num_examples=0,
+                    noise_multiplier=sigma,
+                    sample_rate=plan.sample_rate,
+                    epsilon=spent,
+                    epsilon_total=ledger.epsilon_total(delta, cfg.dp.accountant),
+                    reason=reason,
                 )
 
     started = time.perf_counter()
@@ -102,21 +107,29 @@ def run_local_round(
     if plan is None:
         result = train_epochs(model, loader, optimizer, cfg.client.local_epochs, device)
         return LocalOutcome(
-            status="ok", ledger=ledger, num_examples=n, state_dict=plain_state_dict(model),
-            train_loss=result.mean_loss, train_seconds=time.perf_counter() - started,
+            status="ok",
+            ledger=ledger,
+            num_examples=n,
+            state_dict=plain_state_dict(model),
+            train_loss=result.mean_loss,
+            train_seconds=time.perf_counter() - started,
         )
 
     sigma = ledger.noise_multiplier
     assert sigma is not None
     private = make_private(
-        model, optimizer, loader,
+        model,
+        optimizer,
+        loader,
         noise_multiplier=sigma,
         max_grad_norm=cfg.dp.max_grad_norm,
-        noise_generator=torch_generator(cfg.seed, "dp-noise", client_id, server_round,
-                                        device=device.type),
+        noise_generator=torch_generator(
+            cfg.seed, "dp-noise", client_id, server_round, device=device.type
+        ),
     )
-    result = train_epochs(private.model, private.loader, private.optimizer,
-                          cfg.client.local_epochs, device)
+    result = train_epochs(
+        private.model, private.loader, private.optimizer, cfg.client.local_epochs, device
+    )
     steps = private.steps_taken()
     acc_sigma, acc_q = private.accounted_schedule()
     ledger = ledger.with_event(SubsampledGaussian(acc_sigma, acc_q, steps))

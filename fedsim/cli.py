@@ -55,15 +55,24 @@ def _parser() -> argparse.ArgumentParser:
 
     def add_config_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("config", help="YAML experiment config")
-        p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config field, e.g. -o dp.epsilon=2 (repeatable)")
+        p.add_argument(
+            "-o",
+            "--override",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a config field, e.g. -o dp.epsilon=2 (repeatable)",
+        )
         p.add_argument("-v", "--verbose", action="store_true", help="show Flower/Ray logs")
 
     run = sub.add_parser("run", help="run an experiment")
     add_config_args(run)
     run.add_argument("--out", help="run directory (default: runs/<name>, made unique)")
-    run.add_argument("--overwrite", action="store_true",
-                     help="allow --out to point at a directory that already holds a run")
+    run.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="allow --out to point at a directory that already holds a run",
+    )
     validate = sub.add_parser("validate", help="check a config and run the preflight only")
     add_config_args(validate)
     return parser
@@ -72,7 +81,12 @@ def _parser() -> argparse.ArgumentParser:
 def _setup_logging(verbose: bool) -> None:
     level = logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("flwr").setLevel(logging.DEBUG if verbose else logging.WARNING)
+    # Flower's logger has its own console handler (and resets its level on import):
+    # keep it, quieter unless --verbose, and stop it propagating to ours (no duplicates).
+    from flwr.common.logger import FLOWER_LOGGER, console_handler
+
+    FLOWER_LOGGER.propagate = False
+    console_handler.setLevel(logging.INFO if verbose else logging.ERROR)
 
 
 def _holds_run(path: Path) -> bool:
@@ -122,8 +136,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     eps_text = f", max epsilon spent {eps:.3f} (delta {cfg.dp.delta:g})" if eps is not None else ""
     acc = final.get("test_accuracy")
     acc_text = f"{acc:.4f}" if acc is not None else "n/a"
-    print(f"{out_dir}: {summary['rounds']} rounds, test accuracy {acc_text}{eps_text}, "
-          f"{summary['wall_seconds']:.1f} s")
+    print(
+        f"{out_dir}: {summary['rounds']} rounds, test accuracy {acc_text}{eps_text}, "
+        f"{summary['wall_seconds']:.1f} s"
+    )
     return 0
 
 

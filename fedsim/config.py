@@ -34,8 +34,9 @@ StrategyName = Literal["fedavg"]
 AccountantName = Literal["rdp", "pld"]
 
 
-def _bounds(**kw: float) -> dict[str, Any]:
-    return {"metadata": kw}
+def _bounds(**kw: float) -> dict[str, float]:
+    """Field metadata with numeric bounds (``ge``, ``gt``, ``le``, ``lt``)."""
+    return kw
 
 
 @dataclass(frozen=True)
@@ -46,12 +47,12 @@ class DataConfig:
     path: str | None = None
     root: str | None = None
     download: bool = True
-    num_clients: int = field(default=5, **_bounds(ge=1))
+    num_clients: int = field(default=5, metadata=_bounds(ge=1))
     partition: PartitionName = "iid"
-    alpha: float = field(default=1.0, **_bounds(gt=0))
-    shards_per_client: int = field(default=2, **_bounds(ge=1))
-    min_partition_size: int = field(default=1, **_bounds(ge=1))
-    val_size: float | None = field(default=None, **_bounds(gt=0))
+    alpha: float = field(default=1.0, metadata=_bounds(gt=0))
+    shards_per_client: int = field(default=2, metadata=_bounds(ge=1))
+    min_partition_size: int = field(default=1, metadata=_bounds(ge=1))
+    val_size: float | None = field(default=None, metadata=_bounds(gt=0))
 
 
 @dataclass(frozen=True)
@@ -65,10 +66,10 @@ class ModelConfig:
 class ClientConfig:
     """Local training on each client."""
 
-    local_epochs: int = field(default=1, **_bounds(ge=1))
-    batch_size: int = field(default=64, **_bounds(ge=1))
-    lr: float = field(default=0.1, **_bounds(gt=0))
-    momentum: float = field(default=0.0, **_bounds(ge=0, lt=1))
+    local_epochs: int = field(default=1, metadata=_bounds(ge=1))
+    batch_size: int = field(default=64, metadata=_bounds(ge=1))
+    lr: float = field(default=0.1, metadata=_bounds(gt=0))
+    momentum: float = field(default=0.0, metadata=_bounds(ge=0, lt=1))
 
 
 @dataclass(frozen=True)
@@ -80,11 +81,11 @@ class DPConfig:
     """
 
     enabled: bool = True
-    epsilon: float | None = field(default=None, **_bounds(gt=0))
-    delta: float = field(default=1e-5, **_bounds(gt=0, lt=1))
-    noise_multiplier: float | None = field(default=None, **_bounds(gt=0))
-    max_grad_norm: float = field(default=1.0, **_bounds(gt=0))
-    max_epsilon: float | None = field(default=None, **_bounds(gt=0))
+    epsilon: float | None = field(default=None, metadata=_bounds(gt=0))
+    delta: float = field(default=1e-5, metadata=_bounds(gt=0, lt=1))
+    noise_multiplier: float | None = field(default=None, metadata=_bounds(gt=0))
+    max_grad_norm: float = field(default=1.0, metadata=_bounds(gt=0))
+    max_epsilon: float | None = field(default=None, metadata=_bounds(gt=0))
     accountant: AccountantName = "rdp"
 
 
@@ -93,8 +94,8 @@ class StrategyConfig:
     """Server-side aggregation and client selection."""
 
     name: StrategyName = "fedavg"
-    clients_per_round: int | None = field(default=None, **_bounds(ge=1))
-    round_timeout: float = field(default=3600.0, **_bounds(gt=0))
+    clients_per_round: int | None = field(default=None, metadata=_bounds(ge=1))
+    round_timeout: float = field(default=3600.0, metadata=_bounds(gt=0))
 
 
 @dataclass(frozen=True)
@@ -105,8 +106,8 @@ class SimulationConfig:
     (two clients share one GPU). ``ray_address`` attaches to an existing Ray cluster.
     """
 
-    num_cpus_per_client: float = field(default=1.0, **_bounds(gt=0))
-    num_gpus_per_client: float | None = field(default=None, **_bounds(ge=0))
+    num_cpus_per_client: float = field(default=1.0, metadata=_bounds(gt=0))
+    num_gpus_per_client: float | None = field(default=None, metadata=_bounds(ge=0))
     ray_address: str | None = None
 
 
@@ -115,8 +116,8 @@ class Config:
     """One experiment. See ``experiments/quickstart.yaml`` for an annotated example."""
 
     name: str = "run"
-    seed: int = field(default=0, **_bounds(ge=0))
-    rounds: int = field(default=3, **_bounds(ge=1))
+    seed: int = field(default=0, metadata=_bounds(ge=0))
+    rounds: int = field(default=3, metadata=_bounds(ge=1))
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     client: ClientConfig = field(default_factory=ClientConfig)
@@ -154,7 +155,7 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-class _Invalid(Exception):
+class _InvalidError(Exception):
     """Internal: a value failed to convert; carries a message without the path."""
 
 
@@ -166,49 +167,49 @@ def _convert(tp: Any, value: Any, path: str, problems: list[str]) -> Any:
     if origin is Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:
-            raise _Invalid(f"must be {_type_name(tp)}; got {_describe(value)}")
+            raise _InvalidError(f"must be {_type_name(tp)}; got {_describe(value)}")
         return value
     if origin in (Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None:
             if type(None) in args:
                 return None
-            raise _Invalid(f"must be {_type_name(tp)}; got null")
+            raise _InvalidError(f"must be {_type_name(tp)}; got null")
         errors = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _convert(arg, value, path, problems)
-            except _Invalid as exc:
+            except _InvalidError as exc:
                 errors.append(str(exc))
-        raise _Invalid(f"must be {_type_name(tp)}; got {_describe(value)}")
+        raise _InvalidError(f"must be {_type_name(tp)}; got {_describe(value)}")
     if origin in (tuple, list):
         (item_tp, *_rest) = typing.get_args(tp) or (Any,)
         if not isinstance(value, (list, tuple)):
-            raise _Invalid(f"must be a list; got {_describe(value)}")
+            raise _InvalidError(f"must be a list; got {_describe(value)}")
         out = []
         for i, item in enumerate(value):
             try:
                 out.append(_convert(item_tp, item, f"{path}[{i}]", problems))
-            except _Invalid as exc:
+            except _InvalidError as exc:
                 problems.append(f"{path}[{i}] {exc}")
         return tuple(out)
     if tp is bool:
         if not isinstance(value, bool):
-            raise _Invalid(f"must be true or false; got {_describe(value)}")
+            raise _InvalidError(f"must be true or false; got {_describe(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise _Invalid(f"must be an integer; got {_describe(value)}")
+            raise _InvalidError(f"must be an integer; got {_describe(value)}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _Invalid(f"must be a number; got {_describe(value)}")
+            raise _InvalidError(f"must be a number; got {_describe(value)}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise _Invalid(f"must be a string; got {_describe(value)}")
+            raise _InvalidError(f"must be a string; got {_describe(value)}")
         return value
     if tp is Any:
         return value
@@ -218,10 +219,12 @@ def _convert(tp: Any, value: Any, path: str, problems: list[str]) -> Any:
 def _check_bounds(meta: Mapping[str, Any], value: Any) -> str | None:
     if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    rules = (("ge", ">=", value >= meta.get("ge", value)),
-             ("gt", ">", "gt" not in meta or value > meta["gt"]),
-             ("le", "<=", value <= meta.get("le", value)),
-             ("lt", "<", "lt" not in meta or value < meta["lt"]))
+    rules = (
+        ("ge", ">=", value >= meta.get("ge", value)),
+        ("gt", ">", "gt" not in meta or value > meta["gt"]),
+        ("le", "<=", value <= meta.get("le", value)),
+        ("lt", "<", "lt" not in meta or value < meta["lt"]),
+    )
     for key, sym, ok in rules:
         if key in meta and not ok:
             return f"must be {sym} {meta[key]}; got {_describe(value)}"
@@ -251,7 +254,7 @@ def _build(cls: type, raw: Any, path: str, problems: list[str]) -> Any:
             continue
         try:
             value = _convert(hints[name], raw[name], fpath, problems)
-        except _Invalid as exc:
+        except _InvalidError as exc:
             problems.append(f"{fpath} {exc}")
             continue
         bound_problem = _check_bounds(f.metadata, value)
@@ -280,8 +283,7 @@ def _cross_checks(cfg: Config) -> list[str]:
             and cfg.dp.epsilon > cfg.dp.max_epsilon
         ):
             problems.append(
-                f"dp.epsilon must be <= dp.max_epsilon ({cfg.dp.max_epsilon}); "
-                f"got {cfg.dp.epsilon}"
+                f"dp.epsilon must be <= dp.max_epsilon ({cfg.dp.max_epsilon}); got {cfg.dp.epsilon}"
             )
     cpr = cfg.strategy.clients_per_round
     if cpr is not None and cpr > cfg.data.num_clients:
@@ -329,7 +331,7 @@ _Loader.add_implicit_resolver(
 
 
 def _yaml_load(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    return yaml.load(text, Loader=_Loader)
 
 
 def parse_override(text: str) -> tuple[str, Any]:

@@ -45,11 +45,10 @@ def evaluate(
     model.to(device)
     total_loss, correct = 0.0, 0
     positive_scores = []
-    x_all = torch.from_numpy(split.x)
-    y_all = torch.from_numpy(split.y)
     for start in range(0, len(split), batch_size):
-        x = x_all[start : start + batch_size].to(device)
-        y = y_all[start : start + batch_size].to(device)
+        # copies: the cached dataset arrays are read-only
+        x = torch.tensor(split.x[start : start + batch_size], device=device)
+        y = torch.tensor(split.y[start : start + batch_size], device=device)
         logits = model(x)
         total_loss += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
         correct += int((logits.argmax(dim=1) == y).sum())

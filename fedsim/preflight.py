@@ -77,15 +77,18 @@ def preflight(cfg: Config) -> PreflightReport:
     try:
         model = build_model(cfg.model.name, bundle.input_shape, bundle.num_classes, seed=0)
     except Exception as exc:  # a model that cannot be built for this data is a config problem
-        raise ConfigError([f"model.name {cfg.model.name!r} cannot be built for input "
-                           f"{bundle.input_shape}: {exc}"]) from None
+        raise ConfigError(
+            [f"model.name {cfg.model.name!r} cannot be built for input {bundle.input_shape}: {exc}"]
+        ) from None
     num_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     plans: list[tuple[int, DpSgdPlan]] = []
     if cfg.dp.enabled:
         dp_errors = is_dp_compatible(model)
         if dp_errors:
-            problems.append(f"model.name {cfg.model.name!r} cannot be trained with Opacus: "
-                            + "; ".join(dp_errors[:3]))
+            problems.append(
+                f"model.name {cfg.model.name!r} cannot be trained with Opacus: "
+                + "; ".join(dp_errors[:3])
+            )
         nonempty = sorted({n for n in sizes if n > 0})
         for n in {nonempty[0], nonempty[-1]} if nonempty else set():
             try:

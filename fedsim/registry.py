@@ -43,9 +43,7 @@ class Registry(Generic[T]):
             return self._entries[name]
         except KeyError:
             valid = ", ".join(sorted(self._entries))
-            raise FedsimError(
-                f"{self.field} must be one of: {valid}; got {name!r}"
-            ) from None
+            raise FedsimError(f"{self.field} must be one of: {valid}; got {name!r}") from None
 
     def names(self) -> tuple[str, ...]:
         """Registered names, sorted."""

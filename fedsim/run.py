@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -57,24 +58,35 @@ def run_experiment(
     RunError
         If the federation ends without a summary.
     """
+    preflight(cfg)
+    holder: dict[str, Any] = {}
+    with warnings.catch_warnings():
+        # Ray's notice about a future change of CUDA_VISIBLE_DEVICES handling: today's
+        # behaviour (clients with num_gpus=0 see no GPU) is the one we want.
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"ray\.")
+        _simulate(cfg, out_dir, on_round, verbose, holder)
+    if "summary" not in holder:
+        raise RunError("the federation ended without a summary; see the log above")
+    return dict(holder["summary"])
+
+
+def _simulate(
+    cfg: Config, out_dir: str | Path, on_round: Any, verbose: bool, holder: dict[str, Any]
+) -> None:
     from flwr.simulation import run_simulation
 
     from clients.client_app import make_client_app
     from strategies.server_app import make_server_app
 
-    preflight(cfg)
-    holder: dict[str, Any] = {}
     run_simulation(
-        server_app=make_server_app(cfg, out_dir, on_round,
-                                   on_summary=lambda s: holder.update(summary=s)),
+        server_app=make_server_app(
+            cfg, out_dir, on_round, on_summary=lambda s: holder.update(summary=s)
+        ),
         client_app=make_client_app(cfg),
         num_supernodes=cfg.data.num_clients,
         backend_config=backend_config(cfg),  # type: ignore[arg-type]
         verbose_logging=verbose,
     )
-    if "summary" not in holder:
-        raise RunError("the federation ended without a summary; see the log above")
-    return dict(holder["summary"])
 
 
 __all__ = ["RoundRecord", "backend_config", "run_experiment"]

@@ -68,9 +68,7 @@ class RunWriter:
         self.dir = Path(out_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.cfg = cfg
-        (self.dir / CONFIG_FILE).write_text(
-            to_yaml(cfg, {"fedsim_version": __version__})
-        )
+        (self.dir / CONFIG_FILE).write_text(to_yaml(cfg, {"fedsim_version": __version__}))
         self._metrics_path = self.dir / METRICS_FILE
         self._metrics_path.write_text("")
         self._tb: Any = None

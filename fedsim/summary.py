@@ -27,8 +27,9 @@ def client_summaries(
     """Per client (stable id): ε spent, δ, role, rounds trained, last status."""
     out: dict[str, dict[str, Any]] = {}
     for cid in sorted(num_examples):
-        history = [r for rnd in sorted(round_records) for r in round_records[rnd]
-                   if r.client_id == cid]
+        history = [
+            r for rnd in sorted(round_records) for r in round_records[rnd] if r.client_id == cid
+        ]
         eps = [r.epsilon for r in history if r.epsilon is not None]
         eps_total = [r.epsilon_total for r in history if r.epsilon_total is not None]
         sigma = [r.noise_multiplier for r in history if r.noise_multiplier is not None]

@@ -36,15 +36,19 @@ logger = logging.getLogger(__name__)
 
 
 def _metric(metrics: MetricRecord, key: str) -> Any:
-    return metrics[key] if key in metrics else None
+    return metrics.get(key)
 
 
-def record_from_metrics(client_id: int, status: str, metrics: MetricRecord | None,
-                        reason: str | None = None) -> ClientRoundRecord:
+def record_from_metrics(
+    client_id: int, status: str, metrics: MetricRecord | None, reason: str | None = None
+) -> ClientRoundRecord:
     """A :class:`ClientRoundRecord` from a reply's MetricRecord."""
     if metrics is None:
-        return ClientRoundRecord(client_id=client_id, status=status,  # type: ignore[arg-type]
-                                 rejected_reason=reason)
+        return ClientRoundRecord(
+            client_id=client_id,
+            status=status,  # type: ignore[arg-type]
+            rejected_reason=reason,
+        )
     loss = _metric(metrics, keys.TRAIN_LOSS)
     steps = _metric(metrics, keys.STEPS)
     return ClientRoundRecord(
@@ -111,8 +115,11 @@ class FedsimStrategyMixin:
         record = RecordDict({keys.ARRAYS: arrays, keys.CONFIG: config})
         logger.info("round %d: training clients %s", server_round, clients)
         return [
-            Message(content=record, message_type=MessageType.TRAIN,
-                    dst_node_id=self.directory.node_of[c])
+            Message(
+                content=record,
+                message_type=MessageType.TRAIN,
+                dst_node_id=self.directory.node_of[c],
+            )
             for c in clients
         ]
 
@@ -142,13 +149,13 @@ class FedsimStrategyMixin:
             status = str(status_rec[keys.STATUS_CODE]) if status_rec else keys.STATUS_OK
             if status == keys.STATUS_BUDGET_EXHAUSTED:
                 self.exhausted.add(cid)
-                reason = str(status_rec[keys.STATUS_REASON]) if status_rec else status
-                records.append(record_from_metrics(cid, "budget-exhausted", metrics, reason))
+                why = str(status_rec[keys.STATUS_REASON]) if status_rec else status
+                records.append(record_from_metrics(cid, "budget-exhausted", metrics, why))
                 continue
-            reason = self._malformed_reason(content)
-            if reason is not None:
-                logger.warning("round %d: rejected client %d: %s", server_round, cid, reason)
-                records.append(record_from_metrics(cid, "rejected", metrics, reason))
+            malformed = self._malformed_reason(content)
+            if malformed is not None:
+                logger.warning("round %d: rejected client %d: %s", server_round, cid, malformed)
+                records.append(record_from_metrics(cid, "rejected", metrics, malformed))
                 continue
             accepted.append((cid, msg))
             records.append(record_from_metrics(cid, "ok", metrics))
@@ -184,8 +191,9 @@ class FedsimStrategyMixin:
         self.round_records[server_round] = tuple(records)
         self.round_selected[server_round] = tuple(cid for cid, _ in chosen)
         if not chosen:
-            logger.warning("round %d: no update accepted; the global model is unchanged",
-                           server_round)
+            logger.warning(
+                "round %d: no update accepted; the global model is unchanged", server_round
+            )
             return None, None
         return super().aggregate_train(  # type: ignore[misc]
             server_round, [msg for _, msg in chosen]

@@ -30,6 +30,10 @@ def _fedavg(cfg: Config) -> Strategy:
 def build_strategy(cfg: Config) -> Strategy:
     """The configured strategy (logs its configuration once)."""
     strategy = STRATEGIES.get(cfg.strategy.name)(cfg)
-    logger.info("strategy %s: clients_per_round=%d of %d", cfg.strategy.name,
-                cfg.clients_per_round, cfg.data.num_clients)
+    logger.info(
+        "strategy %s: clients_per_round=%d of %d",
+        cfg.strategy.name,
+        cfg.clients_per_round,
+        cfg.data.num_clients,
+    )
     return strategy

@@ -49,8 +49,7 @@ def run_server(
     try:
         bundle = dataset_for(cfg.data, cfg.seed)
         device = pick_device()
-        model = build_model(cfg.model.name, bundle.input_shape, bundle.num_classes,
-                            seed=cfg.seed)
+        model = build_model(cfg.model.name, bundle.input_shape, bundle.num_classes, seed=cfg.seed)
         directory = discover_clients(grid, cfg.data.num_clients, node_timeout)
         strategy = build_strategy(cfg)
         if not isinstance(strategy, FedsimStrategyMixin):
@@ -78,7 +77,10 @@ def run_server(
                 writer.append_round(record)
                 if on_round is not None:
                     on_round(record)
-            metrics = {"accuracy": result.accuracy, "loss": result.loss}
+            metrics: dict[str, int | float | list[int] | list[float]] = {
+                "accuracy": result.accuracy,
+                "loss": result.loss,
+            }
             if result.auc is not None:
                 metrics["auc"] = result.auc
             return MetricRecord(metrics)
@@ -93,9 +95,13 @@ def run_server(
         )
         final_state = result.arrays.to_torch_state_dict() if result.arrays else model.state_dict()
         writer.save_model(final_state)
-        summary = build_summary(cfg, evaluations, strategy.round_records,
-                                directory.num_examples,
-                                wall_seconds=time.perf_counter() - started)
+        summary = build_summary(
+            cfg,
+            evaluations,
+            strategy.round_records,
+            directory.num_examples,
+            wall_seconds=time.perf_counter() - started,
+        )
         writer.write_summary(summary)
         return summary
     finally:

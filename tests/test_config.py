@@ -49,23 +49,27 @@ def test_unknown_nested_key_lists_valid_keys() -> None:
 
 
 def test_cross_field_rules() -> None:
-    with pytest.raises(ConfigError, match="exactly one of dp.epsilon or dp.noise_multiplier"):
+    with pytest.raises(ConfigError, match=r"exactly one of dp.epsilon or dp.noise_multiplier"):
         C.from_dict({"dp": {"epsilon": 4, "noise_multiplier": 1.0}})
-    with pytest.raises(ConfigError, match="exactly one of dp.epsilon"):
+    with pytest.raises(ConfigError, match=r"exactly one of dp.epsilon"):
         C.from_dict({})
-    with pytest.raises(ConfigError, match=r"strategy.clients_per_round must be <= data.num_clients"):
+    with pytest.raises(
+        ConfigError, match=r"strategy.clients_per_round must be <= data.num_clients"
+    ):
         C.from_dict({**BASE, "data": {"num_clients": 3}, "strategy": {"clients_per_round": 4}})
     with pytest.raises(ConfigError, match=r"dp.epsilon must be <= dp.max_epsilon"):
         C.from_dict({"dp": {"epsilon": 5, "max_epsilon": 4}})
-    with pytest.raises(ConfigError, match="data.path is required"):
+    with pytest.raises(ConfigError, match=r"data.path is required"):
         C.from_dict({**BASE, "data": {"name": "npz"}})
     # DP off: no epsilon needed
     assert not C.from_dict({"dp": {"enabled": False}}).dp.enabled
 
 
 def test_overrides_parse_yaml_values_and_nest() -> None:
-    raw = C.apply_overrides(BASE, ["dp.epsilon=2", "rounds=5", "data.partition=dirichlet",
-                                   "dp.enabled=true", "name=my run"])
+    raw = C.apply_overrides(
+        BASE,
+        ["dp.epsilon=2", "rounds=5", "data.partition=dirichlet", "dp.enabled=true", "name=my run"],
+    )
     cfg = C.from_dict(raw)
     assert cfg.dp.epsilon == 2.0 and isinstance(cfg.dp.epsilon, float)
     assert cfg.rounds == 5 and cfg.data.partition == "dirichlet" and cfg.name == "my run"
@@ -77,7 +81,7 @@ def test_bad_override_is_reported() -> None:
         C.apply_overrides(BASE, ["rounds"])
     with pytest.raises(ConfigError, match="rounds is not a section"):
         C.apply_overrides({"rounds": 3}, ["rounds.x=1"])
-    with pytest.raises(ConfigError, match="dp.nope is not a known key"):
+    with pytest.raises(ConfigError, match=r"dp.nope is not a known key"):
         C.from_dict(C.apply_overrides(BASE, ["dp.nope=1"]))
 
 
@@ -111,6 +115,12 @@ def test_quickstart_config_is_valid() -> None:
 def test_from_run_config_flat_keys(tmp_path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("dp:\n  epsilon: 3\nrounds: 4\n")
-    cfg = C.from_run_config({"config-path": str(path), "overrides": "rounds=2 seed=9",
-                             "data.num_clients": 3, "dp.delta": 1e-6})
+    cfg = C.from_run_config(
+        {
+            "config-path": str(path),
+            "overrides": "rounds=2 seed=9",
+            "data.num_clients": 3,
+            "dp.delta": 1e-6,
+        }
+    )
     assert (cfg.rounds, cfg.seed, cfg.data.num_clients, cfg.dp.delta) == (2, 9, 3, 1e-6)

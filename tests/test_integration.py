@@ -16,8 +16,8 @@ from opacus.accountants.analysis import rdp as opacus_rdp
 
 from fedsim.config import from_dict
 from fedsim.models import build_model
-from fedsim.rundir import read_metrics, read_summary
 from fedsim.run import run_experiment
+from fedsim.rundir import read_metrics, read_summary
 
 pytestmark = pytest.mark.e2e
 
@@ -29,8 +29,12 @@ def small_config(**dp: object) -> dict:
         "name": "itest",
         "seed": 3,
         "rounds": 2,
-        "data": {"name": "pneumoniamnist", "num_clients": 3, "partition": "dirichlet",
-                 "alpha": 1.0},
+        "data": {
+            "name": "pneumoniamnist",
+            "num_clients": 3,
+            "partition": "dirichlet",
+            "alpha": 1.0,
+        },
         "model": {"name": "mlp"},
         "client": {"local_epochs": 1, "batch_size": 64, "lr": 0.3},
         "dp": {"enabled": True, "delta": 1e-4, "max_grad_norm": 1.0, **dp},
@@ -55,7 +59,7 @@ def independent_epsilon(sigma: float, q: float, steps: int, delta: float) -> flo
 
 
 def test_run_directory_contract(dp_runs) -> None:
-    cfg, run, _ = dp_runs
+    _, run, _ = dp_runs
     for name in ("config.yaml", "metrics.jsonl", "summary.json", "model.pt"):
         assert (run / name).is_file(), name
     assert any((run / "tb").iterdir())
@@ -66,13 +70,21 @@ def test_run_directory_contract(dp_runs) -> None:
         assert m["selected"] == [0, 1, 2] and m["sampled"] == [0, 1, 2]
         assert sorted(m["clients"]) == ["0", "1", "2"]
         for c in m["clients"].values():
-            for key in ("epsilon", "delta", "num_examples", "train_loss", "noise_multiplier",
-                        "sample_rate", "steps"):
+            for key in (
+                "epsilon",
+                "delta",
+                "num_examples",
+                "train_loss",
+                "noise_multiplier",
+                "sample_rate",
+                "steps",
+            ):
                 assert c[key] is not None, key
             assert c["status"] == "ok"
     summary = read_summary(run)
-    assert summary["rounds"] == 2 and summary["final"]["test_accuracy"] == lines[-1][
-        "test_accuracy"]
+    assert (
+        summary["rounds"] == 2 and summary["final"]["test_accuracy"] == lines[-1]["test_accuracy"]
+    )
     assert summary["wall_seconds"] > 0
     assert set(summary["clients"]) == {"0", "1", "2"}
     for c in summary["clients"].values():
@@ -106,8 +118,9 @@ def test_epsilon_is_cumulative_and_meets_target(dp_runs) -> None:
         assert r2["steps"] == 2 * r1["steps"]
         assert r2["epsilon"] > r1["epsilon"]
         # re-derive epsilon from the logged accounting inputs with Opacus' RDP analysis
-        indep = independent_epsilon(r2["noise_multiplier"], r2["sample_rate"], r2["steps"],
-                                    r2["delta"])
+        indep = independent_epsilon(
+            r2["noise_multiplier"], r2["sample_rate"], r2["steps"], r2["delta"]
+        )
         assert r2["epsilon"] == pytest.approx(indep, rel=0.02)
         # the whole planned training spends the target within 5%
         assert indep == pytest.approx(cfg.dp.epsilon, rel=0.05)
@@ -119,6 +132,7 @@ def test_max_epsilon_stops_training(tmp_path) -> None:
     # in round 1, then refuses; the global model stays unchanged in rounds 2 and 3.
     raw = small_config(noise_multiplier=1.0)
     raw["rounds"] = 3
+    raw["data"]["partition"] = "iid"  # equal sizes: one threshold fits every client
     cfg = from_dict(raw)
     from fedsim.privacy.planning import epsilon_after_rounds, plan_dp_sgd
     from fedsim.workload import client_split

@@ -19,9 +19,8 @@ from fedsim.privacy import (
     dp_sgd_schedule,
     epsilon,
 )
-from fedsim.privacy.planning import epsilon_after_rounds, plan_dp_sgd
-
 from fedsim.privacy.accounting import _RDP_ORDERS
+from fedsim.privacy.planning import epsilon_after_rounds, plan_dp_sgd
 
 ORDERS = list(_RDP_ORDERS)  # same grid, independent RDP implementation (Opacus)
 
@@ -56,8 +55,9 @@ def test_epsilon_agrees_with_opacus_rdp(sigma: float, q: float, steps: int) -> N
 
 def test_composition_adds_up() -> None:
     a = SubsampledGaussian(1.0, 0.1, 100)
-    assert epsilon([a, a], 1e-5) == pytest.approx(epsilon([SubsampledGaussian(1.0, 0.1, 200)],
-                                                          1e-5))
+    assert epsilon([a, a], 1e-5) == pytest.approx(
+        epsilon([SubsampledGaussian(1.0, 0.1, 200)], 1e-5)
+    )
     assert epsilon([], 1e-5) == 0.0
     # pure eps-DP Laplace releases compose to at most their sum
     lap = epsilon([LaplaceRelease(0.5, 4)], 1e-5)
@@ -83,7 +83,8 @@ def test_pld_accountant_is_tighter_or_equal() -> None:
 def test_ledger_merges_and_roundtrips() -> None:
     led = PrivacyLedger().with_noise_multiplier(1.2)
     led = led.with_event(SubsampledGaussian(1.2, 0.1, 30)).with_event(
-        SubsampledGaussian(1.2, 0.1, 30))
+        SubsampledGaussian(1.2, 0.1, 30)
+    )
     assert len(led.events) == 1 and led.dp_sgd_steps == 60
     led = led.with_event(LaplaceRelease(0.5)).with_event(SubsampledGaussian(1.2, 0.2, 10))
     assert len(led.events) == 3 and led.dp_sgd_steps == 70
@@ -95,8 +96,13 @@ def test_ledger_merges_and_roundtrips() -> None:
 
 
 def test_plan_spends_target_over_all_rounds() -> None:
-    cfg = from_dict({"rounds": 8, "client": {"local_epochs": 2, "batch_size": 64},
-                     "dp": {"epsilon": 4.0, "delta": 1e-4}})
+    cfg = from_dict(
+        {
+            "rounds": 8,
+            "client": {"local_epochs": 2, "batch_size": 64},
+            "dp": {"epsilon": 4.0, "delta": 1e-4},
+        }
+    )
     plan = plan_dp_sgd(cfg, 900)
     assert plan.steps_per_round == 2 * math.ceil(900 / 64)
     assert plan.sample_rate == pytest.approx(1 / math.ceil(900 / 64))

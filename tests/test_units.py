@@ -30,11 +30,11 @@ def test_derived_seeds_are_stable_and_distinct() -> None:
 
 def test_no_global_rng_touched() -> None:
     state = torch.random.get_rng_state().clone()
-    np_state = np.random.get_state()[1].copy()
+    np_state = np.random.get_state(legacy=True)[1].copy()  # type: ignore[index]
     numpy_rng(0, "x").random(10)
     torch.rand(3, generator=torch_generator(0, "y"))
     assert torch.equal(state, torch.random.get_rng_state())
-    assert np.array_equal(np_state, np.random.get_state()[1])
+    assert np.array_equal(np_state, np.random.get_state(legacy=True)[1])  # type: ignore[index]
 
 
 def test_screen_update_reasons() -> None:
@@ -75,9 +75,12 @@ def test_run_writer_contract(tmp_path) -> None:
     rec = RoundRecord(
         round=1,
         test=EvalResult(accuracy=0.5, loss=float("nan"), auc=0.6, num_examples=10),
-        sampled=(0, 1), selected=(0,),
-        clients=(ClientRoundRecord(0, "ok", 5, 0.3, 0.5, 0.5, 1e-5, 1.1, 0.1, 10),
-                 ClientRoundRecord(1, "rejected", rejected_reason="bad")),
+        sampled=(0, 1),
+        selected=(0,),
+        clients=(
+            ClientRoundRecord(0, "ok", 5, 0.3, 0.5, 0.5, 1e-5, 1.1, 0.1, 10),
+            ClientRoundRecord(1, "rejected", rejected_reason="bad"),
+        ),
     )
     writer.append_round(rec)
     writer.save_model({"w": torch.zeros(2)})

@@ -37,7 +37,7 @@ class TanhCNN(nn.Module):
         self,
         input_shape: InputShape,
         num_classes: int,
-        channels: tuple[int, int] = (32, 64),
+        channels: tuple[int, int] = (16, 32),
         hidden: tuple[int, int] = (128, 64),
         kernel_size: int = 3,
     ) -> None:

@@ -12,6 +12,7 @@ noise calibrated here is the noise Opacus' accounting would assume.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -23,9 +24,7 @@ AccountantName = Literal["rdp", "pld"]
 #: RDP orders. Fractional orders below 2 make dp-accounting's subsampled-Gaussian series
 #: fail to converge (it then drops them with a warning); they only tighten very large ε
 #: (> ~20), so we leave them out: ε there is slightly conservative, never optimistic.
-_RDP_ORDERS = (
-    [2.0, 2.25, 2.5, 2.75, 3.0, 3.5, 4.0, 4.5] + list(range(5, 64)) + [64, 80, 96, 128, 256, 512]
-)
+_RDP_ORDERS = (2.0, 2.25, 2.5, 2.75, 3.0, 3.5, 4.0, 4.5, *range(5, 64), 64, 80, 96, 128, 256, 512)
 
 
 @dataclass(frozen=True)
@@ -63,8 +62,9 @@ def dp_sgd_schedule(num_examples: int, batch_size: int) -> DpSgdSchedule:
     DpSgdSchedule(sample_rate=0.25, steps_per_epoch=4)
     """
     if num_examples < 1 or batch_size < 1:
-        raise ValueError(f"need num_examples >= 1 and batch_size >= 1; got {num_examples}, "
-                         f"{batch_size}")
+        raise ValueError(
+            f"need num_examples >= 1 and batch_size >= 1; got {num_examples}, {batch_size}"
+        )
     batches = math.ceil(num_examples / batch_size)
     return DpSgdSchedule(sample_rate=1.0 / batches, steps_per_epoch=batches)
 
@@ -79,8 +79,7 @@ def _to_dp_event(event: DpEvent) -> tuple[dp_accounting.DpEvent, int]:
     return dp_accounting.LaplaceDpEvent(1.0 / event.epsilon), event.count
 
 
-def epsilon(events: tuple[DpEvent, ...] | list[DpEvent], delta: float,
-            accountant: AccountantName = "rdp") -> float:
+def epsilon(events: Sequence[DpEvent], delta: float, accountant: AccountantName = "rdp") -> float:
     """ε of the composition of ``events`` at ``delta`` (0.0 for no events).
 
     Pure ε-DP Laplace releases are also composed basically (ε of the Gaussian part plus the
@@ -101,10 +100,12 @@ def epsilon(events: tuple[DpEvent, ...] | list[DpEvent], delta: float,
     return min(composed, basic)
 
 
-def _accountant_epsilon(active: list[DpEvent], delta: float, accountant: AccountantName) -> float:
+def _accountant_epsilon(
+    active: Sequence[DpEvent], delta: float, accountant: AccountantName
+) -> float:
     acc: dp_accounting.PrivacyAccountant
     if accountant == "rdp":
-        acc = rdp.RdpAccountant(orders=_RDP_ORDERS)
+        acc = rdp.RdpAccountant(orders=list(_RDP_ORDERS))
     else:
         acc = pld.PLDAccountant(value_discretization_interval=1e-3)
     for e in active:
@@ -123,7 +124,7 @@ def calibrate_noise_multiplier(
     rel_tol: float = 1e-3,
     sigma_max: float = 1e4,
 ) -> float:
-    """Smallest σ (to ``rel_tol``) such that ``steps`` DP-SGD steps spend at most ``target_epsilon``.
+    """Smallest σ (to ``rel_tol``) such that ``steps`` DP-SGD steps spend ``target_epsilon``.
 
     Raises
     ------

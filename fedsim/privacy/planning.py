@@ -59,9 +59,11 @@ def plan_dp_sgd(cfg: Config, num_examples: int) -> DpSgdPlan:
     return DpSgdPlan(sigma, schedule.sample_rate, steps_per_round, cfg.rounds)
 
 
-def epsilon_after_rounds(plan: DpSgdPlan, rounds: int, delta: float,
-                         accountant: str = "rdp") -> float:
+def epsilon_after_rounds(
+    plan: DpSgdPlan, rounds: int, delta: float, accountant: str = "rdp"
+) -> float:
     """ε after ``rounds`` full local rounds under ``plan``."""
-    event = SubsampledGaussian(plan.noise_multiplier, plan.sample_rate,
-                               plan.steps_per_round * rounds)
+    event = SubsampledGaussian(
+        plan.noise_multiplier, plan.sample_rate, plan.steps_per_round * rounds
+    )
     return epsilon([event], delta, accountant)  # type: ignore[arg-type]

@@ -1,0 +1,110 @@
+"""The command line: exit codes, messages without tracebacks, validate, a real run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedsim.cli import main, resolve_out_dir
+from fedsim.config import from_dict
+from fedsim.errors import FedsimError
+
+QUICKSTART = "experiments/quickstart.yaml"
+
+
+def fedsim(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fedsim.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=cwd,
+    )
+
+
+def test_bad_config_exits_2_with_all_problems_and_no_traceback() -> None:
+    proc = fedsim(
+        "run", QUICKSTART, "-o", "rounds=0", "-o", "dp.epsilon=-1", "-o", "data.partiton=iid"
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "3 problems" in proc.stderr
+    assert "rounds must be >= 1; got 0" in proc.stderr
+    assert "data.partiton is not a known key" in proc.stderr
+    assert "dp.epsilon must be > 0; got -1.0" in proc.stderr
+
+
+def test_missing_config_and_bad_data_file_exit_2(tmp_path) -> None:
+    assert main(["validate", str(tmp_path / "nope.yaml")]) == 2
+    bad = tmp_path / "site.npz"
+    np.savez(bad, train_images=np.zeros((4, 8, 8), np.uint8), train_labels=np.zeros(3))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data: {{name: npz, path: {bad}}}\ndp: {{epsilon: 1}}\n")
+    proc = fedsim("validate", str(cfg))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "train_labels" in proc.stderr
+
+
+def test_unreachable_budget_is_caught_by_preflight(capsys) -> None:
+    code = main(
+        [
+            "validate",
+            QUICKSTART,
+            "-o",
+            "dp.epsilon=null",
+            "-o",
+            "dp.noise_multiplier=0.3",
+            "-o",
+            "dp.max_epsilon=0.5",
+        ]
+    )
+    assert code == 2
+    assert "dp.max_epsilon 0.5 is below the epsilon of a single round" in capsys.readouterr().err
+
+
+def test_validate_ok(capsys) -> None:
+    assert main(["validate", QUICKSTART]) == 0
+    out = capsys.readouterr().out
+    assert "5 clients" in out and "sigma" in out and "OK" in out
+
+
+def test_out_dir_never_clobbers_a_run(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    cfg = from_dict({"name": "x", "dp": {"epsilon": 1}})
+    first = resolve_out_dir(cfg, None, False)
+    assert first == Path("runs/x")
+    first.mkdir(parents=True)
+    (first / "metrics.jsonl").write_text("{}\n")
+    assert resolve_out_dir(cfg, None, False) == Path("runs/x-1")
+    with pytest.raises(FedsimError, match="already holds a run"):
+        resolve_out_dir(cfg, str(first), False)
+    assert resolve_out_dir(cfg, str(first), True) == first
+
+
+@pytest.mark.e2e
+def test_fedsim_run_end_to_end_quiet_when_not_a_tty(tmp_path) -> None:
+    out = tmp_path / "run"
+    proc = fedsim(
+        "run",
+        QUICKSTART,
+        "-o",
+        "rounds=1",
+        "-o",
+        "data.num_clients=2",
+        "-o",
+        "strategy.clients_per_round=2",
+        "-o",
+        "model.name=mlp",
+        "--out",
+        str(out),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "test accuracy" in proc.stdout and str(out) in proc.stdout
+    assert "round 1/1" not in proc.stderr  # no progress display without a terminal
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rounds"] == 1
