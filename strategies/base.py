@@ -112,6 +112,8 @@ class FedsimStrategyMixin:
             logger.warning("round %d: no client can train (all budgets exhausted)", server_round)
             return []
         config[keys.SERVER_ROUND] = server_round
+        for key, value in self.round_config(server_round, arrays).items():
+            config[key] = value
         record = RecordDict({keys.ARRAYS: arrays, keys.CONFIG: config})
         logger.info("round %d: training clients %s", server_round, clients)
         return [
@@ -122,6 +124,10 @@ class FedsimStrategyMixin:
             )
             for c in clients
         ]
+
+    def round_config(self, server_round: int, arrays: ArrayRecord) -> dict[str, Any]:
+        """Extra entries of this round's train config (e.g. clipping thresholds)."""
+        return {}
 
     # ------------------------------------------------------------------ screening
     def screen_replies(
