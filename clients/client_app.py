@@ -77,8 +77,18 @@ def handle_train(cfg: Config, msg: Message, context: Context) -> Message:
     client_id = client_id_of(context)
     ledger = load_ledger(context)
     arrays = msg.content.array_records[keys.ARRAYS]
-    server_round = int(msg.content.config_records[keys.CONFIG][keys.SERVER_ROUND])  # type: ignore[arg-type]
-    outcome = run_local_round(cfg, client_id, arrays.to_torch_state_dict(), server_round, ledger)
+    train_config = msg.content.config_records[keys.CONFIG]
+    server_round = int(train_config[keys.SERVER_ROUND])  # type: ignore[arg-type]
+    raw_bounds = train_config.get(keys.CLIP_BOUNDS)
+    clip_bounds = None if raw_bounds is None else [float(s) for s in raw_bounds]  # type: ignore[union-attr]
+    outcome = run_local_round(
+        cfg,
+        client_id,
+        arrays.to_torch_state_dict(),
+        server_round,
+        ledger,
+        clip_bounds=clip_bounds,
+    )
     save_ledger(context, outcome.ledger)
     content = RecordDict(
         {

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -17,11 +17,13 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from clients.opacus_adapter import make_private, plain_state_dict
 from clients.trainer import train_epochs
+from fedsim.clipping import check_clip_bounds, trainable_tensor_names
 from fedsim.config import Config
 from fedsim.devices import pick_device
 from fedsim.models import build_model
 from fedsim.privacy import PrivacyLedger, SubsampledGaussian
 from fedsim.privacy.planning import plan_dp_sgd
+from fedsim.roles import client_data, client_upload
 from fedsim.seeding import torch_generator
 from fedsim.workload import client_split, dataset_for
 
@@ -52,15 +54,22 @@ def run_local_round(
     server_round: int,
     ledger: PrivacyLedger,
     device: torch.device | None = None,
+    clip_bounds: Sequence[float] | None = None,
 ) -> LocalOutcome:
     """Train client ``client_id`` for one round starting from ``global_state``.
 
     Under DP, the client refuses to train (status ``budget-exhausted``) if the round would
     take its ε past ``dp.max_epsilon``; the ledger then stays unchanged.
+
+    ``clip_bounds`` are the server's per-tensor bounds for ``dp.clipping`` ``per_layer_*``
+    (``None`` for flat). Invalid bounds (wrong count, not > 0, or ``√(Σ S_j²)`` other than
+    ``dp.max_grad_norm``) raise :class:`ValueError` before any training, which the
+    ClientApp turns into an error reply. The clipping variant changes nothing in the
+    accounting: the noise std is ``σ · dp.max_grad_norm`` in all three.
     """
     device = device or pick_device()
     bundle = dataset_for(cfg.data, cfg.seed)
-    split = client_split(cfg, client_id)
+    split = client_data(cfg, client_id, client_split(cfg, client_id), bundle.num_classes)
     n = len(split)
     delta = cfg.dp.delta
 
@@ -110,19 +119,29 @@ def run_local_round(
             status="ok",
             ledger=ledger,
             num_examples=n,
-            state_dict=plain_state_dict(model),
+            state_dict=client_upload(
+                cfg, client_id, server_round, global_state, plain_state_dict(model)
+            ),
             train_loss=result.mean_loss,
             train_seconds=time.perf_counter() - started,
         )
 
     sigma = ledger.noise_multiplier
     assert sigma is not None
+    problems = check_clip_bounds(
+        cfg.dp.clipping,
+        clip_bounds,
+        len(trainable_tensor_names(model)),
+        cfg.dp.max_grad_norm,
+    )
+    if problems:
+        raise ValueError(f"client {client_id} refuses round {server_round}: " + "; ".join(problems))
     private = make_private(
         model,
         optimizer,
         loader,
         noise_multiplier=sigma,
-        max_grad_norm=cfg.dp.max_grad_norm,
+        max_grad_norm=cfg.dp.max_grad_norm if clip_bounds is None else list(clip_bounds),
         noise_generator=torch_generator(
             cfg.seed, "dp-noise", client_id, server_round, device=device.type
         ),
@@ -137,7 +156,9 @@ def run_local_round(
         status="ok",
         ledger=ledger,
         num_examples=n,
-        state_dict=plain_state_dict(private.model),
+        state_dict=client_upload(
+            cfg, client_id, server_round, global_state, plain_state_dict(private.model)
+        ),
         train_loss=result.mean_loss,
         noise_multiplier=acc_sigma,
         sample_rate=acc_q,

@@ -37,6 +37,14 @@ class PrivateTraining:
         sigma, q, _ = history[-1]
         return float(sigma), float(q)
 
+    def noise_std(self) -> float:
+        """Std of the Gaussian noise added to the *summed* clipped gradients of a step.
+
+        ``σ · √(Σ S_j²)`` for per-layer clipping, ``σ · S`` for flat: Opacus' per-layer
+        optimizer stores ``√(Σ S_j²)`` as its ``max_grad_norm``.
+        """
+        return float(self.optimizer.noise_multiplier * self.optimizer.max_grad_norm)
+
 
 def make_private(
     model: nn.Module,
@@ -44,14 +52,27 @@ def make_private(
     loader: DataLoader,
     *,
     noise_multiplier: float,
-    max_grad_norm: float,
+    max_grad_norm: float | list[float],
     noise_generator: torch.Generator | None,
 ) -> PrivateTraining:
-    """Attach DP-SGD (flat clipping, Poisson sampling) to fresh training objects.
+    """Attach DP-SGD (Poisson sampling) to fresh training objects.
 
-    ``loader`` must carry a seeded ``generator``: Opacus' Poisson sampler uses it. The
-    returned accountant starts empty; the caller's ledger holds the history.
+    A float ``max_grad_norm`` is flat clipping; a list is Opacus' per-layer clipping, one
+    bound per trainable parameter tensor (in ``model.parameters()`` order), and the noise
+    std becomes ``noise_multiplier · √(Σ S_j²)``. ``loader`` must carry a seeded
+    ``generator``: Opacus' Poisson sampler uses it. The returned accountant starts empty;
+    the caller's ledger holds the history.
     """
+    if isinstance(max_grad_norm, list):
+        trainable = sum(1 for p in model.parameters() if p.requires_grad)
+        if len(max_grad_norm) != trainable:
+            raise ValueError(
+                f"per-layer max_grad_norm needs one bound per trainable tensor ({trainable}); "
+                f"got {len(max_grad_norm)}"
+            )
+        clipping = "per_layer"
+    else:
+        clipping = "flat"
     engine = PrivacyEngine(accountant="rdp")
     wrapped, dp_optimizer, dp_loader = engine.make_private(
         module=model,
@@ -61,6 +82,7 @@ def make_private(
         max_grad_norm=max_grad_norm,
         poisson_sampling=True,
         noise_generator=noise_generator,
+        clipping=clipping,
     )
     return PrivateTraining(model=wrapped, optimizer=dp_optimizer, loader=dp_loader, engine=engine)
 

@@ -30,8 +30,14 @@ DatasetName = Literal[
 ]
 PartitionName = Literal["iid", "dirichlet", "shards"]
 ModelName = Literal["cnn", "resnet9", "resnet18", "mlp"]
-StrategyName = Literal["fedavg"]
+StrategyName = Literal[
+    "fedavg", "secprobe", "random_k", "krum", "multikrum", "median", "trimmed_mean", "bulyan"
+]
+SensitivityName = Literal["paper", "tight"]
+UnreliableKind = Literal["noise", "label_flip"]
+MaliciousKind = Literal["random", "sign_flip", "scale"]
 AccountantName = Literal["rdp", "pld"]
+ClippingName = Literal["flat", "per_layer_uniform", "per_layer_adaptive"]
 
 
 def _bounds(**kw: float) -> dict[str, float]:
@@ -87,6 +93,11 @@ class DPConfig:
     max_grad_norm: float = field(default=1.0, metadata=_bounds(gt=0))
     max_epsilon: float | None = field(default=None, metadata=_bounds(gt=0))
     accountant: AccountantName = "rdp"
+    #: How the per-sample gradient is bounded (overall bound ``max_grad_norm`` in all
+    #: three; same noise, same ε): see :mod:`fedsim.clipping`.
+    clipping: ClippingName = "flat"
+    #: Server validation samples used to set the per_layer_adaptive thresholds each round.
+    adaptive_samples: int = field(default=256, metadata=_bounds(ge=1))
 
 
 @dataclass(frozen=True)
@@ -96,6 +107,40 @@ class StrategyConfig:
     name: StrategyName = "fedavg"
     clients_per_round: int | None = field(default=None, metadata=_bounds(ge=1))
     round_timeout: float = field(default=3600.0, metadata=_bounds(gt=0))
+    # SecProbe / random_k: keep k of the M = clients_per_round updates (None = all M)
+    k: int | None = field(default=None, metadata=_bounds(ge=1))
+    selection_epsilon: float = field(default=1.0, metadata=_bounds(gt=0))
+    sensitivity: SensitivityName = "paper"
+    # Krum, MultiKrum, Bulyan: assumed number f of malicious updates per round
+    num_malicious: int = field(default=0, metadata=_bounds(ge=0))
+    # FedTrimmedAvg: fraction cut at each end per coordinate
+    trim_beta: float = field(default=0.2, metadata=_bounds(ge=0, lt=0.5))
+
+
+@dataclass(frozen=True)
+class UnreliableConfig:
+    """Clients whose data is partly garbage (SecProbe's unreliable participants)."""
+
+    fraction: float = field(default=0.0, metadata=_bounds(ge=0, le=1))
+    noise_fraction: float = field(default=0.5, metadata=_bounds(ge=0, le=1))
+    kind: UnreliableKind = "noise"
+
+
+@dataclass(frozen=True)
+class MaliciousConfig:
+    """Clients that upload hostile parameters instead of their trained model."""
+
+    fraction: float = field(default=0.0, metadata=_bounds(ge=0, le=1))
+    kind: MaliciousKind = "random"
+    scale: float = field(default=10.0, metadata=_bounds(gt=0))
+
+
+@dataclass(frozen=True)
+class RolesConfig:
+    """Which clients are unreliable or malicious (assigned reproducibly from the seed)."""
+
+    unreliable: UnreliableConfig = field(default_factory=UnreliableConfig)
+    malicious: MaliciousConfig = field(default_factory=MaliciousConfig)
 
 
 @dataclass(frozen=True)
@@ -124,6 +169,7 @@ class Config:
     dp: DPConfig = field(default_factory=DPConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
+    roles: RolesConfig = field(default_factory=RolesConfig)
 
     @property
     def clients_per_round(self) -> int:
@@ -297,6 +343,33 @@ def _cross_checks(cfg: Config) -> list[str]:
         problems.append(
             "data.val_size must be a fraction in (0, 1) or a whole number of samples; "
             f"got {cfg.data.val_size}"
+        )
+    problems.extend(_selection_checks(cfg))
+    return problems
+
+
+def _selection_checks(cfg: Config) -> list[str]:
+    """Rules of the selecting/robust strategies and of the client roles."""
+    problems = []
+    st, m = cfg.strategy, cfg.clients_per_round
+    if st.k is not None and st.k > m:
+        problems.append(f"strategy.k must be <= strategy.clients_per_round ({m}); got {st.k}")
+    f = st.num_malicious
+    if st.name in ("krum", "multikrum") and m < 2 * f + 3:
+        problems.append(
+            f"strategy.clients_per_round must be >= 2 * strategy.num_malicious + 3 "
+            f"({2 * f + 3}) for {st.name}; got {m}"
+        )
+    if st.name == "bulyan" and m < 4 * f + 3:
+        problems.append(
+            f"strategy.clients_per_round must be >= 4 * strategy.num_malicious + 3 "
+            f"({4 * f + 3}) for bulyan; got {m}"
+        )
+    roles = cfg.roles
+    if roles.unreliable.fraction + roles.malicious.fraction > 1:
+        problems.append(
+            "roles.unreliable.fraction + roles.malicious.fraction must be <= 1; "
+            f"got {roles.unreliable.fraction} + {roles.malicious.fraction}"
         )
     return problems
 

@@ -13,6 +13,8 @@ STATUS: Final = "status"
 
 # ConfigRecord sent with a train message
 SERVER_ROUND: Final = "server-round"
+#: Per-tensor clipping bounds (list[float], one per trainable tensor) for per-layer clipping
+CLIP_BOUNDS: Final = "clip-bounds"
 
 # MetricRecord replied by a client
 CLIENT_ID: Final = "client-id"

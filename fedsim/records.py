@@ -28,6 +28,8 @@ class ClientRoundRecord:
     steps: int | None = None
     train_seconds: float | None = None
     rejected_reason: str | None = None
+    utility: float | None = None
+    selection_probability: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """JSON object for ``metrics.jsonl`` (without the client id, which is the key)."""
@@ -56,6 +58,7 @@ class RoundRecord:
     selected: tuple[int, ...] = ()
     clients: tuple[ClientRoundRecord, ...] = field(default_factory=tuple)
     seconds: float = 0.0
+    selection_epsilon: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The ``metrics.jsonl`` object (DESIGN.md, run directory contract)."""
@@ -69,5 +72,7 @@ class RoundRecord:
         doc["sampled"] = list(self.sampled)
         doc["selected"] = list(self.selected)
         doc["seconds"] = self.seconds
+        if self.selection_epsilon is not None:
+            doc["selection_epsilon"] = self.selection_epsilon
         doc["clients"] = {str(c.client_id): c.to_json() for c in self.clients}
         return doc

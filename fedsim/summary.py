@@ -8,6 +8,7 @@ from typing import Any
 from fedsim import __version__
 from fedsim.config import Config
 from fedsim.records import ClientRoundRecord, EvalResult
+from fedsim.roles import assign_roles
 
 
 def _eval_doc(result: EvalResult | None) -> dict[str, Any] | None:
@@ -26,6 +27,7 @@ def client_summaries(
 ) -> dict[str, dict[str, Any]]:
     """Per client (stable id): ε spent, δ, role, rounds trained, last status."""
     out: dict[str, dict[str, Any]] = {}
+    roles = assign_roles(cfg.data.num_clients, cfg.roles, cfg.seed)
     for cid in sorted(num_examples):
         history = [
             r for rnd in sorted(round_records) for r in round_records[rnd] if r.client_id == cid
@@ -38,7 +40,7 @@ def client_summaries(
             "epsilon_total": (eps_total[-1] if eps_total else 0.0) if cfg.dp.enabled else None,
             "delta": cfg.dp.delta if cfg.dp.enabled else None,
             "noise_multiplier": sigma[-1] if sigma else None,
-            "role": "honest",
+            "role": roles[cid] if 0 <= cid < len(roles) else "honest",
             "valuation": None,
             "reward_total": 0.0,
             "num_examples": int(num_examples[cid]),
@@ -54,8 +56,13 @@ def build_summary(
     round_records: Mapping[int, Sequence[ClientRoundRecord]],
     num_examples: Mapping[int, int],
     wall_seconds: float,
+    selection_epsilon: Mapping[int, float] | None = None,
 ) -> dict[str, Any]:
-    """The ``summary.json`` document."""
+    """The ``summary.json`` document.
+
+    ``selection_epsilon`` (round → ε spent by a private selection such as SecProbe) is
+    composed over rounds by basic composition (the sum) into ``selection_epsilon_total``.
+    """
     completed = max((r for r in evaluations if r > 0), default=0)
     clients = client_summaries(cfg, round_records, num_examples)
     spent = [c["epsilon_spent"] for c in clients.values() if c["epsilon_spent"] is not None]
@@ -74,5 +81,8 @@ def build_summary(
             "delta": cfg.dp.delta if cfg.dp.enabled else None,
             "max_epsilon_spent": max(spent) if spent else None,
         },
+        "selection_epsilon_total": (
+            float(sum(selection_epsilon.values())) if selection_epsilon else None
+        ),
         "clients": clients,
     }

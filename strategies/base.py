@@ -16,6 +16,7 @@ changes two hooks and delegates the aggregation rule to the Flower class:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Iterable
@@ -29,6 +30,7 @@ from fedsim import keys
 from fedsim.config import Config
 from fedsim.records import ClientRoundRecord
 from fedsim.seeding import numpy_rng
+from strategies.clipping import round_clip_bounds
 from strategies.directory import ClientDirectory
 from strategies.replies import screen_update
 
@@ -85,6 +87,10 @@ class FedsimStrategyMixin:
         self.round_sampled: dict[int, tuple[int, ...]] = {}
         self.round_selected: dict[int, tuple[int, ...]] = {}
         self._reference_shapes: dict[str, tuple[int, ...]] = {}
+        # filled by select(): per round, per client, extra record fields (utility, ...)
+        self.round_client_extras: dict[int, dict[int, dict[str, Any]]] = {}
+        # filled by private selection rules: the ε their selection spent in each round
+        self.round_selection_epsilon: dict[int, float] = {}
 
     # ------------------------------------------------------------------ sampling
     def eligible_clients(self) -> list[int]:
@@ -126,8 +132,13 @@ class FedsimStrategyMixin:
         ]
 
     def round_config(self, server_round: int, arrays: ArrayRecord) -> dict[str, Any]:
-        """Extra entries of this round's train config (e.g. clipping thresholds)."""
-        return {}
+        """Extra entries of this round's train config: the per-layer clipping bounds.
+
+        For ``dp.clipping`` other than ``flat`` the server sends one bound per trainable
+        tensor under :data:`fedsim.keys.CLIP_BOUNDS` (:mod:`strategies.clipping`).
+        """
+        bounds = round_clip_bounds(self.cfg, server_round, arrays)
+        return {} if bounds is None else {keys.CLIP_BOUNDS: bounds}
 
     # ------------------------------------------------------------------ screening
     def screen_replies(
@@ -194,6 +205,8 @@ class FedsimStrategyMixin:
         """Screen, sort, record, then let the wrapped Flower strategy aggregate."""
         accepted, records = self.screen_replies(server_round, replies)
         chosen = self.select(server_round, accepted)
+        extras = self.round_client_extras.get(server_round, {})
+        records = [dataclasses.replace(r, **extras.get(r.client_id, {})) for r in records]
         self.round_records[server_round] = tuple(records)
         self.round_selected[server_round] = tuple(cid for cid, _ in chosen)
         if not chosen:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from flwr.serverapp.strategy import Strategy
 
 from fedsim.config import Config
 from fedsim.registry import Registry
 from strategies.fedavg import FedAvg
+from strategies.random_k import RandomK
+from strategies.robust import Bulyan, FedMedian, FedTrimmedAvg, Krum, MultiKrum
+from strategies.secprobe import SecProbe
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +31,54 @@ def _fedavg(cfg: Config) -> Strategy:
     )
 
 
+def _common(cfg: Config) -> dict[str, Any]:
+    """Flower constructor arguments every fedsim strategy shares (see ``_fedavg``)."""
+    return {
+        "fraction_train": 1.0,
+        "fraction_evaluate": 0.0,
+        "min_train_nodes": cfg.clients_per_round,
+        "min_available_nodes": cfg.data.num_clients,
+    }
+
+
+@STRATEGIES.register("secprobe")
+def _secprobe(cfg: Config) -> Strategy:
+    return SecProbe(**_common(cfg))
+
+
+@STRATEGIES.register("random_k")
+def _random_k(cfg: Config) -> Strategy:
+    return RandomK(**_common(cfg))
+
+
+@STRATEGIES.register("krum")
+def _krum(cfg: Config) -> Strategy:
+    return Krum(**_common(cfg), num_malicious_nodes=cfg.strategy.num_malicious)
+
+
+@STRATEGIES.register("multikrum")
+def _multikrum(cfg: Config) -> Strategy:
+    keep = cfg.strategy.k or max(1, cfg.clients_per_round - cfg.strategy.num_malicious)
+    return MultiKrum(
+        **_common(cfg), num_malicious_nodes=cfg.strategy.num_malicious, num_nodes_to_select=keep
+    )
+
+
+@STRATEGIES.register("median")
+def _median(cfg: Config) -> Strategy:
+    return FedMedian(**_common(cfg))
+
+
+@STRATEGIES.register("trimmed_mean")
+def _trimmed_mean(cfg: Config) -> Strategy:
+    return FedTrimmedAvg(**_common(cfg), beta=cfg.strategy.trim_beta)
+
+
+@STRATEGIES.register("bulyan")
+def _bulyan(cfg: Config) -> Strategy:
+    return Bulyan(**_common(cfg), num_malicious_nodes=cfg.strategy.num_malicious)
+
+
 def build_strategy(cfg: Config) -> Strategy:
     """The configured strategy (logs its configuration once)."""
     strategy = STRATEGIES.get(cfg.strategy.name)(cfg)
@@ -36,4 +88,5 @@ def build_strategy(cfg: Config) -> Strategy:
         cfg.clients_per_round,
         cfg.data.num_clients,
     )
+    logger.info("strategy config: %s", cfg.strategy)
     return strategy

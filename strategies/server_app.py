@@ -72,6 +72,7 @@ def run_server(
                     selected=strategy.round_selected.get(server_round, ()),
                     clients=strategy.round_records.get(server_round, ()),
                     seconds=now - round_clock[0],
+                    selection_epsilon=strategy.round_selection_epsilon.get(server_round),
                 )
                 round_clock[0] = now
                 writer.append_round(record)
@@ -101,6 +102,7 @@ def run_server(
             strategy.round_records,
             directory.num_examples,
             wall_seconds=time.perf_counter() - started,
+            selection_epsilon=strategy.round_selection_epsilon,
         )
         writer.write_summary(summary)
         return summary

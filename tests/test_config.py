@@ -124,3 +124,100 @@ def test_from_run_config_flat_keys(tmp_path) -> None:
         }
     )
     assert (cfg.rounds, cfg.seed, cfg.data.num_clients, cfg.dp.delta) == (2, 9, 3, 1e-6)
+
+
+def test_selection_and_roles_defaults() -> None:
+    cfg = C.from_dict(BASE)
+    assert cfg.strategy.k is None and cfg.strategy.selection_epsilon == 1.0
+    assert cfg.strategy.sensitivity == "paper" and cfg.strategy.num_malicious == 0
+    assert cfg.roles.unreliable.fraction == 0.0 and cfg.roles.malicious.fraction == 0.0
+    assert cfg.roles.unreliable.kind == "noise" and cfg.roles.malicious.kind == "random"
+
+
+@pytest.mark.parametrize(
+    "name", ["fedavg", "secprobe", "random_k", "krum", "multikrum", "median", "trimmed_mean"]
+)
+def test_every_strategy_name_accepted(name: str) -> None:
+    cfg = C.from_dict({**BASE, "strategy": {"name": name, "k": 2}})
+    assert cfg.strategy.name == name
+
+
+def test_selection_and_roles_bounds_reported_with_paths() -> None:
+    raw = {
+        **BASE,
+        "strategy": {
+            "name": "probe",
+            "k": 0,
+            "selection_epsilon": 0,
+            "sensitivity": "loose",
+            "num_malicious": -1,
+            "trim_beta": 0.5,
+        },
+        "roles": {
+            "unreliable": {"fraction": 1.5, "noise_fraction": -0.1, "kind": "blur"},
+            "malicious": {"kind": "nan", "scale": 0, "extra": 1},
+        },
+    }
+    with pytest.raises(ConfigError) as info:
+        C.from_dict(raw)
+    text = "\n".join(info.value.problems)
+    assert "strategy.name must be one of 'fedavg', 'secprobe'" in text
+    assert "strategy.k must be >= 1; got 0" in text
+    assert "strategy.selection_epsilon must be > 0; got 0" in text
+    assert "strategy.sensitivity must be one of 'paper', 'tight'; got 'loose'" in text
+    assert "strategy.num_malicious must be >= 0; got -1" in text
+    assert "strategy.trim_beta must be < 0.5; got 0.5" in text
+    assert "roles.unreliable.fraction must be <= 1; got 1.5" in text
+    assert "roles.unreliable.noise_fraction must be >= 0; got -0.1" in text
+    assert "roles.unreliable.kind must be one of 'noise', 'label_flip'; got 'blur'" in text
+    assert "roles.malicious.kind must be one of 'random', 'sign_flip', 'scale'" in text
+    assert "roles.malicious.scale must be > 0; got 0" in text
+    assert "roles.malicious.extra is not a known key" in text
+
+
+@pytest.mark.parametrize(
+    "strategy,roles,message",
+    [
+        ({"clients_per_round": 4, "k": 5}, {}, "strategy.k must be <= strategy.clients_per_round"),
+        ({"k": 6}, {}, "strategy.k must be <= strategy.clients_per_round (5); got 6"),
+        ({"name": "bulyan", "num_malicious": 1}, {}, ">= 4 * strategy.num_malicious + 3 (7)"),
+        ({"name": "krum", "num_malicious": 2}, {}, ">= 2 * strategy.num_malicious + 3 (7)"),
+        (
+            {},
+            {"unreliable": {"fraction": 0.6}, "malicious": {"fraction": 0.5}},
+            "roles.unreliable.fraction + roles.malicious.fraction must be <= 1",
+        ),
+    ],
+)
+def test_selection_cross_checks(strategy: dict, roles: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        C.from_dict({**BASE, "strategy": strategy, "roles": roles})
+    assert any(message in p for p in info.value.problems), info.value.problems
+
+
+def test_bulyan_and_krum_accept_enough_clients() -> None:
+    raw = {**BASE, "data": {"num_clients": 7}}
+    cfg = C.from_dict({**raw, "strategy": {"name": "bulyan", "num_malicious": 1}})
+    assert cfg.clients_per_round == 7
+    cfg = C.from_dict({**raw, "strategy": {"name": "multikrum", "num_malicious": 2, "k": 3}})
+    assert cfg.strategy.k == 3
+
+
+def test_dp_clipping_variants() -> None:
+    assert C.from_dict(BASE).dp.clipping == "flat"
+    for variant in ("flat", "per_layer_uniform", "per_layer_adaptive"):
+        cfg = C.from_dict({"dp": {"epsilon": 4.0, "clipping": variant}})
+        assert cfg.dp.clipping == variant
+    raw = C.apply_overrides(BASE, ["dp.clipping=per_layer_adaptive", "dp.adaptive_samples=64"])
+    cfg = C.from_dict(raw)
+    assert (cfg.dp.clipping, cfg.dp.adaptive_samples) == ("per_layer_adaptive", 64)
+
+
+def test_dp_clipping_rejects_unknown_variant_and_bad_sample_count() -> None:
+    with pytest.raises(ConfigError) as info:
+        C.from_dict({"dp": {"epsilon": 4.0, "clipping": "per_layer", "adaptive_samples": 0}})
+    problems = info.value.problems
+    assert any(
+        p.startswith("dp.clipping must be one of 'flat', 'per_layer_uniform'") for p in problems
+    ), problems
+    assert any("dp.adaptive_samples must be >= 1; got 0" in p for p in problems), problems

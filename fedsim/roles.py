@@ -1,0 +1,142 @@
+"""Participants that hurt the federation: role assignment, bad data, hostile uploads.
+
+SecProbe (Zhao et al., IEEE TIFS 2020) studies *unreliable* participants, a fraction P of
+whose samples are replaced by uniform noise in the data range, and *malicious*
+participants that upload random parameters uniform in [0, 1]. fedsim adds a label-flip
+variant of unreliable data and sign-flipped / scaled malicious updates.
+
+All functions are pure; randomness comes from the seed or a passed-in generator.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Literal
+
+import numpy as np
+import torch
+
+from fedsim.config import Config, MaliciousKind, RolesConfig, UnreliableKind
+from fedsim.data import Split
+from fedsim.seeding import numpy_rng, torch_generator
+
+Role = Literal["honest", "unreliable", "malicious"]
+
+
+def _count(fraction: float, n: int) -> int:
+    return int(np.floor(fraction * n + 0.5))  # round half up, not to even
+
+
+@functools.lru_cache(maxsize=8)
+def assign_roles(num_clients: int, roles: RolesConfig, seed: int) -> tuple[Role, ...]:
+    """The role of every client id ``0..num_clients-1``, reproducible from ``seed``.
+
+    ``round(fraction · N)`` clients are malicious and (of the rest) ``round(fraction · N)``
+    unreliable, chosen by one seeded permutation of the ids.
+    """
+    if num_clients < 0:
+        raise ValueError(f"num_clients must be >= 0; got {num_clients}")
+    n_mal = _count(roles.malicious.fraction, num_clients)
+    n_unrel = min(_count(roles.unreliable.fraction, num_clients), num_clients - n_mal)
+    order = numpy_rng(seed, "roles").permutation(num_clients)
+    out: list[Role] = ["honest"] * num_clients
+    for cid in order[:n_mal]:
+        out[int(cid)] = "malicious"
+    for cid in order[n_mal : n_mal + n_unrel]:
+        out[int(cid)] = "unreliable"
+    return tuple(out)
+
+
+def corrupt_split(
+    split: Split,
+    noise_fraction: float,
+    kind: UnreliableKind,
+    rng: np.random.Generator,
+    num_classes: int | None = None,
+) -> Split:
+    """A copy of ``split`` where ``round(noise_fraction · n)`` random samples are spoilt.
+
+    ``noise``: the images are replaced by uniform noise in [0, 1] (the data range), labels
+    kept. ``label_flip``: the labels become ``num_classes - 1 - y`` (images kept).
+    """
+    if not 0.0 <= noise_fraction <= 1.0:
+        raise ValueError(f"noise_fraction must be in [0, 1]; got {noise_fraction}")
+    n = len(split)
+    idx = rng.choice(n, size=_count(noise_fraction, n), replace=False)
+    x, y = split.x.copy(), split.y.copy()
+    if kind == "noise":
+        x[idx] = rng.random(size=(len(idx), *x.shape[1:]), dtype=np.float32)
+    elif kind == "label_flip":
+        if num_classes is None or num_classes < 2:
+            raise ValueError(f"label_flip needs num_classes >= 2; got {num_classes}")
+        y[idx] = num_classes - 1 - y[idx]
+    else:
+        raise ValueError(f"kind must be 'noise' or 'label_flip'; got {kind!r}")
+    return Split(x, y)
+
+
+def malicious_state(
+    global_state: Mapping[str, torch.Tensor],
+    local_state: Mapping[str, torch.Tensor],
+    kind: MaliciousKind,
+    scale: float,
+    generator: torch.Generator,
+) -> dict[str, torch.Tensor]:
+    """What a malicious client uploads instead of its trained ``local_state``.
+
+    Only floating-point tensors are changed (integer buffers such as BatchNorm's
+    ``num_batches_tracked`` are uploaded as trained). With ``g`` the global and ``w`` the
+    trained parameters:
+
+    - ``random``: uniform in [0, 1], ignoring ``w`` (SecProbe's attack);
+    - ``sign_flip``: ``g - (w - g)``, the honest update reversed;
+    - ``scale``: ``g + scale · (w - g)``, the honest update amplified.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for name, w in local_state.items():
+        if not torch.is_floating_point(w):
+            out[name] = w.clone()
+            continue
+        g = global_state[name].to(w.dtype)
+        if kind == "random":
+            out[name] = torch.rand(w.shape, generator=generator, dtype=w.dtype)
+        elif kind == "sign_flip":
+            out[name] = g - (w - g)
+        elif kind == "scale":
+            out[name] = g + scale * (w - g)
+        else:
+            raise ValueError(f"kind must be 'random', 'sign_flip' or 'scale'; got {kind!r}")
+    return out
+
+
+# ------------------------------------------------------------------ a client's own view
+
+
+def client_role(cfg: Config, client_id: int) -> Role:
+    """The role of ``client_id`` in the run ``cfg``."""
+    return assign_roles(cfg.data.num_clients, cfg.roles, cfg.seed)[client_id]
+
+
+def client_data(cfg: Config, client_id: int, split: Split, num_classes: int) -> Split:
+    """The data a client trains on: spoilt for unreliable clients, the same every round."""
+    if client_role(cfg, client_id) != "unreliable":
+        return split
+    unrel = cfg.roles.unreliable
+    rng = numpy_rng(cfg.seed, "unreliable-data", client_id)
+    return corrupt_split(split, unrel.noise_fraction, unrel.kind, rng, num_classes)
+
+
+def client_upload(
+    cfg: Config,
+    client_id: int,
+    server_round: int,
+    global_state: Mapping[str, torch.Tensor],
+    local_state: dict[str, torch.Tensor],
+) -> dict[str, torch.Tensor]:
+    """What a client uploads: its trained state, or a hostile one if it is malicious."""
+    if client_role(cfg, client_id) != "malicious":
+        return local_state
+    mal = cfg.roles.malicious
+    gen = torch_generator(cfg.seed, "malicious-upload", client_id, server_round)
+    return malicious_state(global_state, local_state, mal.kind, mal.scale, gen)

@@ -1,0 +1,33 @@
+"""Uniformly random K of M: DP-FedAvg-style subsampling of uploads, no utility.
+
+The baseline SecProbe is compared with: each round keeps ``strategy.k`` of the accepted
+updates, uniformly at random with a generator seeded from the root seed and the round,
+and averages them with Flower's FedAvg rule. Every accepted client's
+``selection_probability`` is K/M. The choice ignores the data, so it spends no ε.
+"""
+
+from __future__ import annotations
+
+from flwr.app import Message
+from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
+
+from fedsim.seeding import numpy_rng
+from strategies.base import FedsimStrategyMixin
+
+
+class RandomK(FedsimStrategyMixin, FlowerFedAvg):
+    """Keep K of the accepted updates uniformly at random (seeded)."""
+
+    def select(
+        self, server_round: int, accepted: list[tuple[int, Message]]
+    ) -> list[tuple[int, Message]]:
+        """A seeded uniform sample of K of the accepted updates, in client-id order."""
+        m = len(accepted)
+        if m == 0:
+            return []
+        k = min(self.cfg.strategy.k or m, m)
+        idx = numpy_rng(self.cfg.seed, "random-k", server_round).choice(m, size=k, replace=False)
+        self.round_client_extras[server_round] = {
+            cid: {"selection_probability": k / m} for cid, _ in accepted
+        }
+        return [accepted[int(i)] for i in sorted(idx)]

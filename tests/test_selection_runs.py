@@ -1,0 +1,112 @@
+"""Whole runs of the selecting and robust strategies (real Ray, no DP, MLP, PneumoniaMNIST).
+
+Each run takes ~15-40 s on 2 cores; all are marked e2e.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from fedsim.config import from_dict
+from fedsim.run import run_experiment
+from fedsim.rundir import read_metrics, read_summary
+
+pytestmark = pytest.mark.e2e
+
+ALL_STRATEGIES = [
+    "fedavg",
+    "secprobe",
+    "random_k",
+    "krum",
+    "multikrum",
+    "median",
+    "trimmed_mean",
+    "bulyan",
+]
+
+
+def run_config(name: str, num_clients: int = 6, rounds: int = 2, **extra: object) -> dict:
+    strategy = {"name": name, "clients_per_round": num_clients}
+    strategy.update(extra.pop("strategy", {}))  # type: ignore[arg-type]
+    return {
+        "name": f"sel-{name}",
+        "seed": 1,
+        "rounds": rounds,
+        "data": {"name": "pneumoniamnist", "num_clients": num_clients, "partition": "iid"},
+        "model": {"name": "mlp"},
+        "client": {"local_epochs": 1, "batch_size": 64, "lr": 0.1},
+        "dp": {"enabled": False},
+        "strategy": strategy,
+        **extra,
+    }
+
+
+@pytest.mark.parametrize("name", ALL_STRATEGIES)
+def test_each_strategy_runs_two_rounds(name: str, tmp_path) -> None:
+    extra: dict = {"k": 3}
+    if name in ("krum", "multikrum", "bulyan"):
+        extra = {"num_malicious": 1, **({"k": 3} if name == "multikrum" else {})}
+    cfg = from_dict(run_config(name, num_clients=7, strategy=extra))
+    summary = run_experiment(cfg, tmp_path)
+    lines = read_metrics(tmp_path)
+    assert [m["round"] for m in lines] == [1, 2]
+    for m in lines:
+        assert 0.0 <= m["test_accuracy"] <= 1.0 and math.isfinite(m["test_loss"])
+        assert m["sampled"] == list(range(7))
+        expected = 3 if name in ("secprobe", "random_k") else 7
+        assert len(m["selected"]) == expected and set(m["selected"]) <= set(m["sampled"])
+        probs = [c["selection_probability"] for c in m["clients"].values()]
+        if name in ("secprobe", "random_k"):
+            assert sum(probs) == pytest.approx(3.0, abs=1e-6)
+        else:
+            assert probs == [None] * 7
+    assert summary["rounds"] == 2
+    if name == "secprobe":
+        assert [m["selection_epsilon"] for m in lines] == [1.0, 1.0]
+        assert summary["selection_epsilon_total"] == pytest.approx(2.0)
+        for m in lines:
+            for c in m["clients"].values():
+                assert 0.0 <= c["utility"] <= 1.0
+    else:
+        assert summary["selection_epsilon_total"] is None
+
+
+def test_malicious_random_upload_does_not_end_the_run(tmp_path) -> None:
+    raw = run_config("fedavg", num_clients=4, roles={"malicious": {"fraction": 0.25}})
+    cfg = from_dict(raw)
+    summary = run_experiment(cfg, tmp_path)
+    roles = [summary["clients"][str(c)]["role"] for c in range(4)]
+    assert roles.count("malicious") == 1 and roles.count("honest") == 3
+    lines = read_metrics(tmp_path)
+    assert len(lines) == 2 and all(math.isfinite(m["test_loss"]) for m in lines)
+    assert read_summary(tmp_path)["rounds"] == 2
+
+
+def test_secprobe_keeps_high_utility_uploads_when_half_are_random(tmp_path) -> None:
+    # Half the clients upload uniform [0, 1] parameters. With the tight sensitivity
+    # 1/(n+1) (n = 524 validation records) and eps = 1, an upload whose accuracy is lower
+    # than K others' by ~0.5 has inclusion probability ~1e-19: it must never be selected.
+    raw = run_config(
+        "secprobe",
+        num_clients=6,
+        rounds=3,
+        strategy={"k": 3, "selection_epsilon": 1.0, "sensitivity": "tight"},
+        roles={"malicious": {"fraction": 0.5}},
+    )
+    summary = run_experiment(from_dict(raw), tmp_path)
+    roles = {cid: c["role"] for cid, c in summary["clients"].items()}
+    assert sorted(roles.values()).count("malicious") == 3
+    assert summary["selection_epsilon_total"] == pytest.approx(3.0)
+    for m in read_metrics(tmp_path):
+        util = {cid: c["utility"] for cid, c in m["clients"].items()}
+        prob = {cid: c["selection_probability"] for cid, c in m["clients"].items()}
+        kth_best = sorted(util.values(), reverse=True)[2]
+        for cid, u in util.items():
+            if u < kth_best - 0.1:
+                assert str(cid) not in {str(s) for s in m["selected"]}
+                assert prob[cid] < 1e-6
+        assert sum(prob.values()) == pytest.approx(3.0, abs=1e-6)
+        chosen = [util[str(s)] for s in m["selected"]]
+        assert min(chosen) >= kth_best - 0.1
