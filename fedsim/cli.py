@@ -8,9 +8,10 @@ user's input is printed as one clear message and exits with code 2, without a tr
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -22,6 +23,11 @@ from fedsim.rundir import METRICS_FILE
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+
+#: Modules that add further subcommands: each has ``register(subparsers)``, which adds
+#: its parser(s) with ``set_defaults(handler=fn)``, ``fn(args) -> exit code``. Keep their
+#: heavy imports inside the handlers, so ``fedsim --help`` stays fast.
+SUBCOMMAND_MODULES: tuple[str, ...] = ()
 
 
 class Progress:
@@ -73,8 +79,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="allow --out to point at a directory that already holds a run",
     )
+    run.set_defaults(handler=_cmd_run)
     validate = sub.add_parser("validate", help="check a config and run the preflight only")
     add_config_args(validate)
+    validate.set_defaults(handler=_cmd_validate)
+    for module_name in SUBCOMMAND_MODULES:
+        importlib.import_module(module_name).register(sub)
     return parser
 
 
@@ -146,11 +156,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fedsim`` console script."""
     args = _parser().parse_args(argv)
-    _setup_logging(args.verbose)
+    _setup_logging(getattr(args, "verbose", False))
     try:
-        if args.command == "validate":
-            return _cmd_validate(args)
-        return _cmd_run(args)
+        handler: Callable[[argparse.Namespace], int] = args.handler
+        return handler(args)
     except FedsimError as exc:
         print(f"fedsim: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -59,6 +59,11 @@ class DataConfig:
     shards_per_client: int = field(default=2, metadata=_bounds(ge=1))
     min_partition_size: int = field(default=1, metadata=_bounds(ge=1))
     val_size: float | None = field(default=None, metadata=_bounds(gt=0))
+    #: Keep a stratified, seeded subset of this many training-pool samples (None = all);
+    #: for experiments sized to small machines.
+    train_samples: int | None = field(default=None, metadata=_bounds(ge=1))
+    #: Evaluate on a stratified, seeded subset of this many test samples (None = all).
+    test_samples: int | None = field(default=None, metadata=_bounds(ge=1))
 
 
 @dataclass(frozen=True)

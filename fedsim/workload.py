@@ -6,12 +6,15 @@ once per process from the seed, then sliced by client id: nothing per client is 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import numpy as np
 
 from fedsim.config import Config, DataConfig
 from fedsim.data import DatasetBundle, Split, load_dataset, partition_indices
+from fedsim.data.carve import stratified_holdout
+from fedsim.errors import ConfigError
 from fedsim.seeding import derive_seed
 
 
@@ -21,15 +24,48 @@ def _val_size(data: DataConfig) -> int | float | None:
     return int(data.val_size) if data.val_size >= 1 else float(data.val_size)
 
 
+def _keep(split: Split, count: int | None, field: str, seed: int) -> Split:
+    """A stratified subset of ``count`` samples of ``split`` (all when ``None``)."""
+    if count is None:
+        return split
+    if count > len(split):
+        raise ConfigError(f"{field} must be at most the split's size {len(split)}; got {count}")
+    rng = np.random.default_rng(seed)
+    _, kept = stratified_holdout(split.y, count, rng)
+    part = split.subset(kept)
+    part.x.setflags(write=False)
+    part.y.setflags(write=False)
+    return part
+
+
+@functools.lru_cache(maxsize=8)
 def dataset_for(data: DataConfig, seed: int) -> DatasetBundle:
-    """The dataset of a run (cached per process)."""
-    return load_dataset(
+    """The dataset of a run (cached per process).
+
+    ``data.train_samples`` / ``data.test_samples`` shrink the training pool / test split
+    to stratified subsets drawn from the seed (the server validation split is kept).
+    """
+    bundle = load_dataset(
         data.name,
         path=data.path,
         root=data.root,
         download=data.download,
         val_size=_val_size(data),
         seed=derive_seed(seed, "val-split"),
+    )
+    if data.train_samples is None and data.test_samples is None:
+        return bundle
+    return dataclasses.replace(
+        bundle,
+        train=_keep(
+            bundle.train,
+            data.train_samples,
+            "data.train_samples",
+            derive_seed(seed, "train-subset"),
+        ),
+        test=_keep(
+            bundle.test, data.test_samples, "data.test_samples", derive_seed(seed, "test-subset")
+        ),
     )
 
 

@@ -660,3 +660,25 @@ def test_svhn_missing_and_download(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(torchvision.datasets, "SVHN", offline)
     with pytest.raises(DataError, match="downloading it failed"):
         load_dataset("svhn", root=str(tmp_path), download=True)
+
+
+def test_train_and_test_samples_give_seeded_stratified_subsets() -> None:
+    from fedsim.config import from_dict
+    from fedsim.errors import ConfigError
+    from fedsim.workload import dataset_for
+
+    raw = {"dp": {"enabled": False}, "data": {"train_samples": 300, "test_samples": 100}}
+    cfg = from_dict(raw)
+    full = load_dataset("pneumoniamnist", seed=0)
+    small = dataset_for(cfg.data, 0)
+    assert (len(small.train), len(small.test), len(small.val)) == (300, 100, len(full.val))
+    # stratified: class shares within one sample of the full pool's
+    share = np.bincount(full.train.y) / len(full.train)
+    assert np.all(np.abs(np.bincount(small.train.y) - 300 * share) <= 1)
+    other = dataset_for(cfg.data, 1)
+    assert not np.array_equal(small.train.x, other.train.x)
+    again = dataset_for(from_dict(raw).data, 0)
+    assert np.array_equal(small.train.x, again.train.x)
+    too_many = from_dict({"dp": {"enabled": False}, "data": {"test_samples": 10**6}})
+    with pytest.raises(ConfigError, match="data.test_samples"):
+        dataset_for(too_many.data, 0)
