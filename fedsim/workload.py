@@ -29,7 +29,7 @@ def _keep(split: Split, count: int | None, field: str, seed: int) -> Split:
     if count is None:
         return split
     if count > len(split):
-        raise ConfigError(f"{field} must be at most the split's size {len(split)}; got {count}")
+        raise ConfigError([f"{field} must be at most the split's size {len(split)}; got {count}"])
     rng = np.random.default_rng(seed)
     _, kept = stratified_holdout(split.y, count, rng)
     part = split.subset(kept)
