@@ -1,8 +1,8 @@
 """The sweep section of ``report.md``: final accuracy against ε spent, per variant.
 
-``sweep.csv`` has one row per point: the swept keys, ``seed``, the scalar leaves of the
-point's ``summary.json`` flattened with dots, and ``run_dir``. The swept keys are the
-columns before ``seed``. The privacy knob (:data:`X_KEYS`, e.g. ``dp.noise_multiplier``)
+``sweep.csv`` (:mod:`fedsim.cli_sweep`) has one row per point: ``point``, the swept keys,
+``status``, the scalar leaves of the point's ``summary.json`` flattened with dots, and
+``run_dir``; only points with status ``done`` are reported. The privacy knob (:data:`X_KEYS`, e.g. ``dp.noise_multiplier``)
 moves a point along a line; every other swept key (e.g. ``dp.clipping``) makes a separate
 line (a *variant*). Points that differ only by seed are averaged: mean ± standard
 deviation of ε spent and of final accuracy.
@@ -45,10 +45,19 @@ def read_sweep(path: Path) -> list[dict[str, str]]:
 
 
 def swept_keys(columns: Sequence[str]) -> list[str]:
-    """The swept config keys: the columns before ``seed`` (all but run_dir if none)."""
-    if "seed" in columns:
-        return list(columns[: list(columns).index("seed")])
-    return [c for c in columns if c != "run_dir"]
+    """The swept config keys, without ``seed``.
+
+    ``fedsim sweep`` writes them between the ``point`` and ``status`` columns; older or
+    hand-written files may instead put them first, before ``seed``.
+    """
+    cols = list(columns)
+    if "point" in cols and "status" in cols:
+        keys = cols[cols.index("point") + 1 : cols.index("status")]
+    elif "seed" in cols:
+        keys = cols[: cols.index("seed")]
+    else:
+        keys = [c for c in cols if c != "run_dir"]
+    return [k for k in keys if k != "seed"]
 
 
 def _number(text: str | None) -> float:
@@ -102,7 +111,7 @@ def _level_order(point: SweepPoint) -> tuple[float, ...]:
 def sweep_section(sweep_dir: Path) -> str | None:
     """Accuracy vs ε per variant with error bars over seeds (``accuracy_vs_epsilon.png``)."""
     path = sweep_dir / SWEEP_FILE
-    rows = read_sweep(path)
+    rows = [r for r in read_sweep(path) if r.get("status", "done") == "done"]
     if not rows:
         return f"# Sweep report\n\n{SWEEP_FILE} has no rows yet.\n"
     keys = swept_keys(list(rows[0].keys()))
@@ -143,7 +152,7 @@ def sweep_section(sweep_dir: Path) -> str | None:
     )
     return (
         "# Sweep report\n\n"
-        f"{len(rows)} run(s) from `{SWEEP_FILE}`; swept keys: "
+        f"{len(rows)} finished run(s) from `{SWEEP_FILE}`; swept keys: "
         f"{', '.join(f'`{k}`' for k in keys) or 'none'}.\n\n"
         f"![final accuracy vs epsilon per variant]({image})\n\n"
         "Error bars: standard deviation over seeds (none with one seed).\n\n"

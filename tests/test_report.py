@@ -74,9 +74,11 @@ def make_run(path: Path, *, with_summary: bool = True, rewards: bool = False) ->
 def make_sweep(path: Path) -> Path:
     path.mkdir(parents=True)
     header = [
+        "point",
         "dp.noise_multiplier",
         "dp.clipping",
         "seed",
+        "status",
         "final.test_accuracy",
         "dp.max_epsilon_spent",
         "wall_seconds",
@@ -87,7 +89,10 @@ def make_sweep(path: Path) -> Path:
         for clipping, bonus in (("flat", 0.1), ("per_layer_uniform", 0.0)):
             for seed in (0, 1):
                 acc = 0.5 + bonus + (0.1 if sigma == 1.0 else 0.0) + 0.02 * seed
-                rows.append([sigma, clipping, seed, acc, eps + 0.01 * seed, 3.0, f"points/{seed}"])
+                rows.append(
+                    [len(rows), sigma, clipping, seed, "done", acc, eps + 0.01 * seed, 3.0, "p"]
+                )
+    rows.append([len(rows), 0.5, "flat", 0, "failed", "", "", "", "p"])
     with (path / "sweep.csv").open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(header)
@@ -139,7 +144,7 @@ def test_sweep_report(tmp_path: Path) -> None:
     sweep = make_sweep(tmp_path / "sweep")
     text = write_report(sweep).read_text()
     assert (sweep / "accuracy_vs_epsilon.png").stat().st_size > 1000
-    assert "8 run(s)" in text and "`dp.noise_multiplier`, `dp.clipping`" in text
+    assert "8 finished run(s)" in text and "`dp.noise_multiplier`, `dp.clipping`" in text
     assert "| dp.clipping=flat | dp.noise_multiplier=1.0 | 2 | 3.005 | 0.71 |" in text
     assert "| dp.clipping=per_layer_uniform | dp.noise_multiplier=2.0 | 2 | 1.005 | 0.51 |" in text
 
