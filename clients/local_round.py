@@ -73,7 +73,8 @@ def run_local_round(
     n = len(split)
     delta = cfg.dp.delta
 
-    plan = plan_dp_sgd(cfg, n) if cfg.dp.enabled else None
+    # Under dp.mode central the server clips and noises updates: clients train plainly.
+    plan = plan_dp_sgd(cfg, n) if cfg.dp.enabled and cfg.dp.mode == "sample" else None
     if plan is not None:
         if ledger.noise_multiplier is None:
             ledger = ledger.with_noise_multiplier(plan.noise_multiplier)

@@ -1,11 +1,11 @@
 """The sweep section of ``report.md``: final accuracy against ε spent, per variant.
 
-``sweep.csv`` (:mod:`fedsim.cli_sweep`) has one row per point: ``point``, the swept keys,
-``status``, the scalar leaves of the point's ``summary.json`` flattened with dots, and
-``run_dir``; only points with status ``done`` are reported. The privacy knob (:data:`X_KEYS`, e.g. ``dp.noise_multiplier``)
-moves a point along a line; every other swept key (e.g. ``dp.clipping``) makes a separate
-line (a *variant*). Points that differ only by seed are averaged: mean ± standard
-deviation of ε spent and of final accuracy.
+``sweep.csv`` (:mod:`fedsim.cli_sweep`) has one row per point: ``point``, the swept
+keys, ``status``, the scalar leaves of the point's ``summary.json`` flattened with dots,
+and ``run_dir``; only points with status ``done`` are reported. The privacy knob
+(:data:`X_KEYS`, e.g. ``dp.noise_multiplier``) moves a point along a line; every other
+swept key (e.g. ``dp.clipping``) makes a separate line (a *variant*). Points that differ
+only by seed are averaged: mean ± standard deviation of ε spent and of final accuracy.
 """
 
 from __future__ import annotations
