@@ -49,18 +49,11 @@ POINTS_DIR = "points"
 def register(sub: Any) -> None:
     """Add the ``sweep`` subcommand."""
     p = sub.add_parser("sweep", help="run a grid of experiments (config with a sweep: section)")
-    p.add_argument("config", help="YAML experiment config with a sweep: section")
-    p.add_argument(
-        "-o",
-        "--override",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a field of the base config or of the sweep, e.g. -o sweep.seeds=[0]",
-    )
+    from fedsim.cli import add_config_args
+
+    add_config_args(p, "YAML experiment config with a sweep: section (-o also sets sweep.*)")
     p.add_argument("--out", help="sweep directory (default: runs/<name>-sweep; reruns resume)")
     p.add_argument("--dry-run", action="store_true", help="list the points and exit")
-    p.add_argument("-v", "--verbose", action="store_true", help="show Flower/Ray logs")
     p.set_defaults(handler=cmd_sweep)
 
 
