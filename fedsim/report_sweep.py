@@ -117,7 +117,9 @@ def sweep_section(sweep_dir: Path) -> str | None:
     keys = swept_keys(list(rows[0].keys()))
     points = aggregate_points(rows, keys)
     variants = sorted({p.variant for p in points})
-    fig, ax = new_figure(7.0, 4.2)
+    level_key = next((k for k in keys if k in X_KEYS), None)
+    fig, axes = new_figure(12.0, 4.2, ncols=2) if level_key else new_figure(7.0, 4.2)
+    ax = axes[0] if level_key else axes
     for variant in variants:
         line = sorted((p for p in points if p.variant == variant), key=lambda p: p.epsilon_mean)
         ax.errorbar(
@@ -129,10 +131,27 @@ def sweep_section(sweep_dir: Path) -> str | None:
             capsize=3,
             label=_label(variant),
         )
+        if level_key:
+            by_level = sorted(line, key=_level_order)
+            axes[1].errorbar(
+                [_level_order(p)[0] for p in by_level],
+                [p.accuracy_mean for p in by_level],
+                yerr=[p.accuracy_std for p in by_level],
+                marker="o",
+                capsize=3,
+                label=_label(variant),
+            )
+    eps = [p.epsilon_mean for p in points if math.isfinite(p.epsilon_mean)]
+    if eps and min(eps) > 0 and max(eps) / min(eps) > 20:
+        ax.set_xscale("log")
     ax.set_xlabel("ε spent (max over clients)")
     ax.set_ylabel("final test accuracy")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
+    if level_key:
+        axes[1].set_xlabel(level_key)
+        axes[1].set_ylabel("final test accuracy")
+        axes[1].grid(alpha=0.3)
     image = save_figure(fig, sweep_dir / "accuracy_vs_epsilon.png")
     table_rows = [
         [

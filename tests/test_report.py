@@ -175,3 +175,31 @@ def test_cli_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = make_run(tmp_path / "run")
     assert main(["report", str(run)]) == 0
     assert capsys.readouterr().out.strip() == str(run / "report.md")
+
+
+@pytest.mark.e2e
+def test_fedsim_run_writes_the_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        "name: tiny\nrounds: 1\n"
+        "data: {name: pneumoniamnist, num_clients: 2, train_samples: 200, test_samples: 100}\n"
+        "model: {name: mlp}\nclient: {batch_size: 50, lr: 0.1}\n"
+        "dp: {noise_multiplier: 1.0, delta: 1.0e-4}\n"
+    )
+    run = tmp_path / "run"
+    assert main(["run", str(config), "--out", str(run)]) == 0
+    text = (run / "report.md").read_text()
+    assert "# Run report: tiny" in text and (run / "accuracy.png").is_file()
+    assert "failed" not in text
+    # a report that cannot be written is logged; the run and its exit code stand
+    import fedsim.report
+
+    def broken(path: object) -> Path:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(fedsim.report, "write_report", broken)
+    again = tmp_path / "again"
+    assert main(["run", str(config), "--out", str(again)]) == 0
+    assert (again / "summary.json").is_file() and not (again / "report.md").exists()
