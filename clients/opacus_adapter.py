@@ -137,10 +137,12 @@ def resolve_grad_sample_mode(
 ) -> GradSampleMode:
     """The mode to use for ``dp.grad_sample_mode`` = ``requested``.
 
-    ``auto`` picks ghost for flat clipping on models without convolutions (where it was
-    measured faster: ``benchmarks/ghost_clipping.py``; on the small CNN the extra work of
-    ghost norms for convolutions made it slower) when Opacus supports every layer, hooks
-    otherwise. ``ghost`` falls back to hooks, with a warning, where it cannot be used.
+    ``auto`` picks ghost for flat clipping on models without convolutions, where it was
+    measured clearly faster (``benchmarks/ghost_clipping.py``: 0.10–0.61× the step time
+    of hooks on the MLP), when Opacus supports every layer, and hooks otherwise: on the
+    small CNN ghost norms of convolutions were not reliably faster (0.54× with one
+    thread, 1.02× with two). ``ghost`` falls back to hooks, with a warning, where it
+    cannot be used.
     """
     if requested == "hooks":
         return "hooks"

@@ -94,7 +94,7 @@ def test_resolve_grad_sample_mode() -> None:
     mlp = build_model("mlp", (1, 28, 28), 2)
     cnn = build_model("cnn", (1, 28, 28), 2)
     assert resolve_grad_sample_mode("auto", True, mlp) == "ghost"
-    assert resolve_grad_sample_mode("auto", True, cnn) == "hooks"  # measured slower there
+    assert resolve_grad_sample_mode("auto", True, cnn) == "hooks"  # not reliably faster there
     assert resolve_grad_sample_mode("auto", False, mlp) == "hooks"  # per-layer clipping
     assert resolve_grad_sample_mode("ghost", True, cnn) == "ghost"
     assert resolve_grad_sample_mode("ghost", False, mlp) == "hooks"
