@@ -58,7 +58,9 @@ def outcome_metrics(cfg: Config, client_id: int, outcome: LocalOutcome) -> Metri
         keys.TRAIN_LOSS: float(outcome.train_loss),
         keys.TRAIN_SECONDS: float(outcome.train_seconds),
     }
-    if cfg.dp.enabled:
+    if cfg.dp.enabled and cfg.dp.mode == "central":
+        metrics[keys.UNIT_WEIGHT] = 1  # uniform mean under central DP; the server accounts
+    elif cfg.dp.enabled:
         metrics.update(
             {
                 keys.EPSILON: float(outcome.epsilon or 0.0),

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from clients.opacus_adapter import make_private, plain_state_dict
+from clients.opacus_adapter import make_private, plain_state_dict, resolve_grad_sample_mode
 from clients.trainer import train_epochs
 from fedsim.clipping import check_clip_bounds, trainable_tensor_names
 from fedsim.config import Config
@@ -73,7 +73,8 @@ def run_local_round(
     n = len(split)
     delta = cfg.dp.delta
 
-    plan = plan_dp_sgd(cfg, n) if cfg.dp.enabled else None
+    # Under dp.mode central the server clips and noises updates: clients train plainly.
+    plan = plan_dp_sgd(cfg, n) if cfg.dp.enabled and cfg.dp.mode == "sample" else None
     if plan is not None:
         if ledger.noise_multiplier is None:
             ledger = ledger.with_noise_multiplier(plan.noise_multiplier)
@@ -145,9 +146,17 @@ def run_local_round(
         noise_generator=torch_generator(
             cfg.seed, "dp-noise", client_id, server_round, device=device.type
         ),
+        grad_sample_mode=resolve_grad_sample_mode(
+            cfg.dp.grad_sample_mode, clip_bounds is None, model
+        ),
     )
     result = train_epochs(
-        private.model, private.loader, private.optimizer, cfg.client.local_epochs, device
+        private.model,
+        private.loader,
+        private.optimizer,
+        cfg.client.local_epochs,
+        device,
+        criterion=private.criterion,
     )
     steps = private.steps_taken()
     acc_sigma, acc_q = private.accounted_schedule()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -25,26 +27,31 @@ def train_epochs(
     optimizer: torch.optim.Optimizer,
     epochs: int,
     device: torch.device,
+    criterion: Callable[..., Any] | None = None,
 ) -> TrainResult:
     """Train ``model`` for ``epochs`` passes over ``loader`` with cross-entropy.
 
     Empty Poisson batches (possible with DP sampling) still make a forward/backward pass and
     an optimizer step, so that noise is added and the accountant counts the step, as
-    DP-SGD requires.
+    DP-SGD requires. A given ``criterion`` (Opacus' ghost-clipping loss wrapper) is used
+    for every batch, empty ones included (its per-sample loss is then empty and the step
+    adds noise alone); without one, cross-entropy, and an empty batch gets a zero loss.
     """
     model.train()
-    criterion = nn.CrossEntropyLoss()
+    wrapped = criterion is not None
+    criterion = criterion if criterion is not None else nn.CrossEntropyLoss()
     total_loss, total_examples, steps = 0.0, 0, 0
     for _ in range(epochs):
         for x, y in loader:
             x, y = x.to(device), y.to(device)
             optimizer.zero_grad(set_to_none=True)
             logits = model(x)
-            loss = criterion(logits, y) if len(y) else logits.sum() * 0.0
+            loss = criterion(logits, y) if len(y) or wrapped else logits.sum() * 0.0
             loss.backward()
             optimizer.step()
             steps += 1
-            total_loss += float(loss.detach()) * len(y)
-            total_examples += len(y)
+            if len(y):
+                total_loss += float(loss.detach()) * len(y)
+                total_examples += len(y)
     mean = total_loss / total_examples if total_examples else math.nan
     return TrainResult(mean_loss=mean, steps=steps, examples_seen=total_examples)

@@ -27,7 +27,7 @@ EXIT_INTERRUPTED = 130
 #: Modules that add further subcommands: each has ``register(subparsers)``, which adds
 #: its parser(s) with ``set_defaults(handler=fn)``, ``fn(args) -> exit code``. Keep their
 #: heavy imports inside the handlers, so ``fedsim --help`` stays fast.
-SUBCOMMAND_MODULES: tuple[str, ...] = ("fedsim.cli_sweep",)
+SUBCOMMAND_MODULES: tuple[str, ...] = ("fedsim.cli_sweep", "fedsim.cli_report")
 
 
 class Progress:
@@ -145,6 +145,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if progress.enabled:
         sys.stderr.write(f"fedsim {__version__}: running {cfg.name!r} into {out_dir}\n")
     summary = run_experiment(cfg, out_dir, on_round=progress, verbose=args.verbose)
+    from fedsim.report import write_report_safely
+
+    write_report_safely(out_dir)  # logs (never raises): the run directory is the result
     final = summary.get("final") or {}
     eps = summary["dp"]["max_epsilon_spent"]
     eps_text = f", max epsilon spent {eps:.3f} (delta {cfg.dp.delta:g})" if eps is not None else ""

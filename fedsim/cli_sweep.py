@@ -165,6 +165,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
+    from fedsim.report import write_report_safely
+
+    write_report_safely(out)  # logs (never raises) a report failure; the runs are the result
     failed = sum(r["status"] != "done" for r in rows)
     print(f"{out}: {len(rows) - failed}/{len(rows)} points done; {out / SWEEP_CSV}")
     return 1 if failed else 0

@@ -38,6 +38,8 @@ UnreliableKind = Literal["noise", "label_flip"]
 MaliciousKind = Literal["random", "sign_flip", "scale"]
 AccountantName = Literal["rdp", "pld"]
 ClippingName = Literal["flat", "per_layer_uniform", "per_layer_adaptive"]
+DPMode = Literal["sample", "central"]
+GradSampleMode = Literal["auto", "hooks", "ghost"]
 
 
 def _bounds(**kw: float) -> dict[str, float]:
@@ -103,6 +105,14 @@ class DPConfig:
     clipping: ClippingName = "flat"
     #: Server validation samples used to set the per_layer_adaptive thresholds each round.
     adaptive_samples: int = field(default=256, metadata=_bounds(ge=1))
+    #: ``sample``: sample-level DP-SGD on every client (Opacus). ``central``: user-level DP
+    #: at the server (Flower's DP wrapper clips each client's update to ``max_grad_norm``
+    #: and adds Gaussian noise to the mean); clients then train without Opacus.
+    mode: DPMode = "sample"
+    #: How Opacus bounds per-sample gradients (``sample`` mode): ``hooks`` materialises
+    #: them; ``ghost`` clips without materialising them (flat clipping only); ``auto`` is
+    #: ghost for flat clipping when the model supports it, hooks otherwise.
+    grad_sample_mode: GradSampleMode = "auto"
 
 
 @dataclass(frozen=True)
@@ -336,6 +346,7 @@ def _cross_checks(cfg: Config) -> list[str]:
             problems.append(
                 f"dp.epsilon must be <= dp.max_epsilon ({cfg.dp.max_epsilon}); got {cfg.dp.epsilon}"
             )
+    problems.extend(_dp_mode_checks(cfg))
     cpr = cfg.strategy.clients_per_round
     if cpr is not None and cpr > cfg.data.num_clients:
         problems.append(
@@ -350,6 +361,30 @@ def _cross_checks(cfg: Config) -> list[str]:
             f"got {cfg.data.val_size}"
         )
     problems.extend(_selection_checks(cfg))
+    return problems
+
+
+def _dp_mode_checks(cfg: Config) -> list[str]:
+    """Rules of ``dp.mode`` and ``dp.grad_sample_mode``."""
+    dp = cfg.dp
+    problems = []
+    if dp.grad_sample_mode == "ghost" and dp.clipping != "flat":
+        problems.append(
+            "dp.grad_sample_mode 'ghost' needs dp.clipping 'flat' (Opacus' ghost clipping has "
+            f"no per-layer mode); got dp.clipping {dp.clipping!r}"
+        )
+    if dp.enabled and dp.mode == "central":
+        if dp.clipping != "flat":
+            problems.append(
+                "dp.clipping must be 'flat' when dp.mode is 'central' (the server clips each "
+                f"client's whole update to dp.max_grad_norm); got {dp.clipping!r}"
+            )
+        if cfg.strategy.name != "fedavg":
+            problems.append(
+                "strategy.name must be 'fedavg' when dp.mode is 'central' (the noise is "
+                "calibrated to a uniform mean of the clipped updates); "
+                f"got {cfg.strategy.name!r}"
+            )
     return problems
 
 

@@ -27,6 +27,8 @@ NOISE_MULTIPLIER: Final = "noise-multiplier"
 SAMPLE_RATE: Final = "sample-rate"
 STEPS: Final = "steps"
 TRAIN_SECONDS: Final = "train-seconds"
+#: Always 1: the aggregation weight under central DP (a uniform mean of clipped updates)
+UNIT_WEIGHT: Final = "unit-weight"
 
 # ConfigRecord STATUS entries replied by a client
 STATUS_CODE: Final = "code"

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from fedsim.config import Config
 from fedsim.errors import ConfigError, FedsimError
 from fedsim.models import build_model, is_dp_compatible
+from fedsim.privacy.central import CentralDpPlan, central_epsilon, plan_central_dp
 from fedsim.privacy.planning import DpSgdPlan, epsilon_after_rounds, plan_dp_sgd
 from fedsim.workload import dataset_for, partitions_for
 
@@ -32,6 +33,7 @@ class PreflightReport:
     client_sizes: tuple[int, ...]
     num_parameters: int
     dp_plans: tuple[tuple[int, DpSgdPlan], ...] = ()
+    central_plan: CentralDpPlan | None = None
 
     def lines(self) -> list[str]:
         """Human-readable summary."""
@@ -48,6 +50,13 @@ class PreflightReport:
             out.append(
                 f"DP-SGD for a client with {n} examples: sigma {plan.noise_multiplier:.4g}, "
                 f"sample rate {plan.sample_rate:.4g}, {plan.steps_per_round} steps per round"
+            )
+        if self.central_plan is not None:
+            c = self.central_plan
+            out.append(
+                f"central DP: updates clipped to {c.clipping_norm:g}, noise multiplier "
+                f"{c.noise_multiplier:.4g} (std {c.noise_std:.4g} on the mean of "
+                f"{c.clients_per_round}), cohort rate {c.sample_rate:.4g}"
             )
         return out
 
@@ -82,7 +91,20 @@ def preflight(cfg: Config) -> PreflightReport:
         ) from None
     num_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     plans: list[tuple[int, DpSgdPlan]] = []
-    if cfg.dp.enabled:
+    central: CentralDpPlan | None = None
+    if cfg.dp.enabled and cfg.dp.mode == "central":
+        try:
+            central = plan_central_dp(cfg)
+        except ValueError as exc:
+            problems.append(f"dp.epsilon {cfg.dp.epsilon} is not reachable: {exc}")
+        if central is not None and cfg.dp.max_epsilon is not None:
+            one_round = central_epsilon(central, 1, cfg.dp.delta, cfg.dp.accountant)
+            if one_round > cfg.dp.max_epsilon:
+                problems.append(
+                    f"dp.max_epsilon {cfg.dp.max_epsilon} is below the epsilon of a single "
+                    f"central-DP round ({one_round:.4g}): no round could run"
+                )
+    elif cfg.dp.enabled:
         dp_errors = is_dp_compatible(model)
         if dp_errors:
             problems.append(
@@ -117,4 +139,5 @@ def preflight(cfg: Config) -> PreflightReport:
         client_sizes=sizes,
         num_parameters=num_params,
         dp_plans=tuple(sorted(plans)),
+        central_plan=central,
     )

@@ -24,8 +24,13 @@ def client_summaries(
     cfg: Config,
     round_records: Mapping[int, Sequence[ClientRoundRecord]],
     num_examples: Mapping[int, int],
+    central_epsilon: float | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Per client (stable id): ε spent, δ, role, rounds trained, last status."""
+    """Per client (stable id): ε spent, δ, role, rounds trained, last status.
+
+    Under central DP (``central_epsilon`` given) every client's ``epsilon_spent`` and
+    ``epsilon_total`` is the federation's user-level ε.
+    """
     out: dict[str, dict[str, Any]] = {}
     roles = assign_roles(cfg.data.num_clients, cfg.roles, cfg.seed)
     for cid in sorted(num_examples):
@@ -47,6 +52,8 @@ def client_summaries(
             "rounds_trained": sum(1 for r in history if r.status == "ok"),
             "last_status": history[-1].status if history else "never-sampled",
         }
+        if central_epsilon is not None:
+            out[str(cid)]["epsilon_spent"] = out[str(cid)]["epsilon_total"] = central_epsilon
     return out
 
 
@@ -57,14 +64,16 @@ def build_summary(
     num_examples: Mapping[int, int],
     wall_seconds: float,
     selection_epsilon: Mapping[int, float] | None = None,
+    central_epsilon: float | None = None,
 ) -> dict[str, Any]:
     """The ``summary.json`` document.
 
     ``selection_epsilon`` (round → ε spent by a private selection such as SecProbe) is
     composed over rounds by basic composition (the sum) into ``selection_epsilon_total``.
+    ``central_epsilon`` is the federation's ε under ``dp.mode: central``.
     """
     completed = max((r for r in evaluations if r > 0), default=0)
-    clients = client_summaries(cfg, round_records, num_examples)
+    clients = client_summaries(cfg, round_records, num_examples, central_epsilon)
     spent = [c["epsilon_spent"] for c in clients.values() if c["epsilon_spent"] is not None]
     return {
         "name": cfg.name,
@@ -76,6 +85,7 @@ def build_summary(
         "initial": _eval_doc(evaluations.get(0)),
         "dp": {
             "enabled": cfg.dp.enabled,
+            "mode": cfg.dp.mode if cfg.dp.enabled else None,
             "target_epsilon": cfg.dp.epsilon,
             "max_epsilon": cfg.dp.max_epsilon,
             "delta": cfg.dp.delta if cfg.dp.enabled else None,

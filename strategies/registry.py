@@ -8,8 +8,11 @@ from typing import Any
 
 from flwr.serverapp.strategy import Strategy
 
+from fedsim import keys
 from fedsim.config import Config
+from fedsim.privacy.central import plan_central_dp
 from fedsim.registry import Registry
+from strategies.central_dp import CentralDP
 from strategies.fedavg import FedAvg
 from strategies.random_k import RandomK
 from strategies.robust import Bulyan, FedMedian, FedTrimmedAvg, Krum, MultiKrum
@@ -21,13 +24,21 @@ StrategyFactory = Callable[[Config], Strategy]
 STRATEGIES: Registry[StrategyFactory] = Registry("strategy", "strategy.name")
 
 
+def central_dp(cfg: Config) -> bool:
+    """Whether the run uses central (server-side, user-level) DP."""
+    return cfg.dp.enabled and cfg.dp.mode == "central"
+
+
 @STRATEGIES.register("fedavg")
 def _fedavg(cfg: Config) -> Strategy:
+    # Under central DP the mean is uniform (weight 1 per client), as the noise assumes.
+    weight = keys.UNIT_WEIGHT if central_dp(cfg) else keys.NUM_EXAMPLES
     return FedAvg(
         fraction_train=1.0,
         fraction_evaluate=0.0,
         min_train_nodes=cfg.clients_per_round,
         min_available_nodes=cfg.data.num_clients,
+        weighted_by_key=weight,
     )
 
 
@@ -80,8 +91,14 @@ def _bulyan(cfg: Config) -> Strategy:
 
 
 def build_strategy(cfg: Config) -> Strategy:
-    """The configured strategy (logs its configuration once)."""
+    """The configured strategy (logs its configuration once).
+
+    Under ``dp.mode: central`` it is wrapped in :class:`~strategies.central_dp.CentralDP`;
+    :func:`~strategies.central_dp.fedsim_core` finds the fedsim strategy inside.
+    """
     strategy = STRATEGIES.get(cfg.strategy.name)(cfg)
+    if central_dp(cfg):
+        strategy = CentralDP(strategy, cfg, plan_central_dp(cfg))
     logger.info(
         "strategy %s: clients_per_round=%d of %d",
         cfg.strategy.name,

@@ -27,7 +27,7 @@ from fedsim.records import EvalResult, RoundRecord
 from fedsim.rundir import RunWriter
 from fedsim.summary import build_summary
 from fedsim.workload import dataset_for
-from strategies.base import FedsimStrategyMixin
+from strategies.central_dp import CentralDP, fedsim_core
 from strategies.directory import discover_clients
 from strategies.registry import build_strategy
 
@@ -51,9 +51,9 @@ def run_server(
         device = pick_device()
         model = build_model(cfg.model.name, bundle.input_shape, bundle.num_classes, seed=cfg.seed)
         directory = discover_clients(grid, cfg.data.num_clients, node_timeout)
-        strategy = build_strategy(cfg)
-        if not isinstance(strategy, FedsimStrategyMixin):
-            raise TypeError(f"{type(strategy).__name__} must derive from FedsimStrategyMixin")
+        # the strategy Flower runs (maybe a central-DP wrapper), and the fedsim one inside
+        outer = build_strategy(cfg)
+        strategy = fedsim_core(outer)
         strategy.attach(cfg, directory)
 
         evaluations: dict[int, EvalResult] = {}
@@ -86,7 +86,7 @@ def run_server(
                 metrics["auc"] = result.auc
             return MetricRecord(metrics)
 
-        result = strategy.start(
+        result = outer.start(
             grid=grid,
             initial_arrays=ArrayRecord(model.state_dict()),
             num_rounds=cfg.rounds,
@@ -103,6 +103,7 @@ def run_server(
             directory.num_examples,
             wall_seconds=time.perf_counter() - started,
             selection_epsilon=strategy.round_selection_epsilon,
+            central_epsilon=outer.epsilon() if isinstance(outer, CentralDP) else None,
         )
         writer.write_summary(summary)
         return summary
