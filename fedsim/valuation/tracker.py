@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 
 def _as_tensor(a: np.ndarray | Tensor, dtype: torch.dtype) -> Tensor:
-    t = torch.from_numpy(np.asarray(a)) if not isinstance(a, Tensor) else a
+    t = torch.as_tensor(np.array(a)) if not isinstance(a, Tensor) else a
     return t.to(dtype)
 
 
