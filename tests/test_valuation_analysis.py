@@ -166,3 +166,35 @@ def test_analyze_rejects_mismatched_models(
     )
     assert main(["analyze", str(a), str(b), "-m", "loss"]) == 2
     assert "does not fit mlp" in capsys.readouterr().err
+
+
+@pytest.mark.e2e
+def test_run_saves_checkpoints_and_analyze_uses_them(tmp_path: Path) -> None:
+    from fedsim.run import run_experiment
+
+    raw = {
+        "name": "ckpt",
+        "seed": 1,
+        "rounds": 2,
+        "save_checkpoints": True,
+        "data": {
+            "name": "pneumoniamnist",
+            "num_clients": 2,
+            "train_samples": 60,
+            "test_samples": 40,
+        },
+        "model": {"name": "mlp"},
+        "client": {"local_epochs": 1, "batch_size": 16, "lr": 0.1},
+        "dp": {"enabled": False},
+    }
+    run_experiment(from_dict(raw), tmp_path / "run")
+    paths = checkpoint_paths(tmp_path / "run")
+    assert [p.name for p in paths] == ["round_0001.pt", "round_0002.pt"]
+    import torch
+
+    final = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
+    last = torch.load(paths[-1], weights_only=True)
+    assert all(torch.equal(final[k], last[k]) for k in final)
+    doc = analyze_runs(tmp_path / "run", tmp_path / "run", k=3, metrics=["vog", "loss"])
+    assert doc["checkpoints"] == [2, 2]
+    assert all(m["overlap"] == m["selected"] for m in doc["metrics"])

@@ -104,7 +104,7 @@ def run_scores(
     input_shape: tuple[int, int, int],
     num_classes: int,
     metrics: Sequence[str],
-    batch_size: int = 256,
+    batch_size: int = 128,
 ) -> dict[str, np.ndarray]:
     """Scores of ``pool`` under a run's final model (VoG: under its round checkpoints)."""
     cfg = read_run_config(run_dir)
@@ -143,7 +143,7 @@ def analyze_runs(
     max_samples: int | None = None,
     largest: bool = True,
     labels: tuple[str, str] | None = None,
-    batch_size: int = 256,
+    batch_size: int = 128,
 ) -> dict[str, Any]:
     """Compare the per-class top-``k`` selections of two runs; write the analysis files.
 
