@@ -40,7 +40,9 @@ def main() -> None:
     ap.add_argument("config", nargs="?", default="experiments/quickstart.yaml")
     ap.add_argument("--client", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--batch-size", type=int, default=128, help="scoring batch size (lower it for resnets)")
+    ap.add_argument(
+        "--batch-size", type=int, default=128, help="scoring batch size (lower it for resnets)"
+    )
     args = ap.parse_args()
 
     cfg = load(args.config, [])

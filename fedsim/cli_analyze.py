@@ -33,7 +33,9 @@ def register(sub: Any) -> None:
     p.add_argument("--max-samples", type=int, help="stratified subset of the pool (faster)")
     p.add_argument("--lowest", action="store_true", help="select the lowest scores instead")
     p.add_argument("--labels", nargs=2, metavar=("A", "B"), help="names of the two runs")
-    p.add_argument("--batch-size", type=int, default=128, help="scoring batch size (lower it for resnets)")
+    p.add_argument(
+        "--batch-size", type=int, default=128, help="scoring batch size (lower it for resnets)"
+    )
     p.add_argument("--out", help="output directory (default: RUN_A/analysis)")
     p.add_argument("-v", "--verbose", action="store_true", help="more logging")
     p.set_defaults(handler=cmd_analyze)
