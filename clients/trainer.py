@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -25,17 +26,19 @@ def train_epochs(
     optimizer: torch.optim.Optimizer,
     epochs: int,
     device: torch.device,
+    on_epoch_end: Callable[[int], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` for ``epochs`` passes over ``loader`` with cross-entropy.
 
     Empty Poisson batches (possible with DP sampling) still make a forward/backward pass and
     an optimizer step, so that noise is added and the accountant counts the step, as
-    DP-SGD requires.
+    DP-SGD requires. ``on_epoch_end(epoch)`` (0-based) is called after each epoch, e.g. to
+    take a VoG checkpoint.
     """
     model.train()
     criterion = nn.CrossEntropyLoss()
     total_loss, total_examples, steps = 0.0, 0, 0
-    for _ in range(epochs):
+    for epoch in range(epochs):
         for x, y in loader:
             x, y = x.to(device), y.to(device)
             optimizer.zero_grad(set_to_none=True)
@@ -46,5 +49,7 @@ def train_epochs(
             steps += 1
             total_loss += float(loss.detach()) * len(y)
             total_examples += len(y)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch)
     mean = total_loss / total_examples if total_examples else math.nan
     return TrainResult(mean_loss=mean, steps=steps, examples_seen=total_examples)

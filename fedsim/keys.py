@@ -27,6 +27,12 @@ NOISE_MULTIPLIER: Final = "noise-multiplier"
 SAMPLE_RATE: Final = "sample-rate"
 STEPS: Final = "steps"
 TRAIN_SECONDS: Final = "train-seconds"
+#: DP-released valuation (mean of clipped scores), its variance (VoG) and the ε it spent
+VALUATION: Final = "valuation"
+VALUATION_VARIANCE: Final = "valuation-variance"
+VALUATION_EPSILON: Final = "valuation-epsilon"
+#: Samples the client has pruned (valuation.prune); it trains on num-examples others
+NUM_PRUNED: Final = "num-pruned"
 
 # ConfigRecord STATUS entries replied by a client
 STATUS_CODE: Final = "code"
@@ -41,3 +47,5 @@ NODE_NUM_PARTITIONS: Final = "num-partitions"
 # Per-node persistent state (context.state)
 STATE_RECORD: Final = "fedsim-state"
 STATE_LEDGER: Final = "ledger"
+#: Indices (into the client's data) dropped by valuation.prune, JSON list
+STATE_PRUNED: Final = "pruned"

@@ -104,6 +104,9 @@ def run_server(
             wall_seconds=time.perf_counter() - started,
             selection_epsilon=strategy.round_selection_epsilon,
         )
+        if strategy.rewards is not None:
+            strategy.rewards.write_csv(writer.dir)
+            summary = strategy.rewards.extend_summary(summary, directory.num_examples)
         writer.write_summary(summary)
         return summary
     finally:
