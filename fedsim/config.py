@@ -451,6 +451,14 @@ def _valuation_checks(cfg: Config) -> list[str]:
                 "valuation.graded_corruption and roles.unreliable both corrupt data: set "
                 f"roles.unreliable.fraction to 0; got {cfg.roles.unreliable.fraction}"
             )
+    vog_due = (val.enabled and val.metric == "vog") or (
+        val.prune.enabled and val.prune.metric == "vog"
+    )
+    if vog_due and cfg.client.local_epochs < 2:
+        problems.append(
+            "client.local_epochs must be >= 2 for the vog metric (its checkpoints are the "
+            f"ends of local epochs); got {cfg.client.local_epochs}"
+        )
     prune = val.prune
     if prune.enabled and prune.warmup_rounds >= cfg.rounds:
         problems.append(
