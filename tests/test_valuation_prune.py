@@ -60,13 +60,11 @@ def test_prune_then_train_on_the_rest_with_exact_accounting() -> None:
     assert [e.sample_rate for e in sgm] == pytest.approx([q1, q2])
     assert sum(e.epsilon for e in laplace) == pytest.approx(2 * 0.5)
     sigma = second.ledger.noise_multiplier
-    acc = rdp.RdpAccountant(orders=[2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0, 20.0, 32.0, 64.0])
+    acc = rdp.RdpAccountant(orders=[2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0, 32.0, 64.0])
     for e in sgm:
         assert e.noise_multiplier == sigma  # σ fixed at the first round, never recalibrated
-        acc.compose(
-            dp_accounting.PoissonSampledDpEvent(e.sample_rate, dp_accounting.GaussianDpEvent(sigma)),
-            e.steps,
-        )
+        gaussian = dp_accounting.GaussianDpEvent(sigma)
+        acc.compose(dp_accounting.PoissonSampledDpEvent(e.sample_rate, gaussian), e.steps)
     independent = acc.get_epsilon(1e-4)
     assert second.epsilon == pytest.approx(independent, rel=0.03)
     assert second.epsilon_total > second.epsilon
@@ -78,9 +76,7 @@ def test_budget_check_counts_the_valuation_release() -> None:
     state = _global(cfg)
     out = run_local_round(cfg, 0, state, 1, PrivacyLedger())
     assert out.status == "ok"
-    assert out.epsilon_total == pytest.approx(
-        out.ledger.epsilon_total(1e-4), rel=1e-9
-    )
+    assert out.epsilon_total == pytest.approx(out.ledger.epsilon_total(1e-4), rel=1e-9)
     # DP-SGD alone spends exactly 4.0 in the 3 planned rounds; with the releases the
     # client must refuse a round before that, and its total never passes max_epsilon
     ledger, statuses = out.ledger, []

@@ -112,7 +112,7 @@ def test_valuation_config_rules() -> None:
         "valuation.prune.metric 'plis' needs dp.enabled",
     ):
         assert needle in text
-    with pytest.raises(ConfigError, match="valuation.pay must be one of"):
+    with pytest.raises(ConfigError, match=r"valuation\.pay must be one of"):
         from_dict({"valuation": {"pay": "everyone"}})
-    with pytest.raises(ConfigError, match="valuation.epsilon must be > 0; got 0"):
+    with pytest.raises(ConfigError, match=r"valuation\.epsilon must be > 0; got 0"):
         from_dict({"valuation": {"epsilon": 0}})

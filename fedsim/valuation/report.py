@@ -45,7 +45,7 @@ def _plot(run_dir: Path, rows: list[dict[str, str]], clients: dict[str, Any]) ->
     ax1.legend(title="client", fontsize="small", ncol=2)
     for part, marker in zip(_PARTS, ("o", "s", "^"), strict=True):
         xs, ys = [], []
-        for key, doc in clients.items():
+        for doc in clients.values():
             if doc.get("clean_fraction") is None:
                 continue
             xs.append(float(doc["clean_fraction"]))
