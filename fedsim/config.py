@@ -240,6 +240,9 @@ class Config:
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
     roles: RolesConfig = field(default_factory=RolesConfig)
+    #: Save the global model after every round to ``checkpoints/round_NNNN.pt`` in the run
+    #: directory (plain state_dicts); ``fedsim analyze`` computes VoG from them.
+    save_checkpoints: bool = False
     valuation: ValuationConfig = field(default_factory=ValuationConfig)
 
     @property

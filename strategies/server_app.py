@@ -61,6 +61,8 @@ def run_server(
 
         def central_evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
             model.load_state_dict(arrays.to_torch_state_dict())
+            if cfg.save_checkpoints and server_round > 0:
+                writer.save_checkpoint(server_round, model.state_dict())
             result = evaluate(model, bundle.test, device)
             evaluations[server_round] = result
             if server_round > 0:
