@@ -137,7 +137,12 @@ def run_local_round(
         generator=torch_generator(cfg.seed, "batches", client_id, server_round),
     )
     scorer = RoundScorer(
-        cfg, split, bundle.input_shape, bundle.num_classes, due_metrics(cfg, tasks)
+        cfg,
+        split,
+        bundle.input_shape,
+        bundle.num_classes,
+        due_metrics(cfg, tasks),
+        sigma=ledger.noise_multiplier or 1.0,
     )
     if plan is None:
         result = train_epochs(
@@ -149,7 +154,7 @@ def run_local_round(
             on_epoch_end=scorer.epoch_hook(lambda: plain_state_dict(model)),
         )
         trained = plain_state_dict(model)
-        val = scorer.finish(tasks, trained, 1.0, client_id, server_round, kept)
+        val = scorer.finish(tasks, trained, client_id, server_round, kept)
         return LocalOutcome(
             status="ok",
             ledger=ledger,
@@ -192,7 +197,7 @@ def run_local_round(
     acc_sigma, acc_q = private.accounted_schedule()
     ledger = ledger.with_event(SubsampledGaussian(acc_sigma, acc_q, steps))
     trained = plain_state_dict(private.model)
-    val = scorer.finish(tasks, trained, acc_sigma, client_id, server_round, kept)
+    val = scorer.finish(tasks, trained, client_id, server_round, kept)
     for event in tasks.events():
         ledger = ledger.with_event(event)
     released = val.released

@@ -23,10 +23,9 @@ import torch
 
 from fedsim.config import Config, ScoreMetric
 from fedsim.data import Split
-from fedsim.models import build_model
 from fedsim.privacy import LaplaceRelease
 from fedsim.seeding import numpy_rng
-from fedsim.valuation.local import CheckpointCollector, prune_indices, sample_scores
+from fedsim.valuation.local import prune_indices
 from fedsim.valuation.release import (
     ReleasedValuation,
     ReleasePlan,
@@ -34,6 +33,7 @@ from fedsim.valuation.release import (
     plan_release,
     release_valuation,
 )
+from fedsim.valuation.tracker import ScoreTracker
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ class ValuationResult:
 
 
 class RoundScorer:
-    """Computes the due metrics on a plain copy of the client's model.
+    """Computes the due metrics with a :class:`~fedsim.valuation.tracker.ScoreTracker`.
 
     Parameters
     ----------
@@ -86,9 +86,11 @@ class RoundScorer:
     split
         The samples the client trains on this round.
     input_shape, num_classes
-        To build the plain model copy.
+        To build the tracker's plain model copy.
     metrics
         What to compute (:func:`due_metrics`); nothing happens when empty.
+    sigma
+        The client's DP-SGD noise multiplier (PLIS divides by σ²; 1.0 without DP).
     """
 
     def __init__(
@@ -98,41 +100,36 @@ class RoundScorer:
         input_shape: tuple[int, int, int],
         num_classes: int,
         metrics: tuple[ScoreMetric, ...],
+        sigma: float = 1.0,
     ) -> None:
         self.cfg = cfg
         self.metrics = metrics
-        self.x = torch.from_numpy(np.ascontiguousarray(split.x))
-        self.y = torch.from_numpy(np.ascontiguousarray(split.y))
-        self.model = build_model(cfg.model.name, input_shape, num_classes) if metrics else None
-        self.checkpoints = CheckpointCollector(self.x, self.y) if "vog" in metrics else None
-
-    def _load(self, state: Mapping[str, torch.Tensor]) -> torch.nn.Module:
-        assert self.model is not None  # only called when metrics are due
-        self.model.load_state_dict(dict(state))
-        return self.model
+        self.tracker = (
+            ScoreTracker(cfg.model.name, input_shape, num_classes, split.x, split.y, sigma=sigma)
+            if metrics
+            else None
+        )
 
     def epoch_hook(
         self, current_state: Callable[[], Mapping[str, torch.Tensor]]
     ) -> Callable[[int], None] | None:
         """A training-loop callback taking a VoG checkpoint (``None`` if VoG is not due)."""
-        if self.checkpoints is None:
+        tracker = self.tracker
+        if tracker is None or "vog" not in self.metrics:
             return None
-        checkpoints = self.checkpoints
 
         def hook(_epoch: int) -> None:
-            checkpoints.record(self._load(current_state()))
+            tracker.record_checkpoint(current_state())
 
         return hook
 
-    def scores(
-        self, trained: Mapping[str, torch.Tensor], sigma: float
-    ) -> dict[ScoreMetric, np.ndarray]:
+    def scores(self, trained: Mapping[str, torch.Tensor]) -> dict[ScoreMetric, np.ndarray]:
         """Raw per-sample scores of every due metric with the trained model."""
-        if not self.metrics:
+        if self.tracker is None:
             return {}
-        model = self._load(trained)
+        self.tracker.load(trained)
         return {
-            m: sample_scores(m, model, self.x, self.y, sigma=sigma, checkpoints=self.checkpoints)
+            m: self.tracker.scores(m).detach().cpu().numpy().astype(np.float64)
             for m in self.metrics
         }
 
@@ -140,13 +137,12 @@ class RoundScorer:
         self,
         tasks: ValuationTasks,
         trained: Mapping[str, torch.Tensor],
-        sigma: float,
         client_id: int,
         server_round: int,
         kept: np.ndarray,
     ) -> ValuationResult:
         """Release and/or decide the pruning. ``kept`` maps rows to original indices."""
-        scores = self.scores(trained, sigma)
+        scores = self.scores(trained)
         released = None
         if tasks.release is not None:
             rng = numpy_rng(self.cfg.seed, "valuation-release", client_id, server_round)

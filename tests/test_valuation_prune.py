@@ -86,3 +86,13 @@ def test_budget_check_counts_the_valuation_release() -> None:
         ledger = nxt.ledger
         assert nxt.ledger.epsilon_total(1e-4) <= 4.0 * (1 + 1e-9)
     assert "budget-exhausted" in statuses
+
+
+@pytest.mark.parametrize("metric", ["vog", "plis", "grad_norm"])
+def test_each_metric_is_released_within_its_bound(metric: str) -> None:
+    cfg = _cfg(enabled=True, metric=metric, epsilon=1.0, bound=1.0)
+    out = run_local_round(cfg, 1, _global(cfg), 1, PrivacyLedger())
+    assert out.status == "ok"
+    assert out.valuation is not None and 0.0 <= out.valuation <= 1.0
+    assert (out.valuation_variance is not None) == (metric == "vog")
+    assert out.valuation_epsilon == pytest.approx(1.0)
