@@ -86,6 +86,8 @@ def outcome_metrics(cfg: Config, client_id: int, outcome: LocalOutcome) -> Metri
     if outcome.valuation is not None:
         metrics[keys.VALUATION] = float(outcome.valuation)
         metrics[keys.VALUATION_EPSILON] = float(outcome.valuation_epsilon or 0.0)
+    for metric, value in (outcome.extra_valuations or {}).items():
+        metrics[keys.extra_valuation(metric)] = float(value)
     if outcome.valuation_variance is not None:
         metrics[keys.VALUATION_VARIANCE] = float(outcome.valuation_variance)
     if outcome.pruned is not None:

@@ -50,6 +50,8 @@ class LocalOutcome:
     valuation: float | None = None
     valuation_variance: float | None = None
     valuation_epsilon: float | None = None
+    #: DP means of ``valuation.report_metrics`` (reported, not paid)
+    extra_valuations: Mapping[str, float] | None = None
     #: Indices of the client's data dropped by ``valuation.prune`` (``None``: none yet)
     pruned: tuple[int, ...] | None = None
 
@@ -215,5 +217,6 @@ def run_local_round(
         valuation=None if released is None else released.mean,
         valuation_variance=None if released is None else released.variance,
         valuation_epsilon=None if released is None else released.epsilon,
+        extra_valuations=val.extra,
         pruned=val.dropped if val.dropped is not None else pruned,
     )

@@ -42,20 +42,29 @@ class ValuationTasks:
 
     release: ReleasePlan | None
     prune: bool
+    #: ``valuation.report_metrics`` released too (reported, not paid)
+    extra: tuple[tuple[ScoreMetric, ReleasePlan], ...] = ()
 
     def events(self) -> tuple[LaplaceRelease, ...]:
-        """Ledger events of the release (empty without one)."""
-        return () if self.release is None else self.release.events()
+        """Ledger events of the releases (empty without one)."""
+        out = () if self.release is None else self.release.events()
+        for _, plan in self.extra:
+            out = (*out, *plan.events())
+        return out
 
 
 def valuation_tasks(cfg: Config, server_round: int, already_pruned: bool) -> ValuationTasks:
     """The valuation work of a client that trains in ``server_round``."""
     val = cfg.valuation
     plan = None
+    extra: list[tuple[ScoreMetric, ReleasePlan]] = []
     if val.enabled and is_release_round(server_round, val.release_rounds):
         plan = plan_release(val.epsilon, val.bound, val.metric == "vog", val.variance_share)
+        bounds = val.report_bounds or (val.bound,) * len(val.report_metrics)
+        for m, b in zip(val.report_metrics, bounds, strict=True):
+            extra.append((m, plan_release(val.epsilon, b, False)))
     prune = val.prune.enabled and not already_pruned and server_round >= val.prune.warmup_rounds
-    return ValuationTasks(release=plan, prune=prune)
+    return ValuationTasks(release=plan, prune=prune, extra=tuple(extra))
 
 
 def due_metrics(cfg: Config, tasks: ValuationTasks) -> tuple[ScoreMetric, ...]:
@@ -63,6 +72,9 @@ def due_metrics(cfg: Config, tasks: ValuationTasks) -> tuple[ScoreMetric, ...]:
     out: list[ScoreMetric] = []
     if tasks.release is not None:
         out.append(cfg.valuation.metric)
+    for m, _ in tasks.extra:
+        if m not in out:
+            out.append(m)
     if tasks.prune and cfg.valuation.prune.metric not in out:
         out.append(cfg.valuation.prune.metric)
     return tuple(out)
@@ -74,6 +86,8 @@ class ValuationResult:
 
     released: ReleasedValuation | None
     dropped: tuple[int, ...] | None
+    #: DP means of ``valuation.report_metrics``
+    extra: dict[str, float] | None = None
 
 
 class RoundScorer:
@@ -147,9 +161,13 @@ class RoundScorer:
         if tasks.release is not None:
             rng = numpy_rng(self.cfg.seed, "valuation-release", client_id, server_round)
             released = release_valuation(scores[self.cfg.valuation.metric], tasks.release, rng)
+        extra: dict[str, float] = {}
+        for m, plan in tasks.extra:
+            rng = numpy_rng(self.cfg.seed, f"valuation-release-{m}", client_id, server_round)
+            extra[m] = release_valuation(scores[m], plan, rng).mean
         dropped = None
         if tasks.prune:
             pr = self.cfg.valuation.prune
             rows = prune_indices(scores[pr.metric], pr.fraction, pr.side)
             dropped = tuple(int(i) for i in np.sort(kept[rows]))
-        return ValuationResult(released=released, dropped=dropped)
+        return ValuationResult(released=released, dropped=dropped, extra=extra or None)

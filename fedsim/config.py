@@ -214,6 +214,11 @@ class ValuationConfig:
     epsilon: float = field(default=1.0, metadata=_bounds(gt=0))
     bound: float = field(default=1.0, metadata=_bounds(gt=0))
     release_rounds: tuple[int, ...] | None = None
+    #: Also release these metrics (each at ``epsilon``, accounted) and report how rewards
+    #: by them would rank the clients; only ``metric`` is paid.
+    report_metrics: tuple[ScoreMetric, ...] = ()
+    #: Clipping bound of each ``report_metrics`` entry (``None``: ``bound`` for all).
+    report_bounds: tuple[float, ...] | None = None
     #: Share of ``epsilon`` spent on the variance (``vog`` only); the rest on the mean.
     variance_share: float = field(default=0.3, metadata=_bounds(gt=0, lt=1))
     reward_budget: float = field(default=100.0, metadata=_bounds(gt=0))
@@ -454,7 +459,14 @@ def _valuation_checks(cfg: Config) -> list[str]:
                 "valuation.graded_corruption and roles.unreliable both corrupt data: set "
                 f"roles.unreliable.fraction to 0; got {cfg.roles.unreliable.fraction}"
             )
-    vog_due = (val.enabled and val.metric == "vog") or (
+    if val.report_bounds is not None and len(val.report_bounds) != len(val.report_metrics):
+        problems.append(
+            "valuation.report_bounds needs one bound per valuation.report_metrics entry "
+            f"({len(val.report_metrics)}); got {len(val.report_bounds)}"
+        )
+    if any(b <= 0 for b in val.report_bounds or ()):
+        problems.append(f"valuation.report_bounds must be > 0; got {list(val.report_bounds or ())}")
+    vog_due = (val.enabled and "vog" in (val.metric, *val.report_metrics)) or (
         val.prune.enabled and val.prune.metric == "vog"
     )
     if vog_due and cfg.client.local_epochs < 2:

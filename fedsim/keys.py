@@ -31,6 +31,13 @@ TRAIN_SECONDS: Final = "train-seconds"
 VALUATION: Final = "valuation"
 VALUATION_VARIANCE: Final = "valuation-variance"
 VALUATION_EPSILON: Final = "valuation-epsilon"
+
+
+def extra_valuation(metric: str) -> str:
+    """Key of the DP valuation of a ``valuation.report_metrics`` entry."""
+    return f"{VALUATION}-{metric}"
+
+
 #: Samples the client has pruned (valuation.prune); it trains on num-examples others
 NUM_PRUNED: Final = "num-pruned"
 

@@ -51,6 +51,10 @@ class RewardBook:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.rows: list[dict[str, Any]] = []
+        # valuation.report_metrics: metric -> rows (round, client, valuation, rewards)
+        self.extra_rows: dict[str, list[dict[str, Any]]] = {
+            m: [] for m in cfg.valuation.report_metrics
+        }
 
     def value_round(
         self,
@@ -89,6 +93,7 @@ class RewardBook:
             val.quality.threshold,
         )
         paid = rr.paid(val.pay)
+        self._value_extra(server_round, [(cid, msg) for cid, msg, _, _ in valued], quality)
         extras: dict[int, dict[str, Any]] = {}
         for i, (cid, _, v, var) in enumerate(valued):
             row = {
@@ -112,6 +117,36 @@ class RewardBook:
         )
         return extras
 
+    def _value_extra(
+        self, server_round: int, valued: list[tuple[int, Message]], quality: Any
+    ) -> None:
+        """What rewards by each ``valuation.report_metrics`` entry would have been."""
+        val = self.cfg.valuation
+        for metric, rows in self.extra_rows.items():
+            ids, vs, qs = [], [], []
+            for i, (cid, msg) in enumerate(valued):
+                metrics = msg.content.metric_records.get(keys.METRICS)
+                v = None if metrics is None else metrics.get(keys.extra_valuation(metric))
+                if v is not None:
+                    ids.append(cid)
+                    vs.append(float(v))  # type: ignore[arg-type]
+                    qs.append(float(quality[i]))
+            if not ids:
+                continue
+            rr = round_rewards(
+                ids, vs, qs, val.reward_budget, val.quality.combine, val.quality.threshold
+            )
+            for i, cid in enumerate(ids):
+                rows.append(
+                    {
+                        "round": server_round,
+                        "client_id": cid,
+                        "valuation": vs[i],
+                        "reward_informativeness": float(rr.reward_informativeness[i]),
+                        "reward_combined": float(rr.reward_combined[i]),
+                    }
+                )
+
     # ------------------------------------------------------------------ outputs
     def write_csv(self, run_dir: str | Path) -> Path:
         """Write the ledger ``rewards.csv`` (one row per client and round valued)."""
@@ -123,10 +158,10 @@ class RewardBook:
                 writer.writerow({k: "" if row[k] is None else row[k] for k in CSV_COLUMNS})
         return path
 
-    def totals(self, column: str) -> dict[int, float]:
-        """Sum of ``column`` per client over all rounds."""
+    def totals(self, column: str, rows: list[dict[str, Any]] | None = None) -> dict[int, float]:
+        """Sum of ``column`` per client over all rounds (of ``rows``, default the paid)."""
         out: dict[int, float] = {}
-        for row in self.rows:
+        for row in self.rows if rows is None else rows:
             out[row["client_id"]] = out.get(row["client_id"], 0.0) + float(row[column])
         return out
 
@@ -171,7 +206,24 @@ class RewardBook:
             [valuation.get(c, float("nan")) for c in ids if c in valuation],
             [clean[c] for c in ids if c in valuation],
         )
+        by_metric: dict[str, Any] = {}
+        for metric, rows in self.extra_rows.items():
+            sums = self.totals("valuation", rows)
+            counts = self.totals("_one", [{**r, "_one": 1.0} for r in rows])
+            ids_m = [c for c in ids if c in sums]
+            by_metric[metric] = {
+                "spearman_valuation_clean": spearman(
+                    [sums[c] / counts[c] for c in ids_m], [clean[c] for c in ids_m]
+                ),
+                **{
+                    f"spearman_{p}_clean": spearman(
+                        [self.totals(f"reward_{p}", rows).get(c, 0.0) for c in ids], truth
+                    )
+                    for p in ("informativeness", "combined")
+                },
+            }
         summary["valuation"] = {
+            "by_metric": by_metric,
             "metric": cfg.valuation.metric,
             "epsilon_per_release": cfg.valuation.epsilon,
             "pay": cfg.valuation.pay,
