@@ -39,7 +39,7 @@ MaliciousKind = Literal["random", "sign_flip", "scale"]
 AccountantName = Literal["rdp", "pld"]
 ClippingName = Literal["flat", "per_layer_uniform", "per_layer_adaptive"]
 ScoreMetric = Literal["vog", "plis", "loss", "grad_norm"]
-QualityMeasure = Literal["accuracy", "improvement"]
+QualityMeasure = Literal["accuracy", "auc", "improvement"]
 CombineRule = Literal["product", "threshold"]
 RewardPart = Literal["combined", "quality", "informativeness"]
 PruneSide = Literal["highest", "lowest"]
@@ -170,8 +170,10 @@ class SimulationConfig:
 class QualityGateConfig:
     """Server-side quality of each update, measured on the public validation split.
 
-    ``accuracy``: the update's validation accuracy (SecProbe's utility);
-    ``improvement``: that accuracy minus the current global model's, floored at 0.
+    ``accuracy``: the update's validation accuracy (SecProbe's utility); ``auc``: its
+    validation ROC AUC (binary tasks, accuracy otherwise — more informative than accuracy
+    on imbalanced data such as PneumoniaMNIST); ``improvement``: the accuracy minus the
+    current global model's, floored at 0.
     ``combine`` joins it with the DP-released informativeness: ``product`` pays
     quality × informativeness, ``threshold`` pays informativeness only to updates whose
     quality is at least ``threshold``.

@@ -26,7 +26,7 @@ from fedsim import keys
 from fedsim.config import Config
 from fedsim.roles import clean_fraction
 from fedsim.valuation.rewards import REWARD_PARTS, quality_scores, round_rewards, spearman
-from strategies.utility import validation_accuracies
+from strategies.utility import validation_accuracies, validation_quality
 
 logger = logging.getLogger(__name__)
 
@@ -74,10 +74,14 @@ class RewardBook:
                 valued.append((cid, msg, float(v), None if var is None else float(var)))  # type: ignore[arg-type]
         if not valued:
             return {}
-        missing = [(cid, msg) for cid, msg, _, _ in valued if cid not in known_utility]
-        utility = dict(known_utility)
+        measure = val.quality.measure
+        known = known_utility if measure != "auc" else {}
+        missing = [(cid, msg) for cid, msg, _, _ in valued if cid not in known]
+        utility = dict(known)
         if missing:
-            acc = validation_accuracies(self.cfg, [msg for _, msg in missing])
+            acc = validation_quality(
+                self.cfg, [msg for _, msg in missing], "auc" if measure == "auc" else "accuracy"
+            )
             utility.update({cid: float(a) for (cid, _), a in zip(missing, acc, strict=True)})
         accuracy = [utility[cid] for cid, _, _, _ in valued]
         global_acc = None

@@ -17,11 +17,13 @@ from fedsim.config import Config
 from fedsim.devices import pick_device
 from fedsim.evaluation import evaluate
 from fedsim.models import build_model
+from fedsim.records import EvalResult
 from fedsim.workload import dataset_for
 
 
-def validation_accuracies(cfg: Config, updates: Sequence[Message | ArrayRecord]) -> np.ndarray:
-    """Validation accuracy of each update, in order (train replies or bare ArrayRecords)."""
+def validation_results(cfg: Config, updates: Sequence[Message | ArrayRecord]) -> list[EvalResult]:
+    """Evaluation of each update on the validation split, in order (train replies or bare
+    ArrayRecords)."""
     bundle = dataset_for(cfg.data, cfg.seed)
     probe = build_model(cfg.model.name, bundle.input_shape, bundle.num_classes)
     device = pick_device()
@@ -29,5 +31,22 @@ def validation_accuracies(cfg: Config, updates: Sequence[Message | ArrayRecord])
     for item in updates:
         arrays = item if isinstance(item, ArrayRecord) else item.content.array_records[keys.ARRAYS]
         probe.load_state_dict(arrays.to_torch_state_dict())
-        out.append(evaluate(probe, bundle.val, device).accuracy)
-    return np.asarray(out, dtype=np.float64)
+        out.append(evaluate(probe, bundle.val, device))
+    return out
+
+
+def validation_accuracies(cfg: Config, updates: Sequence[Message | ArrayRecord]) -> np.ndarray:
+    """Validation accuracy of each update, in order (SecProbe's utility)."""
+    return np.asarray([r.accuracy for r in validation_results(cfg, updates)], dtype=np.float64)
+
+
+def validation_quality(
+    cfg: Config, updates: Sequence[Message | ArrayRecord], measure: str
+) -> np.ndarray:
+    """``accuracy`` (SecProbe's utility) or ``auc`` (binary tasks; accuracy otherwise)."""
+    results = validation_results(cfg, updates)
+    if measure == "auc":
+        return np.asarray(
+            [r.auc if r.auc is not None else r.accuracy for r in results], dtype=np.float64
+        )
+    return np.asarray([r.accuracy for r in results], dtype=np.float64)

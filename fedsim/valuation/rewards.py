@@ -30,16 +30,16 @@ REWARD_PARTS: tuple[str, ...] = ("quality", "informativeness", "combined")
 def quality_scores(
     accuracies: Sequence[float], global_accuracy: float | None, measure: str
 ) -> np.ndarray:
-    """Quality of each update: its validation ``accuracy``, or its ``improvement`` over
-    ``global_accuracy`` floored at 0."""
+    """Quality of each update: its validation ``accuracy`` (or ``auc``, passed in the same
+    argument), or its ``improvement`` over ``global_accuracy`` floored at 0."""
     acc = np.asarray(accuracies, dtype=np.float64)
-    if measure == "accuracy":
+    if measure in ("accuracy", "auc"):
         return acc
     if measure == "improvement":
         if global_accuracy is None:
             raise ValueError("measure 'improvement' needs the global model's accuracy")
         return np.maximum(acc - global_accuracy, 0.0)
-    raise ValueError(f"unknown quality measure {measure!r}; valid: accuracy, improvement")
+    raise ValueError(f"unknown quality measure {measure!r}; valid: accuracy, auc, improvement")
 
 
 def combine(
