@@ -75,7 +75,7 @@ def spearman_table(runs: Path) -> str:
 
 def table1(runs: Path) -> str:
     rows = []
-    for sweep in ("valuation-table1", "valuation-table1-fmnist"):
+    for sweep in ("valuation-table1-a", "valuation-table1-b", "valuation-table1-fmnist"):
         for point, s in _summaries(runs / sweep):
             cfg = (point / "config.yaml").read_text()
             rows.append(
@@ -84,6 +84,7 @@ def table1(runs: Path) -> str:
                     "epsilon": s["dp"]["target_epsilon"],
                     "removed_by": _metric_of(cfg),
                     "test_accuracy": s["final"]["test_accuracy"],
+                    "test_auc": s["final"].get("test_auc"),
                     "max_epsilon_spent": s["dp"]["max_epsilon_spent"],
                 }
             )
@@ -95,6 +96,7 @@ def table1(runs: Path) -> str:
                     "epsilon": s["dp"]["target_epsilon"],
                     "removed_by": "none",
                     "test_accuracy": s["final"]["test_accuracy"],
+                    "test_auc": s["final"].get("test_auc"),
                     "max_epsilon_spent": s["dp"]["max_epsilon_spent"],
                 }
             )
@@ -111,7 +113,12 @@ def table1(runs: Path) -> str:
         cells = []
         for m in order:
             hit = [r for r in rows if (r["dataset"], r["epsilon"], r["removed_by"]) == (ds, eps, m)]
-            cells.append(f"{hit[0]['test_accuracy']:.3f}" if hit else "—")
+            if hit:
+                auc = hit[0]["test_auc"]
+                auc_text = "" if auc is None else f" (AUC {auc:.3f})"
+                cells.append(f"{hit[0]['test_accuracy']:.3f}{auc_text}")
+            else:
+                cells.append("—")
         md.append(f"| {ds} | {eps:g} | " + " | ".join(cells) + " |")
     return "\n".join(md) + "\n"
 
