@@ -49,6 +49,14 @@ def spearman_table(runs: Path) -> str:
         for m, d in metrics.items():
             rows.append({"dataset": dataset, "metric": m, "test_accuracy": acc, **d})
         shutil.copy(point / "rewards.csv", OUT / f"rewards-{dataset}.csv")
+        from fedsim.valuation.report import report_section
+
+        section = report_section(point)
+        if section is not None:
+            (OUT / f"report-{dataset}.md").write_text(
+                section.replace("rewards.png", f"rewards-{dataset}.png")
+            )
+            shutil.copy(point / "rewards.png", OUT / f"rewards-{dataset}.png")
         eps = [c["epsilon_total"] for c in s["clients"].values()]
         sgd = [c["epsilon_spent"] for c in s["clients"].values()]
         lines.append(
