@@ -32,6 +32,9 @@ def test_combine_rules_and_quality_measures() -> None:
     q = quality_scores([0.6, 0.8, 0.7], 0.7, "improvement")
     assert q.tolist() == pytest.approx([0.0, 0.1, 0.0])
     assert quality_scores([0.6], None, "accuracy").tolist() == [0.6]
+    assert quality_scores([0.8], None, "auc").tolist() == [0.8]
+    with pytest.raises(ValueError, match="needs the global"):
+        quality_scores([0.8], None, "improvement")
     v = np.array([0.5, 0.4, 0.9])
     assert combine(q, v, "product", 0.0).tolist() == pytest.approx([0.0, 0.04, 0.0])
     assert combine(np.array([0.4, 0.6, 0.5]), v, "threshold", 0.5).tolist() == [0.0, 0.4, 0.9]
