@@ -17,6 +17,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 
@@ -39,7 +40,9 @@ def main() -> None:
     ap.add_argument("config", nargs="?", default="experiments/quickstart.yaml")
     ap.add_argument("--client", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--batch-size", type=int, default=256, help="scoring batch size")
+    ap.add_argument(
+        "--batch-size", type=int, default=128, help="scoring batch size (lower it for resnets)"
+    )
     args = ap.parse_args()
 
     cfg = load(args.config, [])
@@ -81,7 +84,10 @@ def main() -> None:
             noise_generator=torch_generator(cfg.seed, "bench-noise", args.client),
         )
         train_epochs(
-            private.model, private.loader, private.optimizer, cfg.client.local_epochs,
+            private.model,
+            private.loader,
+            private.optimizer,
+            cfg.client.local_epochs,
             torch.device("cpu"),
         )
         return time.perf_counter() - started, plain_state_dict(private.model)
@@ -92,29 +98,34 @@ def main() -> None:
         return time.perf_counter() - started
 
     state = plain_state_dict(init)
-    times: dict[str, list[float]] = {k: [] for k in ("train", "vog_ckpt", "plis", "grad_norm", "loss")}
+    times: dict[str, list[float]] = {
+        k: [] for k in ("train", "vog_ckpt", "plis", "grad_norm", "loss")
+    }
     for _ in range(args.repeats):
         seconds, state = train_round(state)
         times["train"].append(seconds)
-        times["vog_ckpt"].append(timed(lambda: tracker.record_checkpoint(state)))
-        times["plis"].append(timed(lambda: tracker.scores("plis", state)))
-        times["grad_norm"].append(timed(lambda: tracker.scores("grad_norm", state)))
-        times["loss"].append(timed(lambda: tracker.scores("loss", state)))
+        times["vog_ckpt"].append(timed(functools.partial(tracker.record_checkpoint, state)))
+        for metric in ("plis", "grad_norm", "loss"):
+            times[metric].append(timed(functools.partial(tracker.scores, metric, state)))
     med = {k: statistics.median(v) for k, v in times.items()}
 
     probe = min(16, n)
     xb, yb = torch.from_numpy(split.x[:probe]), torch.from_numpy(split.y[:probe])
-    looped = timed(lambda: [plis(tracker.model, xb[i : i + 1], yb[i : i + 1]) for i in range(probe)])
+    looped = timed(
+        lambda: [plis(tracker.model, xb[i : i + 1], yb[i : i + 1]) for i in range(probe)]
+    )
     batched = timed(lambda: plis(tracker.model, xb, yb))
 
     k = cfg.client.local_epochs
     train = med["train"]
-    print(f"config {args.config}, client {args.client}: n={n}, model {cfg.model.name}, "
-          f"{k} local epochs, batch {cfg.client.batch_size}, DP={'on' if plan else 'off'}; "
-          f"median of {args.repeats}, torch threads {torch.get_num_threads()}")
+    print(
+        f"config {args.config}, client {args.client}: n={n}, model {cfg.model.name}, "
+        f"{k} local epochs, batch {cfg.client.batch_size}, DP={'on' if plan else 'off'}; "
+        f"median of {args.repeats}, torch threads {torch.get_num_threads()}"
+    )
     print(f"local round (training)           {train:8.2f} s")
     rows = [
-        (f"VoG, 1 checkpoint", med["vog_ckpt"]),
+        ("VoG, 1 checkpoint", med["vog_ckpt"]),
         (f"VoG, {k} checkpoints/round (epochs)", k * med["vog_ckpt"]),
         ("PLIS (once per valuation)", med["plis"]),
         ("grad_norm", med["grad_norm"]),
@@ -123,9 +134,14 @@ def main() -> None:
     for name, sec in rows:
         print(f"{name:33s}{sec:8.2f} s  = {100 * sec / train:6.1f}% of the local round")
     total = k * med["vog_ckpt"] + med["plis"]
-    print(f"{'VoG (K=epochs) + PLIS per round':33s}{total:8.2f} s  = {100 * total / train:6.1f}% of the local round")
-    print(f"PLIS per sample: batched {1000 * batched / probe:.1f} ms, one at a time "
-          f"{1000 * looped / probe:.1f} ms ({probe} samples)")
+    print(
+        f"{'VoG (K=epochs) + PLIS per round':33s}{total:8.2f} s  = "
+        f"{100 * total / train:6.1f}% of the local round"
+    )
+    print(
+        f"PLIS per sample: batched {1000 * batched / probe:.1f} ms, one at a time "
+        f"{1000 * looped / probe:.1f} ms ({probe} samples)"
+    )
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ equals a one-at-a-time loop; higher = more difficult/atypical)::
 
 The stateful shell (:mod:`fedsim.valuation.tracker`)::
 
-    t = ScoreTracker(model_name, input_shape, num_classes, x, y, batch_size=256, sigma=1.0)
+    t = ScoreTracker(model_name, input_shape, num_classes, x, y, batch_size=128, sigma=1.0)
     t.record_checkpoint(plain_state_dict)    # one VoG checkpoint (end of a local epoch/round)
     t.num_checkpoints                        # int
     t.vog() -> Tensor                        # (N,), needs >= 2 checkpoints
