@@ -12,6 +12,7 @@ closure); the module-level ``app`` serves ``flwr run .``, reading ``context.run_
 
 from __future__ import annotations
 
+import json
 import logging
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -45,9 +46,22 @@ def load_ledger(context: Context) -> PrivacyLedger:
     return PrivacyLedger.from_json(str(record[keys.STATE_LEDGER]))
 
 
-def save_ledger(context: Context, ledger: PrivacyLedger) -> None:
-    """Store the ledger in ``context.state``."""
-    context.state[keys.STATE_RECORD] = ConfigRecord({keys.STATE_LEDGER: ledger.to_json()})
+def load_pruned(context: Context) -> tuple[int, ...] | None:
+    """Indices the client dropped by ``valuation.prune`` (``None`` before pruning)."""
+    record = context.state.config_records.get(keys.STATE_RECORD)
+    if record is None or keys.STATE_PRUNED not in record:
+        return None
+    return tuple(int(i) for i in json.loads(str(record[keys.STATE_PRUNED])))
+
+
+def save_ledger(
+    context: Context, ledger: PrivacyLedger, pruned: tuple[int, ...] | None = None
+) -> None:
+    """Store the ledger (and the pruned indices, once decided) in ``context.state``."""
+    state: dict[str, str] = {keys.STATE_LEDGER: ledger.to_json()}
+    if pruned is not None:
+        state[keys.STATE_PRUNED] = json.dumps(list(pruned))
+    context.state[keys.STATE_RECORD] = ConfigRecord(state)  # type: ignore[arg-type]
 
 
 def outcome_metrics(cfg: Config, client_id: int, outcome: LocalOutcome) -> MetricRecord:
@@ -71,6 +85,15 @@ def outcome_metrics(cfg: Config, client_id: int, outcome: LocalOutcome) -> Metri
                 keys.STEPS: int(outcome.ledger.dp_sgd_steps),
             }
         )
+    if outcome.valuation is not None:
+        metrics[keys.VALUATION] = float(outcome.valuation)
+        metrics[keys.VALUATION_EPSILON] = float(outcome.valuation_epsilon or 0.0)
+    for metric, value in (outcome.extra_valuations or {}).items():
+        metrics[keys.extra_valuation(metric)] = float(value)
+    if outcome.valuation_variance is not None:
+        metrics[keys.VALUATION_VARIANCE] = float(outcome.valuation_variance)
+    if outcome.pruned is not None:
+        metrics[keys.NUM_PRUNED] = len(outcome.pruned)
     return MetricRecord(metrics)
 
 
@@ -78,6 +101,7 @@ def handle_train(cfg: Config, msg: Message, context: Context) -> Message:
     """Train one round and build the reply."""
     client_id = client_id_of(context)
     ledger = load_ledger(context)
+    pruned = load_pruned(context)
     arrays = msg.content.array_records[keys.ARRAYS]
     train_config = msg.content.config_records[keys.CONFIG]
     server_round = int(train_config[keys.SERVER_ROUND])  # type: ignore[arg-type]
@@ -90,8 +114,9 @@ def handle_train(cfg: Config, msg: Message, context: Context) -> Message:
         server_round,
         ledger,
         clip_bounds=clip_bounds,
+        pruned=pruned,
     )
-    save_ledger(context, outcome.ledger)
+    save_ledger(context, outcome.ledger, outcome.pruned)
     content = RecordDict(
         {
             keys.METRICS: outcome_metrics(cfg, client_id, outcome),

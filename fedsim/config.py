@@ -40,6 +40,11 @@ AccountantName = Literal["rdp", "pld"]
 ClippingName = Literal["flat", "per_layer_uniform", "per_layer_adaptive"]
 DPMode = Literal["sample", "central"]
 GradSampleMode = Literal["auto", "hooks", "ghost"]
+ScoreMetric = Literal["vog", "plis", "loss", "grad_norm"]
+QualityMeasure = Literal["accuracy", "auc", "improvement"]
+CombineRule = Literal["product", "threshold"]
+RewardPart = Literal["combined", "quality", "informativeness"]
+PruneSide = Literal["highest", "lowest"]
 
 
 def _bounds(**kw: float) -> dict[str, float]:
@@ -172,6 +177,73 @@ class SimulationConfig:
 
 
 @dataclass(frozen=True)
+class QualityGateConfig:
+    """Server-side quality of each update, measured on the public validation split.
+
+    ``accuracy``: the update's validation accuracy (SecProbe's utility); ``auc``: its
+    validation ROC AUC (binary tasks, accuracy otherwise — more informative than accuracy
+    on imbalanced data such as PneumoniaMNIST); ``improvement``: the accuracy minus the
+    current global model's, floored at 0.
+    ``combine`` joins it with the DP-released informativeness: ``product`` pays
+    quality × informativeness, ``threshold`` pays informativeness only to updates whose
+    quality is at least ``threshold``.
+    """
+
+    measure: QualityMeasure = "accuracy"
+    combine: CombineRule = "product"
+    threshold: float = field(default=0.5, metadata=_bounds(ge=0, le=1))
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """Drop a fraction of each client's samples ranked by a metric, after a warm-up.
+
+    At the end of the first round ``>= warmup_rounds`` in which a client trains, it ranks
+    its samples by ``metric`` (local, with its trained model) and drops ``fraction`` of
+    them (the ``highest`` or ``lowest`` scores); later rounds train on the rest.
+    """
+
+    enabled: bool = False
+    warmup_rounds: int = field(default=1, metadata=_bounds(ge=1))
+    fraction: float = field(default=0.25, metadata=_bounds(ge=0, lt=1))
+    metric: ScoreMetric = "loss"
+    side: PruneSide = "highest"
+
+
+@dataclass(frozen=True)
+class ValuationConfig:
+    """Per-sample scores, their DP release by each client, rewards and pruning.
+
+    Each participating client releases the mean (and, for ``vog``, the variance) of its
+    per-sample ``metric`` scores clipped to ``[0, bound]`` with the Laplace mechanism at
+    ``epsilon`` per release (:mod:`fedsim.valuation.release`), in ``release_rounds``
+    (``None``: every round it trains). The server splits ``reward_budget`` per round among
+    the participants (:mod:`strategies.rewards`).
+    """
+
+    enabled: bool = False
+    metric: ScoreMetric = "loss"
+    epsilon: float = field(default=1.0, metadata=_bounds(gt=0))
+    bound: float = field(default=1.0, metadata=_bounds(gt=0))
+    release_rounds: tuple[int, ...] | None = None
+    #: Also release these metrics (each at ``epsilon``, accounted) and report how rewards
+    #: by them would rank the clients; only ``metric`` is paid.
+    report_metrics: tuple[ScoreMetric, ...] = ()
+    #: Clipping bound of each ``report_metrics`` entry (``None``: ``bound`` for all).
+    report_bounds: tuple[float, ...] | None = None
+    #: Share of ``epsilon`` spent on the variance (``vog`` only); the rest on the mean.
+    variance_share: float = field(default=0.3, metadata=_bounds(gt=0, lt=1))
+    reward_budget: float = field(default=100.0, metadata=_bounds(gt=0))
+    #: Which reward is paid (all three are computed and logged).
+    pay: RewardPart = "combined"
+    quality: QualityGateConfig = field(default_factory=QualityGateConfig)
+    #: Ground truth for simulations: fraction of each client's samples corrupted, by id.
+    graded_corruption: tuple[float, ...] | None = None
+    corruption_kind: UnreliableKind = "noise"
+    prune: PruneConfig = field(default_factory=PruneConfig)
+
+
+@dataclass(frozen=True)
 class Config:
     """One experiment. See ``experiments/quickstart.yaml`` for an annotated example."""
 
@@ -188,6 +260,7 @@ class Config:
     #: Save the global model after every round to ``checkpoints/round_NNNN.pt`` in the run
     #: directory (plain state_dicts); ``fedsim analyze`` computes VoG from them.
     save_checkpoints: bool = False
+    valuation: ValuationConfig = field(default_factory=ValuationConfig)
 
     @property
     def clients_per_round(self) -> int:
@@ -364,6 +437,67 @@ def _cross_checks(cfg: Config) -> list[str]:
             f"got {cfg.data.val_size}"
         )
     problems.extend(_selection_checks(cfg))
+    problems.extend(_valuation_checks(cfg))
+    return problems
+
+
+def _valuation_checks(cfg: Config) -> list[str]:
+    """Rules of the valuation section."""
+    problems = []
+    val = cfg.valuation
+    if val.enabled and not cfg.dp.enabled:
+        problems.append(
+            "valuation.enabled needs dp.enabled (releases are accounted in the DP ledger); "
+            "got dp.enabled=false"
+        )
+    for r in val.release_rounds or ():
+        if not 1 <= r <= cfg.rounds:
+            problems.append(
+                f"valuation.release_rounds must lie in [1, rounds={cfg.rounds}]; got {r}"
+            )
+    graded = val.graded_corruption
+    if graded is not None:
+        if len(graded) != cfg.data.num_clients:
+            problems.append(
+                "valuation.graded_corruption needs one fraction per client "
+                f"(data.num_clients={cfg.data.num_clients}); got {len(graded)}"
+            )
+        bad = [f for f in graded if not 0.0 <= f <= 1.0]
+        if bad:
+            problems.append(
+                f"valuation.graded_corruption fractions must lie in [0, 1]; got {bad[0]}"
+            )
+        if cfg.roles.unreliable.fraction > 0:
+            problems.append(
+                "valuation.graded_corruption and roles.unreliable both corrupt data: set "
+                f"roles.unreliable.fraction to 0; got {cfg.roles.unreliable.fraction}"
+            )
+    if val.report_bounds is not None and len(val.report_bounds) != len(val.report_metrics):
+        problems.append(
+            "valuation.report_bounds needs one bound per valuation.report_metrics entry "
+            f"({len(val.report_metrics)}); got {len(val.report_bounds)}"
+        )
+    if any(b <= 0 for b in val.report_bounds or ()):
+        problems.append(f"valuation.report_bounds must be > 0; got {list(val.report_bounds or ())}")
+    vog_due = (val.enabled and "vog" in (val.metric, *val.report_metrics)) or (
+        val.prune.enabled and val.prune.metric == "vog"
+    )
+    if vog_due and cfg.client.local_epochs < 2:
+        problems.append(
+            "client.local_epochs must be >= 2 for the vog metric (its checkpoints are the "
+            f"ends of local epochs); got {cfg.client.local_epochs}"
+        )
+    prune = val.prune
+    if prune.enabled and prune.warmup_rounds >= cfg.rounds:
+        problems.append(
+            f"valuation.prune.warmup_rounds must be < rounds ({cfg.rounds}); "
+            f"got {prune.warmup_rounds}"
+        )
+    if prune.enabled and not cfg.dp.enabled and prune.metric == "plis":
+        problems.append(
+            "valuation.prune.metric 'plis' needs dp.enabled (PL divides by sigma^2); "
+            "got dp.enabled=false"
+        )
     return problems
 
 

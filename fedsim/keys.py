@@ -30,6 +30,20 @@ TRAIN_SECONDS: Final = "train-seconds"
 #: Always 1: the aggregation weight under central DP (a uniform mean of clipped updates)
 UNIT_WEIGHT: Final = "unit-weight"
 
+#: DP-released valuation (mean of clipped scores), its variance (VoG) and the ε it spent
+VALUATION: Final = "valuation"
+VALUATION_VARIANCE: Final = "valuation-variance"
+VALUATION_EPSILON: Final = "valuation-epsilon"
+
+
+def extra_valuation(metric: str) -> str:
+    """Key of the DP valuation of a ``valuation.report_metrics`` entry."""
+    return f"{VALUATION}-{metric}"
+
+
+#: Samples the client has pruned (valuation.prune); it trains on num-examples others
+NUM_PRUNED: Final = "num-pruned"
+
 # ConfigRecord STATUS entries replied by a client
 STATUS_CODE: Final = "code"
 STATUS_REASON: Final = "reason"
@@ -43,3 +57,5 @@ NODE_NUM_PARTITIONS: Final = "num-partitions"
 # Per-node persistent state (context.state)
 STATE_RECORD: Final = "fedsim-state"
 STATE_LEDGER: Final = "ledger"
+#: Indices (into the client's data) dropped by valuation.prune, JSON list
+STATE_PRUNED: Final = "pruned"

@@ -30,6 +30,12 @@ class ClientRoundRecord:
     rejected_reason: str | None = None
     utility: float | None = None
     selection_probability: float | None = None
+    valuation: float | None = None
+    valuation_variance: float | None = None
+    valuation_epsilon: float | None = None
+    quality: float | None = None
+    reward: float | None = None
+    num_pruned: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """JSON object for ``metrics.jsonl`` (without the client id, which is the key)."""

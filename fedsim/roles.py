@@ -119,7 +119,16 @@ def client_role(cfg: Config, client_id: int) -> Role:
 
 
 def client_data(cfg: Config, client_id: int, split: Split, num_classes: int) -> Split:
-    """The data a client trains on: spoilt for unreliable clients, the same every round."""
+    """The data a client trains on: spoilt for unreliable clients, the same every round.
+
+    With ``valuation.graded_corruption`` client ``i`` has that list's ``i``-th fraction
+    corrupted (``valuation.corruption_kind``), the ground truth of valuation experiments.
+    """
+    graded = cfg.valuation.graded_corruption
+    if graded is not None:
+        rng = numpy_rng(cfg.seed, "graded-corruption", client_id)
+        kind = cfg.valuation.corruption_kind
+        return corrupt_split(split, graded[client_id], kind, rng, num_classes)
     if client_role(cfg, client_id) != "unreliable":
         return split
     unrel = cfg.roles.unreliable
@@ -140,3 +149,18 @@ def client_upload(
     mal = cfg.roles.malicious
     gen = torch_generator(cfg.seed, "malicious-upload", client_id, server_round)
     return malicious_state(global_state, local_state, mal.kind, mal.scale, gen)
+
+
+def clean_fraction(cfg: Config, client_id: int, num_examples: int) -> float:
+    """Fraction of ``client_id``'s ``num_examples`` samples that :func:`client_data` left
+    intact (1.0 for honest and malicious clients, whose data is clean)."""
+    graded = cfg.valuation.graded_corruption
+    if graded is not None:
+        fraction = graded[client_id]
+    elif client_role(cfg, client_id) == "unreliable":
+        fraction = cfg.roles.unreliable.noise_fraction
+    else:
+        return 1.0
+    if num_examples <= 0:
+        return 1.0
+    return 1.0 - _count(fraction, num_examples) / num_examples

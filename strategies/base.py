@@ -33,6 +33,7 @@ from fedsim.seeding import numpy_rng
 from strategies.clipping import round_clip_bounds
 from strategies.directory import ClientDirectory
 from strategies.replies import screen_update
+from strategies.rewards import RewardBook, record_extras_merge
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ def record_from_metrics(
         )
     loss = _metric(metrics, keys.TRAIN_LOSS)
     steps = _metric(metrics, keys.STEPS)
+    pruned = _metric(metrics, keys.NUM_PRUNED)
     return ClientRoundRecord(
         client_id=client_id,
         status=status,  # type: ignore[arg-type]
@@ -66,6 +68,10 @@ def record_from_metrics(
         steps=None if steps is None else int(steps),
         train_seconds=_metric(metrics, keys.TRAIN_SECONDS),
         rejected_reason=reason,
+        valuation=_metric(metrics, keys.VALUATION),
+        valuation_variance=_metric(metrics, keys.VALUATION_VARIANCE),
+        valuation_epsilon=_metric(metrics, keys.VALUATION_EPSILON),
+        num_pruned=None if pruned is None else int(pruned),
     )
 
 
@@ -91,6 +97,9 @@ class FedsimStrategyMixin:
         self.round_client_extras: dict[int, dict[int, dict[str, Any]]] = {}
         # filled by private selection rules: the ε their selection spent in each round
         self.round_selection_epsilon: dict[int, float] = {}
+        # valuation.enabled: quality gate × DP valuation → rewards (strategies.rewards)
+        self.rewards: RewardBook | None = RewardBook(cfg) if cfg.valuation.enabled else None
+        self._round_arrays: ArrayRecord | None = None
 
     # ------------------------------------------------------------------ sampling
     def eligible_clients(self) -> list[int]:
@@ -112,6 +121,7 @@ class FedsimStrategyMixin:
     ) -> Iterable[Message]:
         """Messages to the sampled clients carrying the global model and round config."""
         self._reference_shapes = {k: tuple(a.shape) for k, a in arrays.items()}
+        self._round_arrays = arrays
         clients = self.sample_clients(server_round)
         self.round_sampled[server_round] = tuple(clients)
         if not clients:
@@ -205,6 +215,7 @@ class FedsimStrategyMixin:
         """Screen, sort, record, then let the wrapped Flower strategy aggregate."""
         accepted, records = self.screen_replies(server_round, replies)
         chosen = self.select(server_round, accepted)
+        self.value_updates(server_round, accepted)
         extras = self.round_client_extras.get(server_round, {})
         records = [dataclasses.replace(r, **extras.get(r.client_id, {})) for r in records]
         self.round_records[server_round] = tuple(records)
@@ -223,3 +234,16 @@ class FedsimStrategyMixin:
     ) -> list[tuple[int, Message]]:
         """Which accepted updates enter aggregation (all of them here; SecProbe overrides)."""
         return accepted
+
+    def value_updates(self, server_round: int, accepted: list[tuple[int, Message]]) -> None:
+        """Reward the accepted updates that carry a DP valuation (``valuation.enabled``).
+
+        Every accepted update is valued, whether or not the selection kept it; SecProbe's
+        utilities are reused when it computed them this round.
+        """
+        if self.rewards is None:
+            return
+        known = self.round_client_extras.get(server_round, {})
+        utility = {cid: float(e["utility"]) for cid, e in known.items() if "utility" in e}
+        extras = self.rewards.value_round(server_round, accepted, self._round_arrays, utility)
+        self.round_client_extras[server_round] = record_extras_merge(known, extras)

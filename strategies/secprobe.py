@@ -23,12 +23,7 @@ import logging
 import numpy as np
 from flwr.app import Message
 from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
-from torch import nn
 
-from fedsim import keys
-from fedsim.devices import pick_device
-from fedsim.evaluation import evaluate
-from fedsim.models import build_model
 from fedsim.seeding import numpy_rng
 from fedsim.selection import (
     accuracy_sensitivity,
@@ -37,6 +32,7 @@ from fedsim.selection import (
 )
 from fedsim.workload import dataset_for
 from strategies.base import FedsimStrategyMixin
+from strategies.utility import validation_accuracies
 
 logger = logging.getLogger(__name__)
 
@@ -44,22 +40,9 @@ logger = logging.getLogger(__name__)
 class SecProbe(FedsimStrategyMixin, FlowerFedAvg):
     """Exponential-mechanism selection of K of M updates by validation accuracy."""
 
-    _probe_model: nn.Module | None = None
-
     def utilities(self, accepted: list[tuple[int, Message]]) -> np.ndarray:
         """Validation accuracy of each accepted update (in ``accepted`` order)."""
-        bundle = dataset_for(self.cfg.data, self.cfg.seed)
-        if self._probe_model is None:
-            self._probe_model = build_model(
-                self.cfg.model.name, bundle.input_shape, bundle.num_classes
-            )
-        device = pick_device()
-        out = []
-        for _, msg in accepted:
-            state = msg.content.array_records[keys.ARRAYS].to_torch_state_dict()
-            self._probe_model.load_state_dict(state)
-            out.append(evaluate(self._probe_model, bundle.val, device).accuracy)
-        return np.asarray(out, dtype=np.float64)
+        return validation_accuracies(self.cfg, [msg for _, msg in accepted])
 
     def select(
         self, server_round: int, accepted: list[tuple[int, Message]]

@@ -107,6 +107,9 @@ def run_server(
             selection_epsilon=strategy.round_selection_epsilon,
             central_epsilon=outer.epsilon() if isinstance(outer, CentralDP) else None,
         )
+        if strategy.rewards is not None:
+            strategy.rewards.write_csv(writer.dir)
+            summary = strategy.rewards.extend_summary(summary, directory.num_examples)
         writer.write_summary(summary)
         return summary
     finally:
