@@ -21,18 +21,12 @@ StrategyFactory = Callable[[Config], Strategy]
 STRATEGIES: Registry[StrategyFactory] = Registry("strategy", "strategy.name")
 
 
-@STRATEGIES.register("fedavg")
-def _fedavg(cfg: Config) -> Strategy:
-    return FedAvg(
-        fraction_train=1.0,
-        fraction_evaluate=0.0,
-        min_train_nodes=cfg.clients_per_round,
-        min_available_nodes=cfg.data.num_clients,
-    )
-
-
 def _common(cfg: Config) -> dict[str, Any]:
-    """Flower constructor arguments every fedsim strategy shares (see ``_fedavg``)."""
+    """Flower constructor arguments every fedsim strategy shares.
+
+    fedsim samples the clients itself (:class:`~strategies.base.FedsimStrategyMixin`), so
+    Flower trains every node it is handed and evaluates none; it waits for all nodes.
+    """
     return {
         "fraction_train": 1.0,
         "fraction_evaluate": 0.0,
@@ -41,14 +35,18 @@ def _common(cfg: Config) -> dict[str, Any]:
     }
 
 
-@STRATEGIES.register("secprobe")
-def _secprobe(cfg: Config) -> Strategy:
-    return SecProbe(**_common(cfg))
+def _plain(cls: Callable[..., Strategy]) -> StrategyFactory:
+    """A factory for a strategy that takes only the common arguments."""
+    return lambda cfg: cls(**_common(cfg))
 
 
-@STRATEGIES.register("random_k")
-def _random_k(cfg: Config) -> Strategy:
-    return RandomK(**_common(cfg))
+for _name, _cls in (
+    ("fedavg", FedAvg),
+    ("secprobe", SecProbe),
+    ("random_k", RandomK),
+    ("median", FedMedian),
+):
+    STRATEGIES.register(_name)(_plain(_cls))
 
 
 @STRATEGIES.register("krum")
@@ -62,11 +60,6 @@ def _multikrum(cfg: Config) -> Strategy:
     return MultiKrum(
         **_common(cfg), num_malicious_nodes=cfg.strategy.num_malicious, num_nodes_to_select=keep
     )
-
-
-@STRATEGIES.register("median")
-def _median(cfg: Config) -> Strategy:
-    return FedMedian(**_common(cfg))
 
 
 @STRATEGIES.register("trimmed_mean")
