@@ -227,6 +227,6 @@ def regression_utility(predictions: np.ndarray, targets: np.ndarray) -> float:
     if not np.all(np.isfinite(y)):
         raise ValueError("targets must be finite")
     err = np.where(np.isfinite(pred), np.abs(pred - y), np.inf)  # non-finite ŷ scores 0
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         rel = np.where(np.abs(y) > 0, err / np.abs(y), np.where(err > 0, np.inf, 0.0))
     return float(np.mean(1.0 - np.minimum(1.0, rel)))

@@ -1,0 +1,177 @@
+"""Plots and a Markdown table of the SecProbe experiments, from their sweep.csv files.
+
+Usage::
+
+    python experiments/secprobe/plot.py experiments/results/secprobe
+
+Reads ``fig9``, ``fig9_tight``, ``fig10``, ``fig10_tight`` and ``fig11`` under the
+results directory (each a sweep directory with ``sweep.csv`` and ``points/*/``), writes
+``fig9_accuracy_vs_p.png``, ``fig10_accuracy_vs_malicious.png``,
+``fig11_accuracy_vs_epsilon.png`` and ``table.md`` there. Besides the final test accuracy
+it reports the mean over the last 3 rounds (less noisy) and the share of honest clients
+among the updates each rule used (``selected`` in metrics.jsonl, roles from summary.json).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+STRATEGY_ORDER = [
+    "secprobe",
+    "secprobe (tight)",
+    "fedavg",
+    "random_k",
+    "krum",
+    "multikrum",
+    "median",
+    "trimmed_mean",
+    "bulyan",
+]
+
+
+def _run_stats(run_dir: Path) -> dict[str, float]:
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x]
+    roles = {
+        int(c): d["role"]
+        for c, d in json.loads((run_dir / "summary.json").read_text())["clients"].items()
+    }
+    last = [m["test_accuracy"] for m in lines[-3:]]
+    used = [c for m in lines for c in m["selected"]]
+    sampled_bad = [c for m in lines for c in m["sampled"] if roles[c] != "honest"]
+    sampled = [c for m in lines for c in m["sampled"]]
+    return {
+        "final": lines[-1]["test_accuracy"],
+        "last3": sum(last) / len(last),
+        "honest_used": sum(roles[c] == "honest" for c in used) / max(1, len(used)),
+        "honest_sampled": 1 - len(sampled_bad) / max(1, len(sampled)),
+    }
+
+
+def load(sweep_dir: Path, tight: bool = False) -> list[dict[str, Any]]:
+    """Rows of ``sweep.csv`` with the per-run statistics added."""
+    csv_path = sweep_dir / "sweep.csv"
+    if not csv_path.exists():
+        return []
+    rows = []
+    with open(csv_path) as fh:
+        for row in csv.DictReader(fh):
+            run_dir = sweep_dir / "points" / Path(row["run_dir"]).name
+            out: dict[str, Any] = dict(row)
+            out["strategy"] = row.get("strategy.name") or "secprobe"
+            if tight:
+                out["strategy"] = "secprobe (tight)"
+            out.update(_run_stats(run_dir))
+            rows.append(out)
+    return rows
+
+
+def _lines(ax: Any, rows: list[dict[str, Any]], xkey: str, xscale: float = 1.0) -> None:
+    by: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for r in rows:
+        by[r["strategy"]].append((float(r[xkey]) * xscale, r["last3"]))
+    for name in [s for s in STRATEGY_ORDER if s in by]:
+        pts = sorted(by[name])
+        style = "-o" if name.startswith("secprobe") else "--."
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=name)
+    ax.set_ylabel("test accuracy (mean of last 3 rounds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def table(rows: list[dict[str, Any]], xkey: str, xname: str) -> str:
+    xs = sorted({float(r[xkey]) for r in rows})
+    names = [s for s in STRATEGY_ORDER if any(r["strategy"] == s for r in rows)]
+    head = f"| strategy | {' | '.join(f'{xname}={x:g}' for x in xs)} |"
+    out = [head, "|" + "---|" * (len(xs) + 1)]
+    for name in names:
+        cells = []
+        for x in xs:
+            match = [r for r in rows if r["strategy"] == name and float(r[xkey]) == x]
+            if match:
+                r = match[0]
+                cells.append(f"{r['last3']:.3f} ({r['final']:.3f}; {r['honest_used']:.2f})")
+            else:
+                cells.append("–")
+        out.append(f"| {name} | {' | '.join(cells)} |")
+    return "\n".join(out)
+
+
+def main(results: str) -> int:
+    root = Path(results)
+    md = [
+        "Cells: test accuracy, mean of the last 3 of 10 rounds (final round; share of "
+        "honest clients among the updates the rule used).",
+        "",
+    ]
+    fig9 = load(root / "fig9") + load(root / "fig9_tight", tight=True)
+    if fig9:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        _lines(ax, fig9, "roles.unreliable.noise_fraction")
+        ax.set_xlabel("P (fraction of an unreliable client's samples replaced by noise)")
+        ax.set_title("Half the clients unreliable (Fashion-MNIST, 20 clients, M=10, K=5)")
+        fig.tight_layout()
+        fig.savefig(root / "fig9_accuracy_vs_p.png", dpi=120)
+        md += [
+            "### Fig. 9: accuracy vs P",
+            "",
+            table(fig9, "roles.unreliable.noise_fraction", "P"),
+            "",
+        ]
+    fig10 = load(root / "fig10") + load(root / "fig10_tight", tight=True)
+    if fig10:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        _lines(ax, fig10, "roles.malicious.fraction", xscale=20)
+        ax.set_xlabel("clients uploading uniform [0, 1] parameters (of 20)")
+        ax.set_title("Random-parameter uploaders (Fashion-MNIST, M=10, K=5)")
+        fig.tight_layout()
+        fig.savefig(root / "fig10_accuracy_vs_malicious.png", dpi=120)
+        for r in fig10:
+            r["n_malicious"] = round(float(r["roles.malicious.fraction"]) * 20)
+        md += [
+            "### Fig. 10: accuracy vs malicious clients",
+            "",
+            table(fig10, "n_malicious", "n"),
+            "",
+        ]
+    fig11 = load(root / "fig11")
+    for r in fig9:  # eps = 1 (the default) is the fig9 SecProbe point at P = 0.6
+        if r["strategy"] == "secprobe" and float(r["roles.unreliable.noise_fraction"]) == 0.6:
+            fig11.append({**r, "strategy.selection_epsilon": 1.0})
+    if fig11:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        _lines(ax, fig11, "strategy.selection_epsilon")
+        for r in fig9:
+            if float(r["roles.unreliable.noise_fraction"]) == 0.6 and r["strategy"] in (
+                "fedavg",
+                "random_k",
+            ):
+                ax.axhline(r["last3"], ls=":", color="grey")
+                ax.annotate(r["strategy"], (1, r["last3"]), fontsize=8, color="grey")
+        ax.set_xscale("log")
+        ax.set_xlabel("selection epsilon per round (sensitivity 1/2)")
+        ax.set_title("SecProbe, half unreliable, P = 0.6")
+        fig.tight_layout()
+        fig.savefig(root / "fig11_accuracy_vs_epsilon.png", dpi=120)
+        md += [
+            "### Fig. 11: accuracy vs selection ε",
+            "",
+            table(fig11, "strategy.selection_epsilon", "ε"),
+            "",
+        ]
+    (root / "table.md").write_text("\n".join(md))
+    print("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
