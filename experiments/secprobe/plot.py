@@ -38,6 +38,8 @@ STRATEGY_ORDER = [
     "bulyan",
 ]
 
+KEPT_UNRECORDED = {"krum", "multikrum", "bulyan"}
+
 
 def _run_stats(run_dir: Path) -> dict[str, float]:
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x]
@@ -75,10 +77,10 @@ def load(sweep_dir: Path, tight: bool = False) -> list[dict[str, Any]]:
     return rows
 
 
-def _lines(ax: Any, rows: list[dict[str, Any]], xkey: str, xscale: float = 1.0) -> None:
+def _lines(ax: Any, rows: list[dict[str, Any]], xkey: str) -> None:
     by: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for r in rows:
-        by[r["strategy"]].append((float(r[xkey]) * xscale, r["last3"]))
+        by[r["strategy"]].append((float(r[xkey]), r["last3"]))
     for name in [s for s in STRATEGY_ORDER if s in by]:
         pts = sorted(by[name])
         style = "-o" if name.startswith("secprobe") else "--."
@@ -99,7 +101,10 @@ def table(rows: list[dict[str, Any]], xkey: str, xname: str) -> str:
             match = [r for r in rows if r["strategy"] == name and float(r[xkey]) == x]
             if match:
                 r = match[0]
-                cells.append(f"{r['last3']:.3f} ({r['final']:.3f}; {r['honest_used']:.2f})")
+                # these runs predate recording what Krum/MultiKrum/Bulyan kept: their
+                # ``selected`` lists every update handed to the rule, so no share is shown
+                share = "–" if name in KEPT_UNRECORDED else f"{r['honest_used']:.2f}"
+                cells.append(f"{r['last3']:.3f} ({r['final']:.3f}; {share})")
             else:
                 cells.append("–")
         out.append(f"| {name} | {' | '.join(cells)} |")
@@ -114,60 +119,59 @@ def main(results: str) -> int:
         "",
     ]
     fig9 = load(root / "fig9") + load(root / "fig9_tight", tight=True)
-    if fig9:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        _lines(ax, fig9, "roles.unreliable.noise_fraction")
-        ax.set_xlabel("P (fraction of an unreliable client's samples replaced by noise)")
-        ax.set_title("Half the clients unreliable (Fashion-MNIST, 20 clients, M=10, K=5)")
-        fig.tight_layout()
-        fig.savefig(root / "fig9_accuracy_vs_p.png", dpi=120)
-        md += [
-            "### Fig. 9: accuracy vs P",
-            "",
-            table(fig9, "roles.unreliable.noise_fraction", "P"),
-            "",
-        ]
+    for r in fig9:
+        r["P"] = float(r["roles.unreliable.noise_fraction"])
     fig10 = load(root / "fig10") + load(root / "fig10_tight", tight=True)
-    if fig10:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        _lines(ax, fig10, "roles.malicious.fraction", xscale=20)
-        ax.set_xlabel("clients uploading uniform [0, 1] parameters (of 20)")
-        ax.set_title("Random-parameter uploaders (Fashion-MNIST, M=10, K=5)")
-        fig.tight_layout()
-        fig.savefig(root / "fig10_accuracy_vs_malicious.png", dpi=120)
-        for r in fig10:
-            r["n_malicious"] = round(float(r["roles.malicious.fraction"]) * 20)
-        md += [
-            "### Fig. 10: accuracy vs malicious clients",
-            "",
-            table(fig10, "n_malicious", "n"),
-            "",
-        ]
+    for r in fig10:
+        r["n"] = round(float(r["roles.malicious.fraction"]) * 20)
     fig11 = load(root / "fig11")
     for r in fig9:  # eps = 1 (the default) is the fig9 SecProbe point at P = 0.6
-        if r["strategy"] == "secprobe" and float(r["roles.unreliable.noise_fraction"]) == 0.6:
+        if r["strategy"] == "secprobe" and r["P"] == 0.6:
             fig11.append({**r, "strategy.selection_epsilon": 1.0})
-    if fig11:
+    for r in fig11:
+        r["ε"] = float(r["strategy.selection_epsilon"])
+    baselines = [r for r in fig9 if r["P"] == 0.6 and r["strategy"] in ("fedavg", "random_k")]
+    panels = [
+        (
+            "Fig. 9: accuracy vs P",
+            fig9,
+            "P",
+            "P (fraction of an unreliable client's samples replaced by noise)",
+            "Half the clients unreliable (Fashion-MNIST, 20 clients, M=10, K=5)",
+            "fig9_accuracy_vs_p.png",
+        ),
+        (
+            "Fig. 10: accuracy vs malicious clients",
+            fig10,
+            "n",
+            "clients uploading uniform [0, 1] parameters (of 20)",
+            "Random-parameter uploaders (Fashion-MNIST, M=10, K=5)",
+            "fig10_accuracy_vs_malicious.png",
+        ),
+        (
+            "Fig. 11: accuracy vs selection ε",
+            fig11,
+            "ε",
+            "selection epsilon per round (sensitivity 1/2)",
+            "SecProbe, half unreliable, P = 0.6",
+            "fig11_accuracy_vs_epsilon.png",
+        ),
+    ]
+    for heading, rows, xkey, xlabel, title, png in panels:
+        if not rows:
+            continue
         fig, ax = plt.subplots(figsize=(6, 4))
-        _lines(ax, fig11, "strategy.selection_epsilon")
-        for r in fig9:
-            if float(r["roles.unreliable.noise_fraction"]) == 0.6 and r["strategy"] in (
-                "fedavg",
-                "random_k",
-            ):
+        _lines(ax, rows, xkey)
+        if xkey == "ε":
+            ax.set_xscale("log")
+            for r in baselines:
                 ax.axhline(r["last3"], ls=":", color="grey")
-                ax.annotate(r["strategy"], (1, r["last3"]), fontsize=8, color="grey")
-        ax.set_xscale("log")
-        ax.set_xlabel("selection epsilon per round (sensitivity 1/2)")
-        ax.set_title("SecProbe, half unreliable, P = 0.6")
+                ax.annotate(f"{r['strategy']} (P=0.6)", (1, r["last3"]), fontsize=8, color="grey")
+        ax.set_xlabel(xlabel)
+        ax.set_title(title, fontsize=10)
         fig.tight_layout()
-        fig.savefig(root / "fig11_accuracy_vs_epsilon.png", dpi=120)
-        md += [
-            "### Fig. 11: accuracy vs selection ε",
-            "",
-            table(fig11, "strategy.selection_epsilon", "ε"),
-            "",
-        ]
+        fig.savefig(root / png, dpi=120)
+        md += [f"### {heading}", "", table(rows, xkey, xkey), ""]
     (root / "table.md").write_text("\n".join(md))
     print("\n".join(md))
     return 0
