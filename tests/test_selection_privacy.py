@@ -100,7 +100,10 @@ def test_participant_epsilon_bounds_any_change_of_one_upload(
     k = 2
     sens = accuracy_sensitivity(9, mode)  # type: ignore[arg-type]
     bound = math.exp(participant_epsilon(eps, sens))
-    p, q = ordered_selection_probs(before, eps, k, sens), ordered_selection_probs(after, eps, k, sens)
+    p, q = (
+        ordered_selection_probs(before, eps, k, sens),
+        ordered_selection_probs(after, eps, k, sens),
+    )
     for order in p:
         assert p[order] <= bound * q[order] * (1 + 1e-9)
         assert q[order] <= bound * p[order] * (1 + 1e-9)
