@@ -51,7 +51,18 @@ def _run_stats(run_dir: Path) -> dict[str, float]:
     used = [c for m in lines for c in m["selected"]]
     sampled_bad = [c for m in lines for c in m["sampled"] if roles[c] != "honest"]
     sampled = [c for m in lines for c in m["sampled"]]
+    util: dict[bool, list[float]] = {True: [], False: []}
+    for m in lines:
+        for c, d in m["clients"].items():
+            if d.get("utility") is not None:
+                util[roles[int(c)] == "honest"].append(d["utility"])
+    gap = (
+        sum(util[True]) / len(util[True]) - sum(util[False]) / len(util[False])
+        if util[True] and util[False]
+        else None
+    )
     return {
+        "utility_gap": gap,
         "final": lines[-1]["test_accuracy"],
         "last3": sum(last) / len(last),
         "honest_used": sum(roles[c] == "honest" for c in used) / max(1, len(used)),
@@ -68,6 +79,8 @@ def load(sweep_dir: Path, tight: bool = False) -> list[dict[str, Any]]:
     with open(csv_path) as fh:
         for row in csv.DictReader(fh):
             run_dir = sweep_dir / "points" / Path(row["run_dir"]).name
+            if not (run_dir / "summary.json").exists():
+                continue  # not finished (or removed to be re-run)
             out: dict[str, Any] = dict(row)
             out["strategy"] = row.get("strategy.name") or "secprobe"
             if tight:
@@ -172,6 +185,19 @@ def main(results: str) -> int:
         fig.tight_layout()
         fig.savefig(root / png, dpi=120)
         md += [f"### {heading}", "", table(rows, xkey, xkey), ""]
+    gaps = [
+        f"- {r['strategy']} ({', '.join(f'{k}={r[k]}' for k in ('P', 'n', 'ε') if k in r)}): "
+        f"{r['utility_gap']:.3f}"
+        for rows in (fig9, fig10, fig11)
+        for r in rows
+        if r["strategy"].startswith("secprobe") and r["utility_gap"] is not None
+    ]
+    md += [
+        "### SecProbe: mean utility of honest minus other scored uploads",
+        "",
+        *sorted(set(gaps)),
+        "",
+    ]
     (root / "table.md").write_text("\n".join(md))
     print("\n".join(md))
     return 0
