@@ -121,7 +121,11 @@ def handle_train(cfg: Config, msg: Message, context: Context) -> Message:
         {
             keys.METRICS: outcome_metrics(cfg, client_id, outcome),
             keys.STATUS: ConfigRecord(
-                {keys.STATUS_CODE: outcome.status, keys.STATUS_REASON: outcome.reason}
+                {
+                    keys.STATUS_CODE: outcome.status,
+                    keys.STATUS_REASON: outcome.reason,
+                    keys.STATUS_LEDGER: outcome.ledger.to_json(),
+                }
             ),
         }
     )

@@ -35,7 +35,7 @@ StrategyName = Literal[
 ]
 SensitivityName = Literal["paper", "tight"]
 UnreliableKind = Literal["noise", "label_flip"]
-MaliciousKind = Literal["random", "sign_flip", "scale"]
+MaliciousKind = Literal["random", "sign_flip", "scale", "nan"]
 AccountantName = Literal["rdp", "pld"]
 ClippingName = Literal["flat", "per_layer_uniform", "per_layer_adaptive"]
 DPMode = Literal["sample", "central"]

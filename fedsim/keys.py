@@ -47,6 +47,8 @@ NUM_PRUNED: Final = "num-pruned"
 # ConfigRecord STATUS entries replied by a client
 STATUS_CODE: Final = "code"
 STATUS_REASON: Final = "reason"
+#: The client's privacy ledger (JSON, :meth:`fedsim.privacy.PrivacyLedger.to_json`)
+STATUS_LEDGER: Final = "ledger"
 STATUS_OK: Final = "ok"
 STATUS_BUDGET_EXHAUSTED: Final = "budget-exhausted"
 

@@ -22,6 +22,8 @@ class ClientRoundRecord:
     train_loss: float | None = None
     epsilon: float | None = None
     epsilon_total: float | None = None
+    #: ε of the private selections (SecProbe) this client took part in, composed so far
+    epsilon_selection: float | None = None
     delta: float | None = None
     noise_multiplier: float | None = None
     sample_rate: float | None = None

@@ -91,7 +91,9 @@ def malicious_state(
 
     - ``random``: uniform in [0, 1], ignoring ``w`` (SecProbe's attack);
     - ``sign_flip``: ``g - (w - g)``, the honest update reversed;
-    - ``scale``: ``g + scale · (w - g)``, the honest update amplified.
+    - ``scale``: ``g + scale · (w - g)``, the honest update amplified;
+    - ``nan``: a malformed upload, NaN everywhere except one +Inf per tensor (every
+      strategy must reject it before scoring or aggregation).
     """
     out: dict[str, torch.Tensor] = {}
     for name, w in local_state.items():
@@ -105,8 +107,12 @@ def malicious_state(
             out[name] = g - (w - g)
         elif kind == "scale":
             out[name] = g + scale * (w - g)
+        elif kind == "nan":
+            bad = torch.full_like(w, float("nan"))
+            bad.view(-1)[:1] = float("inf")
+            out[name] = bad
         else:
-            raise ValueError(f"kind must be 'random', 'sign_flip' or 'scale'; got {kind!r}")
+            raise ValueError(f"kind must be 'random', 'sign_flip', 'scale' or 'nan'; got {kind!r}")
     return out
 
 

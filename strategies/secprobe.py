@@ -11,6 +11,13 @@ round (K draws at ε/K each, basic composition); over R rounds the selection spe
 (basic composition, logged per round and as ``selection_epsilon_total`` in summary.json).
 A round where K ≥ M selects everyone deterministically and spends nothing.
 
+The selection also depends on each participant's upload, through its own utility only;
+with respect to a participant it is ``ε·1/(2Δu)``-DP per round
+(:func:`fedsim.selection.participant_epsilon`: ε with the paper's Δu = 1/2,
+``ε·(n+1)/2`` with the tight Δu). That pure-DP event is charged to every scored
+participant's server-side ledger and composed into its ``epsilon_total``
+(:meth:`~strategies.base.FedsimStrategyMixin.charge_selection`).
+
 Logged per client: ``utility`` and ``selection_probability``, the probability of being
 among the K. It is exact (enumeration of ordered selections) for M ≤ 8 and a seeded Monte
 Carlo estimate (20,000 Gumbel-top-K draws) above.
@@ -27,6 +34,7 @@ from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 from fedsim.seeding import numpy_rng
 from fedsim.selection import (
     accuracy_sensitivity,
+    participant_epsilon,
     sample_k_gumbel,
     selection_inclusion_probabilities,
 )
@@ -52,7 +60,7 @@ class SecProbe(FedsimStrategyMixin, FlowerFedAvg):
         if m == 0:
             return []
         st = self.cfg.strategy
-        k = min(st.k or m, m)
+        k = self.keep_count(m)
         eps = st.selection_epsilon
         n_val = len(dataset_for(self.cfg.data, self.cfg.seed).val)
         sens = accuracy_sensitivity(n_val, st.sensitivity)
@@ -62,6 +70,7 @@ class SecProbe(FedsimStrategyMixin, FlowerFedAvg):
                 u, eps, k, sens, numpy_rng(self.cfg.seed, "secprobe", server_round)
             )
             self.round_selection_epsilon[server_round] = eps
+            self.charge_selection((cid for cid, _ in accepted), participant_epsilon(eps, sens))
         else:
             picked = np.arange(m)
             self.round_selection_epsilon[server_round] = 0.0
