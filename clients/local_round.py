@@ -9,13 +9,13 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from clients.opacus_adapter import make_private, plain_state_dict
+from clients.opacus_adapter import make_private, plain_state_dict, plain_view
 from clients.trainer import train_epochs
 from fedsim.clipping import check_clip_bounds, trainable_tensor_names
 from fedsim.config import Config
@@ -23,11 +23,26 @@ from fedsim.devices import pick_device
 from fedsim.models import build_model
 from fedsim.privacy import PrivacyLedger, SubsampledGaussian
 from fedsim.privacy.planning import plan_dp_sgd
+from fedsim.robustness.training import AdversarialBatches, plan_for
 from fedsim.roles import client_data, client_upload
 from fedsim.seeding import torch_generator
 from fedsim.workload import client_split, dataset_for
 
 logger = logging.getLogger(__name__)
+
+
+def _adversarial_transform(
+    model: torch.nn.Module, plan: AdversarialBatches | None
+) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None:
+    """Batch transform generating adversarial examples on a hook-free view of ``model``."""
+    if plan is None:
+        return None
+
+    def transform(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with plain_view(model) as plain:
+            return plan(plain, x, y)
+
+    return transform
 
 
 @dataclass(frozen=True)
@@ -114,7 +129,14 @@ def run_local_round(
         generator=torch_generator(cfg.seed, "batches", client_id, server_round),
     )
     if plan is None:
-        result = train_epochs(model, loader, optimizer, cfg.client.local_epochs, device)
+        result = train_epochs(
+            model,
+            loader,
+            optimizer,
+            cfg.client.local_epochs,
+            device,
+            _adversarial_transform(model, plan_for(cfg, client_id, server_round)),
+        )
         return LocalOutcome(
             status="ok",
             ledger=ledger,
@@ -146,8 +168,15 @@ def run_local_round(
             cfg.seed, "dp-noise", client_id, server_round, device=device.type
         ),
     )
+    # Adversarial examples replace samples of the Poisson batch (never add any): the
+    # accounting below is unchanged, see fedsim.robustness.training.
     result = train_epochs(
-        private.model, private.loader, private.optimizer, cfg.client.local_epochs, device
+        private.model,
+        private.loader,
+        private.optimizer,
+        cfg.client.local_epochs,
+        device,
+        _adversarial_transform(private.model, plan_for(cfg, client_id, server_round)),
     )
     steps = private.steps_taken()
     acc_sigma, acc_q = private.accounted_schedule()

@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -91,3 +93,23 @@ def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """A detached CPU state_dict of ``model`` without Opacus' wrapper prefix."""
     inner = model._module if isinstance(model, GradSampleModule) else model
     return {k: v.detach().cpu().clone() for k, v in inner.state_dict().items()}
+
+
+@contextlib.contextmanager
+def plain_view(model: nn.Module) -> Iterator[nn.Module]:
+    """The plain module inside ``model`` with Opacus' per-sample-gradient hooks disabled.
+
+    For computing input gradients (adversarial examples) during DP-SGD without touching
+    ``grad_sample``: the hooks are switched off for the block and switched back on after.
+    A non-Opacus model is yielded as is.
+    """
+    if not isinstance(model, GradSampleModule):
+        yield model
+        return
+    was_enabled = model.hooks_enabled
+    model.disable_hooks()
+    try:
+        yield model._module
+    finally:
+        if was_enabled:
+            model.enable_hooks()
