@@ -325,3 +325,34 @@ def test_evaluate_cli_writes_table_summary_and_report(tmp_path: Path) -> None:
 def test_evaluate_cli_rejects_bad_run_dirs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["evaluate", str(tmp_path)]) == 2
     assert "is not a finished run directory" in capsys.readouterr().err
+
+
+@pytest.mark.e2e
+def test_run_with_attacker_adversarial_training_and_end_of_run_evaluation(
+    tmp_path: Path,
+) -> None:
+    from fedsim.run import run_experiment
+
+    cfg = from_dict(
+        {
+            "name": "robust-e2e",
+            "rounds": 1,
+            "data": {"num_clients": 2, "train_samples": 120, "test_samples": 40},
+            "model": {"name": "mlp"},
+            "client": {"batch_size": 32, "lr": 0.3},
+            "dp": {"enabled": True, "epsilon": 3.0, "delta": 1e-4},
+            "roles": {"adversarial": {"fraction": 0.5, "data_fraction": 0.4}},
+            "robustness": {
+                "adversarial_training": {"fraction": 0.2},
+                "evaluate": {"enabled": True, "attacks": ["fgsm"], "seeds": [0]},
+            },
+        }
+    )
+    summary = run_experiment(cfg, tmp_path)
+    roles = sorted(c["role"] for c in summary["clients"].values())
+    assert roles == ["adversarial", "honest"]
+    assert all(c["rounds_trained"] == 1 for c in summary["clients"].values())
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    assert on_disk["robustness"] == summary["robustness"]
+    assert "robust_float_fgsm_white_box" in on_disk["robustness"]
+    assert (tmp_path / "robustness.csv").is_file()
