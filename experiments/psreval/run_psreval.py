@@ -79,7 +79,11 @@ def fedsim(*args: str, attempts: int = 3) -> None:
 
 
 def run_dataset(
-    config: Path, runs: Path, epsilons: list[float] | None, fractions: list[float] | None
+    config: Path,
+    runs: Path,
+    epsilons: list[float] | None,
+    fractions: list[float] | None,
+    collect_only: bool = False,
 ) -> dict[str, Path]:
     raw = yaml.safe_load(config.read_text())
     base = {k: v for k, v in raw.items() if k != "sweep"}
@@ -89,9 +93,12 @@ def run_dataset(
         cfg_path.write_text(yaml.safe_dump(base, sort_keys=False))
         for privacy, p, overrides in points(raw, epsilons, fractions):
             out = runs / config.stem / _slug(privacy, p)
-            dirs[_slug(privacy, p)] = out
             if (out / "summary.json").is_file():
+                dirs[_slug(privacy, p)] = out
                 continue
+            if collect_only:
+                continue
+            dirs[_slug(privacy, p)] = out
             args = ["run", str(cfg_path), "--out", str(out), "--overwrite"]
             for o in overrides:
                 args += ["-o", o]
@@ -99,22 +106,41 @@ def run_dataset(
     return dirs
 
 
-TRANSFER_PAIRS = [("nondp", "dp7.0"), ("dp7.0", "nondp"), ("dp7.0", "dp1.7")]
+TRANSFER_PAIRS = [
+    ("nondp", "dp7.0"),
+    ("dp7.0", "nondp"),
+    ("dp7.0", "dp1.7"),
+    ("nondp", "dp1.7"),
+    ("dp1.7", "nondp"),
+]
 
 
-def evaluate_dataset(dirs: dict[str, Path]) -> list[dict[str, Any]]:
-    docs = []
+def evaluate_dataset(dirs: dict[str, Path], collect_only: bool = False) -> list[dict[str, Any]]:
+    """One transfer evaluation per finished p = 0 target (the first pair available)."""
+    docs: list[dict[str, Any]] = []
+    done: set[str] = set()
     for target, source in TRANSFER_PAIRS:
+        if _slug(target, 0.0) not in dirs or _slug(source, 0.0) not in dirs:
+            continue
         t, s = dirs[_slug(target, 0.0)], dirs[_slug(source, 0.0)]
         saved = t / f"robustness-from-{source}.json"
         if not saved.is_file():
+            if collect_only:
+                continue
             fedsim("evaluate", str(t), "--transfer-from", str(s))
             shutil.copy(t / "robustness.json", saved)
         docs.append(json.loads(saved.read_text()))
+        done.add(_slug(target, 0.0))
+    for slug, d in dirs.items():  # a target with no transfer partner: white-box only
+        alone = d / "robustness-self.json"
+        if slug.endswith("-p0.0") and slug not in done and alone.is_file():
+            docs.append(json.loads(alone.read_text()))
     return docs
 
 
 def _md(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "(no finished runs)"
     keys = list(rows[0])
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     for r in rows:
@@ -124,6 +150,8 @@ def _md(rows: list[dict[str, Any]]) -> str:
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
     with path.open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
@@ -135,6 +163,9 @@ def main() -> int:
     ap.add_argument("--runs", default="runs/psreval", help="where the run directories go")
     ap.add_argument("--datasets", nargs="+", default=["pneumoniamnist", "fashion-mnist"])
     ap.add_argument("--epsilons", nargs="+", type=float, help="subset of the ε grid")
+    ap.add_argument(
+        "--collect-only", action="store_true", help="only tabulate finished runs/evaluations"
+    )
     ap.add_argument("--fractions", nargs="+", type=float, help="subset of the p grid")
     args = ap.parse_args()
     runs = Path(args.runs)
@@ -142,8 +173,9 @@ def main() -> int:
     for ds in args.datasets:
         # the p = 0 runs and their robustness evaluation first, then the attacker points
         config = HERE / f"{ds}.yaml"
-        robust_docs = evaluate_dataset(run_dataset(config, runs, args.epsilons, [0.0]))
-        dirs = run_dataset(config, runs, args.epsilons, args.fractions)
+        c = args.collect_only
+        robust_docs = evaluate_dataset(run_dataset(config, runs, args.epsilons, [0.0], c), c)
+        dirs = run_dataset(config, runs, args.epsilons, args.fractions, c)
         base: dict[str, float] = {}
         for slug, d in dirs.items():
             s = json.loads((d / "summary.json").read_text())
@@ -164,7 +196,7 @@ def main() -> int:
             )
         for row in attacker:
             if row["dataset"] == ds:
-                row["drop_vs_p0"] = base[row["privacy"]] - row["test_accuracy"]
+                row["drop_vs_p0"] = base.get(row["privacy"], float("nan")) - row["test_accuracy"]
         for doc in robust_docs:
             for r in doc["rows"]:
                 robust.append(
