@@ -9,14 +9,19 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from clients.opacus_adapter import make_private, plain_state_dict, resolve_grad_sample_mode
+from clients.opacus_adapter import (
+    make_private,
+    plain_state_dict,
+    plain_view,
+    resolve_grad_sample_mode,
+)
 from clients.trainer import train_epochs
 from clients.valuation_round import RoundScorer, due_metrics, valuation_tasks
 from fedsim.clipping import check_clip_bounds, trainable_tensor_names
@@ -25,11 +30,26 @@ from fedsim.devices import pick_device
 from fedsim.models import build_model
 from fedsim.privacy import PrivacyLedger, SubsampledGaussian
 from fedsim.privacy.planning import plan_dp_sgd
+from fedsim.robustness.training import AdversarialBatches, plan_for
 from fedsim.roles import client_data, client_upload
 from fedsim.seeding import torch_generator
 from fedsim.workload import client_split, dataset_for
 
 logger = logging.getLogger(__name__)
+
+
+def _adversarial_transform(
+    model: torch.nn.Module, plan: AdversarialBatches | None
+) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None:
+    """Batch transform generating adversarial examples on a hook-free view of ``model``."""
+    if plan is None:
+        return None
+
+    def transform(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with plain_view(model) as plain:
+            return plan(plain, x, y)
+
+    return transform
 
 
 @dataclass(frozen=True)
@@ -155,6 +175,7 @@ def run_local_round(
             cfg.client.local_epochs,
             device,
             on_epoch_end=scorer.epoch_hook(lambda: plain_state_dict(model)),
+            batch_transform=_adversarial_transform(model, plan_for(cfg, client_id, server_round)),
         )
         trained = plain_state_dict(model)
         val = scorer.finish(tasks, trained, client_id, server_round, kept)
@@ -191,6 +212,8 @@ def run_local_round(
             cfg.dp.grad_sample_mode, clip_bounds is None, model
         ),
     )
+    # Adversarial examples replace samples of the Poisson batch (never add any): the
+    # accounting below is unchanged, see fedsim.robustness.training.
     result = train_epochs(
         private.model,
         private.loader,
@@ -199,6 +222,9 @@ def run_local_round(
         device,
         criterion=private.criterion,
         on_epoch_end=scorer.epoch_hook(lambda: plain_state_dict(private.model)),
+        batch_transform=_adversarial_transform(
+            private.model, plan_for(cfg, client_id, server_round)
+        ),
     )
     steps = private.steps_taken()
     acc_sigma, acc_q = private.accounted_schedule()

@@ -29,8 +29,13 @@ def train_epochs(
     device: torch.device,
     criterion: Callable[..., Any] | None = None,
     on_epoch_end: Callable[[int], None] | None = None,
+    batch_transform: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+    | None = None,
 ) -> TrainResult:
     """Train ``model`` for ``epochs`` passes over ``loader`` with cross-entropy.
+
+    ``batch_transform`` (e.g. adversarial examples, :mod:`fedsim.robustness.training`) maps
+    each non-empty batch ``(x, y)`` to the batch actually trained on, of the same size.
 
     Empty Poisson batches (possible with DP sampling) still make a forward/backward pass and
     an optimizer step, so that noise is added and the accountant counts the step, as
@@ -47,6 +52,8 @@ def train_epochs(
     for epoch in range(epochs):
         for x, y in loader:
             x, y = x.to(device), y.to(device)
+            if batch_transform is not None and len(y):
+                x, y = batch_transform(x, y)
             optimizer.zero_grad(set_to_none=True)
             logits = model(x)
             loss = criterion(logits, y) if len(y) or wrapped else logits.sum() * 0.0

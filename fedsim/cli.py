@@ -31,6 +31,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "fedsim.cli_sweep",
     "fedsim.cli_report",
     "fedsim.cli_analyze",
+    "fedsim.cli_evaluate",
 )
 
 

@@ -45,6 +45,7 @@ QualityMeasure = Literal["accuracy", "auc", "improvement"]
 CombineRule = Literal["product", "threshold"]
 RewardPart = Literal["combined", "quality", "informativeness"]
 PruneSide = Literal["highest", "lowest"]
+AttackName = Literal["fgsm", "pgd", "pgd_l2", "fab"]
 
 
 def _bounds(**kw: float) -> dict[str, float]:
@@ -156,11 +157,33 @@ class MaliciousConfig:
 
 
 @dataclass(frozen=True)
+class AttackConfig:
+    """One evasion attack and its budget (:mod:`fedsim.robustness`); L∞ units for all but
+    ``pgd_l2``, whose ``epsilon``/``step_size`` are L2 radii."""
+
+    name: AttackName = "pgd"
+    epsilon: float = field(default=8 / 255, metadata=_bounds(gt=0))
+    step_size: float = field(default=2 / 255, metadata=_bounds(gt=0))
+    steps: int = field(default=10, metadata=_bounds(ge=1))
+
+
+@dataclass(frozen=True)
+class AdversarialRoleConfig:
+    """Train-time attackers (PSREval): a fraction ``data_fraction`` of each of their batches
+    is replaced by adversarial examples labelled with the model's own predictions."""
+
+    fraction: float = field(default=0.0, metadata=_bounds(ge=0, le=1))
+    data_fraction: float = field(default=0.2, metadata=_bounds(ge=0, le=1))
+    attack: AttackConfig = field(default_factory=AttackConfig)
+
+
+@dataclass(frozen=True)
 class RolesConfig:
-    """Which clients are unreliable or malicious (assigned reproducibly from the seed)."""
+    """Which clients are unreliable, malicious or adversarial (assigned from the seed)."""
 
     unreliable: UnreliableConfig = field(default_factory=UnreliableConfig)
     malicious: MaliciousConfig = field(default_factory=MaliciousConfig)
+    adversarial: AdversarialRoleConfig = field(default_factory=AdversarialRoleConfig)
 
 
 @dataclass(frozen=True)
@@ -244,6 +267,46 @@ class ValuationConfig:
 
 
 @dataclass(frozen=True)
+class AdversarialTrainingConfig:
+    """Adversarial training: a fraction ``fraction`` of every local batch (PSREval: 0.1–0.4;
+    0 = off) is replaced by adversarial examples of those samples, with their true labels."""
+
+    fraction: float = field(default=0.0, metadata=_bounds(ge=0, le=1))
+    attack: AttackConfig = field(default_factory=AttackConfig)
+
+
+@dataclass(frozen=True)
+class RobustnessEvaluationConfig:
+    """Robustness evaluation of the final model (also ``fedsim evaluate RUN_DIR``)."""
+
+    enabled: bool = False
+    attacks: tuple[AttackName, ...] = ("fgsm", "pgd", "pgd_l2", "fab")
+    seeds: tuple[int, ...] = (0, 1, 2)
+    epsilon: float = field(default=8 / 255, metadata=_bounds(gt=0))
+    step_size: float = field(default=2 / 255, metadata=_bounds(gt=0))
+    steps: int = field(default=10, metadata=_bounds(ge=1))
+    #: L2 radius and step of ``pgd_l2`` (the L∞ numbers above are far too small in L2).
+    l2_epsilon: float = field(default=0.5, metadata=_bounds(gt=0))
+    l2_step_size: float = field(default=0.125, metadata=_bounds(gt=0))
+    #: Also evaluate a post-training static int8 copy (calibrated on the server val split).
+    quantize: bool = True
+    calibration_samples: int = field(default=256, metadata=_bounds(ge=1))
+    #: Another run directory (same model/data) whose final model generates transfer attacks.
+    transfer_from: str | None = None
+    batch_size: int = field(default=256, metadata=_bounds(ge=1))
+
+
+@dataclass(frozen=True)
+class RobustnessConfig:
+    """PSREval in a federation: adversarial training and the end-of-run evaluation."""
+
+    adversarial_training: AdversarialTrainingConfig = field(
+        default_factory=AdversarialTrainingConfig
+    )
+    evaluate: RobustnessEvaluationConfig = field(default_factory=RobustnessEvaluationConfig)
+
+
+@dataclass(frozen=True)
 class Config:
     """One experiment. See ``experiments/quickstart.yaml`` for an annotated example."""
 
@@ -261,6 +324,7 @@ class Config:
     #: directory (plain state_dicts); ``fedsim analyze`` computes VoG from them.
     save_checkpoints: bool = False
     valuation: ValuationConfig = field(default_factory=ValuationConfig)
+    robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
 
     @property
     def clients_per_round(self) -> int:
@@ -543,10 +607,12 @@ def _selection_checks(cfg: Config) -> list[str]:
             f"({4 * f + 3}) for bulyan; got {m}"
         )
     roles = cfg.roles
-    if roles.unreliable.fraction + roles.malicious.fraction > 1:
+    total = roles.unreliable.fraction + roles.malicious.fraction + roles.adversarial.fraction
+    if total > 1:
         problems.append(
-            "roles.unreliable.fraction + roles.malicious.fraction must be <= 1; "
-            f"got {roles.unreliable.fraction} + {roles.malicious.fraction}"
+            "roles.unreliable.fraction + roles.malicious.fraction + roles.adversarial.fraction "
+            f"must be <= 1; got {roles.unreliable.fraction} + {roles.malicious.fraction} + "
+            f"{roles.adversarial.fraction}"
         )
     return problems
 

@@ -36,6 +36,7 @@ RUN_SECTIONS: tuple[str, ...] = (
     "fedsim.report:clients_section",
     "fedsim.valuation.report:report_section",
     "fedsim.valuation.analysis:report_section",
+    "fedsim.robustness.report:report_section",
 )
 
 #: Sections of a sweep directory's report, in order.

@@ -1,5 +1,8 @@
 """Participants that hurt the federation: role assignment, bad data, hostile uploads.
 
+Adversarial clients (PSREval train-time attackers) are assigned here; what they do is in
+:mod:`fedsim.robustness.training`.
+
 SecProbe (Zhao et al., IEEE TIFS 2020) studies *unreliable* participants, a fraction P of
 whose samples are replaced by uniform noise in the data range, and *malicious*
 participants that upload random parameters uniform in [0, 1]. fedsim adds a label-flip
@@ -21,7 +24,7 @@ from fedsim.config import Config, MaliciousKind, RolesConfig, UnreliableKind
 from fedsim.data import Split
 from fedsim.seeding import numpy_rng, torch_generator
 
-Role = Literal["honest", "unreliable", "malicious"]
+Role = Literal["honest", "unreliable", "malicious", "adversarial"]
 
 
 def _count(fraction: float, n: int) -> int:
@@ -32,19 +35,24 @@ def _count(fraction: float, n: int) -> int:
 def assign_roles(num_clients: int, roles: RolesConfig, seed: int) -> tuple[Role, ...]:
     """The role of every client id ``0..num_clients-1``, reproducible from ``seed``.
 
-    ``round(fraction · N)`` clients are malicious and (of the rest) ``round(fraction · N)``
-    unreliable, chosen by one seeded permutation of the ids.
+    ``round(fraction · N)`` clients are malicious, (of the rest) ``round(fraction · N)``
+    unreliable and (of the rest) ``round(fraction · N)`` adversarial (PSREval's train-time
+    attackers, :mod:`fedsim.robustness.training`), chosen by one seeded permutation of the
+    ids. Adding adversarial clients never changes who is malicious or unreliable.
     """
     if num_clients < 0:
         raise ValueError(f"num_clients must be >= 0; got {num_clients}")
     n_mal = _count(roles.malicious.fraction, num_clients)
     n_unrel = min(_count(roles.unreliable.fraction, num_clients), num_clients - n_mal)
+    n_adv = min(_count(roles.adversarial.fraction, num_clients), num_clients - n_mal - n_unrel)
     order = numpy_rng(seed, "roles").permutation(num_clients)
     out: list[Role] = ["honest"] * num_clients
     for cid in order[:n_mal]:
         out[int(cid)] = "malicious"
     for cid in order[n_mal : n_mal + n_unrel]:
         out[int(cid)] = "unreliable"
+    for cid in order[n_mal + n_unrel : n_mal + n_unrel + n_adv]:
+        out[int(cid)] = "adversarial"
     return tuple(out)
 
 

@@ -188,7 +188,8 @@ def test_selection_and_roles_bounds_reported_with_paths() -> None:
         (
             {},
             {"unreliable": {"fraction": 0.6}, "malicious": {"fraction": 0.5}},
-            "roles.unreliable.fraction + roles.malicious.fraction must be <= 1",
+            "roles.unreliable.fraction + roles.malicious.fraction + roles.adversarial.fraction "
+            "must be <= 1",
         ),
     ],
 )
