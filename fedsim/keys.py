@@ -41,3 +41,9 @@ NODE_NUM_PARTITIONS: Final = "num-partitions"
 # Per-node persistent state (context.state)
 STATE_RECORD: Final = "fedsim-state"
 STATE_LEDGER: Final = "ledger"
+
+# Deployment node_config keys of a real site (see fedsim.deploy.site)
+NODE_CLIENT_ID: Final = "client-id"
+NODE_DATA_PATH: Final = "data-path"
+NODE_DATA_FORMAT: Final = "data-format"
+NODE_STATE_DIR: Final = "state-dir"

@@ -680,5 +680,5 @@ def test_train_and_test_samples_give_seeded_stratified_subsets() -> None:
     again = dataset_for(from_dict(raw).data, 0)
     assert np.array_equal(small.train.x, again.train.x)
     too_many = from_dict({"dp": {"enabled": False}, "data": {"test_samples": 10**6}})
-    with pytest.raises(ConfigError, match="data.test_samples"):
+    with pytest.raises(ConfigError, match=r"data\.test_samples"):
         dataset_for(too_many.data, 0)
