@@ -78,14 +78,21 @@ def superlink_command(spec: SuperLinkSpec) -> list[str]:
 
 
 def node_config_text(entries: Mapping[str, object]) -> str:
-    """A ``--node-config`` string; string values are quoted as TOML strings."""
+    """A ``--node-config`` string that Flower parses back into ``entries``.
+
+    Strings become TOML strings: double-quoted (backslashes escaped), or single-quoted
+    literals when they hold a double quote; Flower's parser cannot take both quotes.
+    """
     parts = []
     for key, value in entries.items():
-        if isinstance(value, str):
-            escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-            parts.append(f'{key}="{escaped}"')
-        else:
+        if not isinstance(value, str):
             parts.append(f"{key}={value}")
+        elif '"' not in value:
+            parts.append(f'{key}="{value.replace(chr(92), chr(92) * 2)}"')
+        elif "'" not in value:
+            parts.append(f"{key}='{value}'")
+        else:
+            raise FedsimError(f"node config {key} cannot hold both quote characters; got {value!r}")
     return " ".join(parts)
 
 
