@@ -27,7 +27,7 @@ EXIT_INTERRUPTED = 130
 #: Modules that add further subcommands: each has ``register(subparsers)``, which adds
 #: its parser(s) with ``set_defaults(handler=fn)``, ``fn(args) -> exit code``. Keep their
 #: heavy imports inside the handlers, so ``fedsim --help`` stays fast.
-SUBCOMMAND_MODULES: tuple[str, ...] = ("fedsim.cli_deploy",)
+SUBCOMMAND_MODULES: tuple[str, ...] = ("fedsim.cli_sweep", "fedsim.cli_deploy")
 
 
 class Progress:
@@ -52,24 +52,28 @@ class Progress:
         self.stream.flush()
 
 
+def add_config_args(
+    p: argparse.ArgumentParser, help_config: str = "YAML experiment config"
+) -> None:
+    """Add the ``CONFIG`` positional, ``-o KEY=VALUE`` overrides and ``-v``."""
+    p.add_argument("config", help=help_config)
+    p.add_argument(
+        "-o",
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. -o dp.epsilon=2 (repeatable)",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="show Flower/Ray logs")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fedsim", description="Private, robust, incentivised federated simulation."
     )
     parser.add_argument("--version", action="version", version=f"fedsim {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-
-    def add_config_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("config", help="YAML experiment config")
-        p.add_argument(
-            "-o",
-            "--override",
-            action="append",
-            default=[],
-            metavar="KEY=VALUE",
-            help="override a config field, e.g. -o dp.epsilon=2 (repeatable)",
-        )
-        p.add_argument("-v", "--verbose", action="store_true", help="show Flower/Ray logs")
 
     run = sub.add_parser("run", help="run an experiment")
     add_config_args(run)

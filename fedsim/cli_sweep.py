@@ -1,0 +1,170 @@
+"""``fedsim sweep CONFIG``: run every point of a config's ``sweep:`` grid, resumably.
+
+Layout of the sweep directory (default ``runs/<name>-sweep``; a fixed name, so running
+the same command again resumes)::
+
+    sweep.yaml        the base config and the sweep section that define this sweep
+    points/NNN-slug/  one ordinary run directory per point
+    sweep.csv         one row per point (rewritten after every point)
+
+A point whose directory holds a ``summary.json`` written for the same resolved config is
+finished and skipped; an interrupted point is run again from scratch. A point that fails
+is recorded with ``status=failed`` and the sweep goes on; the exit code is then 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fedsim.config import Config, apply_overrides, from_dict, read_yaml
+from fedsim.errors import ConfigError, FedsimError
+from fedsim.rundir import CONFIG_FILE, SUMMARY_FILE, read_summary
+from fedsim.sweep import (
+    SweepPoint,
+    SweepSpec,
+    csv_columns,
+    csv_row,
+    expand,
+    format_cell,
+    split_sweep,
+)
+
+logger = logging.getLogger(__name__)
+
+SWEEP_FILE = "sweep.yaml"
+SWEEP_CSV = "sweep.csv"
+POINTS_DIR = "points"
+
+
+def register(sub: Any) -> None:
+    """Add the ``sweep`` subcommand."""
+    p = sub.add_parser("sweep", help="run a grid of experiments (config with a sweep: section)")
+    from fedsim.cli import add_config_args
+
+    add_config_args(p, "YAML experiment config with a sweep: section (-o also sets sweep.*)")
+    p.add_argument("--out", help="sweep directory (default: runs/<name>-sweep; reruns resume)")
+    p.add_argument("--dry-run", action="store_true", help="list the points and exit")
+    p.set_defaults(handler=cmd_sweep)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _check_same_sweep(out: Path, definition: dict[str, Any]) -> None:
+    path = out / SWEEP_FILE
+    if not path.exists():
+        return
+    before = yaml.safe_load(path.read_text())
+    if before != definition:
+        raise FedsimError(
+            f"--out {str(out)!r} holds a different sweep ({SWEEP_FILE} differs from this "
+            "config and overrides); choose another --out, or delete that directory"
+        )
+
+
+def _finished(point_dir: Path, cfg: Config) -> dict[str, Any] | None:
+    """The summary of a finished run of ``cfg`` in ``point_dir``, else None."""
+    if not (point_dir / SUMMARY_FILE).exists() or not (point_dir / CONFIG_FILE).exists():
+        return None
+    try:
+        written = yaml.safe_load((point_dir / CONFIG_FILE).read_text())
+        written.pop("fedsim_version", None)
+        if from_dict(written) != cfg:
+            return None
+        return read_summary(point_dir)
+    except (OSError, ValueError, yaml.YAMLError, FedsimError, AttributeError):
+        return None
+
+
+def write_csv(path: Path, spec: SweepSpec, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Write ``sweep.csv`` atomically."""
+    columns = csv_columns(spec, rows)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([format_cell(row.get(c)) for c in columns])
+    os.replace(tmp, path)
+
+
+def run_sweep(
+    points: Sequence[SweepPoint],
+    spec: SweepSpec,
+    out: Path,
+    verbose: bool = False,
+    stream: Any = None,
+) -> list[dict[str, Any]]:
+    """Run (or skip, when finished) every point; returns the ``sweep.csv`` rows."""
+    from fedsim.run import run_experiment
+
+    stream = stream if stream is not None else sys.stderr
+    rows: list[dict[str, Any]] = []
+    for point in points:
+        point_dir = out / POINTS_DIR / point.slug
+        rel = str(Path(POINTS_DIR) / point.slug)
+        summary = _finished(point_dir, point.config)
+        if summary is not None:
+            stream.write(f"[{point.index + 1}/{len(points)}] {point.slug}: finished, skipped\n")
+            rows.append(csv_row(point, "done", rel, summary))
+            continue
+        stream.write(f"[{point.index + 1}/{len(points)}] {point.slug}: running\n")
+        stream.flush()
+        try:
+            summary = run_experiment(point.config, point_dir, verbose=verbose)
+        except FedsimError as exc:
+            logger.error("sweep point %s failed: %s", point.slug, exc)
+            stream.write(f"[{point.index + 1}/{len(points)}] {point.slug}: failed: {exc}\n")
+            rows.append(csv_row(point, "failed", rel, None))
+        else:
+            rows.append(csv_row(point, "done", rel, summary))
+        write_csv(out / SWEEP_CSV, spec, rows)
+    write_csv(out / SWEEP_CSV, spec, rows)
+    return rows
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Handler of ``fedsim sweep``."""
+    raw = apply_overrides(read_yaml(args.config), args.override)
+    base, spec = split_sweep(raw)
+    points = expand(base, spec)
+    name = points[0].config.name if points else "sweep"
+    out = Path(args.out) if args.out else Path("runs") / f"{name}-sweep"
+    if args.dry_run:
+        for point in points:
+            print(f"{point.slug}")
+        print(f"{len(points)} points into {out}")
+        return 0
+    definition = _plain({"base": base, "sweep": spec.to_dict()})
+    if out.exists() and not out.is_dir():
+        raise ConfigError([f"--out must be a directory; got {str(out)!r} (a file)"])
+    _check_same_sweep(out, definition)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / SWEEP_FILE).write_text(yaml.safe_dump(definition, sort_keys=False))
+    try:
+        rows = run_sweep(points, spec, out, verbose=args.verbose)
+    except KeyboardInterrupt:
+        print(
+            f"fedsim: sweep interrupted; finished points are kept in {out}; "
+            "run the same command again to resume",
+            file=sys.stderr,
+        )
+        return 130
+    failed = sum(r["status"] != "done" for r in rows)
+    print(f"{out}: {len(rows) - failed}/{len(rows)} points done; {out / SWEEP_CSV}")
+    return 1 if failed else 0

@@ -1,0 +1,150 @@
+"""``fedsim sweep``: grid parsing and expansion (pure), resume and sweep.csv (real runs)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from fedsim.cli import main
+from fedsim.errors import ConfigError
+from fedsim.sweep import csv_columns, csv_row, expand, flatten_summary, parse_sweep, split_sweep
+
+BASE: dict[str, Any] = {
+    "name": "tiny",
+    "rounds": 1,
+    "data": {"num_clients": 2, "train_samples": 200, "test_samples": 100},
+    "model": {"name": "mlp"},
+    "client": {"batch_size": 32, "lr": 0.1},
+    "dp": {"noise_multiplier": 1.0, "delta": 1e-4},
+}
+
+
+def test_grid_expands_in_order_with_seeds_innermost() -> None:
+    raw = {
+        **BASE,
+        "sweep": {
+            "grid": {
+                "dp.noise_multiplier": [2.0, 0.5],
+                "dp.clipping": ["flat", "per_layer_uniform"],
+            },
+            "seeds": [0, 3],
+        },
+    }
+    base, spec = split_sweep(raw)
+    assert "sweep" not in base and "sweep" in raw
+    points = expand(base, spec)
+    assert len(points) == 8
+    assert spec.keys == ("dp.noise_multiplier", "dp.clipping", "seed")
+    first, second, last = points[0], points[1], points[-1]
+    assert (first.config.dp.noise_multiplier, first.config.dp.clipping, first.config.seed) == (
+        2.0,
+        "flat",
+        0,
+    )
+    assert second.config.seed == 3 and second.config.dp.clipping == "flat"
+    assert (last.config.dp.noise_multiplier, last.config.dp.clipping, last.config.seed) == (
+        0.5,
+        "per_layer_uniform",
+        3,
+    )
+    assert first.slug == "000-noise_multiplier=2_clipping=flat_seed=0"
+    assert len({p.slug for p in points}) == 8
+    # the base config is untouched by the expansion
+    assert base["dp"]["noise_multiplier"] == 1.0
+
+
+def test_sweep_section_errors_are_all_reported() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_sweep({"grid": {"seed": [1], "dp.epsilon": []}, "seeds": [-1], "colour": 1})
+    text = "\n".join(info.value.problems)
+    assert "sweep.colour: unknown key" in text
+    assert "sweep.grid.seed: cannot be swept" in text
+    assert "sweep.grid.dp.epsilon: must be a non-empty list" in text
+    assert "sweep.seeds: must be a non-empty list of distinct integers >= 0; got [-1]" in text
+    with pytest.raises(ConfigError, match="no sweep: section"):
+        split_sweep(BASE)
+
+
+def test_invalid_points_are_named_before_anything_runs() -> None:
+    base, spec = split_sweep({**BASE, "sweep": {"grid": {"dp.noise_multiplier": [1.0, -2.0]}}})
+    with pytest.raises(ConfigError) as info:
+        expand(base, spec)
+    (problem,) = info.value.problems
+    assert problem.startswith("sweep point 1 (dp.noise_multiplier=-2):")
+    assert "dp.noise_multiplier must be > 0; got -2.0" in problem
+
+
+def test_csv_rows_flatten_the_summary_without_clients() -> None:
+    base, spec = split_sweep({**BASE, "sweep": {"grid": {"dp.clipping": ["flat"]}, "seeds": [1]}})
+    (point,) = expand(base, spec)
+    summary = {
+        "final": {"test_accuracy": 0.75, "test_loss": 0.5},
+        "dp": {"max_epsilon_spent": 1.5, "target_epsilon": None},
+        "wall_seconds": 3.0,
+        "clients": {"0": {"epsilon_spent": 1.5}},
+    }
+    assert flatten_summary(summary) == {
+        "final.test_accuracy": 0.75,
+        "final.test_loss": 0.5,
+        "dp.max_epsilon_spent": 1.5,
+        "dp.target_epsilon": None,
+        "wall_seconds": 3.0,
+    }
+    row = csv_row(point, "done", "points/x", summary)
+    assert row["dp.clipping"] == "flat" and row["seed"] == 1 and row["status"] == "done"
+    cols = csv_columns(spec, [row])
+    assert cols[:4] == ["point", "dp.clipping", "seed", "status"] and cols[-1] == "run_dir"
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open() as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.mark.e2e
+def test_sweep_runs_points_writes_csv_and_resumes(tmp_path: Path, capsys) -> None:
+    cfg = tmp_path / "sweep.yaml"
+    raw = {**BASE, "sweep": {"grid": {"dp.noise_multiplier": [2.0, 1.0]}}}
+    cfg.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "out"
+    assert main(["sweep", str(cfg), "--out", str(out)]) == 0
+    rows = _read_csv(out / "sweep.csv")
+    assert [r["dp.noise_multiplier"] for r in rows] == ["2.0", "1.0"]
+    assert all(r["status"] == "done" for r in rows)
+    eps = [float(r["dp.max_epsilon_spent"]) for r in rows]
+    assert eps[0] < eps[1]  # less noise, more epsilon
+    assert all(0.0 <= float(r["final.test_accuracy"]) <= 1.0 for r in rows)
+    first_dir = out / rows[0]["run_dir"]
+    assert (first_dir / "summary.json").exists() and (first_dir / "metrics.jsonl").exists()
+
+    # resume: the finished first point is skipped, the "interrupted" second runs again
+    second_dir = out / rows[1]["run_dir"]
+    (second_dir / "summary.json").unlink()
+    stamp = (first_dir / "summary.json").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(["sweep", str(cfg), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "finished, skipped" in err and err.count(": running") == 1
+    assert (first_dir / "summary.json").stat().st_mtime_ns == stamp
+    assert (second_dir / "summary.json").exists()
+    assert len(_read_csv(out / "sweep.csv")) == 2
+
+    # the same --out with another sweep is refused (exit 2), nothing is touched
+    assert main(["sweep", str(cfg), "--out", str(out), "-o", "rounds=2"]) == 2
+    assert "holds a different sweep" in capsys.readouterr().err
+    assert (first_dir / "summary.json").stat().st_mtime_ns == stamp
+
+
+def test_dry_run_lists_points_and_bad_sweep_exits_2(tmp_path: Path, capsys) -> None:
+    cfg = tmp_path / "sweep.yaml"
+    cfg.write_text(yaml.safe_dump({**BASE, "sweep": {"grid": {"rounds": [1, 2]}, "seeds": [0]}}))
+    assert main(["sweep", str(cfg), "--dry-run", "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert "000-rounds=1_seed=0" in out and "2 points" in out
+    assert not (tmp_path / "o").exists()
+    assert main(["sweep", str(cfg), "-o", "sweep.grid.rounds=[0]"]) == 2
+    assert "sweep point 0 (rounds=0, seed=0): rounds must be >= 1; got 0" in capsys.readouterr().err
