@@ -27,7 +27,7 @@ from clients.local_round import LocalOutcome, run_local_round
 from fedsim import keys
 from fedsim.config import Config, from_run_config
 from fedsim.deploy.site import SiteConfig, SiteData, load_site_data, site_from_node_config
-from fedsim.deploy.state import load_state, record_round, save_state
+from fedsim.deploy.state import load_state, record_round, save_state, site_lock
 from fedsim.privacy import PrivacyLedger
 from fedsim.workload import client_split
 
@@ -88,36 +88,21 @@ def outcome_metrics(cfg: Config, client_id: int, outcome: LocalOutcome) -> Metri
 def handle_train(cfg: Config, msg: Message, context: Context) -> Message:
     """Train one round and build the reply."""
     site = site_from_node_config(context.node_config)
-    client_id = site.client_id
-    if site.state_dir is not None:
-        state = load_state(site.state_dir, client_id)
-        ledger = state.ledger
-    else:
+    if site.state_dir is None:
         ledger = load_ledger(context)
-    arrays = msg.content.array_records[keys.ARRAYS]
-    train_config = msg.content.config_records[keys.CONFIG]
-    server_round = int(train_config[keys.SERVER_ROUND])  # type: ignore[arg-type]
-    raw_bounds = train_config.get(keys.CLIP_BOUNDS)
-    clip_bounds = None if raw_bounds is None else [float(s) for s in raw_bounds]  # type: ignore[union-attr]
-    outcome = run_local_round(
-        cfg,
-        client_id,
-        arrays.to_torch_state_dict(),
-        server_round,
-        ledger,
-        clip_bounds=clip_bounds,
-        site=site_data_of(site),
-        secret_seed=None if site.state_dir is None else secrets.randbits(63),
-    )
-    # The ledger is stored before the reply (and the noised model) leaves the site.
-    if site.state_dir is not None:
-        trained = outcome.state_dict is not None
-        save_state(site.state_dir, record_round(state, outcome.ledger, context.run_id, trained))
-    else:
+        outcome = train_round(cfg, msg, site, ledger)
         save_ledger(context, outcome.ledger)
+    else:
+        # Read, train and write under the site's lock: concurrent runs cannot lose ε.
+        with site_lock(site.state_dir):
+            state = load_state(site.state_dir, site.client_id)
+            outcome = train_round(cfg, msg, site, state.ledger)
+            # The ledger is stored before the reply (and the noised model) leaves the site.
+            trained = outcome.state_dict is not None
+            save_state(site.state_dir, record_round(state, outcome.ledger, context.run_id, trained))
     content = RecordDict(
         {
-            keys.METRICS: outcome_metrics(cfg, client_id, outcome),
+            keys.METRICS: outcome_metrics(cfg, site.client_id, outcome),
             keys.STATUS: ConfigRecord(
                 {keys.STATUS_CODE: outcome.status, keys.STATUS_REASON: outcome.reason}
             ),
@@ -126,6 +111,26 @@ def handle_train(cfg: Config, msg: Message, context: Context) -> Message:
     if outcome.state_dict is not None:
         content[keys.ARRAYS] = ArrayRecord(outcome.state_dict)
     return Message(content=content, reply_to=msg)
+
+
+def train_round(cfg: Config, msg: Message, site: SiteConfig, ledger: PrivacyLedger) -> LocalOutcome:
+    """Run one local round for ``site`` from the train message ``msg``."""
+    arrays = msg.content.array_records[keys.ARRAYS]
+    train_config = msg.content.config_records[keys.CONFIG]
+    server_round = int(train_config[keys.SERVER_ROUND])  # type: ignore[arg-type]
+    raw_bounds = train_config.get(keys.CLIP_BOUNDS)
+    clip_bounds = None if raw_bounds is None else [float(s) for s in raw_bounds]  # type: ignore[union-attr]
+    return run_local_round(
+        cfg,
+        site.client_id,
+        arrays.to_torch_state_dict(),
+        server_round,
+        ledger,
+        clip_bounds=clip_bounds,
+        site=site_data_of(site),
+        # A deployed site seeds sampling and noise from its own entropy (not cfg.seed).
+        secret_seed=None if site.state_dir is None else secrets.randbits(63),
+    )
 
 
 def handle_query(cfg: Config, msg: Message, context: Context) -> Message:

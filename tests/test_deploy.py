@@ -248,3 +248,18 @@ def test_run_config_paths_and_extra_keys(tmp_path: Path) -> None:
         {"config-path": "exp.yaml", "overrides": "rounds=4", "out-dir": "/x"}, tmp_path
     )
     assert (cfg.name, cfg.rounds) == ("here", 4)
+
+
+def test_site_lock_is_exclusive(tmp_path: Path) -> None:
+    import fcntl
+
+    from fedsim.deploy.state import LOCK_FILE, site_lock
+
+    with (
+        site_lock(tmp_path),
+        (tmp_path / LOCK_FILE).open("a") as other,
+        pytest.raises(BlockingIOError),
+    ):
+        fcntl.flock(other.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with (tmp_path / LOCK_FILE).open("a") as other:
+        fcntl.flock(other.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # free again

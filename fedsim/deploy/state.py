@@ -9,12 +9,17 @@ The file is read before and written (atomically) after every round, before the r
 leaves the site, so a restarted SuperNode — or the next run — continues with the ε it has
 already spent and still refuses to train past ``dp.max_epsilon``. One state dir belongs
 to one client id; pointing another client at it is an error rather than a silent merge.
+:func:`site_lock` serialises rounds of concurrent runs at one site (read, train, write),
+so that no ε is lost to a race.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import fcntl
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +29,7 @@ from fedsim.errors import FedsimError
 from fedsim.privacy import PrivacyLedger
 
 STATE_FILE = "fedsim-state.json"
+LOCK_FILE = ".fedsim-state.lock"
 FORMAT = 1
 
 
@@ -40,6 +46,18 @@ class SiteState:
 def state_file(state_dir: Path) -> Path:
     """The state file inside ``state_dir``."""
     return state_dir / STATE_FILE
+
+
+@contextlib.contextmanager
+def site_lock(state_dir: Path) -> Iterator[None]:
+    """Hold the site's exclusive lock (``flock`` on a file in ``state_dir``)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with (state_dir / LOCK_FILE).open("a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def load_state(state_dir: Path, client_id: int) -> SiteState:
