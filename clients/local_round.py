@@ -26,6 +26,7 @@ from clients.trainer import train_epochs
 from clients.valuation_round import RoundScorer, due_metrics, valuation_tasks
 from fedsim.clipping import check_clip_bounds, trainable_tensor_names
 from fedsim.config import Config
+from fedsim.deploy.site import SiteData
 from fedsim.devices import pick_device
 from fedsim.models import build_model
 from fedsim.privacy import PrivacyLedger, SubsampledGaussian
@@ -85,6 +86,8 @@ def run_local_round(
     device: torch.device | None = None,
     clip_bounds: Sequence[float] | None = None,
     pruned: tuple[int, ...] | None = None,
+    site: SiteData | None = None,
+    secret_seed: int | None = None,
 ) -> LocalOutcome:
     """Train client ``client_id`` for one round starting from ``global_state``.
 
@@ -102,15 +105,26 @@ def run_local_round(
     records the rate actually used (σ stays the one fixed at the first round). A round
     with a valuation release adds its Laplace events to the ledger (and to the budget
     check).
+
+    ``site`` is a deployed site's own training data (``None`` in simulation: the client's
+    partition of the config's dataset). ``secret_seed`` replaces ``cfg.seed`` as the root
+    of the batch sampling and DP noise streams: a deployed site draws it from its own
+    entropy, so that the coordinator, who knows ``cfg.seed``, cannot reproduce the noise.
     """
     device = device or pick_device()
-    bundle = dataset_for(cfg.data, cfg.seed)
-    split = client_data(cfg, client_id, client_split(cfg, client_id), bundle.num_classes)
+    if site is None:
+        bundle = dataset_for(cfg.data, cfg.seed)
+        input_shape, num_classes = bundle.input_shape, bundle.num_classes
+        own = client_split(cfg, client_id)
+    else:
+        input_shape, num_classes, own = site.input_shape, site.num_classes, site.train
+    split = client_data(cfg, client_id, own, num_classes)
     kept = np.arange(len(split))
     if pruned:
         kept = np.setdiff1d(kept, np.asarray(pruned, dtype=np.int64))
         split = split.subset(kept)
     n = len(split)
+    noise_root = cfg.seed if secret_seed is None else secret_seed
     delta = cfg.dp.delta
     tasks = valuation_tasks(cfg, server_round, already_pruned=pruned is not None)
 
@@ -148,8 +162,14 @@ def run_local_round(
                 )
 
     started = time.perf_counter()
-    model = build_model(cfg.model.name, bundle.input_shape, bundle.num_classes)
-    model.load_state_dict(dict(global_state))
+    model = build_model(cfg.model.name, input_shape, num_classes)
+    try:
+        model.load_state_dict(dict(global_state))
+    except RuntimeError as exc:
+        raise ValueError(
+            f"client {client_id}: the global model does not fit this client's data "
+            f"(input {input_shape}, {num_classes} classes): {exc}"
+        ) from exc
     model.to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.client.lr, momentum=cfg.client.momentum)
     dataset = TensorDataset(torch.from_numpy(split.x), torch.from_numpy(split.y))
@@ -157,15 +177,16 @@ def run_local_round(
         dataset,
         batch_size=cfg.client.batch_size,
         shuffle=True,
-        generator=torch_generator(cfg.seed, "batches", client_id, server_round),
+        generator=torch_generator(noise_root, "batches", client_id, server_round),
     )
     scorer = RoundScorer(
         cfg,
         split,
-        bundle.input_shape,
-        bundle.num_classes,
+        input_shape,
+        num_classes,
         due_metrics(cfg, tasks),
         sigma=ledger.noise_multiplier or 1.0,
+        noise_seed=noise_root,
     )
     if plan is None:
         result = train_epochs(
@@ -206,7 +227,7 @@ def run_local_round(
         noise_multiplier=sigma,
         max_grad_norm=cfg.dp.max_grad_norm if clip_bounds is None else list(clip_bounds),
         noise_generator=torch_generator(
-            cfg.seed, "dp-noise", client_id, server_round, device=device.type
+            noise_root, "dp-noise", client_id, server_round, device=device.type
         ),
         grad_sample_mode=resolve_grad_sample_mode(
             cfg.dp.grad_sample_mode, clip_bounds is None, model

@@ -105,6 +105,9 @@ class RoundScorer:
         What to compute (:func:`due_metrics`); nothing happens when empty.
     sigma
         The client's DP-SGD noise multiplier (PLIS divides by σ²; 1.0 without DP).
+    noise_seed
+        Root seed of the release noise: ``cfg.seed`` in simulation, the site's own secret
+        on a deployed site (so that the coordinator cannot reproduce the noise).
     """
 
     def __init__(
@@ -115,8 +118,10 @@ class RoundScorer:
         num_classes: int,
         metrics: tuple[ScoreMetric, ...],
         sigma: float = 1.0,
+        noise_seed: int | None = None,
     ) -> None:
         self.cfg = cfg
+        self.noise_seed = cfg.seed if noise_seed is None else noise_seed
         self.metrics = metrics
         self.tracker = (
             ScoreTracker(cfg.model.name, input_shape, num_classes, split.x, split.y, sigma=sigma)
@@ -159,11 +164,11 @@ class RoundScorer:
         scores = self.scores(trained)
         released = None
         if tasks.release is not None:
-            rng = numpy_rng(self.cfg.seed, "valuation-release", client_id, server_round)
+            rng = numpy_rng(self.noise_seed, "valuation-release", client_id, server_round)
             released = release_valuation(scores[self.cfg.valuation.metric], tasks.release, rng)
         extra: dict[str, float] = {}
         for m, plan in tasks.extra:
-            rng = numpy_rng(self.cfg.seed, f"valuation-release-{m}", client_id, server_round)
+            rng = numpy_rng(self.noise_seed, f"valuation-release-{m}", client_id, server_round)
             extra[m] = release_valuation(scores[m], plan, rng).mean
         dropped = None
         if tasks.prune:

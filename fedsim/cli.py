@@ -32,6 +32,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "fedsim.cli_report",
     "fedsim.cli_analyze",
     "fedsim.cli_evaluate",
+    "fedsim.cli_deploy",
 )
 
 

@@ -730,19 +730,32 @@ def to_yaml(cfg: Config, extra: Mapping[str, Any] | None = None) -> str:
     return yaml.safe_dump(doc, sort_keys=False)
 
 
-def from_run_config(run_config: Mapping[str, Any]) -> Config:
+#: Run-config entries that are not config fields: ``out-dir`` tells the ServerApp where
+#: to write the run directory.
+RUN_CONFIG_EXTRA_KEYS: frozenset[str] = frozenset({"out-dir"})
+
+
+def from_run_config(run_config: Mapping[str, Any], base_dir: str | Path | None = None) -> Config:
     """Turn Flower's flat ``run_config`` into a :class:`Config`.
 
     Two forms are understood: ``config-path`` (a YAML file) plus ``overrides``
     (space-separated ``key=value``), and flat dotted keys (``"dp.epsilon": 2.0``), which
-    are applied as overrides on top.
+    are applied as overrides on top. A relative ``config-path`` is read from ``base_dir``
+    (the app's directory: the repository, or the installed FAB under ``flwr run``) when
+    given, else from the working directory. Entries in :data:`RUN_CONFIG_EXTRA_KEYS` are
+    skipped.
     """
     base: dict[str, Any] = {}
     overrides: list[str] = []
     for key, value in run_config.items():
+        if key in RUN_CONFIG_EXTRA_KEYS:
+            continue
         if key == "config-path":
             if value:
-                base = read_yaml(str(value))
+                path = Path(str(value)).expanduser()
+                if not path.is_absolute() and base_dir is not None:
+                    path = Path(base_dir) / path
+                base = read_yaml(str(path))
         elif key == "overrides":
             overrides.extend(str(value).split())
         else:

@@ -61,3 +61,9 @@ STATE_RECORD: Final = "fedsim-state"
 STATE_LEDGER: Final = "ledger"
 #: Indices (into the client's data) dropped by valuation.prune, JSON list
 STATE_PRUNED: Final = "pruned"
+
+# Deployment node_config keys of a real site (see fedsim.deploy.site)
+NODE_CLIENT_ID: Final = "client-id"
+NODE_DATA_PATH: Final = "data-path"
+NODE_DATA_FORMAT: Final = "data-format"
+NODE_STATE_DIR: Final = "state-dir"
