@@ -3,8 +3,12 @@
 Each train message runs :func:`clients.local_round.run_local_round` for this node's client
 id and replies with the model (ArrayRecord), the accounting figures (MetricRecord) and a
 status (ConfigRecord). The client's privacy ledger lives in ``context.state`` so that it
-survives across rounds. A query message returns the client id, which lets the server map
-Flower's random node ids to stable client ids 0..N-1.
+survives across rounds (simulation), or — on a deployed SuperNode whose node config names
+a ``state-dir`` — in the site's state file, read before and written after every round, so
+it survives restarts and runs (:mod:`fedsim.deploy.state`). A SuperNode whose node config
+names a ``data-path`` trains on that local file instead of a partition of the config's
+dataset (:mod:`fedsim.deploy.site`). A query message returns the client id, which lets
+the server map Flower's random node ids to stable client ids 0..N-1.
 
 ``make_client_app(cfg)`` is used by ``fedsim run`` (the typed config travels in the
 closure); the module-level ``app`` serves ``flwr run .``, reading ``context.run_config``.
@@ -12,7 +16,10 @@ closure); the module-level ``app`` serves ``flwr run .``, reading ``context.run_
 
 from __future__ import annotations
 
+import json
 import logging
+import secrets
+from pathlib import Path
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -20,21 +27,28 @@ from flwr.clientapp import ClientApp
 from clients.local_round import LocalOutcome, run_local_round
 from fedsim import keys
 from fedsim.config import Config, from_run_config
+from fedsim.deploy.site import SiteConfig, SiteData, load_site_data, site_from_node_config
+from fedsim.deploy.state import load_state, record_round, save_state, site_lock
 from fedsim.privacy import PrivacyLedger
 from fedsim.workload import client_split
 
 logger = logging.getLogger(__name__)
 
+#: The app's root (the repository, or the installed FAB under ``flwr run``): relative
+#: ``config-path`` entries of the run config are read from here.
+APP_DIR = Path(__file__).resolve().parents[1]
+
 
 def client_id_of(context: Context) -> int:
-    """The stable client id of this node (``partition-id`` in its node config)."""
-    try:
-        return int(context.node_config[keys.NODE_PARTITION_ID])
-    except KeyError:
-        raise KeyError(
-            f"node_config has no {keys.NODE_PARTITION_ID!r}; start the SuperNode with "
-            f"--node-config 'partition-id=<id> num-partitions=<n>'"
-        ) from None
+    """The stable client id of this node (``client-id`` or ``partition-id`` in its node config)."""
+    return site_from_node_config(context.node_config).client_id
+
+
+def site_data_of(site: SiteConfig) -> SiteData | None:
+    """The site's own training data, or ``None`` when it trains on a config partition."""
+    if site.data_path is None:
+        return None
+    return load_site_data(site.data_path, site.data_format)
 
 
 def load_ledger(context: Context) -> PrivacyLedger:
@@ -45,9 +59,22 @@ def load_ledger(context: Context) -> PrivacyLedger:
     return PrivacyLedger.from_json(str(record[keys.STATE_LEDGER]))
 
 
-def save_ledger(context: Context, ledger: PrivacyLedger) -> None:
-    """Store the ledger in ``context.state``."""
-    context.state[keys.STATE_RECORD] = ConfigRecord({keys.STATE_LEDGER: ledger.to_json()})
+def load_pruned(context: Context) -> tuple[int, ...] | None:
+    """Indices the client dropped by ``valuation.prune`` (``None`` before pruning)."""
+    record = context.state.config_records.get(keys.STATE_RECORD)
+    if record is None or keys.STATE_PRUNED not in record:
+        return None
+    return tuple(int(i) for i in json.loads(str(record[keys.STATE_PRUNED])))
+
+
+def save_ledger(
+    context: Context, ledger: PrivacyLedger, pruned: tuple[int, ...] | None = None
+) -> None:
+    """Store the ledger (and the pruned indices, once decided) in ``context.state``."""
+    state: dict[str, str] = {keys.STATE_LEDGER: ledger.to_json()}
+    if pruned is not None:
+        state[keys.STATE_PRUNED] = json.dumps(list(pruned))
+    context.state[keys.STATE_RECORD] = ConfigRecord(state)  # type: ignore[arg-type]
 
 
 def outcome_metrics(cfg: Config, client_id: int, outcome: LocalOutcome) -> MetricRecord:
@@ -71,32 +98,43 @@ def outcome_metrics(cfg: Config, client_id: int, outcome: LocalOutcome) -> Metri
                 keys.STEPS: int(outcome.ledger.dp_sgd_steps),
             }
         )
+    if outcome.valuation is not None:
+        metrics[keys.VALUATION] = float(outcome.valuation)
+        metrics[keys.VALUATION_EPSILON] = float(outcome.valuation_epsilon or 0.0)
+    for metric, value in (outcome.extra_valuations or {}).items():
+        metrics[keys.extra_valuation(metric)] = float(value)
+    if outcome.valuation_variance is not None:
+        metrics[keys.VALUATION_VARIANCE] = float(outcome.valuation_variance)
+    if outcome.pruned is not None:
+        metrics[keys.NUM_PRUNED] = len(outcome.pruned)
     return MetricRecord(metrics)
 
 
 def handle_train(cfg: Config, msg: Message, context: Context) -> Message:
     """Train one round and build the reply."""
-    client_id = client_id_of(context)
-    ledger = load_ledger(context)
-    arrays = msg.content.array_records[keys.ARRAYS]
-    train_config = msg.content.config_records[keys.CONFIG]
-    server_round = int(train_config[keys.SERVER_ROUND])  # type: ignore[arg-type]
-    raw_bounds = train_config.get(keys.CLIP_BOUNDS)
-    clip_bounds = None if raw_bounds is None else [float(s) for s in raw_bounds]  # type: ignore[union-attr]
-    outcome = run_local_round(
-        cfg,
-        client_id,
-        arrays.to_torch_state_dict(),
-        server_round,
-        ledger,
-        clip_bounds=clip_bounds,
-    )
-    save_ledger(context, outcome.ledger)
+    site = site_from_node_config(context.node_config)
+    pruned = load_pruned(context)  # this run's pruning decision lives in context.state
+    if site.state_dir is None:
+        ledger = load_ledger(context)
+        outcome = train_round(cfg, msg, site, ledger, pruned)
+    else:
+        # Read, train and write under the site's lock: concurrent runs cannot lose ε.
+        with site_lock(site.state_dir):
+            state = load_state(site.state_dir, site.client_id)
+            outcome = train_round(cfg, msg, site, state.ledger, pruned)
+            # The ledger is stored before the reply (and the noised model) leaves the site.
+            trained = outcome.state_dict is not None
+            save_state(site.state_dir, record_round(state, outcome.ledger, context.run_id, trained))
+    save_ledger(context, outcome.ledger, outcome.pruned)
     content = RecordDict(
         {
-            keys.METRICS: outcome_metrics(cfg, client_id, outcome),
+            keys.METRICS: outcome_metrics(cfg, site.client_id, outcome),
             keys.STATUS: ConfigRecord(
-                {keys.STATUS_CODE: outcome.status, keys.STATUS_REASON: outcome.reason}
+                {
+                    keys.STATUS_CODE: outcome.status,
+                    keys.STATUS_REASON: outcome.reason,
+                    keys.STATUS_LEDGER: outcome.ledger.to_json(),
+                }
             ),
         }
     )
@@ -105,10 +143,42 @@ def handle_train(cfg: Config, msg: Message, context: Context) -> Message:
     return Message(content=content, reply_to=msg)
 
 
+def train_round(
+    cfg: Config,
+    msg: Message,
+    site: SiteConfig,
+    ledger: PrivacyLedger,
+    pruned: tuple[int, ...] | None = None,
+) -> LocalOutcome:
+    """Run one local round for ``site`` from the train message ``msg``.
+
+    ``pruned``: indices of the site's samples it dropped earlier (``valuation.prune``).
+    """
+    arrays = msg.content.array_records[keys.ARRAYS]
+    train_config = msg.content.config_records[keys.CONFIG]
+    server_round = int(train_config[keys.SERVER_ROUND])  # type: ignore[arg-type]
+    raw_bounds = train_config.get(keys.CLIP_BOUNDS)
+    clip_bounds = None if raw_bounds is None else [float(s) for s in raw_bounds]  # type: ignore[union-attr]
+    return run_local_round(
+        cfg,
+        site.client_id,
+        arrays.to_torch_state_dict(),
+        server_round,
+        ledger,
+        clip_bounds=clip_bounds,
+        pruned=pruned,
+        site=site_data_of(site),
+        # A deployed site seeds sampling and noise from its own entropy (not cfg.seed).
+        secret_seed=None if site.state_dir is None else secrets.randbits(63),
+    )
+
+
 def handle_query(cfg: Config, msg: Message, context: Context) -> Message:
     """Tell the server which client this node is and how much data it holds."""
-    client_id = client_id_of(context)
-    n: int = len(client_split(cfg, client_id))
+    site = site_from_node_config(context.node_config)
+    client_id = site.client_id
+    data = site_data_of(site)
+    n: int = len(client_split(cfg, client_id)) if data is None else len(data.train)
     content = RecordDict(
         {keys.METRICS: MetricRecord({keys.CLIENT_ID: client_id, keys.NUM_EXAMPLES: n})}
     )
@@ -120,7 +190,7 @@ def make_client_app(cfg: Config | None = None) -> ClientApp:
     app = ClientApp()
 
     def resolve(context: Context) -> Config:
-        return cfg if cfg is not None else from_run_config(context.run_config)
+        return cfg if cfg is not None else from_run_config(context.run_config, APP_DIR)
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:

@@ -9,25 +9,48 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from clients.opacus_adapter import make_private, plain_state_dict, resolve_grad_sample_mode
+from clients.opacus_adapter import (
+    make_private,
+    plain_state_dict,
+    plain_view,
+    resolve_grad_sample_mode,
+)
 from clients.trainer import train_epochs
+from clients.valuation_round import RoundScorer, due_metrics, valuation_tasks
 from fedsim.clipping import check_clip_bounds, trainable_tensor_names
 from fedsim.config import Config
+from fedsim.deploy.site import SiteData
 from fedsim.devices import pick_device
 from fedsim.models import build_model
 from fedsim.privacy import PrivacyLedger, SubsampledGaussian
 from fedsim.privacy.planning import plan_dp_sgd
+from fedsim.robustness.training import AdversarialBatches, plan_for
 from fedsim.roles import client_data, client_upload
 from fedsim.seeding import torch_generator
 from fedsim.workload import client_split, dataset_for
 
 logger = logging.getLogger(__name__)
+
+
+def _adversarial_transform(
+    model: torch.nn.Module, plan: AdversarialBatches | None
+) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None:
+    """Batch transform generating adversarial examples on a hook-free view of ``model``."""
+    if plan is None:
+        return None
+
+    def transform(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with plain_view(model) as plain:
+            return plan(plain, x, y)
+
+    return transform
 
 
 @dataclass(frozen=True)
@@ -45,6 +68,13 @@ class LocalOutcome:
     epsilon_total: float | None = None
     train_seconds: float = 0.0
     reason: str = ""
+    valuation: float | None = None
+    valuation_variance: float | None = None
+    valuation_epsilon: float | None = None
+    #: DP means of ``valuation.report_metrics`` (reported, not paid)
+    extra_valuations: Mapping[str, float] | None = None
+    #: Indices of the client's data dropped by ``valuation.prune`` (``None``: none yet)
+    pruned: tuple[int, ...] | None = None
 
 
 def run_local_round(
@@ -55,6 +85,9 @@ def run_local_round(
     ledger: PrivacyLedger,
     device: torch.device | None = None,
     clip_bounds: Sequence[float] | None = None,
+    pruned: tuple[int, ...] | None = None,
+    site: SiteData | None = None,
+    secret_seed: int | None = None,
 ) -> LocalOutcome:
     """Train client ``client_id`` for one round starting from ``global_state``.
 
@@ -66,12 +99,34 @@ def run_local_round(
     ``dp.max_grad_norm``) raise :class:`ValueError` before any training, which the
     ClientApp turns into an error reply. The clipping variant changes nothing in the
     accounting: the noise std is ``σ · dp.max_grad_norm`` in all three.
+
+    ``pruned`` are the indices this client dropped earlier (``valuation.prune``); it
+    trains on the rest, so Opacus' sampling rate follows the smaller size and the ledger
+    records the rate actually used (σ stays the one fixed at the first round). A round
+    with a valuation release adds its Laplace events to the ledger (and to the budget
+    check).
+
+    ``site`` is a deployed site's own training data (``None`` in simulation: the client's
+    partition of the config's dataset). ``secret_seed`` replaces ``cfg.seed`` as the root
+    of the batch sampling and DP noise streams: a deployed site draws it from its own
+    entropy, so that the coordinator, who knows ``cfg.seed``, cannot reproduce the noise.
     """
     device = device or pick_device()
-    bundle = dataset_for(cfg.data, cfg.seed)
-    split = client_data(cfg, client_id, client_split(cfg, client_id), bundle.num_classes)
+    if site is None:
+        bundle = dataset_for(cfg.data, cfg.seed)
+        input_shape, num_classes = bundle.input_shape, bundle.num_classes
+        own = client_split(cfg, client_id)
+    else:
+        input_shape, num_classes, own = site.input_shape, site.num_classes, site.train
+    split = client_data(cfg, client_id, own, num_classes)
+    kept = np.arange(len(split))
+    if pruned:
+        kept = np.setdiff1d(kept, np.asarray(pruned, dtype=np.int64))
+        split = split.subset(kept)
     n = len(split)
+    noise_root = cfg.seed if secret_seed is None else secret_seed
     delta = cfg.dp.delta
+    tasks = valuation_tasks(cfg, server_round, already_pruned=pruned is not None)
 
     # Under dp.mode central the server clips and noises updates: clients train plainly.
     plan = plan_dp_sgd(cfg, n) if cfg.dp.enabled and cfg.dp.mode == "sample" else None
@@ -82,9 +137,12 @@ def run_local_round(
         assert sigma is not None  # set just above
         spent = ledger.epsilon_dp_sgd(delta, cfg.dp.accountant)
         if cfg.dp.max_epsilon is not None:
-            projected = ledger.with_event(
+            projected_ledger = ledger.with_event(
                 SubsampledGaussian(sigma, plan.sample_rate, plan.steps_per_round)
-            ).epsilon_total(delta, cfg.dp.accountant)
+            )
+            for event in tasks.events():
+                projected_ledger = projected_ledger.with_event(event)
+            projected = projected_ledger.epsilon_total(delta, cfg.dp.accountant)
             if projected > cfg.dp.max_epsilon * (1 + 1e-9):
                 reason = (
                     f"budget exhausted: epsilon {spent:.4g} spent, one more round would reach "
@@ -100,11 +158,18 @@ def run_local_round(
                     epsilon=spent,
                     epsilon_total=ledger.epsilon_total(delta, cfg.dp.accountant),
                     reason=reason,
+                    pruned=pruned,
                 )
 
     started = time.perf_counter()
-    model = build_model(cfg.model.name, bundle.input_shape, bundle.num_classes)
-    model.load_state_dict(dict(global_state))
+    model = build_model(cfg.model.name, input_shape, num_classes)
+    try:
+        model.load_state_dict(dict(global_state))
+    except RuntimeError as exc:
+        raise ValueError(
+            f"client {client_id}: the global model does not fit this client's data "
+            f"(input {input_shape}, {num_classes} classes): {exc}"
+        ) from exc
     model.to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.client.lr, momentum=cfg.client.momentum)
     dataset = TensorDataset(torch.from_numpy(split.x), torch.from_numpy(split.y))
@@ -112,19 +177,37 @@ def run_local_round(
         dataset,
         batch_size=cfg.client.batch_size,
         shuffle=True,
-        generator=torch_generator(cfg.seed, "batches", client_id, server_round),
+        generator=torch_generator(noise_root, "batches", client_id, server_round),
+    )
+    scorer = RoundScorer(
+        cfg,
+        split,
+        input_shape,
+        num_classes,
+        due_metrics(cfg, tasks),
+        sigma=ledger.noise_multiplier or 1.0,
+        noise_seed=noise_root,
     )
     if plan is None:
-        result = train_epochs(model, loader, optimizer, cfg.client.local_epochs, device)
+        result = train_epochs(
+            model,
+            loader,
+            optimizer,
+            cfg.client.local_epochs,
+            device,
+            on_epoch_end=scorer.epoch_hook(lambda: plain_state_dict(model)),
+            batch_transform=_adversarial_transform(model, plan_for(cfg, client_id, server_round)),
+        )
+        trained = plain_state_dict(model)
+        val = scorer.finish(tasks, trained, client_id, server_round, kept)
         return LocalOutcome(
             status="ok",
             ledger=ledger,
             num_examples=n,
-            state_dict=client_upload(
-                cfg, client_id, server_round, global_state, plain_state_dict(model)
-            ),
+            state_dict=client_upload(cfg, client_id, server_round, global_state, trained),
             train_loss=result.mean_loss,
             train_seconds=time.perf_counter() - started,
+            pruned=val.dropped if val.dropped is not None else pruned,
         )
 
     sigma = ledger.noise_multiplier
@@ -144,12 +227,14 @@ def run_local_round(
         noise_multiplier=sigma,
         max_grad_norm=cfg.dp.max_grad_norm if clip_bounds is None else list(clip_bounds),
         noise_generator=torch_generator(
-            cfg.seed, "dp-noise", client_id, server_round, device=device.type
+            noise_root, "dp-noise", client_id, server_round, device=device.type
         ),
         grad_sample_mode=resolve_grad_sample_mode(
             cfg.dp.grad_sample_mode, clip_bounds is None, model
         ),
     )
+    # Adversarial examples replace samples of the Poisson batch (never add any): the
+    # accounting below is unchanged, see fedsim.robustness.training.
     result = train_epochs(
         private.model,
         private.loader,
@@ -157,21 +242,33 @@ def run_local_round(
         cfg.client.local_epochs,
         device,
         criterion=private.criterion,
+        on_epoch_end=scorer.epoch_hook(lambda: plain_state_dict(private.model)),
+        batch_transform=_adversarial_transform(
+            private.model, plan_for(cfg, client_id, server_round)
+        ),
     )
     steps = private.steps_taken()
     acc_sigma, acc_q = private.accounted_schedule()
     ledger = ledger.with_event(SubsampledGaussian(acc_sigma, acc_q, steps))
+    trained = plain_state_dict(private.model)
+    val = scorer.finish(tasks, trained, client_id, server_round, kept)
+    for event in tasks.events():
+        ledger = ledger.with_event(event)
+    released = val.released
     return LocalOutcome(
         status="ok",
         ledger=ledger,
         num_examples=n,
-        state_dict=client_upload(
-            cfg, client_id, server_round, global_state, plain_state_dict(private.model)
-        ),
+        state_dict=client_upload(cfg, client_id, server_round, global_state, trained),
         train_loss=result.mean_loss,
         noise_multiplier=acc_sigma,
         sample_rate=acc_q,
         epsilon=ledger.epsilon_dp_sgd(delta, cfg.dp.accountant),
         epsilon_total=ledger.epsilon_total(delta, cfg.dp.accountant),
         train_seconds=time.perf_counter() - started,
+        valuation=None if released is None else released.mean,
+        valuation_variance=None if released is None else released.variance,
+        valuation_epsilon=None if released is None else released.epsilon,
+        extra_valuations=val.extra,
+        pruned=val.dropped if val.dropped is not None else pruned,
     )

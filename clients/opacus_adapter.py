@@ -7,8 +7,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -159,3 +160,23 @@ def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """A detached CPU state_dict of ``model`` without Opacus' wrapper prefix (hooks or ghost)."""
     inner = model._module if isinstance(model, AbstractGradSampleModule) else model
     return {k: v.detach().cpu().clone() for k, v in inner.state_dict().items()}
+
+
+@contextlib.contextmanager
+def plain_view(model: nn.Module) -> Iterator[nn.Module]:
+    """The plain module inside ``model`` with Opacus' per-sample-gradient hooks disabled.
+
+    For computing input gradients (adversarial examples) during DP-SGD without touching
+    ``grad_sample``: the hooks are switched off for the block and switched back on after.
+    A non-Opacus model is yielded as is.
+    """
+    if not isinstance(model, AbstractGradSampleModule) or not hasattr(model, "disable_hooks"):
+        yield model
+        return
+    was_enabled = model.hooks_enabled
+    model.disable_hooks()
+    try:
+        yield model._module
+    finally:
+        if was_enabled:
+            model.enable_hooks()

@@ -28,22 +28,32 @@ def train_epochs(
     epochs: int,
     device: torch.device,
     criterion: Callable[..., Any] | None = None,
+    on_epoch_end: Callable[[int], None] | None = None,
+    batch_transform: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+    | None = None,
 ) -> TrainResult:
     """Train ``model`` for ``epochs`` passes over ``loader`` with cross-entropy.
+
+    ``batch_transform`` (e.g. adversarial examples, :mod:`fedsim.robustness.training`) maps
+    each non-empty batch ``(x, y)`` to the batch actually trained on, of the same size.
 
     Empty Poisson batches (possible with DP sampling) still make a forward/backward pass and
     an optimizer step, so that noise is added and the accountant counts the step, as
     DP-SGD requires. A given ``criterion`` (Opacus' ghost-clipping loss wrapper) is used
     for every batch, empty ones included (its per-sample loss is then empty and the step
     adds noise alone); without one, cross-entropy, and an empty batch gets a zero loss.
+    ``on_epoch_end(epoch)`` (0-based) is called after each epoch, e.g. to take a VoG
+    checkpoint.
     """
     model.train()
     wrapped = criterion is not None
     criterion = criterion if criterion is not None else nn.CrossEntropyLoss()
     total_loss, total_examples, steps = 0.0, 0, 0
-    for _ in range(epochs):
+    for epoch in range(epochs):
         for x, y in loader:
             x, y = x.to(device), y.to(device)
+            if batch_transform is not None and len(y):
+                x, y = batch_transform(x, y)
             optimizer.zero_grad(set_to_none=True)
             logits = model(x)
             loss = criterion(logits, y) if len(y) or wrapped else logits.sum() * 0.0
@@ -53,5 +63,7 @@ def train_epochs(
             if len(y):
                 total_loss += float(loss.detach()) * len(y)
                 total_examples += len(y)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch)
     mean = total_loss / total_examples if total_examples else math.nan
     return TrainResult(mean_loss=mean, steps=steps, examples_seen=total_examples)

@@ -27,7 +27,13 @@ EXIT_INTERRUPTED = 130
 #: Modules that add further subcommands: each has ``register(subparsers)``, which adds
 #: its parser(s) with ``set_defaults(handler=fn)``, ``fn(args) -> exit code``. Keep their
 #: heavy imports inside the handlers, so ``fedsim --help`` stays fast.
-SUBCOMMAND_MODULES: tuple[str, ...] = ("fedsim.cli_sweep", "fedsim.cli_report")
+SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "fedsim.cli_sweep",
+    "fedsim.cli_report",
+    "fedsim.cli_analyze",
+    "fedsim.cli_evaluate",
+    "fedsim.cli_deploy",
+)
 
 
 class Progress:

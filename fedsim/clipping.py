@@ -80,10 +80,11 @@ def adaptive_thresholds(max_grad_norm: float, magnitudes: Sequence[float]) -> li
     top = max(finite)
     if top <= 0:
         return uniform_thresholds(max_grad_norm, len(magnitudes))
-    floor = MIN_RELATIVE_MAGNITUDE * top
-    clamped = [max(m, floor) for m in finite]
-    norm = math.sqrt(sum(m * m for m in clamped))
-    return [max_grad_norm * m / norm for m in clamped]
+    # relative to the largest magnitude, so that tiny (even subnormal) values cannot
+    # underflow to a zero norm
+    relative = [max(m / top, MIN_RELATIVE_MAGNITUDE) for m in finite]
+    norm = math.sqrt(sum(r * r for r in relative))
+    return [max_grad_norm * r / norm for r in relative]
 
 
 def overall_bound(thresholds: Sequence[float]) -> float:

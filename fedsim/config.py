@@ -35,11 +35,17 @@ StrategyName = Literal[
 ]
 SensitivityName = Literal["paper", "tight"]
 UnreliableKind = Literal["noise", "label_flip"]
-MaliciousKind = Literal["random", "sign_flip", "scale"]
+MaliciousKind = Literal["random", "sign_flip", "scale", "nan"]
 AccountantName = Literal["rdp", "pld"]
 ClippingName = Literal["flat", "per_layer_uniform", "per_layer_adaptive"]
 DPMode = Literal["sample", "central"]
 GradSampleMode = Literal["auto", "hooks", "ghost"]
+ScoreMetric = Literal["vog", "plis", "loss", "grad_norm"]
+QualityMeasure = Literal["accuracy", "auc", "improvement"]
+CombineRule = Literal["product", "threshold"]
+RewardPart = Literal["combined", "quality", "informativeness"]
+PruneSide = Literal["highest", "lowest"]
+AttackName = Literal["fgsm", "pgd", "pgd_l2", "fab"]
 
 
 def _bounds(**kw: float) -> dict[str, float]:
@@ -151,11 +157,33 @@ class MaliciousConfig:
 
 
 @dataclass(frozen=True)
+class AttackConfig:
+    """One evasion attack and its budget (:mod:`fedsim.robustness`); L∞ units for all but
+    ``pgd_l2``, whose ``epsilon``/``step_size`` are L2 radii."""
+
+    name: AttackName = "pgd"
+    epsilon: float = field(default=8 / 255, metadata=_bounds(gt=0))
+    step_size: float = field(default=2 / 255, metadata=_bounds(gt=0))
+    steps: int = field(default=10, metadata=_bounds(ge=1))
+
+
+@dataclass(frozen=True)
+class AdversarialRoleConfig:
+    """Train-time attackers (PSREval): a fraction ``data_fraction`` of each of their batches
+    is replaced by adversarial examples labelled with the model's own predictions."""
+
+    fraction: float = field(default=0.0, metadata=_bounds(ge=0, le=1))
+    data_fraction: float = field(default=0.2, metadata=_bounds(ge=0, le=1))
+    attack: AttackConfig = field(default_factory=AttackConfig)
+
+
+@dataclass(frozen=True)
 class RolesConfig:
-    """Which clients are unreliable or malicious (assigned reproducibly from the seed)."""
+    """Which clients are unreliable, malicious or adversarial (assigned from the seed)."""
 
     unreliable: UnreliableConfig = field(default_factory=UnreliableConfig)
     malicious: MaliciousConfig = field(default_factory=MaliciousConfig)
+    adversarial: AdversarialRoleConfig = field(default_factory=AdversarialRoleConfig)
 
 
 @dataclass(frozen=True)
@@ -172,6 +200,113 @@ class SimulationConfig:
 
 
 @dataclass(frozen=True)
+class QualityGateConfig:
+    """Server-side quality of each update, measured on the public validation split.
+
+    ``accuracy``: the update's validation accuracy (SecProbe's utility); ``auc``: its
+    validation ROC AUC (binary tasks, accuracy otherwise — more informative than accuracy
+    on imbalanced data such as PneumoniaMNIST); ``improvement``: the accuracy minus the
+    current global model's, floored at 0.
+    ``combine`` joins it with the DP-released informativeness: ``product`` pays
+    quality × informativeness, ``threshold`` pays informativeness only to updates whose
+    quality is at least ``threshold``.
+    """
+
+    measure: QualityMeasure = "accuracy"
+    combine: CombineRule = "product"
+    threshold: float = field(default=0.5, metadata=_bounds(ge=0, le=1))
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """Drop a fraction of each client's samples ranked by a metric, after a warm-up.
+
+    At the end of the first round ``>= warmup_rounds`` in which a client trains, it ranks
+    its samples by ``metric`` (local, with its trained model) and drops ``fraction`` of
+    them (the ``highest`` or ``lowest`` scores); later rounds train on the rest.
+    """
+
+    enabled: bool = False
+    warmup_rounds: int = field(default=1, metadata=_bounds(ge=1))
+    fraction: float = field(default=0.25, metadata=_bounds(ge=0, lt=1))
+    metric: ScoreMetric = "loss"
+    side: PruneSide = "highest"
+
+
+@dataclass(frozen=True)
+class ValuationConfig:
+    """Per-sample scores, their DP release by each client, rewards and pruning.
+
+    Each participating client releases the mean (and, for ``vog``, the variance) of its
+    per-sample ``metric`` scores clipped to ``[0, bound]`` with the Laplace mechanism at
+    ``epsilon`` per release (:mod:`fedsim.valuation.release`), in ``release_rounds``
+    (``None``: every round it trains). The server splits ``reward_budget`` per round among
+    the participants (:mod:`strategies.rewards`).
+    """
+
+    enabled: bool = False
+    metric: ScoreMetric = "loss"
+    epsilon: float = field(default=1.0, metadata=_bounds(gt=0))
+    bound: float = field(default=1.0, metadata=_bounds(gt=0))
+    release_rounds: tuple[int, ...] | None = None
+    #: Also release these metrics (each at ``epsilon``, accounted) and report how rewards
+    #: by them would rank the clients; only ``metric`` is paid.
+    report_metrics: tuple[ScoreMetric, ...] = ()
+    #: Clipping bound of each ``report_metrics`` entry (``None``: ``bound`` for all).
+    report_bounds: tuple[float, ...] | None = None
+    #: Share of ``epsilon`` spent on the variance (``vog`` only); the rest on the mean.
+    variance_share: float = field(default=0.3, metadata=_bounds(gt=0, lt=1))
+    reward_budget: float = field(default=100.0, metadata=_bounds(gt=0))
+    #: Which reward is paid (all three are computed and logged).
+    pay: RewardPart = "combined"
+    quality: QualityGateConfig = field(default_factory=QualityGateConfig)
+    #: Ground truth for simulations: fraction of each client's samples corrupted, by id.
+    graded_corruption: tuple[float, ...] | None = None
+    corruption_kind: UnreliableKind = "noise"
+    prune: PruneConfig = field(default_factory=PruneConfig)
+
+
+@dataclass(frozen=True)
+class AdversarialTrainingConfig:
+    """Adversarial training: a fraction ``fraction`` of every local batch (PSREval: 0.1–0.4;
+    0 = off) is replaced by adversarial examples of those samples, with their true labels."""
+
+    fraction: float = field(default=0.0, metadata=_bounds(ge=0, le=1))
+    attack: AttackConfig = field(default_factory=AttackConfig)
+
+
+@dataclass(frozen=True)
+class RobustnessEvaluationConfig:
+    """Robustness evaluation of the final model (also ``fedsim evaluate RUN_DIR``)."""
+
+    enabled: bool = False
+    attacks: tuple[AttackName, ...] = ("fgsm", "pgd", "pgd_l2", "fab")
+    seeds: tuple[int, ...] = (0, 1, 2)
+    epsilon: float = field(default=8 / 255, metadata=_bounds(gt=0))
+    step_size: float = field(default=2 / 255, metadata=_bounds(gt=0))
+    steps: int = field(default=10, metadata=_bounds(ge=1))
+    #: L2 radius and step of ``pgd_l2`` (the L∞ numbers above are far too small in L2).
+    l2_epsilon: float = field(default=0.5, metadata=_bounds(gt=0))
+    l2_step_size: float = field(default=0.125, metadata=_bounds(gt=0))
+    #: Also evaluate a post-training static int8 copy (calibrated on the server val split).
+    quantize: bool = True
+    calibration_samples: int = field(default=256, metadata=_bounds(ge=1))
+    #: Another run directory (same model/data) whose final model generates transfer attacks.
+    transfer_from: str | None = None
+    batch_size: int = field(default=256, metadata=_bounds(ge=1))
+
+
+@dataclass(frozen=True)
+class RobustnessConfig:
+    """PSREval in a federation: adversarial training and the end-of-run evaluation."""
+
+    adversarial_training: AdversarialTrainingConfig = field(
+        default_factory=AdversarialTrainingConfig
+    )
+    evaluate: RobustnessEvaluationConfig = field(default_factory=RobustnessEvaluationConfig)
+
+
+@dataclass(frozen=True)
 class Config:
     """One experiment. See ``experiments/quickstart.yaml`` for an annotated example."""
 
@@ -185,6 +320,11 @@ class Config:
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
     roles: RolesConfig = field(default_factory=RolesConfig)
+    #: Save the global model after every round to ``checkpoints/round_NNNN.pt`` in the run
+    #: directory (plain state_dicts); ``fedsim analyze`` computes VoG from them.
+    save_checkpoints: bool = False
+    valuation: ValuationConfig = field(default_factory=ValuationConfig)
+    robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
 
     @property
     def clients_per_round(self) -> int:
@@ -361,6 +501,67 @@ def _cross_checks(cfg: Config) -> list[str]:
             f"got {cfg.data.val_size}"
         )
     problems.extend(_selection_checks(cfg))
+    problems.extend(_valuation_checks(cfg))
+    return problems
+
+
+def _valuation_checks(cfg: Config) -> list[str]:
+    """Rules of the valuation section."""
+    problems = []
+    val = cfg.valuation
+    if val.enabled and not cfg.dp.enabled:
+        problems.append(
+            "valuation.enabled needs dp.enabled (releases are accounted in the DP ledger); "
+            "got dp.enabled=false"
+        )
+    for r in val.release_rounds or ():
+        if not 1 <= r <= cfg.rounds:
+            problems.append(
+                f"valuation.release_rounds must lie in [1, rounds={cfg.rounds}]; got {r}"
+            )
+    graded = val.graded_corruption
+    if graded is not None:
+        if len(graded) != cfg.data.num_clients:
+            problems.append(
+                "valuation.graded_corruption needs one fraction per client "
+                f"(data.num_clients={cfg.data.num_clients}); got {len(graded)}"
+            )
+        bad = [f for f in graded if not 0.0 <= f <= 1.0]
+        if bad:
+            problems.append(
+                f"valuation.graded_corruption fractions must lie in [0, 1]; got {bad[0]}"
+            )
+        if cfg.roles.unreliable.fraction > 0:
+            problems.append(
+                "valuation.graded_corruption and roles.unreliable both corrupt data: set "
+                f"roles.unreliable.fraction to 0; got {cfg.roles.unreliable.fraction}"
+            )
+    if val.report_bounds is not None and len(val.report_bounds) != len(val.report_metrics):
+        problems.append(
+            "valuation.report_bounds needs one bound per valuation.report_metrics entry "
+            f"({len(val.report_metrics)}); got {len(val.report_bounds)}"
+        )
+    if any(b <= 0 for b in val.report_bounds or ()):
+        problems.append(f"valuation.report_bounds must be > 0; got {list(val.report_bounds or ())}")
+    vog_due = (val.enabled and "vog" in (val.metric, *val.report_metrics)) or (
+        val.prune.enabled and val.prune.metric == "vog"
+    )
+    if vog_due and cfg.client.local_epochs < 2:
+        problems.append(
+            "client.local_epochs must be >= 2 for the vog metric (its checkpoints are the "
+            f"ends of local epochs); got {cfg.client.local_epochs}"
+        )
+    prune = val.prune
+    if prune.enabled and prune.warmup_rounds >= cfg.rounds:
+        problems.append(
+            f"valuation.prune.warmup_rounds must be < rounds ({cfg.rounds}); "
+            f"got {prune.warmup_rounds}"
+        )
+    if prune.enabled and not cfg.dp.enabled and prune.metric == "plis":
+        problems.append(
+            "valuation.prune.metric 'plis' needs dp.enabled (PL divides by sigma^2); "
+            "got dp.enabled=false"
+        )
     return problems
 
 
@@ -406,10 +607,12 @@ def _selection_checks(cfg: Config) -> list[str]:
             f"({4 * f + 3}) for bulyan; got {m}"
         )
     roles = cfg.roles
-    if roles.unreliable.fraction + roles.malicious.fraction > 1:
+    total = roles.unreliable.fraction + roles.malicious.fraction + roles.adversarial.fraction
+    if total > 1:
         problems.append(
-            "roles.unreliable.fraction + roles.malicious.fraction must be <= 1; "
-            f"got {roles.unreliable.fraction} + {roles.malicious.fraction}"
+            "roles.unreliable.fraction + roles.malicious.fraction + roles.adversarial.fraction "
+            f"must be <= 1; got {roles.unreliable.fraction} + {roles.malicious.fraction} + "
+            f"{roles.adversarial.fraction}"
         )
     return problems
 
@@ -527,19 +730,32 @@ def to_yaml(cfg: Config, extra: Mapping[str, Any] | None = None) -> str:
     return yaml.safe_dump(doc, sort_keys=False)
 
 
-def from_run_config(run_config: Mapping[str, Any]) -> Config:
+#: Run-config entries that are not config fields: ``out-dir`` tells the ServerApp where
+#: to write the run directory.
+RUN_CONFIG_EXTRA_KEYS: frozenset[str] = frozenset({"out-dir"})
+
+
+def from_run_config(run_config: Mapping[str, Any], base_dir: str | Path | None = None) -> Config:
     """Turn Flower's flat ``run_config`` into a :class:`Config`.
 
     Two forms are understood: ``config-path`` (a YAML file) plus ``overrides``
     (space-separated ``key=value``), and flat dotted keys (``"dp.epsilon": 2.0``), which
-    are applied as overrides on top.
+    are applied as overrides on top. A relative ``config-path`` is read from ``base_dir``
+    (the app's directory: the repository, or the installed FAB under ``flwr run``) when
+    given, else from the working directory. Entries in :data:`RUN_CONFIG_EXTRA_KEYS` are
+    skipped.
     """
     base: dict[str, Any] = {}
     overrides: list[str] = []
     for key, value in run_config.items():
+        if key in RUN_CONFIG_EXTRA_KEYS:
+            continue
         if key == "config-path":
             if value:
-                base = read_yaml(str(value))
+                path = Path(str(value)).expanduser()
+                if not path.is_absolute() and base_dir is not None:
+                    path = Path(base_dir) / path
+                base = read_yaml(str(path))
         elif key == "overrides":
             overrides.extend(str(value).split())
         else:

@@ -30,9 +30,25 @@ TRAIN_SECONDS: Final = "train-seconds"
 #: Always 1: the aggregation weight under central DP (a uniform mean of clipped updates)
 UNIT_WEIGHT: Final = "unit-weight"
 
+#: DP-released valuation (mean of clipped scores), its variance (VoG) and the ε it spent
+VALUATION: Final = "valuation"
+VALUATION_VARIANCE: Final = "valuation-variance"
+VALUATION_EPSILON: Final = "valuation-epsilon"
+
+
+def extra_valuation(metric: str) -> str:
+    """Key of the DP valuation of a ``valuation.report_metrics`` entry."""
+    return f"{VALUATION}-{metric}"
+
+
+#: Samples the client has pruned (valuation.prune); it trains on num-examples others
+NUM_PRUNED: Final = "num-pruned"
+
 # ConfigRecord STATUS entries replied by a client
 STATUS_CODE: Final = "code"
 STATUS_REASON: Final = "reason"
+#: The client's privacy ledger (JSON, :meth:`fedsim.privacy.PrivacyLedger.to_json`)
+STATUS_LEDGER: Final = "ledger"
 STATUS_OK: Final = "ok"
 STATUS_BUDGET_EXHAUSTED: Final = "budget-exhausted"
 
@@ -43,3 +59,11 @@ NODE_NUM_PARTITIONS: Final = "num-partitions"
 # Per-node persistent state (context.state)
 STATE_RECORD: Final = "fedsim-state"
 STATE_LEDGER: Final = "ledger"
+#: Indices (into the client's data) dropped by valuation.prune, JSON list
+STATE_PRUNED: Final = "pruned"
+
+# Deployment node_config keys of a real site (see fedsim.deploy.site)
+NODE_CLIENT_ID: Final = "client-id"
+NODE_DATA_PATH: Final = "data-path"
+NODE_DATA_FORMAT: Final = "data-format"
+NODE_STATE_DIR: Final = "state-dir"

@@ -22,6 +22,8 @@ class ClientRoundRecord:
     train_loss: float | None = None
     epsilon: float | None = None
     epsilon_total: float | None = None
+    #: ε of the private selections (SecProbe) this client took part in, composed so far
+    epsilon_selection: float | None = None
     delta: float | None = None
     noise_multiplier: float | None = None
     sample_rate: float | None = None
@@ -30,6 +32,12 @@ class ClientRoundRecord:
     rejected_reason: str | None = None
     utility: float | None = None
     selection_probability: float | None = None
+    valuation: float | None = None
+    valuation_variance: float | None = None
+    valuation_epsilon: float | None = None
+    quality: float | None = None
+    reward: float | None = None
+    num_pruned: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """JSON object for ``metrics.jsonl`` (without the client id, which is the key)."""

@@ -1,5 +1,8 @@
 """Participants that hurt the federation: role assignment, bad data, hostile uploads.
 
+Adversarial clients (PSREval train-time attackers) are assigned here; what they do is in
+:mod:`fedsim.robustness.training`.
+
 SecProbe (Zhao et al., IEEE TIFS 2020) studies *unreliable* participants, a fraction P of
 whose samples are replaced by uniform noise in the data range, and *malicious*
 participants that upload random parameters uniform in [0, 1]. fedsim adds a label-flip
@@ -21,7 +24,7 @@ from fedsim.config import Config, MaliciousKind, RolesConfig, UnreliableKind
 from fedsim.data import Split
 from fedsim.seeding import numpy_rng, torch_generator
 
-Role = Literal["honest", "unreliable", "malicious"]
+Role = Literal["honest", "unreliable", "malicious", "adversarial"]
 
 
 def _count(fraction: float, n: int) -> int:
@@ -32,19 +35,24 @@ def _count(fraction: float, n: int) -> int:
 def assign_roles(num_clients: int, roles: RolesConfig, seed: int) -> tuple[Role, ...]:
     """The role of every client id ``0..num_clients-1``, reproducible from ``seed``.
 
-    ``round(fraction · N)`` clients are malicious and (of the rest) ``round(fraction · N)``
-    unreliable, chosen by one seeded permutation of the ids.
+    ``round(fraction · N)`` clients are malicious, (of the rest) ``round(fraction · N)``
+    unreliable and (of the rest) ``round(fraction · N)`` adversarial (PSREval's train-time
+    attackers, :mod:`fedsim.robustness.training`), chosen by one seeded permutation of the
+    ids. Adding adversarial clients never changes who is malicious or unreliable.
     """
     if num_clients < 0:
         raise ValueError(f"num_clients must be >= 0; got {num_clients}")
     n_mal = _count(roles.malicious.fraction, num_clients)
     n_unrel = min(_count(roles.unreliable.fraction, num_clients), num_clients - n_mal)
+    n_adv = min(_count(roles.adversarial.fraction, num_clients), num_clients - n_mal - n_unrel)
     order = numpy_rng(seed, "roles").permutation(num_clients)
     out: list[Role] = ["honest"] * num_clients
     for cid in order[:n_mal]:
         out[int(cid)] = "malicious"
     for cid in order[n_mal : n_mal + n_unrel]:
         out[int(cid)] = "unreliable"
+    for cid in order[n_mal + n_unrel : n_mal + n_unrel + n_adv]:
+        out[int(cid)] = "adversarial"
     return tuple(out)
 
 
@@ -91,7 +99,9 @@ def malicious_state(
 
     - ``random``: uniform in [0, 1], ignoring ``w`` (SecProbe's attack);
     - ``sign_flip``: ``g - (w - g)``, the honest update reversed;
-    - ``scale``: ``g + scale · (w - g)``, the honest update amplified.
+    - ``scale``: ``g + scale · (w - g)``, the honest update amplified;
+    - ``nan``: a malformed upload, NaN everywhere except one +Inf per tensor (every
+      strategy must reject it before scoring or aggregation).
     """
     out: dict[str, torch.Tensor] = {}
     for name, w in local_state.items():
@@ -105,8 +115,12 @@ def malicious_state(
             out[name] = g - (w - g)
         elif kind == "scale":
             out[name] = g + scale * (w - g)
+        elif kind == "nan":
+            bad = torch.full_like(w, float("nan"))
+            bad.view(-1)[:1] = float("inf")
+            out[name] = bad
         else:
-            raise ValueError(f"kind must be 'random', 'sign_flip' or 'scale'; got {kind!r}")
+            raise ValueError(f"kind must be 'random', 'sign_flip', 'scale' or 'nan'; got {kind!r}")
     return out
 
 
@@ -119,7 +133,16 @@ def client_role(cfg: Config, client_id: int) -> Role:
 
 
 def client_data(cfg: Config, client_id: int, split: Split, num_classes: int) -> Split:
-    """The data a client trains on: spoilt for unreliable clients, the same every round."""
+    """The data a client trains on: spoilt for unreliable clients, the same every round.
+
+    With ``valuation.graded_corruption`` client ``i`` has that list's ``i``-th fraction
+    corrupted (``valuation.corruption_kind``), the ground truth of valuation experiments.
+    """
+    graded = cfg.valuation.graded_corruption
+    if graded is not None:
+        rng = numpy_rng(cfg.seed, "graded-corruption", client_id)
+        kind = cfg.valuation.corruption_kind
+        return corrupt_split(split, graded[client_id], kind, rng, num_classes)
     if client_role(cfg, client_id) != "unreliable":
         return split
     unrel = cfg.roles.unreliable
@@ -140,3 +163,18 @@ def client_upload(
     mal = cfg.roles.malicious
     gen = torch_generator(cfg.seed, "malicious-upload", client_id, server_round)
     return malicious_state(global_state, local_state, mal.kind, mal.scale, gen)
+
+
+def clean_fraction(cfg: Config, client_id: int, num_examples: int) -> float:
+    """Fraction of ``client_id``'s ``num_examples`` samples that :func:`client_data` left
+    intact (1.0 for honest and malicious clients, whose data is clean)."""
+    graded = cfg.valuation.graded_corruption
+    if graded is not None:
+        fraction = graded[client_id]
+    elif client_role(cfg, client_id) == "unreliable":
+        fraction = cfg.roles.unreliable.noise_fraction
+    else:
+        return 1.0
+    if num_examples <= 0:
+        return 1.0
+    return 1.0 - _count(fraction, num_examples) / num_examples

@@ -29,6 +29,7 @@ METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 MODEL_FILE = "model.pt"
 TB_DIR = "tb"
+CHECKPOINT_DIR = "checkpoints"
 
 
 def _clean(value: Any) -> Any:
@@ -103,6 +104,16 @@ class RunWriter:
             raise ValueError(f"model state_dict has Opacus-wrapped keys, e.g. {bad[0]!r}")
         torch.save(dict(state_dict), self.dir / MODEL_FILE)
 
+    def save_checkpoint(self, server_round: int, state_dict: Mapping[str, torch.Tensor]) -> None:
+        """Save the global model after ``server_round`` to ``checkpoints/round_NNNN.pt``."""
+        bad = [k for k in state_dict if k.startswith("_module.")]
+        if bad:
+            raise ValueError(f"model state_dict has Opacus-wrapped keys, e.g. {bad[0]!r}")
+        ckpt_dir = self.dir / CHECKPOINT_DIR
+        ckpt_dir.mkdir(exist_ok=True)
+        state = {k: v.detach().cpu().clone() for k, v in state_dict.items()}
+        torch.save(state, ckpt_dir / f"round_{server_round:04d}.pt")
+
     def write_summary(self, summary: Mapping[str, Any]) -> None:
         """Write ``summary.json`` atomically."""
         write_json_atomic(self.dir / SUMMARY_FILE, summary)
@@ -123,3 +134,9 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
 def read_summary(run_dir: str | Path) -> dict[str, Any]:
     """Read ``summary.json`` of a run directory."""
     return dict(json.loads((Path(run_dir) / SUMMARY_FILE).read_text()))
+
+
+def checkpoint_paths(run_dir: str | Path) -> list[Path]:
+    """The per-round global-model checkpoints of a run (``save_checkpoints``), by round."""
+    ckpt_dir = Path(run_dir) / CHECKPOINT_DIR
+    return sorted(ckpt_dir.glob("round_*.pt")) if ckpt_dir.is_dir() else []

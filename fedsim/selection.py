@@ -178,3 +178,55 @@ def selection_epsilon_composed(per_round_eps: float, rounds: int) -> float:
     if per_round_eps < 0 or rounds < 0:
         raise ValueError(f"per_round_eps and rounds must be >= 0; got {per_round_eps}, {rounds}")
     return float(per_round_eps) * int(rounds)
+
+
+def participant_epsilon(epsilon: float, sensitivity: float, utility_range: float = 1.0) -> float:
+    """ε of one selection round with respect to one *participant* (its whole upload).
+
+    A participant's data moves only its own utility, by at most ``utility_range`` (the
+    utilities lie in [0, 1]). Raising one utility by ``c`` multiplies its own weight by
+    ``exp(a·c)`` and every normaliser by at most that, ``a = ε/(2KΔu)``, so each of the K
+    draws changes any probability by a factor within ``exp(±a·c)``, and the K draws by
+    ``exp(ε·c/(2Δu))``. With the paper's Δu = 1/2 this is ``ε`` itself; with the tight
+    Δu = 1/(n+1) it is ``ε·(n+1)/2``.
+
+    >>> participant_epsilon(1.0, 0.5), participant_epsilon(1.0, 1 / 11)
+    (1.0, 5.5)
+    """
+    if epsilon < 0 or not sensitivity > 0 or utility_range < 0:
+        raise ValueError(
+            "need epsilon >= 0, sensitivity > 0 and utility_range >= 0; "
+            f"got {epsilon}, {sensitivity}, {utility_range}"
+        )
+    return float(epsilon) * float(utility_range) / (2.0 * float(sensitivity))
+
+
+#: Δu of :func:`regression_utility`: every record's score lies in [0, 1], so adding,
+#: removing or replacing one record moves the mean by at most 1 (SecProbe's bound).
+REGRESSION_SENSITIVITY = 1.0
+
+
+def regression_utility(predictions: np.ndarray, targets: np.ndarray) -> float:
+    """SecProbe's clipped relative-error score of a regression model, in [0, 1].
+
+    The mean over validation records of ``1 - min(1, |ŷ - y| / |y|)``: 1 for exact
+    predictions, 0 for records predicted off by 100% or more (and for ``y = 0`` unless
+    ``ŷ = 0``; a non-finite ŷ scores 0). Clipping bounds each record's contribution,
+    which gives the sensitivity :data:`REGRESSION_SENSITIVITY`.
+
+    >>> regression_utility(np.array([1.0, 3.0, 0.0]), np.array([2.0, 2.0, 0.0]))
+    0.6666666666666666
+    """
+    pred = np.asarray(predictions, dtype=np.float64).ravel()
+    y = np.asarray(targets, dtype=np.float64).ravel()
+    if pred.shape != y.shape or y.size == 0:
+        raise ValueError(
+            "predictions and targets must be non-empty and of equal size; "
+            f"got {pred.size}, {y.size}"
+        )
+    if not np.all(np.isfinite(y)):
+        raise ValueError("targets must be finite")
+    err = np.where(np.isfinite(pred), np.abs(pred - y), np.inf)  # non-finite ŷ scores 0
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        rel = np.where(np.abs(y) > 0, err / np.abs(y), np.where(err > 0, np.inf, 0.0))
+    return float(np.mean(1.0 - np.minimum(1.0, rel)))

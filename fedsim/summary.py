@@ -39,10 +39,14 @@ def client_summaries(
         ]
         eps = [r.epsilon for r in history if r.epsilon is not None]
         eps_total = [r.epsilon_total for r in history if r.epsilon_total is not None]
+        eps_sel = [r.epsilon_selection for r in history if r.epsilon_selection is not None]
         sigma = [r.noise_multiplier for r in history if r.noise_multiplier is not None]
         out[str(cid)] = {
             "epsilon_spent": (eps[-1] if eps else 0.0) if cfg.dp.enabled else None,
-            "epsilon_total": (eps_total[-1] if eps_total else 0.0) if cfg.dp.enabled else None,
+            # all the client's events, the server's selection events included (these are
+            # accounted even when DP-SGD is off)
+            "epsilon_total": (eps_total[-1] if eps_total else (0.0 if cfg.dp.enabled else None)),
+            "epsilon_selection": eps_sel[-1] if eps_sel else None,
             "delta": cfg.dp.delta if cfg.dp.enabled else None,
             "noise_multiplier": sigma[-1] if sigma else None,
             "role": roles[cid] if 0 <= cid < len(roles) else "honest",
@@ -75,6 +79,7 @@ def build_summary(
     completed = max((r for r in evaluations if r > 0), default=0)
     clients = client_summaries(cfg, round_records, num_examples, central_epsilon)
     spent = [c["epsilon_spent"] for c in clients.values() if c["epsilon_spent"] is not None]
+    totals = [c["epsilon_total"] for c in clients.values() if c["epsilon_total"] is not None]
     return {
         "name": cfg.name,
         "fedsim_version": __version__,
@@ -90,6 +95,7 @@ def build_summary(
             "max_epsilon": cfg.dp.max_epsilon,
             "delta": cfg.dp.delta if cfg.dp.enabled else None,
             "max_epsilon_spent": max(spent) if spent else None,
+            "max_epsilon_total": max(totals) if totals else None,
         },
         "selection_epsilon_total": (
             float(sum(selection_epsilon.values())) if selection_epsilon else None

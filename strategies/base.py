@@ -12,6 +12,13 @@ changes two hooks and delegates the aggregation rule to the Flower class:
   and passes only well-formed updates, sorted by client id (so float sums are
   reproducible), to the wrapped strategy's ``aggregate_train``. It records one
   :class:`~fedsim.records.ClientRoundRecord` per sampled client.
+
+Privacy of a private selection (SecProbe): the server keeps, per client id, a ledger of
+the pure-DP selection events that client took part in (:meth:`charge_selection`). Each
+client sends its own ledger (DP-SGD steps, releases) in its reply's status record; the
+server composes both into the client's ``epsilon_total`` (metrics.jsonl and summary.json),
+so each client's total is the composition of *all* its events in one accountant call.
+The client's own budget check (``dp.max_epsilon``) sees only its own events.
 """
 
 from __future__ import annotations
@@ -28,11 +35,13 @@ from flwr.serverapp import Grid
 
 from fedsim import keys
 from fedsim.config import Config
+from fedsim.privacy import PrivacyLedger, PureDp
 from fedsim.records import ClientRoundRecord
 from fedsim.seeding import numpy_rng
 from strategies.clipping import round_clip_bounds
 from strategies.directory import ClientDirectory
 from strategies.replies import screen_update
+from strategies.rewards import RewardBook, record_extras_merge
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +62,7 @@ def record_from_metrics(
         )
     loss = _metric(metrics, keys.TRAIN_LOSS)
     steps = _metric(metrics, keys.STEPS)
+    pruned = _metric(metrics, keys.NUM_PRUNED)
     return ClientRoundRecord(
         client_id=client_id,
         status=status,  # type: ignore[arg-type]
@@ -66,6 +76,10 @@ def record_from_metrics(
         steps=None if steps is None else int(steps),
         train_seconds=_metric(metrics, keys.TRAIN_SECONDS),
         rejected_reason=reason,
+        valuation=_metric(metrics, keys.VALUATION),
+        valuation_variance=_metric(metrics, keys.VALUATION_VARIANCE),
+        valuation_epsilon=_metric(metrics, keys.VALUATION_EPSILON),
+        num_pruned=None if pruned is None else int(pruned),
     )
 
 
@@ -91,6 +105,12 @@ class FedsimStrategyMixin:
         self.round_client_extras: dict[int, dict[int, dict[str, Any]]] = {}
         # filled by private selection rules: the ε their selection spent in each round
         self.round_selection_epsilon: dict[int, float] = {}
+        # valuation.enabled: quality gate × DP valuation → rewards (strategies.rewards)
+        self.rewards: RewardBook | None = RewardBook(cfg) if cfg.valuation.enabled else None
+        self._round_arrays: ArrayRecord | None = None
+        # per client id: the ledger it last reported, and the server-side selection events
+        self.client_ledgers: dict[int, PrivacyLedger] = {}
+        self.selection_ledgers: dict[int, PrivacyLedger] = {}
 
     # ------------------------------------------------------------------ sampling
     def eligible_clients(self) -> list[int]:
@@ -112,6 +132,7 @@ class FedsimStrategyMixin:
     ) -> Iterable[Message]:
         """Messages to the sampled clients carrying the global model and round config."""
         self._reference_shapes = {k: tuple(a.shape) for k, a in arrays.items()}
+        self._round_arrays = arrays
         clients = self.sample_clients(server_round)
         self.round_sampled[server_round] = tuple(clients)
         if not clients:
@@ -169,6 +190,7 @@ class FedsimStrategyMixin:
                 why = str(status_rec[keys.STATUS_REASON]) if status_rec else status
                 records.append(record_from_metrics(cid, "budget-exhausted", metrics, why))
                 continue
+            self._remember_ledger(cid, status_rec)
             malformed = self._malformed_reason(content)
             if malformed is not None:
                 logger.warning("round %d: rejected client %d: %s", server_round, cid, malformed)
@@ -182,6 +204,15 @@ class FedsimStrategyMixin:
         accepted.sort(key=lambda pair: pair[0])
         records.sort(key=lambda r: r.client_id)
         return accepted, records
+
+    def _remember_ledger(self, cid: int, status_rec: ConfigRecord | None) -> None:
+        text = None if status_rec is None else status_rec.get(keys.STATUS_LEDGER)
+        if text is None:
+            return
+        try:
+            self.client_ledgers[cid] = PrivacyLedger.from_json(str(text))
+        except (ValueError, KeyError, TypeError) as exc:
+            logger.warning("client %d sent an unreadable privacy ledger: %s", cid, exc)
 
     def _malformed_reason(self, content: RecordDict) -> str | None:
         arrays = content.array_records.get(keys.ARRAYS)
@@ -205,10 +236,14 @@ class FedsimStrategyMixin:
         """Screen, sort, record, then let the wrapped Flower strategy aggregate."""
         accepted, records = self.screen_replies(server_round, replies)
         chosen = self.select(server_round, accepted)
+        self.value_updates(server_round, accepted)
         extras = self.round_client_extras.get(server_round, {})
-        records = [dataclasses.replace(r, **extras.get(r.client_id, {})) for r in records]
+        records = [
+            self._with_total_epsilon(dataclasses.replace(r, **extras.get(r.client_id, {})))
+            for r in records
+        ]
         self.round_records[server_round] = tuple(records)
-        self.round_selected[server_round] = tuple(cid for cid, _ in chosen)
+        self.round_selected[server_round] = self.kept_by_rule(chosen)
         if not chosen:
             logger.warning(
                 "round %d: no update accepted; the global model is unchanged", server_round
@@ -223,3 +258,58 @@ class FedsimStrategyMixin:
     ) -> list[tuple[int, Message]]:
         """Which accepted updates enter aggregation (all of them here; SecProbe overrides)."""
         return accepted
+
+    def value_updates(self, server_round: int, accepted: list[tuple[int, Message]]) -> None:
+        """Reward the accepted updates that carry a DP valuation (``valuation.enabled``).
+
+        Every accepted update is valued, whether or not the selection kept it; SecProbe's
+        utilities are reused when it computed them this round.
+        """
+        if self.rewards is None:
+            return
+        known = self.round_client_extras.get(server_round, {})
+        utility = {cid: float(e["utility"]) for cid, e in known.items() if "utility" in e}
+        extras = self.rewards.value_round(server_round, accepted, self._round_arrays, utility)
+        self.round_client_extras[server_round] = record_extras_merge(known, extras)
+
+    def kept_by_rule(self, chosen: list[tuple[int, Message]]) -> tuple[int, ...]:
+        """Client ids whose updates the aggregation rule uses (``selected`` in metrics).
+
+        All of ``chosen`` here; a rule that discards some itself (Bulyan) overrides this.
+        """
+        return tuple(cid for cid, _ in chosen)
+
+    def keep_count(self, m: int) -> int:
+        """K of ``m`` accepted updates: ``strategy.k`` capped at ``m`` (all when unset)."""
+        return min(self.cfg.strategy.k or m, m)
+
+    # ------------------------------------------------------------------ privacy
+    def charge_selection(self, client_ids: Iterable[int], epsilon: float) -> None:
+        """Record a pure ``epsilon``-DP selection event in each client's server-side ledger."""
+        if epsilon <= 0:
+            return
+        for cid in client_ids:
+            ledger = self.selection_ledgers.get(cid, PrivacyLedger())
+            self.selection_ledgers[cid] = ledger.with_event(PureDp(epsilon))
+
+    def client_epsilon_total(self, cid: int) -> float | None:
+        """ε of all of a client's events: its own ledger plus the server's selection events.
+
+        ``None`` when the server knows of no event of this client.
+        """
+        own = self.client_ledgers.get(cid)
+        server = self.selection_ledgers.get(cid)
+        if own is None and server is None:
+            return None
+        events = (own.events if own else ()) + (server.events if server else ())
+        return PrivacyLedger(events=events).epsilon_total(self.cfg.dp.delta, self.cfg.dp.accountant)
+
+    def _with_total_epsilon(self, record: ClientRoundRecord) -> ClientRoundRecord:
+        if record.client_id not in self.selection_ledgers:
+            return record  # the client's own epsilon_total is already complete
+        server = self.selection_ledgers[record.client_id]
+        return dataclasses.replace(
+            record,
+            epsilon_total=self.client_epsilon_total(record.client_id),
+            epsilon_selection=server.epsilon_total(self.cfg.dp.delta, self.cfg.dp.accountant),
+        )

@@ -23,9 +23,9 @@ class RandomK(FedsimStrategyMixin, FlowerFedAvg):
     ) -> list[tuple[int, Message]]:
         """A seeded uniform sample of K of the accepted updates, in client-id order."""
         m = len(accepted)
-        if m == 0:
+        k = self.keep_count(m)
+        if k == 0:
             return []
-        k = min(self.cfg.strategy.k or m, m)
         idx = numpy_rng(self.cfg.seed, "random-k", server_round).choice(m, size=k, replace=False)
         self.round_client_extras[server_round] = {
             cid: {"selection_probability": k / m} for cid, _ in accepted

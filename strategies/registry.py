@@ -29,21 +29,12 @@ def central_dp(cfg: Config) -> bool:
     return cfg.dp.enabled and cfg.dp.mode == "central"
 
 
-@STRATEGIES.register("fedavg")
-def _fedavg(cfg: Config) -> Strategy:
-    # Under central DP the mean is uniform (weight 1 per client), as the noise assumes.
-    weight = keys.UNIT_WEIGHT if central_dp(cfg) else keys.NUM_EXAMPLES
-    return FedAvg(
-        fraction_train=1.0,
-        fraction_evaluate=0.0,
-        min_train_nodes=cfg.clients_per_round,
-        min_available_nodes=cfg.data.num_clients,
-        weighted_by_key=weight,
-    )
-
-
 def _common(cfg: Config) -> dict[str, Any]:
-    """Flower constructor arguments every fedsim strategy shares (see ``_fedavg``)."""
+    """Flower constructor arguments every fedsim strategy shares.
+
+    fedsim samples the clients itself (:class:`~strategies.base.FedsimStrategyMixin`), so
+    Flower trains every node it is handed and evaluates none; it waits for all nodes.
+    """
     return {
         "fraction_train": 1.0,
         "fraction_evaluate": 0.0,
@@ -52,14 +43,24 @@ def _common(cfg: Config) -> dict[str, Any]:
     }
 
 
-@STRATEGIES.register("secprobe")
-def _secprobe(cfg: Config) -> Strategy:
-    return SecProbe(**_common(cfg))
+def _plain(cls: Callable[..., Strategy]) -> StrategyFactory:
+    """A factory for a strategy that takes only the common arguments."""
+    return lambda cfg: cls(**_common(cfg))
 
 
-@STRATEGIES.register("random_k")
-def _random_k(cfg: Config) -> Strategy:
-    return RandomK(**_common(cfg))
+@STRATEGIES.register("fedavg")
+def _fedavg(cfg: Config) -> Strategy:
+    # Under central DP the mean is uniform (weight 1 per client), as the noise assumes.
+    weight = keys.UNIT_WEIGHT if central_dp(cfg) else keys.NUM_EXAMPLES
+    return FedAvg(**_common(cfg), weighted_by_key=weight)
+
+
+for _name, _cls in (
+    ("secprobe", SecProbe),
+    ("random_k", RandomK),
+    ("median", FedMedian),
+):
+    STRATEGIES.register(_name)(_plain(_cls))
 
 
 @STRATEGIES.register("krum")
@@ -73,11 +74,6 @@ def _multikrum(cfg: Config) -> Strategy:
     return MultiKrum(
         **_common(cfg), num_malicious_nodes=cfg.strategy.num_malicious, num_nodes_to_select=keep
     )
-
-
-@STRATEGIES.register("median")
-def _median(cfg: Config) -> Strategy:
-    return FedMedian(**_common(cfg))
 
 
 @STRATEGIES.register("trimmed_mean")

@@ -10,26 +10,50 @@
   coordinate-wise trimmed mean around the median; needs ``M >= 4f + 3``.
 
 The rules are Flower's own; the mixin only screens malformed replies first. ``selected``
-in metrics.jsonl lists the updates handed to the rule (which may discard some itself).
+in metrics.jsonl lists the updates the rule used: for Krum and MultiKrum the ones Flower's
+``select_multikrum`` keeps (found here with the same function, then handed to Flower's
+rule, which keeps all of them again), for Bulyan the ``M - 2f`` its selection rule keeps
+(all of which enter the coordinate-wise trimmed mean), and every update for the
+coordinate-wise rules (median, trimmed mean), which use all of them.
 """
 
 from __future__ import annotations
 
+from flwr.app import Message
 from flwr.serverapp.strategy import Bulyan as FlowerBulyan
 from flwr.serverapp.strategy import FedMedian as FlowerFedMedian
 from flwr.serverapp.strategy import FedTrimmedAvg as FlowerFedTrimmedAvg
 from flwr.serverapp.strategy import Krum as FlowerKrum
 from flwr.serverapp.strategy import MultiKrum as FlowerMultiKrum
+from flwr.serverapp.strategy.multikrum import select_multikrum
 
 from strategies.base import FedsimStrategyMixin
 
 
-class Krum(FedsimStrategyMixin, FlowerKrum):
-    """Flower's Krum; sampling and screening from :class:`FedsimStrategyMixin`."""
+def _kept(
+    chosen: list[tuple[int, Message]], num_malicious: int, keep: int
+) -> list[tuple[int, Message]]:
+    """The ``(client id, message)`` pairs whose contents ``select_multikrum`` returns."""
+    if not chosen:
+        return []
+    kept = select_multikrum([msg.content for _, msg in chosen], num_malicious, keep)
+    ids = {id(content) for content in kept}
+    return [(cid, msg) for cid, msg in chosen if id(msg.content) in ids]
 
 
 class MultiKrum(FedsimStrategyMixin, FlowerMultiKrum):
     """Flower's MultiKrum; sampling and screening from :class:`FedsimStrategyMixin`."""
+
+    def select(
+        self, server_round: int, accepted: list[tuple[int, Message]]
+    ) -> list[tuple[int, Message]]:
+        """The updates Krum's scores keep (Flower's rule then averages exactly these)."""
+        keep = min(self.num_nodes_to_select, len(accepted))
+        return _kept(accepted, self.num_malicious_nodes, keep)
+
+
+class Krum(MultiKrum, FlowerKrum):
+    """Flower's Krum; sampling and screening from :class:`FedsimStrategyMixin`."""
 
 
 class FedMedian(FedsimStrategyMixin, FlowerFedMedian):
@@ -42,3 +66,13 @@ class FedTrimmedAvg(FedsimStrategyMixin, FlowerFedTrimmedAvg):
 
 class Bulyan(FedsimStrategyMixin, FlowerBulyan):
     """Flower's Bulyan; sampling and screening from :class:`FedsimStrategyMixin`."""
+
+    def kept_by_rule(self, chosen: list[tuple[int, Message]]) -> tuple[int, ...]:
+        """The ``M - 2f`` updates Bulyan's selection rule keeps (none if ``M < 4f + 3``)."""
+        f = self.num_malicious_nodes
+        if len(chosen) < 4 * f + 3:
+            return ()
+        theta = len(chosen) - 2 * f
+        kept = self.selection_rule([msg.content for _, msg in chosen], f, theta)
+        ids = {id(content) for content in kept}
+        return tuple(cid for cid, msg in chosen if id(msg.content) in ids)

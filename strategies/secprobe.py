@@ -11,6 +11,13 @@ round (K draws at ε/K each, basic composition); over R rounds the selection spe
 (basic composition, logged per round and as ``selection_epsilon_total`` in summary.json).
 A round where K ≥ M selects everyone deterministically and spends nothing.
 
+The selection also depends on each participant's upload, through its own utility only;
+with respect to a participant it is ``ε·1/(2Δu)``-DP per round
+(:func:`fedsim.selection.participant_epsilon`: ε with the paper's Δu = 1/2,
+``ε·(n+1)/2`` with the tight Δu). That pure-DP event is charged to every scored
+participant's server-side ledger and composed into its ``epsilon_total``
+(:meth:`~strategies.base.FedsimStrategyMixin.charge_selection`).
+
 Logged per client: ``utility`` and ``selection_probability``, the probability of being
 among the K. It is exact (enumeration of ordered selections) for M ≤ 8 and a seeded Monte
 Carlo estimate (20,000 Gumbel-top-K draws) above.
@@ -23,20 +30,17 @@ import logging
 import numpy as np
 from flwr.app import Message
 from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
-from torch import nn
 
-from fedsim import keys
-from fedsim.devices import pick_device
-from fedsim.evaluation import evaluate
-from fedsim.models import build_model
 from fedsim.seeding import numpy_rng
 from fedsim.selection import (
     accuracy_sensitivity,
+    participant_epsilon,
     sample_k_gumbel,
     selection_inclusion_probabilities,
 )
 from fedsim.workload import dataset_for
 from strategies.base import FedsimStrategyMixin
+from strategies.utility import validation_accuracies
 
 logger = logging.getLogger(__name__)
 
@@ -44,22 +48,9 @@ logger = logging.getLogger(__name__)
 class SecProbe(FedsimStrategyMixin, FlowerFedAvg):
     """Exponential-mechanism selection of K of M updates by validation accuracy."""
 
-    _probe_model: nn.Module | None = None
-
     def utilities(self, accepted: list[tuple[int, Message]]) -> np.ndarray:
         """Validation accuracy of each accepted update (in ``accepted`` order)."""
-        bundle = dataset_for(self.cfg.data, self.cfg.seed)
-        if self._probe_model is None:
-            self._probe_model = build_model(
-                self.cfg.model.name, bundle.input_shape, bundle.num_classes
-            )
-        device = pick_device()
-        out = []
-        for _, msg in accepted:
-            state = msg.content.array_records[keys.ARRAYS].to_torch_state_dict()
-            self._probe_model.load_state_dict(state)
-            out.append(evaluate(self._probe_model, bundle.val, device).accuracy)
-        return np.asarray(out, dtype=np.float64)
+        return validation_accuracies(self.cfg, [msg for _, msg in accepted])
 
     def select(
         self, server_round: int, accepted: list[tuple[int, Message]]
@@ -69,7 +60,7 @@ class SecProbe(FedsimStrategyMixin, FlowerFedAvg):
         if m == 0:
             return []
         st = self.cfg.strategy
-        k = min(st.k or m, m)
+        k = self.keep_count(m)
         eps = st.selection_epsilon
         n_val = len(dataset_for(self.cfg.data, self.cfg.seed).val)
         sens = accuracy_sensitivity(n_val, st.sensitivity)
@@ -79,6 +70,7 @@ class SecProbe(FedsimStrategyMixin, FlowerFedAvg):
                 u, eps, k, sens, numpy_rng(self.cfg.seed, "secprobe", server_round)
             )
             self.round_selection_epsilon[server_round] = eps
+            self.charge_selection((cid for cid, _ in accepted), participant_epsilon(eps, sens))
         else:
             picked = np.arange(m)
             self.round_selection_epsilon[server_round] = 0.0

@@ -5,7 +5,8 @@ central evaluation on the test split every round, and writes the run directory
 (``metrics.jsonl`` one line per round, then ``summary.json``, ``model.pt``).
 
 ``make_server_app(cfg, out_dir)`` is used by ``fedsim run``; the module-level ``app``
-serves ``flwr run .`` and reads ``config-path``/``overrides``/``out-dir`` from the run config.
+serves ``flwr run .`` and reads ``config-path``/``overrides``/``out-dir`` from the run config
+(see :func:`deployment_out_dir`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,23 @@ logger = logging.getLogger(__name__)
 
 RoundCallback = Callable[[RoundRecord], None]
 
+#: The app's root (the repository, or the installed FAB under ``flwr run``): relative
+#: ``config-path`` entries of the run config are read from here.
+APP_DIR = Path(__file__).resolve().parents[1]
+
+
+def deployment_out_dir(context: Context, cfg: Config) -> Path:
+    """Where ``flwr run`` writes the run directory.
+
+    The run config's ``out-dir`` when set (a relative path counts from the working
+    directory of the process that runs the ServerApp, i.e. where ``flower-superlink``
+    was started), else ``runs/<name>-<flower run id>`` there, so runs never clobber
+    each other.
+    """
+    given = str(context.run_config.get("out-dir") or "").strip()
+    path = Path(given).expanduser() if given else Path("runs") / f"{cfg.name}-{context.run_id}"
+    return path.resolve()
+
 
 def run_server(
     grid: Grid,
@@ -61,6 +79,8 @@ def run_server(
 
         def central_evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
             model.load_state_dict(arrays.to_torch_state_dict())
+            if cfg.save_checkpoints and server_round > 0:
+                writer.save_checkpoint(server_round, model.state_dict())
             result = evaluate(model, bundle.test, device)
             evaluations[server_round] = result
             if server_round > 0:
@@ -105,6 +125,9 @@ def run_server(
             selection_epsilon=strategy.round_selection_epsilon,
             central_epsilon=outer.epsilon() if isinstance(outer, CentralDP) else None,
         )
+        if strategy.rewards is not None:
+            strategy.rewards.write_csv(writer.dir)
+            summary = strategy.rewards.extend_summary(summary, directory.num_examples)
         writer.write_summary(summary)
         return summary
     finally:
@@ -125,8 +148,8 @@ def make_server_app(
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        run_cfg = cfg if cfg is not None else from_run_config(context.run_config)
-        target = out_dir or context.run_config.get("out-dir") or f"runs/{run_cfg.name}"
+        run_cfg = cfg if cfg is not None else from_run_config(context.run_config, APP_DIR)
+        target = out_dir or deployment_out_dir(context, run_cfg)
         summary = run_server(grid, run_cfg, str(target), on_round)
         if on_summary is not None:
             on_summary(summary)

@@ -155,7 +155,7 @@ def test_selection_and_roles_bounds_reported_with_paths() -> None:
         },
         "roles": {
             "unreliable": {"fraction": 1.5, "noise_fraction": -0.1, "kind": "blur"},
-            "malicious": {"kind": "nan", "scale": 0, "extra": 1},
+            "malicious": {"kind": "zeros", "scale": 0, "extra": 1},
         },
     }
     with pytest.raises(ConfigError) as info:
@@ -170,7 +170,10 @@ def test_selection_and_roles_bounds_reported_with_paths() -> None:
     assert "roles.unreliable.fraction must be <= 1; got 1.5" in text
     assert "roles.unreliable.noise_fraction must be >= 0; got -0.1" in text
     assert "roles.unreliable.kind must be one of 'noise', 'label_flip'; got 'blur'" in text
-    assert "roles.malicious.kind must be one of 'random', 'sign_flip', 'scale'" in text
+    assert (
+        "roles.malicious.kind must be one of 'random', 'sign_flip', 'scale', 'nan'; got 'zeros'"
+        in text
+    )
     assert "roles.malicious.scale must be > 0; got 0" in text
     assert "roles.malicious.extra is not a known key" in text
 
@@ -185,7 +188,8 @@ def test_selection_and_roles_bounds_reported_with_paths() -> None:
         (
             {},
             {"unreliable": {"fraction": 0.6}, "malicious": {"fraction": 0.5}},
-            "roles.unreliable.fraction + roles.malicious.fraction must be <= 1",
+            "roles.unreliable.fraction + roles.malicious.fraction + roles.adversarial.fraction "
+            "must be <= 1",
         ),
     ],
 )

@@ -73,6 +73,9 @@ def test_malicious_states() -> None:
     rnd = malicious_state(g, w, "random", 1.0, torch_generator(0, "m"))
     assert rnd["w"].shape == (2,) and bool(((rnd["w"] >= 0) & (rnd["w"] <= 1)).all())
     assert not torch.equal(rnd["w"], w["w"])
+    bad = malicious_state(g, w, "nan", 1.0, torch_generator(0, "m"))
+    assert not bool(torch.isfinite(bad["w"]).any()) and int(bad["n"]) == 4
+    assert torch.isinf(bad["w"]).sum() == 1 and torch.isnan(bad["w"]).sum() == 1
 
 
 def test_client_view_of_roles() -> None:

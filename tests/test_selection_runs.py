@@ -43,32 +43,55 @@ def run_config(name: str, num_clients: int = 6, rounds: int = 2, **extra: object
     }
 
 
+KEPT_BY_RULE = {"secprobe": 3, "random_k": 3, "krum": 1, "multikrum": 3, "bulyan": 5}
+
+
 @pytest.mark.parametrize("name", ALL_STRATEGIES)
 def test_each_strategy_runs_two_rounds(name: str, tmp_path) -> None:
+    # 8 clients, one of which uploads NaN/Inf every round: it must be rejected with a
+    # logged reason and the run must complete with the other 7 (Bulyan, f = 1, needs 7).
     extra: dict = {"k": 3}
     if name in ("krum", "multikrum", "bulyan"):
         extra = {"num_malicious": 1, **({"k": 3} if name == "multikrum" else {})}
-    cfg = from_dict(run_config(name, num_clients=7, strategy=extra))
-    summary = run_experiment(cfg, tmp_path)
+    raw = run_config(
+        name,
+        num_clients=8,
+        strategy=extra,
+        roles={"malicious": {"fraction": 0.125, "kind": "nan"}},
+    )
+    summary = run_experiment(from_dict(raw), tmp_path)
+    roles = {int(c): v["role"] for c, v in summary["clients"].items()}
+    (bad,) = [c for c, r in roles.items() if r == "malicious"]
     lines = read_metrics(tmp_path)
     assert [m["round"] for m in lines] == [1, 2]
     for m in lines:
         assert 0.0 <= m["test_accuracy"] <= 1.0 and math.isfinite(m["test_loss"])
-        assert m["sampled"] == list(range(7))
-        expected = 3 if name in ("secprobe", "random_k") else 7
-        assert len(m["selected"]) == expected and set(m["selected"]) <= set(m["sampled"])
-        probs = [c["selection_probability"] for c in m["clients"].values()]
+        assert m["sampled"] == list(range(8))
+        rejected = m["clients"][str(bad)]
+        assert rejected["status"] == "rejected" and "non-finite" in rejected["rejected_reason"]
+        ok = [c for c in range(8) if c != bad]
+        assert all(m["clients"][str(c)]["status"] == "ok" for c in ok)
+        expected = KEPT_BY_RULE.get(name, 7)
+        assert len(m["selected"]) == expected and set(m["selected"]) <= set(ok)
+        probs = [m["clients"][str(c)]["selection_probability"] for c in ok]
         if name in ("secprobe", "random_k"):
             assert sum(probs) == pytest.approx(3.0, abs=1e-6)
         else:
             assert probs == [None] * 7
+        assert rejected["selection_probability"] is None
     assert summary["rounds"] == 2
     if name == "secprobe":
         assert [m["selection_epsilon"] for m in lines] == [1.0, 1.0]
         assert summary["selection_epsilon_total"] == pytest.approx(2.0)
         for m in lines:
-            for c in m["clients"].values():
-                assert 0.0 <= c["utility"] <= 1.0
+            for c in ok:
+                assert 0.0 <= m["clients"][str(c)]["utility"] <= 1.0
+        # each scored participant took part in 2 selections at eps = 1 (paper sensitivity):
+        # 2.0 in its ledger (no DP-SGD here); the rejected client was never scored
+        for c in ok:
+            assert summary["clients"][str(c)]["epsilon_total"] == pytest.approx(2.0)
+            assert summary["clients"][str(c)]["epsilon_selection"] == pytest.approx(2.0)
+        assert summary["clients"][str(bad)]["epsilon_total"] is None
     else:
         assert summary["selection_epsilon_total"] is None
 
@@ -110,3 +133,33 @@ def test_secprobe_keeps_high_utility_uploads_when_half_are_random(tmp_path) -> N
         assert sum(prob.values()) == pytest.approx(3.0, abs=1e-6)
         chosen = [util[str(s)] for s in m["selected"]]
         assert min(chosen) >= kth_best - 0.1
+
+
+def test_secprobe_selection_epsilon_enters_each_participants_total(tmp_path) -> None:
+    # DP-SGD on the clients plus SecProbe's selection: each participant's epsilon_total
+    # is the composition of its DP-SGD steps (from the logged sigma, q, steps) and one
+    # pure 0.5-DP event per round it was scored in; epsilon_spent stays DP-SGD only.
+    from tests.test_selection_privacy import independent_total
+
+    raw = run_config(
+        "secprobe",
+        num_clients=4,
+        strategy={"k": 2, "selection_epsilon": 0.5},
+        dp={"enabled": True, "noise_multiplier": 1.0, "delta": 1e-5},
+    )
+    summary = run_experiment(from_dict(raw), tmp_path)
+    lines = read_metrics(tmp_path)
+    for cid, doc in summary["clients"].items():
+        rounds = [m["clients"][cid] for m in lines if cid in m["clients"]]
+        last = rounds[-1]
+        assert last["status"] == "ok"
+        expected = independent_total(
+            last["noise_multiplier"], last["sample_rate"], last["steps"], [0.5] * len(rounds)
+        )
+        assert doc["epsilon_total"] == pytest.approx(expected, rel=0.02)
+        assert doc["epsilon_selection"] == pytest.approx(0.5 * len(rounds))
+        assert doc["epsilon_spent"] < doc["epsilon_total"]
+        assert last["epsilon_total"] == pytest.approx(doc["epsilon_total"])
+    assert summary["dp"]["max_epsilon_total"] == max(
+        c["epsilon_total"] for c in summary["clients"].values()
+    )

@@ -1,8 +1,10 @@
 """Pure privacy-accounting math over DP events (dp-accounting's RDP or PLD accountant).
 
 fedsim accounts each client's privacy with Google's ``dp-accounting`` library: DP-SGD
-steps are Poisson-subsampled Gaussian events, valuation releases are Laplace events. The
-functions here are side-effect free; :mod:`fedsim.privacy.ledger` holds the events.
+steps are Poisson-subsampled Gaussian events, valuation releases are Laplace events, and
+other pure ε-DP mechanisms (SecProbe's exponential-mechanism selection, the functional
+mechanism) are generic :class:`PureDp` events. The functions here are side-effect free;
+:mod:`fedsim.privacy.ledger` holds the events.
 
 Opacus' Poisson data loader uses sampling rate ``q = 1 / ceil(n / B)`` and runs
 ``ceil(n / B)`` steps per epoch; :func:`dp_sgd_schedule` mirrors exactly that so that the
@@ -44,7 +46,20 @@ class LaplaceRelease:
     count: int = 1
 
 
-DpEvent = SubsampledGaussian | LaplaceRelease
+@dataclass(frozen=True)
+class PureDp:
+    """``count`` runs of a pure ``epsilon``-DP mechanism that is not Laplace.
+
+    For the RDP accountant an ε-DP mechanism is ``ε²/2``-zCDP (Bun & Steinke, TCC 2016,
+    Prop. 1.4), i.e. RDP ``α·ε²/2`` at every order α; the PLD accountant has no generic
+    pure-DP event, so there such events compose basically (their ε's add up).
+    """
+
+    epsilon: float
+    count: int = 1
+
+
+DpEvent = SubsampledGaussian | LaplaceRelease | PureDp
 
 
 @dataclass(frozen=True)
@@ -75,6 +90,8 @@ def _to_dp_event(event: DpEvent) -> tuple[dp_accounting.DpEvent, int]:
         if event.sample_rate < 1.0:
             return dp_accounting.PoissonSampledDpEvent(event.sample_rate, inner), event.steps
         return inner, event.steps
+    if isinstance(event, PureDp):
+        return dp_accounting.ZCDpEvent(rho=event.epsilon**2 / 2.0), event.count
     # Laplace with scale b and sensitivity Δ is (Δ/b)-DP; dp-accounting's parameter is b/Δ.
     return dp_accounting.LaplaceDpEvent(1.0 / event.epsilon), event.count
 
@@ -82,19 +99,21 @@ def _to_dp_event(event: DpEvent) -> tuple[dp_accounting.DpEvent, int]:
 def epsilon(events: Sequence[DpEvent], delta: float, accountant: AccountantName = "rdp") -> float:
     """ε of the composition of ``events`` at ``delta`` (0.0 for no events).
 
-    Pure ε-DP Laplace releases are also composed basically (ε of the Gaussian part plus the
-    sum of the Laplace ε's); the smaller of that and the accountant's bound is returned —
-    both are valid (ε, δ) bounds, and for a few Laplace releases RDP is the looser one.
+    Pure ε-DP events (Laplace releases, :class:`PureDp`) are also composed basically (ε of
+    the Gaussian part plus the sum of the pure ε's); the smaller of that and the
+    accountant's bound is returned — both are valid (ε, δ) bounds, and for a few pure
+    releases RDP is the looser one. Under PLD, :class:`PureDp` events compose basically only.
     """
     active = [e for e in events if (e.steps if isinstance(e, SubsampledGaussian) else e.count)]
     if not active:
         return 0.0
-    laplace = [e for e in active if isinstance(e, LaplaceRelease)]
-    composed = _accountant_epsilon(active, delta, accountant)
-    if not laplace:
+    pure = [e for e in active if not isinstance(e, SubsampledGaussian)]
+    supported = accountant == "rdp" or not any(isinstance(e, PureDp) for e in active)
+    composed = _accountant_epsilon(active, delta, accountant) if supported else math.inf
+    if not pure:
         return composed
     gaussian = [e for e in active if isinstance(e, SubsampledGaussian)]
-    basic = sum(e.epsilon * e.count for e in laplace)
+    basic = sum(e.epsilon * e.count for e in pure)
     if gaussian:
         basic += _accountant_epsilon(gaussian, delta, accountant)
     return min(composed, basic)

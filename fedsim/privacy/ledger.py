@@ -8,12 +8,14 @@ or in a state file (deployment) and survive across rounds and restarts.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from fedsim.privacy.accounting import (
     AccountantName,
     DpEvent,
     LaplaceRelease,
+    PureDp,
     SubsampledGaussian,
     epsilon,
 )
@@ -67,6 +69,13 @@ class PrivacyLedger:
         """ε of the DP-SGD steps alone."""
         return epsilon(self.dp_sgd_events(), delta, accountant)
 
+    def with_events(self, events: Sequence[DpEvent]) -> PrivacyLedger:
+        """Append every event of ``events`` in order (see :meth:`with_event`)."""
+        ledger = self
+        for event in events:
+            ledger = ledger.with_event(event)
+        return ledger
+
     def epsilon_total(self, delta: float, accountant: AccountantName = "rdp") -> float:
         """ε of every event in the ledger, composed."""
         return epsilon(self.events, delta, accountant)
@@ -78,6 +87,8 @@ class PrivacyLedger:
         for e in self.events:
             if isinstance(e, SubsampledGaussian):
                 evs.append(["sgm", e.noise_multiplier, e.sample_rate, e.steps])
+            elif isinstance(e, PureDp):
+                evs.append(["pure", e.epsilon, e.count])
             else:
                 evs.append(["laplace", e.epsilon, e.count])
         return json.dumps({"sigma": self.noise_multiplier, "events": evs})
@@ -92,6 +103,8 @@ class PrivacyLedger:
                 events.append(SubsampledGaussian(float(ev[1]), float(ev[2]), int(ev[3])))
             elif ev[0] == "laplace":
                 events.append(LaplaceRelease(float(ev[1]), int(ev[2])))
+            elif ev[0] == "pure":
+                events.append(PureDp(float(ev[1]), int(ev[2])))
             else:
                 raise ValueError(f"unknown privacy event kind {ev[0]!r}")
         sigma = doc.get("sigma")

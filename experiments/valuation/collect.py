@@ -1,0 +1,162 @@
+"""Collect the valuation experiments into experiments/results/valuation/ (CSV + Markdown).
+
+    python experiments/valuation/collect.py runs
+
+Reads the sweep directories written by the commands in spearman.yaml / table1*.yaml.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import sys
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parents[1] / "results" / "valuation"
+PARTS = ("quality", "informativeness", "combined")
+
+
+def _summaries(sweep: Path) -> list[tuple[Path, dict]]:
+    out = []
+    for point in sorted((sweep / "points").glob("*")):
+        path = point / "summary.json"
+        if path.exists():
+            out.append((point, json.loads(path.read_text())))
+    return out
+
+
+def _f(x: object) -> str:
+    return "—" if x is None else f"{float(x):+.2f}"  # type: ignore[arg-type]
+
+
+def spearman_table(runs: Path) -> str:
+    rows, lines = [], []
+    for point, s in _summaries(runs / "valuation-spearman"):
+        cfg = (point / "config.yaml").read_text()
+        dataset = "fashion-mnist" if "name: fashion-mnist" in cfg else "pneumoniamnist"
+        val = s["valuation"]
+        acc = s["final"]["test_accuracy"]
+        metrics = {val["metric"]: {p: val[f"spearman_{p}_clean"] for p in PARTS}}
+        metrics[val["metric"]]["valuation"] = val["spearman_valuation_clean"]
+        for m, doc in val.get("by_metric", {}).items():
+            metrics[m] = {
+                "quality": val["spearman_quality_clean"],
+                "informativeness": doc["spearman_informativeness_clean"],
+                "combined": doc["spearman_combined_clean"],
+                "valuation": doc["spearman_valuation_clean"],
+            }
+        for m, d in metrics.items():
+            rows.append({"dataset": dataset, "metric": m, "test_accuracy": acc, **d})
+        shutil.copy(point / "rewards.csv", OUT / f"rewards-{dataset}.csv")
+        from fedsim.valuation.report import report_section
+
+        section = report_section(point)
+        if section is not None:
+            (OUT / f"report-{dataset}.md").write_text(
+                section.replace("rewards.png", f"rewards-{dataset}.png")
+            )
+            shutil.copy(point / "rewards.png", OUT / f"rewards-{dataset}.png")
+        eps = [c["epsilon_total"] for c in s["clients"].values()]
+        sgd = [c["epsilon_spent"] for c in s["clients"].values()]
+        lines.append(
+            f"{dataset}: final test accuracy {acc:.3f}; per client ε DP-SGD "
+            f"{max(sgd):.2f}, ε total (DP-SGD + 4 releases/round) {max(eps):.2f}"
+        )
+    if not rows:
+        return ""
+    with (OUT / "spearman.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    md = [
+        "| dataset | metric | quality alone | informativeness alone | combined (q×v) |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        md.append(
+            f"| {r['dataset']} | {r['metric']} | {_f(r['quality'])} | "
+            f"{_f(r['informativeness'])} | {_f(r['combined'])} |"
+        )
+    return "\n".join(md) + "\n\n" + "\n".join(lines) + "\n"
+
+
+def table1(runs: Path) -> str:
+    rows = []
+    for sweep in ("valuation-table1-a", "valuation-table1-b", "valuation-table1-fmnist"):
+        for point, s in _summaries(runs / sweep):
+            cfg = (point / "config.yaml").read_text()
+            rows.append(
+                {
+                    "dataset": "fashion-mnist" if "fmnist" in sweep else "pneumoniamnist",
+                    "epsilon": s["dp"]["target_epsilon"],
+                    "removed_by": _metric_of(cfg),
+                    "test_accuracy": s["final"]["test_accuracy"],
+                    "test_auc": s["final"].get("test_auc"),
+                    "max_epsilon_spent": s["dp"]["max_epsilon_spent"],
+                }
+            )
+    for sweep in ("valuation-table1-baseline", "valuation-table1-fmnist-baseline"):
+        for _point, s in _summaries(runs / sweep):
+            rows.append(
+                {
+                    "dataset": "fashion-mnist" if "fmnist" in sweep else "pneumoniamnist",
+                    "epsilon": s["dp"]["target_epsilon"],
+                    "removed_by": "none",
+                    "test_accuracy": s["final"]["test_accuracy"],
+                    "test_auc": s["final"].get("test_auc"),
+                    "max_epsilon_spent": s["dp"]["max_epsilon_spent"],
+                }
+            )
+    if not rows:
+        return ""
+    with (OUT / "table1.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    order = ("none", "loss", "grad_norm", "vog", "plis")
+    md = ["| dataset | ε | " + " | ".join(order) + " |", "|---|---|" + "---|" * len(order)]
+    keys = sorted({(r["dataset"], r["epsilon"]) for r in rows})
+    for ds, eps in keys:
+        cells = []
+        for m in order:
+            hit = [r for r in rows if (r["dataset"], r["epsilon"], r["removed_by"]) == (ds, eps, m)]
+            if hit:
+                auc = hit[0]["test_auc"]
+                auc_text = "" if auc is None else f" (AUC {auc:.3f})"
+                cells.append(f"{hit[0]['test_accuracy']:.3f}{auc_text}")
+            else:
+                cells.append("—")
+        md.append(f"| {ds} | {eps:g} | " + " | ".join(cells) + " |")
+    return "\n".join(md) + "\n"
+
+
+def _metric_of(cfg_text: str) -> str:
+    in_prune = False
+    for line in cfg_text.splitlines():
+        if line.strip().startswith("prune:"):
+            in_prune = True
+        elif in_prune and line.strip().startswith("metric:"):
+            return line.split(":", 1)[1].strip()
+    return "?"
+
+
+def main() -> None:
+    runs = Path(sys.argv[1] if len(sys.argv) > 1 else "runs")
+    OUT.mkdir(parents=True, exist_ok=True)
+    parts = [
+        "# Valuation experiments (generated by experiments/valuation/collect.py)",
+        "",
+        "## Spearman correlation of total reward with clean fraction (10 clients, 0–90% noise)",
+        "",
+        spearman_table(runs),
+        "## Table 1: test accuracy after removing the 25% highest-scored samples",
+        "",
+        table1(runs),
+    ]
+    (OUT / "README.md").write_text("\n".join(parts))
+    print((OUT / "README.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

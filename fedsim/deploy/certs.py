@@ -1,0 +1,194 @@
+"""A private certificate authority and a SuperLink server certificate, for TLS.
+
+``fedsim certs OUT_DIR --host link.example.org`` writes
+
+- ``ca.crt`` — the CA certificate: give it to every SuperNode (``--root-certificates``)
+  and to ``flwr`` (``root-certificates`` of the SuperLink connection);
+- ``ca.key`` — the CA's private key (mode 0600): keep it offline, it signs server certs;
+- ``server.pem`` / ``server.key`` (0600) — the SuperLink's certificate and key
+  (``flower-superlink --ssl-ca-certfile ca.crt --ssl-certfile server.pem
+  --ssl-keyfile server.key``).
+
+The server certificate names every ``--host`` plus ``localhost``, ``127.0.0.1`` and
+``::1`` as subject alternative names (clients check the name they dialled against
+them). Keys are ECDSA P-384.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from fedsim.deploy.files import write_atomic
+from fedsim.errors import FedsimError
+
+CA_CERT = "ca.crt"
+CA_KEY = "ca.key"
+SERVER_CERT = "server.pem"
+SERVER_KEY = "server.key"
+LOOPBACK_NAMES: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
+
+
+@dataclass(frozen=True)
+class CertificateFiles:
+    """Where :func:`make_certificates` wrote its files."""
+
+    ca_cert: Path
+    ca_key: Path
+    server_cert: Path
+    server_key: Path
+
+
+def _key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP384R1())
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _pem_cert(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def san_entries(hosts: Sequence[str]) -> list[x509.GeneralName]:
+    """Subject alternative names for ``hosts`` plus the loopback names (no duplicates)."""
+    names: list[x509.GeneralName] = []
+    seen: set[str] = set()
+    for host in [*hosts, *LOOPBACK_NAMES]:
+        host = host.strip()
+        if not host or host in seen:
+            continue
+        seen.add(host)
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    return names
+
+
+def _check_hosts(hosts: Sequence[str]) -> None:
+    bad = [h for h in hosts if not h.strip() or (any(c in h for c in " /:@") and not _is_ip(h))]
+    if bad:
+        raise FedsimError(
+            f"--host must be a hostname or an IP address (no scheme, port or path); got {bad}"
+        )
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def make_certificates(
+    out_dir: Path,
+    hosts: Sequence[str],
+    days: int = 365,
+    overwrite: bool = False,
+    now: datetime.datetime | None = None,
+) -> CertificateFiles:
+    """Create a CA and a server certificate for ``hosts`` in ``out_dir``.
+
+    Raises
+    ------
+    FedsimError
+        If a host is malformed, ``days`` < 1, or a file exists and not ``overwrite``.
+    """
+    _check_hosts(hosts)
+    if days < 1:
+        raise FedsimError(f"--days must be >= 1; got {days}")
+    files = CertificateFiles(
+        out_dir / CA_CERT, out_dir / CA_KEY, out_dir / SERVER_CERT, out_dir / SERVER_KEY
+    )
+    existing = [str(p) for p in vars(files).values() if p.exists()]
+    if existing and not overwrite:
+        raise FedsimError(
+            f"{out_dir}: certificate files exist ({', '.join(existing)}); "
+            f"use --overwrite to replace them"
+        )
+    start = (now or datetime.datetime.now(datetime.UTC)) - datetime.timedelta(minutes=5)
+    end = start + datetime.timedelta(days=days)
+
+    ca_key = _key()
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fedsim federation CA")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
+        .sign(ca_key, hashes.SHA384())
+    )
+
+    server_key = _key()
+    common_name = hosts[0] if hosts else "localhost"
+    server_cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .issuer_name(ca_name)
+        .public_key(server_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.SubjectAlternativeName(san_entries(hosts)), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=True,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+        .sign(ca_key, hashes.SHA384())
+    )
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(files.ca_key, _pem_key(ca_key), mode=0o600)
+    write_atomic(files.server_key, _pem_key(server_key), mode=0o600)
+    write_atomic(files.ca_cert, _pem_cert(ca_cert), mode=0o644)
+    write_atomic(files.server_cert, _pem_cert(server_cert), mode=0o644)
+    return files

@@ -1,0 +1,60 @@
+"""SuperNode authentication keys in the format Flower 1.41 expects.
+
+With ``flower-superlink --enable-supernode-auth`` only SuperNodes whose public key was
+registered (``flwr supernode register KEY.pub CONNECTION``, through the SuperLink's
+Control API) may join. A SuperNode proves it holds the private key
+(``flower-supernode --auth-supernode-private-key KEY``). Flower reads both in OpenSSH
+format and accepts only elliptic-curve keys on NIST curves; this module writes ECDSA
+P-384 keys: ``NAME`` (private, mode 0600) and ``NAME.pub``, as ``ssh-keygen -t ecdsa
+-b 384 -N ''`` would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from fedsim.deploy.files import write_atomic
+from fedsim.errors import FedsimError
+
+
+@dataclass(frozen=True)
+class NodeKeyFiles:
+    """The private and public key file of one SuperNode."""
+
+    private: Path
+    public: Path
+
+
+def make_node_key(path: Path, comment: str = "", overwrite: bool = False) -> NodeKeyFiles:
+    """Write a new ECDSA P-384 key pair to ``path`` (private) and ``path.pub`` (public).
+
+    Raises
+    ------
+    FedsimError
+        If a key file exists and not ``overwrite``.
+    """
+    files = NodeKeyFiles(path, path.with_name(path.name + ".pub"))
+    existing = [str(p) for p in (files.private, files.public) if p.exists()]
+    if existing and not overwrite:
+        raise FedsimError(
+            f"key file(s) exist: {', '.join(existing)}; use --overwrite to replace them "
+            f"(a replaced key must be registered again)"
+        )
+    key = ec.generate_private_key(ec.SECP384R1())
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
+    if comment:
+        public += b" " + comment.encode()
+    write_atomic(files.private, private, mode=0o600)
+    write_atomic(files.public, public + b"\n", mode=0o644)
+    return files
