@@ -117,6 +117,7 @@ def handle_train(cfg: Config, msg: Message, context: Context) -> Message:
     if site.state_dir is None:
         ledger = load_ledger(context)
         outcome = train_round(cfg, msg, site, ledger, pruned)
+        save_ledger(context, outcome.ledger, outcome.pruned)
     else:
         # Read, train and write under the site's lock: concurrent runs cannot lose ε.
         with site_lock(site.state_dir):
@@ -125,7 +126,10 @@ def handle_train(cfg: Config, msg: Message, context: Context) -> Message:
             # The ledger is stored before the reply (and the noised model) leaves the site.
             trained = outcome.state_dict is not None
             save_state(site.state_dir, record_round(state, outcome.ledger, context.run_id, trained))
-    save_ledger(context, outcome.ledger, outcome.pruned)
+        if outcome.pruned is not None:  # the ledger's home is the state file, not context
+            context.state[keys.STATE_RECORD] = ConfigRecord(
+                {keys.STATE_PRUNED: json.dumps(list(outcome.pruned))}
+            )
     content = RecordDict(
         {
             keys.METRICS: outcome_metrics(cfg, site.client_id, outcome),
