@@ -225,3 +225,19 @@ def test_dp_clipping_rejects_unknown_variant_and_bad_sample_count() -> None:
         p.startswith("dp.clipping must be one of 'flat', 'per_layer_uniform'") for p in problems
     ), problems
     assert any("dp.adaptive_samples must be >= 1; got 0" in p for p in problems), problems
+
+
+def test_every_committed_experiment_config_is_valid() -> None:
+    """Each YAML under experiments/ loads; a sweep config expands to valid points."""
+    from pathlib import Path
+
+    from fedsim.sweep import expand, split_sweep
+
+    configs = [p for p in sorted(Path("experiments").rglob("*.yaml")) if "results" not in p.parts]
+    assert len(configs) >= 10
+    for path in configs:
+        raw = C.read_yaml(path)
+        if "sweep" in raw:
+            assert expand(*split_sweep(raw)), path
+        else:
+            C.from_dict(raw)
