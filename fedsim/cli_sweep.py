@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import logging
-import os
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import yaml
 
 from fedsim.config import Config, apply_overrides, from_dict, read_yaml
 from fedsim.errors import ConfigError, FedsimError
+from fedsim.files import write_atomic
 from fedsim.rundir import CONFIG_FILE, SUMMARY_FILE, read_summary
 from fedsim.sweep import (
     SweepPoint,
@@ -94,13 +94,12 @@ def _finished(point_dir: Path, cfg: Config) -> dict[str, Any] | None:
 def write_csv(path: Path, spec: SweepSpec, rows: Sequence[Mapping[str, Any]]) -> None:
     """Write ``sweep.csv`` atomically."""
     columns = csv_columns(spec, rows)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(columns)
-        for row in rows:
-            writer.writerow([format_cell(row.get(c)) for c in columns])
-    os.replace(tmp, path)
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([format_cell(row.get(c)) for c in columns])
+    write_atomic(path, buffer.getvalue().encode())
 
 
 def run_sweep(

@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ import torch
 
 from fedsim import __version__
 from fedsim.config import Config, to_yaml
+from fedsim.files import write_atomic
 from fedsim.records import RoundRecord
 
 logger = logging.getLogger(__name__)
@@ -45,11 +44,8 @@ def _clean(value: Any) -> Any:
 
 def write_json_atomic(path: Path, doc: Any) -> None:
     """Write ``doc`` as JSON to ``path`` via a temporary file and rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(_clean(doc), fh, indent=2, allow_nan=False)
-        fh.write("\n")
-    os.replace(tmp, path)
+    text = json.dumps(_clean(doc), indent=2, allow_nan=False) + "\n"
+    write_atomic(path, text.encode())
 
 
 class RunWriter:

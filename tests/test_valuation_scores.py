@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from fedsim.models import build_model
-from fedsim.valuation.scores import (
+from fedsim.valuation import (
     METRICS,
     classwise_minmax,
     grad_norm_scores,

@@ -27,8 +27,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from fedsim.deploy.files import write_atomic
 from fedsim.errors import FedsimError
+from fedsim.files import write_atomic
 
 CA_CERT = "ca.crt"
 CA_KEY = "ca.key"

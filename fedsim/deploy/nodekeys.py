@@ -17,8 +17,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from fedsim.deploy.files import write_atomic
 from fedsim.errors import FedsimError
+from fedsim.files import write_atomic
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedsim.deploy.files import write_atomic
 from fedsim.errors import FedsimError
+from fedsim.files import write_atomic
 from fedsim.privacy import PrivacyLedger
 
 STATE_FILE = "fedsim-state.json"

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
 
 from fedsim.config import CombineRule
 
@@ -116,21 +117,6 @@ def round_rewards(
     )
 
 
-def _ranks(a: np.ndarray) -> np.ndarray:
-    """Average ranks (ties share the mean rank), 0-based."""
-    order = np.argsort(a, kind="stable")
-    ranks = np.empty(len(a), dtype=np.float64)
-    sorted_a = a[order]
-    i = 0
-    while i < len(a):
-        j = i
-        while j + 1 < len(a) and sorted_a[j + 1] == sorted_a[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2.0
-        i = j + 1
-    return ranks
-
-
 def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
     """Spearman rank correlation (average ranks for ties); ``None`` if undefined.
 
@@ -142,9 +128,6 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
         raise ValueError(f"x and y must have the same length; got {len(a)}, {len(b)}")
     if len(a) < 2:
         return None
-    ra, rb = _ranks(a), _ranks(b)
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    den = float(np.sqrt((ra * ra).sum() * (rb * rb).sum()))
-    if den == 0.0:
-        return None
-    return float((ra * rb).sum() / den)
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return None  # a constant vector has no rank order
+    return float(stats.spearmanr(a, b).statistic)

@@ -1,4 +1,4 @@
-"""Small file helpers shared by the deployment modules: private and atomic writes."""
+"""Atomic file writes: a reader sees the old file or the new one, never half of one."""
 
 from __future__ import annotations
 
