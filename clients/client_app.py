@@ -19,9 +19,12 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+from collections import OrderedDict
+from collections.abc import Mapping
 from pathlib import Path
 
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from clients.local_round import LocalOutcome, run_local_round
@@ -65,6 +68,22 @@ def load_pruned(context: Context) -> tuple[int, ...] | None:
     if record is None or keys.STATE_PRUNED not in record:
         return None
     return tuple(int(i) for i in json.loads(str(record[keys.STATE_PRUNED])))
+
+
+def load_vog_state(context: Context) -> dict[str, np.ndarray] | None:
+    """VoG's running statistics kept from earlier rounds (``None`` before the first)."""
+    record = context.state.array_records.get(keys.STATE_VOG)
+    if record is None:
+        return None
+    return {k: arr.numpy() for k, arr in record.items()}
+
+
+def save_vog_state(context: Context, state: Mapping[str, np.ndarray] | None) -> None:
+    """Keep VoG's running statistics in ``context.state`` for the next round."""
+    if state is not None:
+        context.state[keys.STATE_VOG] = ArrayRecord(
+            OrderedDict((k, Array(np.ascontiguousarray(v))) for k, v in state.items())
+        )
 
 
 def save_ledger(
@@ -114,15 +133,16 @@ def handle_train(cfg: Config, msg: Message, context: Context) -> Message:
     """Train one round and build the reply."""
     site = site_from_node_config(context.node_config)
     pruned = load_pruned(context)  # this run's pruning decision lives in context.state
+    vog = load_vog_state(context)  # so do VoG's statistics (vog_checkpoints: rounds)
     if site.state_dir is None:
         ledger = load_ledger(context)
-        outcome = train_round(cfg, msg, site, ledger, pruned)
+        outcome = train_round(cfg, msg, site, ledger, pruned, vog)
         save_ledger(context, outcome.ledger, outcome.pruned)
     else:
         # Read, train and write under the site's lock: concurrent runs cannot lose ε.
         with site_lock(site.state_dir):
             state = load_state(site.state_dir, site.client_id)
-            outcome = train_round(cfg, msg, site, state.ledger, pruned)
+            outcome = train_round(cfg, msg, site, state.ledger, pruned, vog)
             # The ledger is stored before the reply (and the noised model) leaves the site.
             trained = outcome.state_dict is not None
             save_state(site.state_dir, record_round(state, outcome.ledger, context.run_id, trained))
@@ -130,6 +150,7 @@ def handle_train(cfg: Config, msg: Message, context: Context) -> Message:
             context.state[keys.STATE_RECORD] = ConfigRecord(
                 {keys.STATE_PRUNED: json.dumps(list(outcome.pruned))}
             )
+    save_vog_state(context, outcome.vog_state)
     content = RecordDict(
         {
             keys.METRICS: outcome_metrics(cfg, site.client_id, outcome),
@@ -153,10 +174,12 @@ def train_round(
     site: SiteConfig,
     ledger: PrivacyLedger,
     pruned: tuple[int, ...] | None = None,
+    vog_state: Mapping[str, np.ndarray] | None = None,
 ) -> LocalOutcome:
     """Run one local round for ``site`` from the train message ``msg``.
 
-    ``pruned``: indices of the site's samples it dropped earlier (``valuation.prune``).
+    ``pruned``: indices of the site's samples it dropped earlier (``valuation.prune``);
+    ``vog_state``: VoG's statistics from its earlier rounds (``vog_checkpoints: rounds``).
     """
     arrays = msg.content.array_records[keys.ARRAYS]
     train_config = msg.content.config_records[keys.CONFIG]
@@ -174,6 +197,7 @@ def train_round(
         site=site_data_of(site),
         # A deployed site seeds sampling and noise from its own entropy (not cfg.seed).
         secret_seed=None if site.state_dir is None else secrets.randbits(63),
+        vog_state=vog_state,
     )
 
 

@@ -75,6 +75,8 @@ class LocalOutcome:
     extra_valuations: Mapping[str, float] | None = None
     #: Indices of the client's data dropped by ``valuation.prune`` (``None``: none yet)
     pruned: tuple[int, ...] | None = None
+    #: VoG's running statistics to keep until the next round (``vog_checkpoints: rounds``)
+    vog_state: Mapping[str, np.ndarray] | None = None
 
 
 def run_local_round(
@@ -88,6 +90,7 @@ def run_local_round(
     pruned: tuple[int, ...] | None = None,
     site: SiteData | None = None,
     secret_seed: int | None = None,
+    vog_state: Mapping[str, np.ndarray] | None = None,
 ) -> LocalOutcome:
     """Train client ``client_id`` for one round starting from ``global_state``.
 
@@ -110,6 +113,9 @@ def run_local_round(
     partition of the config's dataset). ``secret_seed`` replaces ``cfg.seed`` as the root
     of the batch sampling and DP noise streams: a deployed site draws it from its own
     entropy, so that the coordinator, who knows ``cfg.seed``, cannot reproduce the noise.
+
+    ``vog_state`` is VoG's running statistics kept by the client since its earlier rounds
+    (``valuation.vog_checkpoints: rounds``); the outcome carries the updated one.
     """
     device = device or pick_device()
     if site is None:
@@ -187,6 +193,8 @@ def run_local_round(
         due_metrics(cfg, tasks),
         sigma=ledger.noise_multiplier or 1.0,
         noise_seed=noise_root,
+        kept=kept,
+        vog_state=vog_state,
     )
     if plan is None:
         result = train_epochs(
@@ -208,6 +216,7 @@ def run_local_round(
             train_loss=result.mean_loss,
             train_seconds=time.perf_counter() - started,
             pruned=val.dropped if val.dropped is not None else pruned,
+            vog_state=scorer.vog_state(),
         )
 
     sigma = ledger.noise_multiplier
@@ -271,4 +280,5 @@ def run_local_round(
         valuation_epsilon=None if released is None else released.epsilon,
         extra_valuations=val.extra,
         pruned=val.dropped if val.dropped is not None else pruned,
+        vog_state=scorer.vog_state(),
     )

@@ -3,7 +3,10 @@
 :func:`clients.local_round.run_local_round` asks :func:`valuation_tasks` what is due in
 this round, hands :meth:`RoundScorer.epoch_hook` to the training loop (VoG checkpoints
 at the ends of local epochs, on a plain model copy) and calls :meth:`RoundScorer.finish`
-after training. Scores use the client's *trained* local model of the round.
+after training. Scores use the client's *trained* local model of the round. With
+``valuation.vog_checkpoints: rounds`` the checkpoint is taken in :meth:`RoundScorer.finish`
+with the round's trained model, and VoG's running statistics (:meth:`RoundScorer.vog_state`,
+indexed by the client's original sample order) stay on the client between rounds.
 
 Privacy: the release is a Laplace mechanism (:mod:`fedsim.valuation.release`) whose
 events enter the client's ledger. The pruning ranking stays on the client and is not
@@ -67,6 +70,15 @@ def valuation_tasks(cfg: Config, server_round: int, already_pruned: bool) -> Val
     return ValuationTasks(release=plan, prune=prune, extra=tuple(extra))
 
 
+def round_vog(cfg: Config) -> bool:
+    """Whether VoG is used with checkpoints at the ends of rounds."""
+    val = cfg.valuation
+    used = (val.enabled and "vog" in (val.metric, *val.report_metrics)) or (
+        val.prune.enabled and val.prune.metric == "vog"
+    )
+    return used and val.vog_checkpoints == "rounds"
+
+
 def due_metrics(cfg: Config, tasks: ValuationTasks) -> tuple[ScoreMetric, ...]:
     """Metrics to compute this round (release metric first, then the pruning metric)."""
     out: list[ScoreMetric] = []
@@ -108,6 +120,11 @@ class RoundScorer:
     noise_seed
         Root seed of the release noise: ``cfg.seed`` in simulation, the site's own secret
         on a deployed site (so that the coordinator cannot reproduce the noise).
+    kept
+        Original indices of ``split``'s rows (the client's data minus pruned samples).
+    vog_state
+        VoG's running statistics from earlier rounds, over the client's original samples
+        (``valuation.vog_checkpoints: rounds``; ``None`` at the first round).
     """
 
     def __init__(
@@ -119,22 +136,33 @@ class RoundScorer:
         metrics: tuple[ScoreMetric, ...],
         sigma: float = 1.0,
         noise_seed: int | None = None,
+        kept: np.ndarray | None = None,
+        vog_state: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         self.cfg = cfg
         self.noise_seed = cfg.seed if noise_seed is None else noise_seed
         self.metrics = metrics
+        self.by_round = round_vog(cfg)
+        self.kept = np.arange(len(split)) if kept is None else np.asarray(kept)
+        self.previous = vog_state
         self.tracker = (
             ScoreTracker(cfg.model.name, input_shape, num_classes, split.x, split.y, sigma=sigma)
-            if metrics
+            if metrics or self.by_round
             else None
         )
+        if self.by_round and vog_state is not None and self.tracker is not None:
+            count = int(np.asarray(vog_state["count"]).reshape(-1)[0])
+            rows = {"count": np.asarray(vog_state["count"])}
+            if count:
+                rows |= {k: np.asarray(vog_state[k])[self.kept] for k in ("mean", "m2")}
+            self.tracker.load_vog_state(rows)
 
     def epoch_hook(
         self, current_state: Callable[[], Mapping[str, torch.Tensor]]
     ) -> Callable[[int], None] | None:
         """A training-loop callback taking a VoG checkpoint (``None`` if VoG is not due)."""
         tracker = self.tracker
-        if tracker is None or "vog" not in self.metrics:
+        if tracker is None or "vog" not in self.metrics or self.by_round:
             return None
 
         def hook(_epoch: int) -> None:
@@ -144,13 +172,41 @@ class RoundScorer:
 
     def scores(self, trained: Mapping[str, torch.Tensor]) -> dict[ScoreMetric, np.ndarray]:
         """Raw per-sample scores of every due metric with the trained model."""
-        if self.tracker is None:
+        tracker = self.tracker
+        if tracker is None:
             return {}
-        self.tracker.load(trained)
-        return {
-            m: self.tracker.scores(m).detach().cpu().numpy().astype(np.float64)
-            for m in self.metrics
-        }
+        tracker.load(trained)
+
+        def score(m: ScoreMetric) -> np.ndarray:
+            if m == "vog" and self.by_round and tracker.num_checkpoints < 2:
+                # one round seen (a client that missed rounds): the spread over a single
+                # checkpoint is 0 for every sample
+                return np.zeros(len(tracker), dtype=np.float64)
+            return tracker.scores(m).detach().cpu().numpy().astype(np.float64)
+
+        return {m: score(m) for m in self.metrics}
+
+    def vog_state(self) -> dict[str, np.ndarray] | None:
+        """VoG's running statistics over the client's original samples, to keep for the
+        next round (``None`` unless ``valuation.vog_checkpoints: rounds``)."""
+        if not self.by_round or self.tracker is None:
+            return None
+        rows = self.tracker.vog_state()
+        count = rows["count"]
+        if int(count[0]) == 0:
+            return {"count": count}
+        size = int(self.kept.max()) + 1 if len(self.kept) else 0
+        if self.previous is not None and "mean" in self.previous:
+            size = max(size, len(self.previous["mean"]))
+        out = {"count": count}
+        for k in ("mean", "m2"):
+            full = np.zeros((size, *rows[k].shape[1:]), dtype=rows[k].dtype)
+            if self.previous is not None and k in self.previous:
+                prev = np.asarray(self.previous[k])
+                full[: len(prev)] = prev
+            full[self.kept] = rows[k]
+            out[k] = full
+        return out
 
     def finish(
         self,
@@ -161,6 +217,8 @@ class RoundScorer:
         kept: np.ndarray,
     ) -> ValuationResult:
         """Release and/or decide the pruning. ``kept`` maps rows to original indices."""
+        if self.by_round and self.tracker is not None:
+            self.tracker.record_checkpoint(trained)
         scores = self.scores(trained)
         released = None
         if tasks.release is not None:

@@ -25,8 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument(
         "--transfer-from",
+        nargs="+",
         metavar="OTHER_RUN_DIR",
-        help="run whose float model generates transfer attacks (same model and data)",
+        help="runs whose float models generate transfer attacks (same model and data)",
     )
     p.add_argument("--attacks", nargs="+", choices=_ATTACKS, help="attacks to run")
     p.add_argument("--seeds", nargs="+", type=int, help="seeds of the stochastic attacks")

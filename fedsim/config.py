@@ -41,6 +41,7 @@ ClippingName = Literal["flat", "per_layer_uniform", "per_layer_adaptive"]
 DPMode = Literal["sample", "central"]
 GradSampleMode = Literal["auto", "hooks", "ghost"]
 ScoreMetric = Literal["vog", "plis", "loss", "grad_norm"]
+VogCheckpoints = Literal["epochs", "rounds"]
 QualityMeasure = Literal["accuracy", "auc", "improvement"]
 CombineRule = Literal["product", "threshold"]
 RewardPart = Literal["combined", "quality", "informativeness"]
@@ -254,6 +255,10 @@ class ValuationConfig:
     report_metrics: tuple[ScoreMetric, ...] = ()
     #: Clipping bound of each ``report_metrics`` entry (``None``: ``bound`` for all).
     report_bounds: tuple[float, ...] | None = None
+    #: VoG's checkpoints: the ends of the local epochs of the round (needs
+    #: ``client.local_epochs >= 2``), or the ends of every round the client trained so far
+    #: (its trained local model; the running statistics stay on the client between rounds).
+    vog_checkpoints: VogCheckpoints = "epochs"
     #: Share of ``epsilon`` spent on the variance (``vog`` only); the rest on the mean.
     variance_share: float = field(default=0.3, metadata=_bounds(gt=0, lt=1))
     reward_budget: float = field(default=100.0, metadata=_bounds(gt=0))
@@ -546,11 +551,24 @@ def _valuation_checks(cfg: Config) -> list[str]:
     vog_due = (val.enabled and "vog" in (val.metric, *val.report_metrics)) or (
         val.prune.enabled and val.prune.metric == "vog"
     )
-    if vog_due and cfg.client.local_epochs < 2:
+    if vog_due and val.vog_checkpoints == "epochs" and cfg.client.local_epochs < 2:
         problems.append(
-            "client.local_epochs must be >= 2 for the vog metric (its checkpoints are the "
-            f"ends of local epochs); got {cfg.client.local_epochs}"
+            "client.local_epochs must be >= 2 for the vog metric with "
+            "valuation.vog_checkpoints 'epochs' (its checkpoints are the ends of local "
+            f"epochs; 'rounds' uses the ends of rounds); got {cfg.client.local_epochs}"
         )
+    if vog_due and val.vog_checkpoints == "rounds":
+        first = []
+        if val.enabled and "vog" in (val.metric, *val.report_metrics):
+            first.append(min(val.release_rounds or (1,)))
+        if val.prune.enabled and val.prune.metric == "vog":
+            first.append(val.prune.warmup_rounds)
+        if min(first) < 2:
+            problems.append(
+                "valuation.vog_checkpoints 'rounds' needs >= 2 rounds before VoG is first "
+                "used (valuation.release_rounds / valuation.prune.warmup_rounds >= 2); "
+                f"got round {min(first)}"
+            )
     prune = val.prune
     if prune.enabled and prune.warmup_rounds >= cfg.rounds:
         problems.append(

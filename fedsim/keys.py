@@ -61,6 +61,8 @@ STATE_RECORD: Final = "fedsim-state"
 STATE_LEDGER: Final = "ledger"
 #: Indices (into the client's data) dropped by valuation.prune, JSON list
 STATE_PRUNED: Final = "pruned"
+#: ArrayRecord of VoG's running statistics (valuation.vog_checkpoints: rounds)
+STATE_VOG: Final = "fedsim-vog"
 
 # Deployment node_config keys of a real site (see fedsim.deploy.site)
 NODE_CLIENT_ID: Final = "client-id"

@@ -318,7 +318,7 @@ def test_evaluate_cli_writes_table_summary_and_report(tmp_path: Path) -> None:
     assert 0.6 < summary["robustness"]["int8_size_reduction"] < 0.8
     assert (a / "robustness.csv").read_text().count("\n") == 9
     section = report_section(a)
-    assert section is not None and "| DP (fake-1) | int8 | pgd | transfer |" in section
+    assert section is not None and "| DP σ=1 (fake-1) | int8 | pgd | transfer |" in section
     assert "no input gradients" in section
 
 
@@ -356,3 +356,20 @@ def test_run_with_attacker_adversarial_training_and_end_of_run_evaluation(
     assert on_disk["robustness"] == summary["robustness"]
     assert "robust_float_fgsm_white_box" in on_disk["robustness"]
     assert (tmp_path / "robustness.csv").is_file()
+
+
+def test_evaluate_with_several_transfer_sources_computes_white_box_once(tmp_path: Path) -> None:
+    a = _fake_run(tmp_path / "a", dp=True, seed=0)
+    b = _fake_run(tmp_path / "b", dp=False, seed=1)
+    c = _fake_run(tmp_path / "c", dp=False, seed=2)  # same label as b: told apart by path
+    args = ["evaluate", str(a), "--transfer-from", str(b), str(c), "--attacks", "fgsm"]
+    assert main([*args, "--no-quantize"]) == 0
+    doc = json.loads((a / "robustness.json").read_text())
+    assert doc["transfer_from"] == [str(b), str(c)]
+    generators = [r["generator"] for r in doc["rows"]]
+    assert generators == [
+        "own float model",
+        f"non-DP (fake-0) at {b}",
+        f"non-DP (fake-0) at {c}",
+    ]
+    assert [r["mode"] for r in doc["rows"]] == ["white-box", "transfer", "transfer"]

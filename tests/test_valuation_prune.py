@@ -96,3 +96,87 @@ def test_each_metric_is_released_within_its_bound(metric: str) -> None:
     assert out.valuation is not None and 0.0 <= out.valuation <= 1.0
     assert (out.valuation_variance is not None) == (metric == "vog")
     assert out.valuation_epsilon == pytest.approx(1.0)
+
+
+def test_vog_over_round_checkpoints_survives_pruning_and_matches_the_pure_function() -> None:
+    """vog_checkpoints: rounds — one checkpoint per round (the trained local model), the
+    statistics carried between rounds by the client and re-indexed after pruning."""
+    import numpy as np
+    import torch
+
+    from fedsim.data import Split
+    from fedsim.valuation.scores import true_logit_input_grad, vog
+
+    cfg = _cfg(
+        enabled=True,
+        metric="vog",
+        epsilon=1.0,
+        bound=1.0,
+        vog_checkpoints="rounds",
+        release_rounds=[3],
+        prune={"enabled": True, "warmup_rounds": 2, "fraction": 0.25, "metric": "vog"},
+    )
+    cfg = from_dict({**cfg.to_dict(), "client": {**cfg.to_dict()["client"], "local_epochs": 1}})
+    n = len(client_split(cfg, 0))
+    state = _global(cfg)
+    r1 = run_local_round(cfg, 0, state, 1, PrivacyLedger())
+    assert r1.vog_state is not None and int(r1.vog_state["count"][0]) == 1
+    assert r1.valuation is None and r1.pruned is None  # nothing due in round 1
+    assert not [e for e in r1.ledger.events if isinstance(e, LaplaceRelease)]
+    r2 = run_local_round(cfg, 0, r1.state_dict, 2, r1.ledger, vog_state=r1.vog_state)
+    assert r2.vog_state is not None and int(r2.vog_state["count"][0]) == 2
+    assert r2.pruned is not None and len(r2.pruned) == round(0.25 * n)
+    r3 = run_local_round(
+        cfg, 0, r2.state_dict, 3, r2.ledger, pruned=r2.pruned, vog_state=r2.vog_state
+    )
+    assert r3.vog_state is not None and int(r3.vog_state["count"][0]) == 3
+    assert r3.num_examples == n - len(r2.pruned)
+    assert r3.valuation is not None and 0 <= r3.valuation <= 1.0
+
+    # independent: VoG of the kept samples over the three rounds' trained models
+    own = client_split(cfg, 0)
+    kept = np.setdiff1d(np.arange(n), np.asarray(r2.pruned))
+    x, y = torch.from_numpy(own.x[kept]), torch.from_numpy(own.y[kept]).long()
+    bundle = dataset_for(cfg.data, cfg.seed)
+    grads = []
+    for sd in (r1.state_dict, r2.state_dict, r3.state_dict):
+        model = build_model("mlp", bundle.input_shape, bundle.num_classes)
+        model.load_state_dict(sd)
+        grads.append(true_logit_input_grad(model.eval(), x, y))
+    expected = vog(grads).double().numpy()
+    from clients.valuation_round import RoundScorer
+
+    scorer = RoundScorer(
+        cfg,
+        Split(own.x[kept], own.y[kept]),
+        bundle.input_shape,
+        bundle.num_classes,
+        ("vog",),
+        kept=kept,
+        vog_state=r2.vog_state,
+    )
+    scorer.tracker.record_checkpoint(r3.state_dict)  # type: ignore[union-attr]
+    got = scorer.tracker.vog().double().numpy()  # type: ignore[union-attr]
+    assert np.allclose(got, expected, rtol=1e-4, atol=1e-7)
+    # the pruning decision ranked the round-1/2 VoG of all samples: the dropped are the top
+    grads12 = []
+    xa, ya = torch.from_numpy(own.x), torch.from_numpy(own.y).long()
+    for sd in (r1.state_dict, r2.state_dict):
+        model = build_model("mlp", bundle.input_shape, bundle.num_classes)
+        model.load_state_dict(sd)
+        grads12.append(true_logit_input_grad(model.eval(), xa, ya))
+    v12 = vog(grads12).numpy()
+    assert set(np.argsort(-v12)[: len(r2.pruned)]) == set(r2.pruned)
+
+
+def test_vog_round_checkpoints_config_rules() -> None:
+    from fedsim.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="local_epochs must be >= 2"):
+        from_dict({**_cfg(enabled=True, metric="vog").to_dict(), "client": {"local_epochs": 1}})
+    ok = _cfg(enabled=True, metric="vog", vog_checkpoints="rounds", release_rounds=[2, 3])
+    assert ok.valuation.vog_checkpoints == "rounds"
+    with pytest.raises(ConfigError, match="vog_checkpoints 'rounds' needs >= 2 rounds"):
+        _cfg(enabled=True, metric="vog", vog_checkpoints="rounds")
+    with pytest.raises(ConfigError, match="vog_checkpoints"):
+        _cfg(enabled=True, metric="vog", vog_checkpoints="steps", release_rounds=[2])

@@ -73,3 +73,32 @@ def test_valuation_run_writes_rewards_and_accounts_releases(tmp_path) -> None:  
     md = report_section(tmp_path)
     assert md is not None and "Spearman" in md
     assert (tmp_path / "rewards.png").stat().st_size > 0
+
+
+def test_vog_over_rounds_keeps_its_statistics_in_the_client_state(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """With vog_checkpoints: rounds the running VoG statistics live in Flower's
+    context.state between rounds: a release in round 2 sees 2 checkpoints (not 1, whose
+    VoG would be 0 for every sample)."""
+    cfg = from_dict(
+        {
+            "name": "vog-rounds",
+            "rounds": 2,
+            "data": {"num_clients": 2, "train_samples": 160, "test_samples": 60},
+            "model": {"name": "mlp"},
+            "client": {"local_epochs": 1, "batch_size": 32, "lr": 0.5},
+            "dp": {"enabled": True, "epsilon": 4.0, "delta": 1e-4},
+            "valuation": {
+                "enabled": True,
+                "metric": "vog",
+                "vog_checkpoints": "rounds",
+                "release_rounds": [2],
+                "epsilon": 1000.0,  # noise far below VoG's size: the value shows the state
+                "bound": 1.0,
+            },
+        }
+    )
+    run_experiment(cfg, tmp_path)
+    lines = read_metrics(tmp_path)
+    assert all(c.get("valuation") is None for c in lines[0]["clients"].values())
+    released = [c["valuation"] for c in lines[1]["clients"].values()]
+    assert len(released) == 2 and all(v > 1e-4 for v in released)

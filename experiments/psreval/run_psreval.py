@@ -2,27 +2,27 @@
 
 For each dataset config in this folder: every point of its ``sweep`` grid (DP at each
 ε × attacker fraction p) plus the same fractions without DP, each as a normal
-``fedsim run`` (resumable: finished points are skipped). Then ``fedsim evaluate`` on the
-p = 0 runs with transfer pairs (non-DP ↔ DP ε=7, DP ε=7 ← DP ε=1.7). Tables go to
-``experiments/results/psreval/``:
+``fedsim run`` (resumable: finished points are skipped). Then one ``fedsim evaluate`` per
+p = 0 model (seed 0), with transfer attacks from each of the other p = 0 models (non-DP
+and DP at every ε). Tables go to ``experiments/results/psreval/`` (``.../resnet9/`` with
+``--model resnet9``):
 
-- ``attacker.csv``: final test accuracy per (dataset, privacy, p) and the drop vs p = 0;
+- ``attacker.csv``: final test accuracy per (dataset, privacy, p, seed), drop vs p = 0;
 - ``robustness.csv``: every robustness row (model × precision × attack × mode);
 - ``int8.csv``: model size and clean accuracy before/after int8;
-- ``results.md``: all three as Markdown.
+- ``results.md``: all of them as Markdown, with accuracy by p (mean ± std over seeds).
 
 Usage::
 
-    PYTHONPATH=. python experiments/psreval/run_psreval.py [--runs DIR] [--datasets ...]
+    PYTHONPATH=. python experiments/psreval/run_psreval.py [--runs DIR] [--datasets ...] \\
+        [--model cnn|resnet9] [--epsilons ...] [--fractions ...] [--seeds ...]
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import itertools
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -35,40 +35,45 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE.parent / "results" / "psreval"
 
 
-def _slug(privacy: str, p: float) -> str:
-    return f"{privacy}-p{p:.1f}"
+def _slug(privacy: str, p: float, seed: int = 0) -> str:
+    return f"{privacy}-p{p:.1f}" + (f"-s{seed}" if seed else "")
+
+
+# lr 0.5 suits clipped DP-SGD; without clipping it diverged (PneumoniaMNIST stuck at the
+# majority class), so non-DP runs use lr 0.05 (0.81 on PneumoniaMNIST at p = 0).
+NONDP_OVERRIDES = ["dp.enabled=false", "client.lr=0.05"]
+# ResNet-9 costs ~1 s per DP-SGD step of 32 images here (cnn: 0.03 s): a smaller subset.
+MODEL_OVERRIDES = {
+    "cnn": [],
+    "resnet9": ["model.name=resnet9", "data.train_samples=1000", "rounds=3"],
+}
 
 
 def points(
-    raw: dict[str, Any], epsilons: list[float] | None = None, fractions: list[float] | None = None
-) -> list[tuple[str, float, list[str]]]:
-    """(privacy label, p, overrides) of every run of one dataset config."""
+    raw: dict[str, Any],
+    epsilons: list[float] | None = None,
+    fractions: list[float] | None = None,
+    seeds: list[int] | None = None,
+) -> list[tuple[str, float, int, list[str]]]:
+    """(privacy label, p, seed, overrides) of every run of one dataset config."""
     grid = dict(raw["sweep"]["grid"])
     if epsilons:
         grid["dp.epsilon"] = epsilons
     if fractions:
         grid["roles.adversarial.data_fraction"] = fractions
-    fractions = grid["roles.adversarial.data_fraction"]
-    out = [
-        (
-            "nondp",
-            float(p),
-            # lr 0.5 suits clipped DP-SGD; without clipping it diverged here (PneumoniaMNIST
-            # stuck at the majority class, loss 3.05), so non-DP runs use lr 0.1.
-            ["dp.enabled=false", "client.lr=0.1", f"roles.adversarial.data_fraction={p}"],
-        )
-        for p in fractions
+    privacies = [("nondp", NONDP_OVERRIDES)] + [
+        (f"dp{eps}", [f"dp.epsilon={eps}"]) for eps in grid["dp.epsilon"]
     ]
-    for eps, p in itertools.product(grid["dp.epsilon"], fractions):
-        out.append(
-            (f"dp{eps}", float(p), [f"dp.epsilon={eps}", f"roles.adversarial.data_fraction={p}"])
-        )
-    return out
+    return [
+        (label, float(p), seed, [*ov, f"roles.adversarial.data_fraction={p}", f"seed={seed}"])
+        for seed in seeds or [0]
+        for label, ov in privacies
+        for p in grid["roles.adversarial.data_fraction"]
+    ]
 
 
-def fedsim(*args: str, attempts: int = 3) -> None:
-    """Run a fedsim subcommand; retried because Ray kills workers when the shared
-    machine runs low on memory (seen here with other jobs running)."""
+def fedsim(*args: str, attempts: int = 2) -> None:
+    """Run a fedsim subcommand; retried once (Ray may kill a worker under memory pressure)."""
     cmd = [sys.executable, "-m", "fedsim.cli", *args]
     for attempt in range(1, attempts + 1):
         print("+", " ".join(cmd), flush=True)
@@ -81,61 +86,68 @@ def fedsim(*args: str, attempts: int = 3) -> None:
 def run_dataset(
     config: Path,
     runs: Path,
+    model: str,
     epsilons: list[float] | None,
     fractions: list[float] | None,
+    seeds: list[int] | None,
     collect_only: bool = False,
 ) -> dict[str, Path]:
+    """Run (or find) every point; returns the finished run directories by slug."""
     raw = yaml.safe_load(config.read_text())
     base = {k: v for k, v in raw.items() if k != "sweep"}
     dirs: dict[str, Path] = {}
     with tempfile.TemporaryDirectory() as tmp:
         cfg_path = Path(tmp) / config.name
         cfg_path.write_text(yaml.safe_dump(base, sort_keys=False))
-        for privacy, p, overrides in points(raw, epsilons, fractions):
-            out = runs / config.stem / _slug(privacy, p)
-            if (out / "summary.json").is_file():
-                dirs[_slug(privacy, p)] = out
-                continue
-            if collect_only:
-                continue
-            dirs[_slug(privacy, p)] = out
-            args = ["run", str(cfg_path), "--out", str(out), "--overwrite"]
-            for o in overrides:
-                args += ["-o", o]
-            fedsim(*args)
+        for privacy, p, seed, overrides in points(raw, epsilons, fractions, seeds):
+            slug = _slug(privacy, p, seed)
+            out = runs / f"{config.stem}-{model}" / slug
+            if not (out / "summary.json").is_file():
+                if collect_only:
+                    continue
+                args = ["run", str(cfg_path), "--out", str(out), "--overwrite"]
+                for o in [*MODEL_OVERRIDES[model], *overrides]:
+                    args += ["-o", o]
+                fedsim(*args)
+            dirs[slug] = out
     return dirs
 
 
-TRANSFER_PAIRS = [
-    ("nondp", "dp7.0"),
-    ("dp7.0", "nondp"),
-    ("dp7.0", "dp1.7"),
-    ("nondp", "dp1.7"),
-    ("dp1.7", "nondp"),
-]
-
-
 def evaluate_dataset(dirs: dict[str, Path], collect_only: bool = False) -> list[dict[str, Any]]:
-    """One transfer evaluation per finished p = 0 target (the first pair available)."""
+    """Evaluate every finished p = 0, seed-0 model: white-box, and transfer from each of
+    the other such models (DP at every ε and non-DP), in one ``fedsim evaluate`` each."""
+    targets = {slug: d for slug, d in dirs.items() if slug.endswith("-p0.0")}
     docs: list[dict[str, Any]] = []
-    done: set[str] = set()
-    for target, source in TRANSFER_PAIRS:
-        if _slug(target, 0.0) not in dirs or _slug(source, 0.0) not in dirs:
-            continue
-        t, s = dirs[_slug(target, 0.0)], dirs[_slug(source, 0.0)]
-        saved = t / f"robustness-from-{source}.json"
-        if not saved.is_file():
+    for slug, target in sorted(targets.items()):
+        sources = [str(d) for s, d in sorted(targets.items()) if s != slug]
+        saved = target / "robustness.json"
+        doc = json.loads(saved.read_text()) if saved.is_file() else None
+        if doc is None or doc.get("transfer_from") != sources:
             if collect_only:
                 continue
-            fedsim("evaluate", str(t), "--transfer-from", str(s))
-            shutil.copy(t / "robustness.json", saved)
-        docs.append(json.loads(saved.read_text()))
-        done.add(_slug(target, 0.0))
-    for slug, d in dirs.items():  # a target with no transfer partner: white-box only
-        alone = d / "robustness-self.json"
-        if slug.endswith("-p0.0") and slug not in done and alone.is_file():
-            docs.append(json.loads(alone.read_text()))
+            fedsim("evaluate", str(target), "--transfer-from", *sources)
+            doc = json.loads(saved.read_text())
+        docs.append(doc)
     return docs
+
+
+def attacker_pivot(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean final accuracy (± std over seeds) per (dataset, privacy) and p."""
+    cells: dict[tuple[str, str], dict[float, list[float]]] = {}
+    for r in rows:
+        cells.setdefault((r["dataset"], r["privacy"]), {}).setdefault(r["p"], []).append(
+            r["test_accuracy"]
+        )
+    out = []
+    for (ds, privacy), by_p in cells.items():
+        row: dict[str, Any] = {"dataset": ds, "privacy": privacy}
+        for p in sorted(by_p):
+            accs = by_p[p]
+            mean = sum(accs) / len(accs)
+            std = (sum((a - mean) ** 2 for a in accs) / max(len(accs) - 1, 1)) ** 0.5
+            row[f"p={p:g}"] = f"{mean:.3f}" + (f" ± {std:.3f}" if len(accs) > 1 else "")
+        out.append(row)
+    return out
 
 
 def _md(rows: list[dict[str, Any]]) -> str:
@@ -162,41 +174,53 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", default="runs/psreval", help="where the run directories go")
     ap.add_argument("--datasets", nargs="+", default=["pneumoniamnist", "fashion-mnist"])
+    ap.add_argument("--model", choices=sorted(MODEL_OVERRIDES), default="cnn")
     ap.add_argument("--epsilons", nargs="+", type=float, help="subset of the ε grid")
+    ap.add_argument("--fractions", nargs="+", type=float, help="subset of the p grid")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds")
     ap.add_argument(
         "--collect-only", action="store_true", help="only tabulate finished runs/evaluations"
     )
-    ap.add_argument("--fractions", nargs="+", type=float, help="subset of the p grid")
     args = ap.parse_args()
     runs = Path(args.runs)
-    attacker, robust, int8 = [], [], []
+    attacker: list[dict[str, Any]] = []
+    robust: list[dict[str, Any]] = []
+    int8: list[dict[str, Any]] = []
     for ds in args.datasets:
-        # the p = 0 runs and their robustness evaluation first, then the attacker points
         config = HERE / f"{ds}.yaml"
         c = args.collect_only
-        robust_docs = evaluate_dataset(run_dataset(config, runs, args.epsilons, [0.0], c), c)
-        dirs = run_dataset(config, runs, args.epsilons, args.fractions, c)
-        base: dict[str, float] = {}
+        # the p = 0 runs and their robustness evaluation first, then the attacker points
+        p0 = run_dataset(config, runs, args.model, args.epsilons, [0.0], [0], c)
+        robust_docs = evaluate_dataset(p0, c)
+        dirs = run_dataset(
+            config, runs, args.model, args.epsilons, args.fractions, args.seeds, c
+        )
+        rows = []
         for slug, d in dirs.items():
             s = json.loads((d / "summary.json").read_text())
-            privacy, p = slug.rsplit("-p", 1)
-            acc = s["final"]["test_accuracy"]
-            if float(p) == 0.0:
-                base[privacy] = acc
-            attacker.append(
+            privacy, rest = slug.split("-p", 1)
+            rows.append(
                 {
                     "dataset": ds,
+                    "model": args.model,
                     "privacy": privacy,
-                    "p": float(p),
+                    "p": float(rest.split("-s")[0]),
+                    "seed": s["seed"],
                     "epsilon_spent": s["dp"]["max_epsilon_spent"] or float("inf"),
-                    "test_accuracy": acc,
+                    "test_accuracy": s["final"]["test_accuracy"],
+                    "test_auc": s["final"].get("test_auc"),
                     "roles": " ".join(c["role"] for c in s["clients"].values()),
                     "wall_seconds": s["wall_seconds"],
                 }
             )
-        for row in attacker:
-            if row["dataset"] == ds:
-                row["drop_vs_p0"] = base.get(row["privacy"], float("nan")) - row["test_accuracy"]
+        base = {
+            (r["privacy"], r["seed"]): r["test_accuracy"] for r in rows if r["p"] == 0.0
+        }
+        for r in rows:
+            r["drop_vs_p0"] = base.get((r["privacy"], r["seed"]), float("nan")) - r[
+                "test_accuracy"
+            ]
+        attacker += rows
         for doc in robust_docs:
             for r in doc["rows"]:
                 robust.append(
@@ -207,34 +231,36 @@ def main() -> int:
                     }
                 )
             q = doc["int8"]
-            entry = {
-                "dataset": ds,
-                "model": doc["model"],
-                "bytes_float": q["bytes_float"],
-                "bytes_int8": q["bytes_int8"],
-                "size_reduction": q["size_reduction"],
-                "clean_float": doc["clean_accuracy"]["float"],
-                "clean_int8": doc["clean_accuracy"]["int8"],
-                "accuracy_change": q["accuracy_change"],
-            }
-            if entry not in int8:
-                int8.append(entry)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    # white-box rows repeat for each transfer pair of the same target: keep one
-    unique = list({json.dumps(r, sort_keys=True): r for r in robust}.values())
-    _write_csv(RESULTS / "attacker.csv", attacker)
-    _write_csv(RESULTS / "robustness.csv", unique)
-    _write_csv(RESULTS / "int8.csv", int8)
-    (RESULTS / "results.md").write_text(
-        "# PSREval, federated (fedsim)\n\n## Train-time attacker\n\n"
+            int8.append(
+                {
+                    "dataset": ds,
+                    "model": doc["model"],
+                    "bytes_float": q["bytes_float"],
+                    "bytes_int8": q["bytes_int8"],
+                    "size_reduction": q["size_reduction"],
+                    "clean_float": doc["clean_accuracy"]["float"],
+                    "clean_int8": doc["clean_accuracy"]["int8"],
+                    "accuracy_change": q["accuracy_change"],
+                }
+            )
+    out = RESULTS if args.model == "cnn" else RESULTS / args.model
+    out.mkdir(parents=True, exist_ok=True)
+    _write_csv(out / "attacker.csv", attacker)
+    _write_csv(out / "robustness.csv", robust)
+    _write_csv(out / "int8.csv", int8)
+    (out / "results.md").write_text(
+        f"# PSREval, federated (fedsim), model {args.model}\n\n"
+        "## Train-time attacker: final test accuracy by p\n\n"
+        + _md(attacker_pivot(attacker))
+        + "\n\n## Train-time attacker: every run\n\n"
         + _md(attacker)
         + "\n\n## int8\n\n"
         + _md(int8)
         + "\n\n## Robust accuracy\n\n"
-        + _md(unique)
+        + _md(robust)
         + "\n"
     )
-    print(f"wrote {RESULTS}")
+    print(f"wrote {out}")
     return 0
 
 

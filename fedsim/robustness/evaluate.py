@@ -63,8 +63,14 @@ class LoadedRun:
 
     @property
     def label(self) -> str:
-        """``DP`` or ``non-DP`` plus the run name."""
-        return f"{'DP' if self.cfg.dp.enabled else 'non-DP'} ({self.cfg.name})"
+        """``non-DP``, or ``DP`` with its target ε (or σ), plus the run name."""
+        dp = self.cfg.dp
+        if not dp.enabled:
+            return f"non-DP ({self.cfg.name})"
+        budget = f" ε={dp.epsilon:g}" if dp.epsilon is not None else ""
+        if not budget and dp.noise_multiplier is not None:
+            budget = f" σ={dp.noise_multiplier:g}"
+        return f"DP{budget} ({self.cfg.name})"
 
 
 def load_run(run_dir: str | Path) -> LoadedRun:
@@ -161,20 +167,31 @@ def _stats(values: Sequence[float]) -> tuple[float, float]:
 
 def evaluate_run(
     run_dir: str | Path,
-    transfer_from: str | Path | None = None,
+    transfer_from: str | Path | Sequence[str | Path] | None = None,
     settings: RobustnessEvaluationConfig | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``run_dir`` (see the module docstring); writes and returns the document.
 
+    ``transfer_from`` is one source run directory or several; each source's float model
+    generates its own transfer rows, while the white-box rows are computed once.
     ``settings`` default to the run's own ``robustness.evaluate`` section; its
     ``transfer_from`` is used when ``transfer_from`` is not given.
     """
     run = load_run(run_dir)
     ev = settings or run.cfg.robustness.evaluate
     transfer_from = transfer_from or ev.transfer_from
-    source = load_run(transfer_from) if transfer_from else None
-    if source is not None:
+    if transfer_from is None:
+        source_dirs: list[str | Path] = []
+    elif isinstance(transfer_from, (str, Path)):
+        source_dirs = [transfer_from]
+    else:
+        source_dirs = list(transfer_from)
+    sources = [load_run(d) for d in source_dirs]
+    for source in sources:
         check_compatible(run, source)
+    labels = [s.label for s in sources]
+    if len(set(labels)) < len(labels):  # e.g. two seeds of one config: name them by path
+        labels = [f"{s.label} at {s.path}" for s in sources]
     test = dataset_for(run.cfg.data, run.cfg.seed).test
     clean = {"float": evaluate(run.model, test).accuracy}
     targets: dict[str, nn.Module] = {"float": run.model}
@@ -185,13 +202,14 @@ def evaluate_run(
         clean["int8"] = evaluate(quant.model, test).accuracy
 
     rows: list[RobustRow] = []
-    generators: list[tuple[str, nn.Module]] = [("self", run.model)]
-    if source is not None:
-        generators.append((f"transfer:{source.label}", source.model))
+    generators: list[tuple[str, str, nn.Module]] = [("self", "own float model", run.model)]
+    generators += [
+        (f"transfer:{lab}", lab, s.model) for lab, s in zip(labels, sources, strict=True)
+    ]
     for attack_name in ev.attacks:
         attack = _attack_for(attack_name, ev)
         seeds = ev.seeds if attack.stochastic else ev.seeds[:1]
-        for gen_name, gen_model in generators:
+        for gen_name, gen_label, gen_model in generators:
             per_seed: dict[str, list[float]] = {k: [] for k in targets}
             for seed in seeds:
                 g = torch.Generator().manual_seed(
@@ -203,9 +221,8 @@ def evaluate_run(
             for precision, values in per_seed.items():
                 if gen_name == "self":
                     mode = "white-box" if precision == "float" else "transfer"
-                    generator = "own float model"
                 else:
-                    mode, generator = "transfer", source.label if source else ""
+                    mode = "transfer"
                 mean, std = _stats(values)
                 rows.append(
                     RobustRow(
@@ -213,7 +230,7 @@ def evaluate_run(
                         precision=precision,
                         attack=attack_name,
                         mode=mode,
-                        generator=generator,
+                        generator=gen_label,
                         clean_accuracy=clean[precision],
                         robust_accuracy_mean=mean,
                         robust_accuracy_std=std,
@@ -226,7 +243,7 @@ def evaluate_run(
         "run": str(run.path),
         "model": run.label,
         "dp": run.cfg.dp.enabled,
-        "transfer_from": str(source.path) if source else None,
+        "transfer_from": [str(s.path) for s in sources],
         "test_examples": len(test),
         "seeds": list(ev.seeds),
         "attacks": {

@@ -56,7 +56,10 @@ def report_section(run_dir: Path) -> str | None:
             "(e.g. GroupNorm, tanh) stays float. The int8 model has no input gradients, so it "
             "is attacked by transfer from its own float model (and from the transfer source).",
         ]
-    if doc.get("transfer_from"):
-        parts += ["", f"Transfer source: `{doc['transfer_from']}`."]
+    sources = doc.get("transfer_from") or []
+    if isinstance(sources, str):  # robustness.json written before several sources
+        sources = [sources]
+    if sources:
+        parts += ["", "Transfer sources: " + ", ".join(f"`{s}`" for s in sources) + "."]
     parts += ["", markdown_table(doc), ""]
     return "\n".join(parts)
