@@ -32,7 +32,7 @@ from fedsim import keys
 from fedsim.config import Config, from_run_config
 from fedsim.deploy.site import SiteConfig, SiteData, load_site_data, site_from_node_config
 from fedsim.deploy.state import load_state, record_round, save_state, site_lock
-from fedsim.privacy import PrivacyLedger
+from fedsim.privacy import DpEvent, PrivacyLedger, PureDp
 from fedsim.workload import client_split
 
 logger = logging.getLogger(__name__)
@@ -186,6 +186,7 @@ def train_round(
     server_round = int(train_config[keys.SERVER_ROUND])  # type: ignore[arg-type]
     raw_bounds = train_config.get(keys.CLIP_BOUNDS)
     clip_bounds = None if raw_bounds is None else [float(s) for s in raw_bounds]  # type: ignore[union-attr]
+    server_events = server_privacy_events(train_config)
     return run_local_round(
         cfg,
         site.client_id,
@@ -198,7 +199,20 @@ def train_round(
         # A deployed site seeds sampling and noise from its own entropy (not cfg.seed).
         secret_seed=None if site.state_dir is None else secrets.randbits(63),
         vog_state=vog_state,
+        server_events=server_events,
     )
+
+
+def server_privacy_events(train_config: ConfigRecord) -> tuple[DpEvent, ...]:
+    """The server's selection events for this client: past ones and this round's."""
+    events: tuple[DpEvent, ...] = ()
+    text = train_config.get(keys.SELECTION_LEDGER)
+    if text is not None:
+        events = PrivacyLedger.from_json(str(text)).events
+    ahead = train_config.get(keys.SELECTION_EPSILON_AHEAD)
+    if ahead is not None and float(ahead) > 0:  # type: ignore[arg-type]
+        events = (*events, PureDp(float(ahead)))  # type: ignore[arg-type]
+    return events
 
 
 def handle_query(cfg: Config, msg: Message, context: Context) -> Message:

@@ -29,7 +29,7 @@ from fedsim.config import Config
 from fedsim.deploy.site import SiteData
 from fedsim.devices import pick_device
 from fedsim.models import build_model
-from fedsim.privacy import PrivacyLedger, SubsampledGaussian
+from fedsim.privacy import DpEvent, PrivacyLedger, SubsampledGaussian
 from fedsim.privacy.planning import plan_dp_sgd
 from fedsim.robustness.training import AdversarialBatches, plan_for
 from fedsim.roles import client_data, client_upload
@@ -91,6 +91,7 @@ def run_local_round(
     site: SiteData | None = None,
     secret_seed: int | None = None,
     vog_state: Mapping[str, np.ndarray] | None = None,
+    server_events: Sequence[DpEvent] = (),
 ) -> LocalOutcome:
     """Train client ``client_id`` for one round starting from ``global_state``.
 
@@ -116,6 +117,10 @@ def run_local_round(
 
     ``vog_state`` is VoG's running statistics kept by the client since its earlier rounds
     (``valuation.vog_checkpoints: rounds``); the outcome carries the updated one.
+
+    ``server_events`` are privacy events of this client that the *server* records (a
+    private selection's past charges and the one of this round, sent in the train config):
+    they count in the ``dp.max_epsilon`` check but stay out of the client's own ledger.
     """
     device = device or pick_device()
     if site is None:
@@ -146,13 +151,14 @@ def run_local_round(
             projected_ledger = ledger.with_event(
                 SubsampledGaussian(sigma, plan.sample_rate, plan.steps_per_round)
             )
-            for event in tasks.events():
+            for event in (*tasks.events(), *server_events):
                 projected_ledger = projected_ledger.with_event(event)
             projected = projected_ledger.epsilon_total(delta, cfg.dp.accountant)
             if projected > cfg.dp.max_epsilon * (1 + 1e-9):
+                selection = " (incl. the server's selection events)" if server_events else ""
                 reason = (
                     f"budget exhausted: epsilon {spent:.4g} spent, one more round would reach "
-                    f"{projected:.4g} > dp.max_epsilon {cfg.dp.max_epsilon}"
+                    f"{projected:.4g}{selection} > dp.max_epsilon {cfg.dp.max_epsilon}"
                 )
                 logger.info("client %d: %s", client_id, reason)
                 return LocalOutcome(

@@ -15,6 +15,11 @@ STATUS: Final = "status"
 SERVER_ROUND: Final = "server-round"
 #: Per-tensor clipping bounds (list[float], one per trainable tensor) for per-layer clipping
 CLIP_BOUNDS: Final = "clip-bounds"
+#: Train config, per client: its server-side selection events so far (PrivacyLedger JSON)
+#: and the ε the coming round's private selection will charge it (SecProbe), so that the
+#: client's dp.max_epsilon check covers them
+SELECTION_LEDGER: Final = "selection-ledger"
+SELECTION_EPSILON_AHEAD: Final = "selection-epsilon-ahead"
 
 # MetricRecord replied by a client
 CLIENT_ID: Final = "client-id"

@@ -141,16 +141,37 @@ class FedsimStrategyMixin:
         config[keys.SERVER_ROUND] = server_round
         for key, value in self.round_config(server_round, arrays).items():
             config[key] = value
-        record = RecordDict({keys.ARRAYS: arrays, keys.CONFIG: config})
         logger.info("round %d: training clients %s", server_round, clients)
+        ahead = self.selection_epsilon_ahead(len(clients))
         return [
             Message(
-                content=record,
+                content=RecordDict(
+                    {keys.ARRAYS: arrays, keys.CONFIG: self._client_config(config, c, ahead)}
+                ),
                 message_type=MessageType.TRAIN,
                 dst_node_id=self.directory.node_of[c],
             )
             for c in clients
         ]
+
+    def _client_config(self, config: ConfigRecord, cid: int, ahead: float) -> ConfigRecord:
+        """The round config plus, for a private selection rule, the client's selection
+        events so far and the ε this round's selection will charge it."""
+        ledger = self.selection_ledgers.get(cid)
+        if ledger is None and ahead <= 0:
+            return config
+        out = ConfigRecord(dict(config))
+        if ledger is not None:
+            out[keys.SELECTION_LEDGER] = ledger.to_json()
+        if ahead > 0:
+            out[keys.SELECTION_EPSILON_AHEAD] = float(ahead)
+        return out
+
+    def selection_epsilon_ahead(self, num_sampled: int) -> float:
+        """ε (pure DP) that this round's selection charges each scored participant when
+        ``num_sampled`` clients train; 0 for rules without a private selection."""
+        del num_sampled
+        return 0.0
 
     def round_config(self, server_round: int, arrays: ArrayRecord) -> dict[str, Any]:
         """Extra entries of this round's train config: the per-layer clipping bounds.

@@ -52,6 +52,14 @@ class SecProbe(FedsimStrategyMixin, FlowerFedAvg):
         """Validation accuracy of each accepted update (in ``accepted`` order)."""
         return validation_accuracies(self.cfg, [msg for _, msg in accepted])
 
+    def selection_epsilon_ahead(self, num_sampled: int) -> float:
+        """Participant ε of this round's draw if K < M (M at most ``num_sampled``)."""
+        if self.keep_count(num_sampled) >= num_sampled:
+            return 0.0
+        n_val = len(dataset_for(self.cfg.data, self.cfg.seed).val)
+        sens = accuracy_sensitivity(n_val, self.cfg.strategy.sensitivity)
+        return participant_epsilon(self.cfg.strategy.selection_epsilon, sens)
+
     def select(
         self, server_round: int, accepted: list[tuple[int, Message]]
     ) -> list[tuple[int, Message]]:

@@ -72,15 +72,6 @@ def test_plan_calibrates_sigma_to_target_over_planned_rounds() -> None:
         plan.round_event(3)
 
 
-@pytest.fixture
-def task_identity(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Messages outside a Flower run need a run/node/task id (set by Flower otherwise)."""
-    from flwr.supercore.task_identity import TaskIdentity
-
-    for name in ("_run_id", "_node_id", "_task_id"):
-        monkeypatch.setattr(TaskIdentity, name, 1, raising=False)
-
-
 def _rec(arrays: dict[str, np.ndarray]) -> ArrayRecord:
     return ArrayRecord({k: Array(v) for k, v in arrays.items()})
 

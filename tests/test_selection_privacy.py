@@ -164,3 +164,74 @@ def test_regression_utility_sensitivity(pred: list[float], data: st.DataObject) 
     q = p.copy()
     q[0] = data.draw(st.floats(-100, 100))
     assert abs(regression_utility(q, t) - u) <= 1.0 / len(p) + 1e-12
+
+
+@pytest.mark.usefixtures("task_identity")
+def test_secprobe_sends_each_client_its_selection_events_and_the_next_charge() -> None:
+    from flwr.app import ArrayRecord, ConfigRecord
+
+    from clients.client_app import server_privacy_events
+    from fedsim import keys
+    from strategies.secprobe import SecProbe
+
+    cfg = from_dict(
+        {
+            "data": {"num_clients": 4},
+            "dp": {"enabled": True, "epsilon": 4.0, "delta": DELTA},
+            "strategy": {
+                "name": "secprobe",
+                "clients_per_round": 4,
+                "k": 2,
+                "selection_epsilon": 1.0,
+                "sensitivity": "tight",
+            },
+        }
+    )
+    strategy = SecProbe()
+    nodes = {c: 100 + c for c in range(4)}
+    strategy.attach(
+        cfg,
+        ClientDirectory(
+            node_of=nodes,
+            client_of={n: c for c, n in nodes.items()},
+            num_examples=dict.fromkeys(nodes, 10),
+        ),
+    )
+    strategy.charge_selection([0, 1], 2.0)
+    arrays = ArrayRecord(numpy_ndarrays=[np.zeros(3, dtype=np.float32)])
+    msgs = list(strategy.configure_train(1, arrays, ConfigRecord({}), grid=None))  # type: ignore[arg-type]
+    assert len(msgs) == 4
+    by_client = {strategy.directory.client_of[m.metadata.dst_node_id]: m for m in msgs}
+    from fedsim.workload import dataset_for
+
+    n_val = len(dataset_for(cfg.data, cfg.seed).val)
+    tight = participant_epsilon(1.0, accuracy_sensitivity(n_val, "tight"))
+    assert tight == pytest.approx((n_val + 1) / 2)
+    for cid, msg in by_client.items():
+        config = msg.content.config_records[keys.CONFIG]
+        assert config[keys.SELECTION_EPSILON_AHEAD] == pytest.approx(tight)
+        events = server_privacy_events(config)
+        past = [PureDp(2.0)] if cid in (0, 1) else []
+        assert list(events) == [*past, PureDp(tight)]
+
+
+def test_client_budget_check_counts_the_servers_selection_events() -> None:
+    from clients.local_round import run_local_round
+    from fedsim.models import build_model
+    from fedsim.workload import dataset_for
+
+    cfg = from_dict(
+        {
+            "data": {"num_clients": 2, "train_samples": 200, "test_samples": 50},
+            "model": {"name": "mlp"},
+            "client": {"local_epochs": 1, "batch_size": 32},
+            "dp": {"enabled": True, "epsilon": 2.0, "delta": DELTA, "max_epsilon": 3.0},
+        }
+    )
+    bundle = dataset_for(cfg.data, cfg.seed)
+    state = build_model("mlp", bundle.input_shape, bundle.num_classes, seed=0).state_dict()
+    alone = run_local_round(cfg, 0, state, 1, PrivacyLedger())
+    assert alone.status == "ok"
+    refused = run_local_round(cfg, 0, state, 1, PrivacyLedger(), server_events=(PureDp(2.5),))
+    assert refused.status == "budget-exhausted"
+    assert "selection events" in refused.reason and refused.ledger.events == ()
