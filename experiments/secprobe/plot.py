@@ -7,9 +7,10 @@ Usage::
 Reads ``fig9``, ``fig9_tight``, ``fig10``, ``fig10_tight`` and ``fig11`` under the
 results directory (each a sweep directory with ``sweep.csv`` and ``points/*/``), writes
 ``fig9_accuracy_vs_p.png``, ``fig10_accuracy_vs_malicious.png``,
-``fig11_accuracy_vs_epsilon.png`` and ``table.md`` there. Besides the final test accuracy
-it reports the mean over the last 3 rounds (less noisy) and the share of honest clients
-among the updates each rule used (``selected`` in metrics.jsonl, roles from summary.json).
+``fig11_accuracy_vs_epsilon.png`` and ``table.md`` there. Each cell is the mean ± std over
+the sweep's seeds of the test accuracy averaged over the last 3 rounds (less noisy than
+the final round), with the share of honest clients among the updates each rule used
+(``selected`` in metrics.jsonl, roles from summary.json).
 """
 
 from __future__ import annotations
@@ -37,8 +38,6 @@ STRATEGY_ORDER = [
     "trimmed_mean",
     "bulyan",
 ]
-
-KEPT_UNRECORDED = {"krum", "multikrum", "bulyan"}
 
 
 def _run_stats(run_dir: Path) -> dict[str, float]:
@@ -90,36 +89,60 @@ def load(sweep_dir: Path, tight: bool = False) -> list[dict[str, Any]]:
     return rows
 
 
-def _lines(ax: Any, rows: list[dict[str, Any]], xkey: str) -> None:
-    by: dict[str, list[tuple[float, float]]] = defaultdict(list)
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    var = sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1)
+    return mean, var**0.5
+
+
+def aggregate(rows: list[dict[str, Any]], xkey: str) -> dict[str, dict[float, dict[str, Any]]]:
+    """Per strategy and x: mean/std over seeds of ``last3``, mean honest share, seed count."""
+    groups: dict[tuple[str, float], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
-        by[r["strategy"]].append((float(r[xkey]), r["last3"]))
-    for name in [s for s in STRATEGY_ORDER if s in by]:
-        pts = sorted(by[name])
+        groups[(r["strategy"], float(r[xkey]))].append(r)
+    out: dict[str, dict[float, dict[str, Any]]] = defaultdict(dict)
+    for (name, x), rs in groups.items():
+        mean, std = _mean_std([r["last3"] for r in rs])
+        out[name][x] = {
+            "mean": mean,
+            "std": std,
+            "share": sum(r["honest_used"] for r in rs) / len(rs),
+            "seeds": len(rs),
+        }
+    return out
+
+
+def _lines(ax: Any, rows: list[dict[str, Any]], xkey: str) -> None:
+    agg = aggregate(rows, xkey)
+    for name in [s for s in STRATEGY_ORDER if s in agg]:
+        xs = sorted(agg[name])
         style = "-o" if name.startswith("secprobe") else "--."
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=name)
+        ax.errorbar(
+            xs,
+            [agg[name][x]["mean"] for x in xs],
+            yerr=[agg[name][x]["std"] for x in xs],
+            fmt=style,
+            capsize=3,
+            label=name,
+        )
     ax.set_ylabel("test accuracy (mean of last 3 rounds)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
 
 
 def table(rows: list[dict[str, Any]], xkey: str, xname: str) -> str:
+    agg = aggregate(rows, xkey)
     xs = sorted({float(r[xkey]) for r in rows})
-    names = [s for s in STRATEGY_ORDER if any(r["strategy"] == s for r in rows)]
+    names = [s for s in STRATEGY_ORDER if s in agg]
     head = f"| strategy | {' | '.join(f'{xname}={x:g}' for x in xs)} |"
     out = [head, "|" + "---|" * (len(xs) + 1)]
     for name in names:
         cells = []
         for x in xs:
-            match = [r for r in rows if r["strategy"] == name and float(r[xkey]) == x]
-            if match:
-                r = match[0]
-                # these runs predate recording what Krum/MultiKrum/Bulyan kept: their
-                # ``selected`` lists every update handed to the rule, so no share is shown
-                share = "–" if name in KEPT_UNRECORDED else f"{r['honest_used']:.2f}"
-                cells.append(f"{r['last3']:.3f} ({r['final']:.3f}; {share})")
-            else:
-                cells.append("–")
+            c = agg[name].get(x)
+            cells.append(
+                "–" if c is None else f"{c['mean']:.3f} ± {c['std']:.3f} ({c['share']:.2f})"
+            )
         out.append(f"| {name} | {' | '.join(cells)} |")
     return "\n".join(out)
 
@@ -127,8 +150,8 @@ def table(rows: list[dict[str, Any]], xkey: str, xname: str) -> str:
 def main(results: str) -> int:
     root = Path(results)
     md = [
-        "Cells: test accuracy, mean of the last 3 of 10 rounds (final round; share of "
-        "honest clients among the updates the rule used).",
+        "Cells: test accuracy averaged over the last 3 of 10 rounds, mean ± std over "
+        "seeds (share of honest clients among the updates the rule used).",
         "",
     ]
     fig9 = load(root / "fig9") + load(root / "fig9_tight", tight=True)
@@ -138,12 +161,10 @@ def main(results: str) -> int:
     for r in fig10:
         r["n"] = round(float(r["roles.malicious.fraction"]) * 20)
     fig11 = load(root / "fig11")
-    for r in fig9:  # eps = 1 (the default) is the fig9 SecProbe point at P = 0.6
-        if r["strategy"] == "secprobe" and r["P"] == 0.6:
-            fig11.append({**r, "strategy.selection_epsilon": 1.0})
     for r in fig11:
         r["ε"] = float(r["strategy.selection_epsilon"])
-    baselines = [r for r in fig9 if r["P"] == 0.6 and r["strategy"] in ("fedavg", "random_k")]
+    at_06 = aggregate([r for r in fig9 if r["P"] == 0.6], "P")
+    baselines = [(s, at_06[s][0.6]["mean"]) for s in ("fedavg", "random_k") if s in at_06]
     panels = [
         (
             "Fig. 9: accuracy vs P",
@@ -177,21 +198,21 @@ def main(results: str) -> int:
         _lines(ax, rows, xkey)
         if xkey == "ε":
             ax.set_xscale("log")
-            for r in baselines:
-                ax.axhline(r["last3"], ls=":", color="grey")
-                ax.annotate(f"{r['strategy']} (P=0.6)", (1, r["last3"]), fontsize=8, color="grey")
+            for name, acc in baselines:
+                ax.axhline(acc, ls=":", color="grey")
+                ax.annotate(f"{name} (P=0.6)", (0.1, acc), fontsize=8, color="grey")
         ax.set_xlabel(xlabel)
         ax.set_title(title, fontsize=10)
         fig.tight_layout()
         fig.savefig(root / png, dpi=120)
         md += [f"### {heading}", "", table(rows, xkey, xkey), ""]
-    gaps = [
-        f"- {r['strategy']} ({', '.join(f'{k}={r[k]}' for k in ('P', 'n', 'ε') if k in r)}): "
-        f"{r['utility_gap']:.3f}"
-        for rows in (fig9, fig10, fig11)
-        for r in rows
-        if r["strategy"].startswith("secprobe") and r["utility_gap"] is not None
-    ]
+    gap_runs: dict[str, list[float]] = defaultdict(list)
+    for rows in (fig9, fig10, fig11):
+        for r in rows:
+            if r["strategy"].startswith("secprobe") and r["utility_gap"] is not None:
+                where = ", ".join(f"{k}={r[k]:g}" for k in ("P", "n", "ε") if k in r)
+                gap_runs[f"{r['strategy']} ({where})"].append(r["utility_gap"])
+    gaps = [f"- {k}: {sum(v) / len(v):.3f} ({len(v)} runs)" for k, v in gap_runs.items()]
     md += [
         "### SecProbe: mean utility of honest minus other scored uploads",
         "",

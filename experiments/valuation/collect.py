@@ -1,8 +1,9 @@
 """Collect the valuation experiments into experiments/results/valuation/ (CSV + Markdown).
 
-    python experiments/valuation/collect.py runs
-
-Reads the sweep directories written by the commands in spearman.yaml / table1*.yaml.
+fedsim sweep experiments/valuation/spearman.yaml --out RUNS/spearman
+fedsim sweep experiments/valuation/table1.yaml --out RUNS/table1
+fedsim sweep experiments/valuation/table1_baseline.yaml --out RUNS/table1_baseline
+python experiments/valuation/collect.py RUNS
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import json
 import shutil
 import sys
 from pathlib import Path
+
+import yaml
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "valuation"
 PARTS = ("quality", "informativeness", "combined")
@@ -32,9 +35,8 @@ def _f(x: object) -> str:
 
 def spearman_table(runs: Path) -> str:
     rows, lines = [], []
-    for point, s in _summaries(runs / "valuation-spearman"):
-        cfg = (point / "config.yaml").read_text()
-        dataset = "fashion-mnist" if "name: fashion-mnist" in cfg else "pneumoniamnist"
+    for point, s in _summaries(runs / "spearman"):
+        dataset = _config(point)["data"]["name"]
         val = s["valuation"]
         acc = s["final"]["test_accuracy"]
         metrics = {val["metric"]: {p: val[f"spearman_{p}_clean"] for p in PARTS}}
@@ -61,7 +63,7 @@ def spearman_table(runs: Path) -> str:
         sgd = [c["epsilon_spent"] for c in s["clients"].values()]
         lines.append(
             f"{dataset}: final test accuracy {acc:.3f}; per client ε DP-SGD "
-            f"{max(sgd):.2f}, ε total (DP-SGD + 4 releases/round) {max(eps):.2f}"
+            f"{max(sgd):.2f}, ε total (DP-SGD + every release) {max(eps):.2f}"
         )
     if not rows:
         return ""
@@ -83,26 +85,16 @@ def spearman_table(runs: Path) -> str:
 
 def table1(runs: Path) -> str:
     rows = []
-    for sweep in ("valuation-table1-a", "valuation-table1-b", "valuation-table1-fmnist"):
+    for sweep in ("table1", "table1_baseline"):
         for point, s in _summaries(runs / sweep):
-            cfg = (point / "config.yaml").read_text()
+            cfg = _config(point)
+            prune = cfg.get("valuation", {}).get("prune", {})
             rows.append(
                 {
-                    "dataset": "fashion-mnist" if "fmnist" in sweep else "pneumoniamnist",
+                    "dataset": cfg["data"]["name"],
                     "epsilon": s["dp"]["target_epsilon"],
-                    "removed_by": _metric_of(cfg),
-                    "test_accuracy": s["final"]["test_accuracy"],
-                    "test_auc": s["final"].get("test_auc"),
-                    "max_epsilon_spent": s["dp"]["max_epsilon_spent"],
-                }
-            )
-    for sweep in ("valuation-table1-baseline", "valuation-table1-fmnist-baseline"):
-        for _point, s in _summaries(runs / sweep):
-            rows.append(
-                {
-                    "dataset": "fashion-mnist" if "fmnist" in sweep else "pneumoniamnist",
-                    "epsilon": s["dp"]["target_epsilon"],
-                    "removed_by": "none",
+                    "seed": s["seed"],
+                    "removed_by": prune["metric"] if prune.get("enabled") else "none",
                     "test_accuracy": s["final"]["test_accuracy"],
                     "test_auc": s["final"].get("test_auc"),
                     "max_epsilon_spent": s["dp"]["max_epsilon_spent"],
@@ -117,28 +109,34 @@ def table1(runs: Path) -> str:
     order = ("none", "loss", "grad_norm", "vog", "plis")
     md = ["| dataset | ε | " + " | ".join(order) + " |", "|---|---|" + "---|" * len(order)]
     keys = sorted({(r["dataset"], r["epsilon"]) for r in rows})
+    drops: dict[str, list[float]] = {m: [] for m in order[1:]}
     for ds, eps in keys:
         cells = []
+        acc: dict[str, float] = {}
         for m in order:
             hit = [r for r in rows if (r["dataset"], r["epsilon"], r["removed_by"]) == (ds, eps, m)]
-            if hit:
-                auc = hit[0]["test_auc"]
-                auc_text = "" if auc is None else f" (AUC {auc:.3f})"
-                cells.append(f"{hit[0]['test_accuracy']:.3f}{auc_text}")
-            else:
+            if not hit:
                 cells.append("—")
+                continue
+            acc[m] = sum(r["test_accuracy"] for r in hit) / len(hit)
+            aucs = [r["test_auc"] for r in hit if r["test_auc"] is not None]
+            auc_text = f" (AUC {sum(aucs) / len(aucs):.3f})" if aucs else ""
+            seeds = f" [{len(hit)} seeds]" if len(hit) > 1 else ""
+            cells.append(f"{acc[m]:.3f}{auc_text}{seeds}")
+        for m in order[1:]:
+            if m in acc and "none" in acc:
+                drops[m].append(acc["none"] - acc[m])
         md.append(f"| {ds} | {eps:g} | " + " | ".join(cells) + " |")
+    md += [
+        "",
+        "Mean accuracy drop vs no removal, over the (dataset, ε) cells: "
+        + ", ".join(f"{m} {sum(v) / len(v):+.3f} ({len(v)} cells)" for m, v in drops.items() if v),
+    ]
     return "\n".join(md) + "\n"
 
 
-def _metric_of(cfg_text: str) -> str:
-    in_prune = False
-    for line in cfg_text.splitlines():
-        if line.strip().startswith("prune:"):
-            in_prune = True
-        elif in_prune and line.strip().startswith("metric:"):
-            return line.split(":", 1)[1].strip()
-    return "?"
+def _config(point: Path) -> dict:
+    return yaml.safe_load((point / "config.yaml").read_text())
 
 
 def main() -> None:
