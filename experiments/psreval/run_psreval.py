@@ -45,7 +45,14 @@ NONDP_OVERRIDES = ["dp.enabled=false", "client.lr=0.05"]
 # ResNet-9 costs ~1 s per DP-SGD step of 32 images here (cnn: 0.03 s): a smaller subset.
 MODEL_OVERRIDES = {
     "cnn": [],
-    "resnet9": ["model.name=resnet9", "data.train_samples=1000", "rounds=3"],
+    "resnet9": [
+        "model.name=resnet9",
+        "data.train_samples=1000",
+        "rounds=3",
+        # its evaluation: FGSM and PGD, one seed (FAB and PGD-L2 cost too much here)
+        "robustness.evaluate.attacks=[fgsm,pgd]",
+        "robustness.evaluate.seeds=[0]",
+    ],
 }
 
 
@@ -122,7 +129,8 @@ def evaluate_dataset(dirs: dict[str, Path], collect_only: bool = False) -> list[
         sources = [str(d) for s, d in sorted(targets.items()) if s != slug]
         saved = target / "robustness.json"
         doc = json.loads(saved.read_text()) if saved.is_file() else None
-        if doc is None or doc.get("transfer_from") != sources:
+        # an evaluation with at least these sources is kept (a subset run must not redo it)
+        if doc is None or not set(sources) <= set(doc.get("transfer_from") or []):
             if collect_only:
                 continue
             fedsim("evaluate", str(target), "--transfer-from", *sources)
@@ -131,13 +139,37 @@ def evaluate_dataset(dirs: dict[str, Path], collect_only: bool = False) -> list[
     return docs
 
 
-def attacker_pivot(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean final accuracy (± std over seeds) per (dataset, privacy) and p."""
+def transfer_matrix(rows: list[dict[str, Any]], attack: str = "pgd") -> list[dict[str, Any]]:
+    """Robust accuracy of each float target (rows) under ``attack`` by each generator
+    (columns; "white-box" = its own model), with its clean accuracy."""
+
+    def short(label: str) -> str:
+        return label.split(" (")[0]
+
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in rows:
+        if r["attack"] != attack or r["precision"] != "float":
+            continue
+        key = (r["dataset"], short(r["model"]))
+        row = out.setdefault(
+            key, {"dataset": key[0], "target": key[1], "clean": f"{r['clean_accuracy']:.3f}"}
+        )
+        gen = "white-box" if r["mode"] == "white-box" else "from " + short(r["generator"])
+        row[gen] = f"{r['robust_accuracy_mean']:.3f}"
+    cols = sorted({k for row in out.values() for k in row if k.startswith("from ")})
+    return [
+        {k: row.get(k, "–") for k in ("dataset", "target", "clean", "white-box", *cols)}
+        for row in out.values()
+    ]
+
+
+def attacker_pivot(rows: list[dict[str, Any]], key: str = "test_accuracy") -> list[dict[str, Any]]:
+    """Mean final ``key`` (± std over seeds) per (dataset, privacy) and p."""
     cells: dict[tuple[str, str], dict[float, list[float]]] = {}
     for r in rows:
-        cells.setdefault((r["dataset"], r["privacy"]), {}).setdefault(r["p"], []).append(
-            r["test_accuracy"]
-        )
+        if r.get(key) is None:
+            continue
+        cells.setdefault((r["dataset"], r["privacy"]), {}).setdefault(r["p"], []).append(r[key])
     out = []
     for (ds, privacy), by_p in cells.items():
         row: dict[str, Any] = {"dataset": ds, "privacy": privacy}
@@ -192,9 +224,7 @@ def main() -> int:
         # the p = 0 runs and their robustness evaluation first, then the attacker points
         p0 = run_dataset(config, runs, args.model, args.epsilons, [0.0], [0], c)
         robust_docs = evaluate_dataset(p0, c)
-        dirs = run_dataset(
-            config, runs, args.model, args.epsilons, args.fractions, args.seeds, c
-        )
+        dirs = run_dataset(config, runs, args.model, args.epsilons, args.fractions, args.seeds, c)
         rows = []
         for slug, d in dirs.items():
             s = json.loads((d / "summary.json").read_text())
@@ -213,13 +243,9 @@ def main() -> int:
                     "wall_seconds": s["wall_seconds"],
                 }
             )
-        base = {
-            (r["privacy"], r["seed"]): r["test_accuracy"] for r in rows if r["p"] == 0.0
-        }
+        base = {(r["privacy"], r["seed"]): r["test_accuracy"] for r in rows if r["p"] == 0.0}
         for r in rows:
-            r["drop_vs_p0"] = base.get((r["privacy"], r["seed"]), float("nan")) - r[
-                "test_accuracy"
-            ]
+            r["drop_vs_p0"] = base.get((r["privacy"], r["seed"]), float("nan")) - r["test_accuracy"]
         attacker += rows
         for doc in robust_docs:
             for r in doc["rows"]:
@@ -252,8 +278,12 @@ def main() -> int:
         f"# PSREval, federated (fedsim), model {args.model}\n\n"
         "## Train-time attacker: final test accuracy by p\n\n"
         + _md(attacker_pivot(attacker))
+        + "\n\n## Train-time attacker: final test ROC AUC by p (binary tasks)\n\n"
+        + _md(attacker_pivot(attacker, "test_auc"))
         + "\n\n## Train-time attacker: every run\n\n"
         + _md(attacker)
+        + "\n\n## Transfer: PGD (L∞, ε = 8/255) robust accuracy of each float model\n\n"
+        + _md(transfer_matrix(robust))
         + "\n\n## int8\n\n"
         + _md(int8)
         + "\n\n## Robust accuracy\n\n"
