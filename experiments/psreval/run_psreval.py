@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -271,6 +272,13 @@ def main() -> int:
             )
     out = RESULTS if args.model == "cnn" else RESULTS / args.model
     out.mkdir(parents=True, exist_ok=True)
+    for ds in args.datasets:  # the small files of every run, for traceability
+        for d in sorted((runs / f"{ds}-{args.model}").glob("*")):
+            for name in ("summary.json", "metrics.jsonl", "robustness.json", "config.yaml"):
+                if (d / name).is_file():
+                    dest = out / "runs" / f"{ds}-{args.model}" / d.name
+                    dest.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(d / name, dest / name)
     _write_csv(out / "attacker.csv", attacker)
     _write_csv(out / "robustness.csv", robust)
     _write_csv(out / "int8.csv", int8)
