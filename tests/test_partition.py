@@ -21,11 +21,12 @@ SCHEMES = ("iid", "dirichlet", "shards")
 @st.composite
 def problems(draw: st.DrawFn) -> tuple[np.ndarray, int, str, int, float, int]:
     """(labels, num_clients, scheme, shards_per_client, alpha, seed) that are valid."""
-    n = draw(st.integers(1, 300))
-    num_classes = draw(st.integers(1, 6))
-    labels = np.array(draw(st.lists(st.integers(0, num_classes - 1), min_size=n, max_size=n)))
     scheme = draw(st.sampled_from(SCHEMES))
     spc = draw(st.integers(1, 3)) if scheme == "shards" else 2
+    # shards need at least one sample per shard: n >= num_clients * spc >= spc
+    n = draw(st.integers(spc if scheme == "shards" else 1, 300))
+    num_classes = draw(st.integers(1, 6))
+    labels = np.array(draw(st.lists(st.integers(0, num_classes - 1), min_size=n, max_size=n)))
     num_clients = draw(st.integers(1, max(1, n // spc)))
     alpha = draw(st.sampled_from([0.05, 0.5, 1.0, 10.0]))
     seed = draw(st.integers(0, 2**31 - 1))
