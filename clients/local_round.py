@@ -213,7 +213,7 @@ def run_local_round(
             batch_transform=_adversarial_transform(model, plan_for(cfg, client_id, server_round)),
         )
         trained = plain_state_dict(model)
-        val = scorer.finish(tasks, trained, client_id, server_round, kept)
+        val = scorer.finish(tasks, trained, client_id, server_round)
         return LocalOutcome(
             status="ok",
             ledger=ledger,
@@ -266,7 +266,7 @@ def run_local_round(
     acc_sigma, acc_q = private.accounted_schedule()
     ledger = ledger.with_event(SubsampledGaussian(acc_sigma, acc_q, steps))
     trained = plain_state_dict(private.model)
-    val = scorer.finish(tasks, trained, client_id, server_round, kept)
+    val = scorer.finish(tasks, trained, client_id, server_round)
     for event in tasks.events():
         ledger = ledger.with_event(event)
     released = val.released

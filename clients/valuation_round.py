@@ -72,11 +72,7 @@ def valuation_tasks(cfg: Config, server_round: int, already_pruned: bool) -> Val
 
 def round_vog(cfg: Config) -> bool:
     """Whether VoG is used with checkpoints at the ends of rounds."""
-    val = cfg.valuation
-    used = (val.enabled and "vog" in (val.metric, *val.report_metrics)) or (
-        val.prune.enabled and val.prune.metric == "vog"
-    )
-    return used and val.vog_checkpoints == "rounds"
+    return cfg.valuation.uses_vog and cfg.valuation.vog_checkpoints == "rounds"
 
 
 def due_metrics(cfg: Config, tasks: ValuationTasks) -> tuple[ScoreMetric, ...]:
@@ -192,18 +188,13 @@ class RoundScorer:
         if not self.by_round or self.tracker is None:
             return None
         rows = self.tracker.vog_state()
-        count = rows["count"]
-        if int(count[0]) == 0:
-            return {"count": count}
-        size = int(self.kept.max()) + 1 if len(self.kept) else 0
-        if self.previous is not None and "mean" in self.previous:
-            size = max(size, len(self.previous["mean"]))
-        out = {"count": count}
+        if int(rows["count"][0]) == 0:
+            return rows
+        previous = self.previous or {}
+        out = {"count": rows["count"]}
         for k in ("mean", "m2"):
-            full = np.zeros((size, *rows[k].shape[1:]), dtype=rows[k].dtype)
-            if self.previous is not None and k in self.previous:
-                prev = np.asarray(self.previous[k])
-                full[: len(prev)] = prev
+            # rows of pruned samples keep their old values; they are never read again
+            full = np.array(previous[k]) if k in previous else np.zeros_like(rows[k])
             full[self.kept] = rows[k]
             out[k] = full
         return out
@@ -214,9 +205,8 @@ class RoundScorer:
         trained: Mapping[str, torch.Tensor],
         client_id: int,
         server_round: int,
-        kept: np.ndarray,
     ) -> ValuationResult:
-        """Release and/or decide the pruning. ``kept`` maps rows to original indices."""
+        """Release and/or decide the pruning (dropped indices are original ones)."""
         if self.by_round and self.tracker is not None:
             self.tracker.record_checkpoint(trained)
         scores = self.scores(trained)
@@ -232,5 +222,5 @@ class RoundScorer:
         if tasks.prune:
             pr = self.cfg.valuation.prune
             rows = prune_indices(scores[pr.metric], pr.fraction, pr.side)
-            dropped = tuple(int(i) for i in np.sort(kept[rows]))
+            dropped = tuple(int(i) for i in np.sort(self.kept[rows]))
         return ValuationResult(released=released, dropped=dropped, extra=extra or None)

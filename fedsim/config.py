@@ -270,6 +270,12 @@ class ValuationConfig:
     corruption_kind: UnreliableKind = "noise"
     prune: PruneConfig = field(default_factory=PruneConfig)
 
+    @property
+    def uses_vog(self) -> bool:
+        """Whether VoG is released, reported or prunes in this run."""
+        released = self.enabled and "vog" in (self.metric, *self.report_metrics)
+        return released or (self.prune.enabled and self.prune.metric == "vog")
+
 
 @dataclass(frozen=True)
 class AdversarialTrainingConfig:
@@ -548,9 +554,7 @@ def _valuation_checks(cfg: Config) -> list[str]:
         )
     if any(b <= 0 for b in val.report_bounds or ()):
         problems.append(f"valuation.report_bounds must be > 0; got {list(val.report_bounds or ())}")
-    vog_due = (val.enabled and "vog" in (val.metric, *val.report_metrics)) or (
-        val.prune.enabled and val.prune.metric == "vog"
-    )
+    vog_due = val.uses_vog
     if vog_due and val.vog_checkpoints == "epochs" and cfg.client.local_epochs < 2:
         problems.append(
             "client.local_epochs must be >= 2 for the vog metric with "

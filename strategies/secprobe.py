@@ -52,13 +52,16 @@ class SecProbe(FedsimStrategyMixin, FlowerFedAvg):
         """Validation accuracy of each accepted update (in ``accepted`` order)."""
         return validation_accuracies(self.cfg, [msg for _, msg in accepted])
 
+    def sensitivity(self) -> float:
+        """Δu of the validation accuracy (``strategy.sensitivity`` over the val split)."""
+        n_val = len(dataset_for(self.cfg.data, self.cfg.seed).val)
+        return accuracy_sensitivity(n_val, self.cfg.strategy.sensitivity)
+
     def selection_epsilon_ahead(self, num_sampled: int) -> float:
         """Participant ε of this round's draw if K < M (M at most ``num_sampled``)."""
         if self.keep_count(num_sampled) >= num_sampled:
             return 0.0
-        n_val = len(dataset_for(self.cfg.data, self.cfg.seed).val)
-        sens = accuracy_sensitivity(n_val, self.cfg.strategy.sensitivity)
-        return participant_epsilon(self.cfg.strategy.selection_epsilon, sens)
+        return participant_epsilon(self.cfg.strategy.selection_epsilon, self.sensitivity())
 
     def select(
         self, server_round: int, accepted: list[tuple[int, Message]]
@@ -70,8 +73,7 @@ class SecProbe(FedsimStrategyMixin, FlowerFedAvg):
         st = self.cfg.strategy
         k = self.keep_count(m)
         eps = st.selection_epsilon
-        n_val = len(dataset_for(self.cfg.data, self.cfg.seed).val)
-        sens = accuracy_sensitivity(n_val, st.sensitivity)
+        sens = self.sensitivity()
         u = self.utilities(accepted)
         if k < m:
             picked = sample_k_gumbel(
