@@ -97,21 +97,35 @@ def save_ledger(
 
 
 def outcome_metrics(cfg: Config, client_id: int, outcome: LocalOutcome) -> MetricRecord:
-    """The MetricRecord of a train reply."""
-    metrics: dict[str, int | float | list[int] | list[float]] = {
-        keys.CLIENT_ID: client_id,
-        keys.NUM_EXAMPLES: outcome.num_examples,
-        keys.TRAIN_LOSS: float(outcome.train_loss),
-        keys.TRAIN_SECONDS: float(outcome.train_seconds),
-    }
-    if cfg.dp.enabled and cfg.dp.mode == "central":
-        metrics[keys.UNIT_WEIGHT] = 1  # uniform mean under central DP; the server accounts
-    elif cfg.dp.enabled:
+    """The MetricRecord of a train reply: only what the run's privacy promise allows.
+
+    - The example count is sent unless the client's size is private
+      (``dp.neighbouring: add_remove``), and then neither are the seconds it trained or
+      how many samples it pruned; FedAvg weighs such updates uniformly (``unit-weight``).
+    - The mean training loss is a non-private statistic of the client's data: it is sent
+      only when the run promises no sample-level DP (no DP, or central DP, where the
+      coordinator is trusted with raw updates anyway).
+    - Under DP-SGD: the client's ε (DP-SGD alone and all its events), δ, the neighbouring
+      relation and the accounting inputs (σ, q, cumulative steps).
+    """
+    metrics: dict[str, int | float | list[int] | list[float]] = {keys.CLIENT_ID: client_id}
+    if not cfg.hides_client_size:
+        metrics[keys.NUM_EXAMPLES] = outcome.num_examples
+        metrics[keys.TRAIN_SECONDS] = float(outcome.train_seconds)
+        if outcome.pruned is not None:
+            metrics[keys.NUM_PRUNED] = len(outcome.pruned)
+    if cfg.uniform_weights:
+        metrics[keys.UNIT_WEIGHT] = 1
+    sample_dp = cfg.dp.enabled and cfg.dp.mode == "sample"
+    if not sample_dp:
+        metrics[keys.TRAIN_LOSS] = float(outcome.train_loss)
+    else:
         metrics.update(
             {
                 keys.EPSILON: float(outcome.epsilon or 0.0),
                 keys.EPSILON_TOTAL: float(outcome.epsilon_total or 0.0),
                 keys.DELTA: float(cfg.dp.delta),
+                keys.RELATION: keys.RELATION_CODES[cfg.dp.neighbouring],
                 keys.NOISE_MULTIPLIER: float(outcome.noise_multiplier or 0.0),
                 keys.SAMPLE_RATE: float(outcome.sample_rate or 0.0),
                 keys.STEPS: int(outcome.ledger.dp_sgd_steps),
@@ -124,25 +138,29 @@ def outcome_metrics(cfg: Config, client_id: int, outcome: LocalOutcome) -> Metri
         metrics[keys.extra_valuation(metric)] = float(value)
     if outcome.valuation_variance is not None:
         metrics[keys.VALUATION_VARIANCE] = float(outcome.valuation_variance)
-    if outcome.pruned is not None:
-        metrics[keys.NUM_PRUNED] = len(outcome.pruned)
     return MetricRecord(metrics)
 
 
-def handle_train(cfg: Config, msg: Message, context: Context) -> Message:
-    """Train one round and build the reply."""
+def handle_train(cfg: Config, msg: Message, context: Context, seeded_noise: bool) -> Message:
+    """Train one round and build the reply.
+
+    ``seeded_noise``: draw batches and DP noise from the config's root seed (``fedsim
+    run`` simulations, reproducible); otherwise from a secret this site draws from OS
+    entropy every round, which nobody else holds.
+    """
     site = site_from_node_config(context.node_config)
     pruned = load_pruned(context)  # this run's pruning decision lives in context.state
     vog = load_vog_state(context)  # so do VoG's statistics (vog_checkpoints: rounds)
+    secret = None if seeded_noise else secrets.randbits(63)
     if site.state_dir is None:
         ledger = load_ledger(context)
-        outcome = train_round(cfg, msg, site, ledger, pruned, vog)
+        outcome = train_round(cfg, msg, site, ledger, pruned, vog, secret)
         save_ledger(context, outcome.ledger, outcome.pruned)
     else:
         # Read, train and write under the site's lock: concurrent runs cannot lose ε.
         with site_lock(site.state_dir):
             state = load_state(site.state_dir, site.client_id)
-            outcome = train_round(cfg, msg, site, state.ledger, pruned, vog)
+            outcome = train_round(cfg, msg, site, state.ledger, pruned, vog, secret)
             # The ledger is stored before the reply (and the noised model) leaves the site.
             trained = outcome.state_dict is not None
             save_state(site.state_dir, record_round(state, outcome.ledger, context.run_id, trained))
@@ -175,11 +193,13 @@ def train_round(
     ledger: PrivacyLedger,
     pruned: tuple[int, ...] | None = None,
     vog_state: Mapping[str, np.ndarray] | None = None,
+    secret_seed: int | None = None,
 ) -> LocalOutcome:
     """Run one local round for ``site`` from the train message ``msg``.
 
     ``pruned``: indices of the site's samples it dropped earlier (``valuation.prune``);
-    ``vog_state``: VoG's statistics from its earlier rounds (``vog_checkpoints: rounds``).
+    ``vog_state``: VoG's statistics from its earlier rounds (``vog_checkpoints: rounds``);
+    ``secret_seed``: root of the batch-sampling and noise streams (``None``: ``cfg.seed``).
     """
     arrays = msg.content.array_records[keys.ARRAYS]
     train_config = msg.content.config_records[keys.CONFIG]
@@ -196,8 +216,7 @@ def train_round(
         clip_bounds=clip_bounds,
         pruned=pruned,
         site=site_data_of(site),
-        # A deployed site seeds sampling and noise from its own entropy (not cfg.seed).
-        secret_seed=None if site.state_dir is None else secrets.randbits(63),
+        secret_seed=secret_seed,
         vog_state=vog_state,
         server_events=server_events,
     )
@@ -220,15 +239,20 @@ def handle_query(cfg: Config, msg: Message, context: Context) -> Message:
     site = site_from_node_config(context.node_config)
     client_id = site.client_id
     data = site_data_of(site)
-    n: int = len(client_split(cfg, client_id)) if data is None else len(data.train)
-    content = RecordDict(
-        {keys.METRICS: MetricRecord({keys.CLIENT_ID: client_id, keys.NUM_EXAMPLES: n})}
-    )
-    return Message(content=content, reply_to=msg)
+    metrics = MetricRecord({keys.CLIENT_ID: client_id})
+    if not cfg.hides_client_size:  # under add/remove the size is private
+        n = len(client_split(cfg, client_id)) if data is None else len(data.train)
+        metrics[keys.NUM_EXAMPLES] = n
+    return Message(content=RecordDict({keys.METRICS: metrics}), reply_to=msg)
 
 
-def make_client_app(cfg: Config | None = None) -> ClientApp:
-    """A ClientApp for ``cfg``; with ``None`` the config comes from ``context.run_config``."""
+def make_client_app(cfg: Config | None = None, *, seeded_noise: bool = False) -> ClientApp:
+    """A ClientApp for ``cfg``; with ``None`` the config comes from ``context.run_config``.
+
+    ``seeded_noise=True`` only for ``fedsim run`` simulations (reproducible from the seed,
+    whose ε assumes the seed is secret); every other use — ``flwr run`` on a deployed
+    SuperNode in particular — draws sampling and noise from the site's own entropy.
+    """
     app = ClientApp()
 
     def resolve(context: Context) -> Config:
@@ -236,7 +260,7 @@ def make_client_app(cfg: Config | None = None) -> ClientApp:
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        return handle_train(resolve(context), msg, context)
+        return handle_train(resolve(context), msg, context, seeded_noise)
 
     @app.query()
     def query(msg: Message, context: Context) -> Message:

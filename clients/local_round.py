@@ -29,7 +29,7 @@ from fedsim.config import Config
 from fedsim.deploy.site import SiteData
 from fedsim.devices import pick_device
 from fedsim.models import build_model
-from fedsim.privacy import DpEvent, PrivacyLedger, SubsampledGaussian
+from fedsim.privacy import Accounting, DpEvent, PrivacyLedger, SubsampledGaussian
 from fedsim.privacy.planning import plan_dp_sgd
 from fedsim.robustness.training import AdversarialBatches, plan_for
 from fedsim.roles import client_data, client_upload
@@ -136,7 +136,7 @@ def run_local_round(
         split = split.subset(kept)
     n = len(split)
     noise_root = cfg.seed if secret_seed is None else secret_seed
-    delta = cfg.dp.delta
+    acct = Accounting.of(cfg.dp)
     tasks = valuation_tasks(cfg, server_round, already_pruned=pruned is not None)
 
     # Under dp.mode central the server clips and noises updates: clients train plainly.
@@ -146,14 +146,14 @@ def run_local_round(
             ledger = ledger.with_noise_multiplier(plan.noise_multiplier)
         sigma = ledger.noise_multiplier
         assert sigma is not None  # set just above
-        spent = ledger.epsilon_dp_sgd(delta, cfg.dp.accountant)
+        spent = ledger.epsilon_dp_sgd(acct)
         if cfg.dp.max_epsilon is not None:
             projected_ledger = ledger.with_event(
                 SubsampledGaussian(sigma, plan.sample_rate, plan.steps_per_round)
             )
             for event in (*tasks.events(), *server_events):
                 projected_ledger = projected_ledger.with_event(event)
-            projected = projected_ledger.epsilon_total(delta, cfg.dp.accountant)
+            projected = projected_ledger.epsilon_total(acct)
             if projected > cfg.dp.max_epsilon * (1 + 1e-9):
                 selection = " (incl. the server's selection events)" if server_events else ""
                 reason = (
@@ -168,7 +168,7 @@ def run_local_round(
                     noise_multiplier=sigma,
                     sample_rate=plan.sample_rate,
                     epsilon=spent,
-                    epsilon_total=ledger.epsilon_total(delta, cfg.dp.accountant),
+                    epsilon_total=ledger.epsilon_total(acct),
                     reason=reason,
                     pruned=pruned,
                 )
@@ -210,7 +210,9 @@ def run_local_round(
             cfg.client.local_epochs,
             device,
             on_epoch_end=scorer.epoch_hook(lambda: plain_state_dict(model)),
-            batch_transform=_adversarial_transform(model, plan_for(cfg, client_id, server_round)),
+            batch_transform=_adversarial_transform(
+                model, plan_for(cfg, client_id, server_round, noise_root)
+            ),
         )
         trained = plain_state_dict(model)
         val = scorer.finish(tasks, trained, client_id, server_round)
@@ -247,6 +249,9 @@ def run_local_round(
         grad_sample_mode=resolve_grad_sample_mode(
             cfg.dp.grad_sample_mode, clip_bounds is None, model
         ),
+        # add/remove: the public schedule of dp.size_bound, not one derived from n
+        steps_per_epoch=plan.steps_per_epoch if cfg.hides_client_size else None,
+        expected_batch_size=plan.expected_batch_size,
     )
     # Adversarial examples replace samples of the Poisson batch (never add any): the
     # accounting below is unchanged, see fedsim.robustness.training.
@@ -259,7 +264,7 @@ def run_local_round(
         criterion=private.criterion,
         on_epoch_end=scorer.epoch_hook(lambda: plain_state_dict(private.model)),
         batch_transform=_adversarial_transform(
-            private.model, plan_for(cfg, client_id, server_round)
+            private.model, plan_for(cfg, client_id, server_round, noise_root)
         ),
     )
     steps = private.steps_taken()
@@ -278,8 +283,8 @@ def run_local_round(
         train_loss=result.mean_loss,
         noise_multiplier=acc_sigma,
         sample_rate=acc_q,
-        epsilon=ledger.epsilon_dp_sgd(delta, cfg.dp.accountant),
-        epsilon_total=ledger.epsilon_total(delta, cfg.dp.accountant),
+        epsilon=ledger.epsilon_dp_sgd(acct),
+        epsilon_total=ledger.epsilon_total(acct),
         train_seconds=time.perf_counter() - started,
         valuation=None if released is None else released.mean,
         valuation_variance=None if released is None else released.variance,

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 from opacus import PrivacyEngine
+from opacus.data_loader import DPDataLoader
 from opacus.grad_sample import AbstractGradSampleModule, GradSampleModuleFastGradientClipping
 from opacus.optimizers import DPOptimizer
 from torch import nn
@@ -71,6 +73,8 @@ def make_private(
     max_grad_norm: float | list[float],
     noise_generator: torch.Generator | None,
     grad_sample_mode: GradSampleMode = "hooks",
+    steps_per_epoch: int | None = None,
+    expected_batch_size: int | None = None,
 ) -> PrivateTraining:
     """Attach DP-SGD (Poisson sampling) to fresh training objects.
 
@@ -87,7 +91,15 @@ def make_private(
     ``hooks``: the same per-sample bound S, noise std σ·S on the summed clipped
     gradients, the same Poisson batches and the same accountant events. Train with the
     returned ``criterion``.
+
+    ``steps_per_epoch`` replaces Opacus' data-dependent schedule (sampling rate
+    ``1/len(loader)``) by a public one: Poisson sampling at rate ``1/steps_per_epoch`` with
+    that many steps per epoch; ``expected_batch_size`` replaces Opacus' normaliser of the
+    noisy sum (``len(dataset) · q``). Both are what ``dp.neighbouring: add_remove`` needs:
+    nothing the client releases then depends on its number of examples.
     """
+    if steps_per_epoch is not None:
+        loader = _public_schedule_loader(loader, steps_per_epoch)
     if isinstance(max_grad_norm, list):
         trainable = sum(1 for p in model.parameters() if p.requires_grad)
         if len(max_grad_norm) != trainable:
@@ -107,7 +119,7 @@ def make_private(
         "data_loader": loader,
         "noise_multiplier": noise_multiplier,
         "max_grad_norm": max_grad_norm,
-        "poisson_sampling": True,
+        "poisson_sampling": steps_per_epoch is None,  # else already Poisson
         "noise_generator": noise_generator,
         "clipping": clipping,
     }
@@ -118,6 +130,8 @@ def make_private(
     else:
         wrapped, dp_optimizer, dp_loader = engine.make_private(**common)
         criterion = None
+    if expected_batch_size is not None:
+        dp_optimizer.expected_batch_size = expected_batch_size
     return PrivateTraining(
         model=wrapped,
         optimizer=dp_optimizer,
@@ -126,6 +140,24 @@ def make_private(
         criterion=criterion,
         grad_sample_mode=grad_sample_mode,
     )
+
+
+def _public_schedule_loader(loader: DataLoader, steps: int) -> DPDataLoader:
+    """A Poisson loader over ``loader``'s dataset with rate ``1/steps`` and ``steps`` batches.
+
+    Opacus records the rate ``1/len(loader)``; ``int(1/q)`` must give back ``steps``, so q
+    is nudged down by ulps where floating point would round ``1/(1/steps)`` below
+    ``steps`` (a smaller true rate than the one accounted: conservative).
+    """
+    if steps < 1:
+        raise ValueError(f"steps_per_epoch must be >= 1; got {steps}")
+    q = 1.0 / steps
+    while int(1 / q) < steps:
+        q = math.nextafter(q, 0.0)
+    dp_loader = DPDataLoader(loader.dataset, sample_rate=q, generator=loader.generator)
+    if len(dp_loader) != steps:  # Opacus changed how it derives the step count
+        raise RuntimeError(f"Poisson loader has {len(dp_loader)} steps, expected {steps}")
+    return dp_loader
 
 
 def ghost_supported(model: nn.Module) -> bool:

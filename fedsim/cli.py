@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TextIO
 
 from fedsim import __version__
-from fedsim.config import Config, load
+from fedsim.config import RELATION_TEXT, Config, load
 from fedsim.errors import FedsimError
 from fedsim.records import RoundRecord
 from fedsim.rundir import METRICS_FILE
@@ -47,8 +47,7 @@ class Progress:
     def __call__(self, record: RoundRecord) -> None:
         if not self.enabled:
             return
-        eps = [c.epsilon for c in record.clients if c.epsilon is not None]
-        eps_text = f"  max eps {max(eps):.3f}" if eps else ""
+        eps_text = epsilon_text(self.cfg, record)
         auc = f"  auc {record.test.auc:.3f}" if record.test.auc is not None else ""
         self.stream.write(
             f"round {record.round}/{self.cfg.rounds}  acc {record.test.accuracy:.4f}  "
@@ -56,6 +55,23 @@ class Progress:
             f"({len(record.selected)}/{len(record.sampled)} updates, {record.seconds:.1f} s)\n"
         )
         self.stream.flush()
+
+
+def epsilon_text(cfg: Config, record: RoundRecord) -> str:
+    """The round line's privacy part: the largest composed ε of any client (all of its
+    events), the DP-SGD part, and the relation — or, without DP, the selection ε."""
+    if not cfg.dp.enabled:
+        sel = [c.epsilon_selection for c in record.clients if c.epsilon_selection is not None]
+        return f"  selection eps {max(sel):.3f} (no DP on updates)" if sel else ""
+    total = [c.epsilon_total for c in record.clients if c.epsilon_total is not None]
+    sgd = [c.epsilon for c in record.clients if c.epsilon is not None]
+    if not total and not sgd:
+        return ""
+    relation = RELATION_TEXT[cfg.dp.neighbouring]
+    if cfg.dp.mode == "central":
+        return f"  eps {max(sgd):.3f} (user-level, {relation})"
+    top = max(total) if total else max(sgd)
+    return f"  max eps {top:.3f} (DP-SGD {max(sgd) if sgd else 0.0:.3f}, {relation})"
 
 
 def add_config_args(
@@ -155,8 +171,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     write_report_safely(out_dir)  # logs (never raises): the run directory is the result
     final = summary.get("final") or {}
-    eps = summary["dp"]["max_epsilon_spent"]
-    eps_text = f", max epsilon spent {eps:.3f} (delta {cfg.dp.delta:g})" if eps is not None else ""
+    eps_text = final_epsilon_text(cfg, summary)
     acc = final.get("test_accuracy")
     acc_text = f"{acc:.4f}" if acc is not None else "n/a"
     print(
@@ -164,6 +179,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"{summary['wall_seconds']:.1f} s"
     )
     return 0
+
+
+def final_epsilon_text(cfg: Config, summary: dict[str, object]) -> str:
+    """The final line's privacy part (see :func:`epsilon_text`)."""
+    dp = summary["dp"]
+    assert isinstance(dp, dict)  # the summary's own structure, not user input
+    total, sgd = dp.get("max_epsilon_total"), dp.get("max_epsilon_spent")
+    if not cfg.dp.enabled:
+        sel = summary.get("selection_epsilon_total")
+        return f", selection epsilon {sel:.3f} (no DP on updates)" if sel else ""
+    if sgd is None:
+        return ""
+    relation = RELATION_TEXT[cfg.dp.neighbouring]
+    if cfg.dp.mode == "central":
+        return f", user-level epsilon {sgd:.3f} (delta {cfg.dp.delta:g}, {relation})"
+    return (
+        f", max epsilon {total if total is not None else sgd:.3f} of which DP-SGD {sgd:.3f} "
+        f"(delta {cfg.dp.delta:g}, {relation})"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

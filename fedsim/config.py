@@ -37,6 +37,10 @@ SensitivityName = Literal["paper", "tight"]
 UnreliableKind = Literal["noise", "label_flip"]
 MaliciousKind = Literal["random", "sign_flip", "scale", "nan"]
 AccountantName = Literal["rdp", "pld"]
+#: The neighbouring relation every ε is stated under (see fedsim.privacy.accounting).
+Relation = Literal["replace_one", "add_remove"]
+#: How each relation is printed next to an ε.
+RELATION_TEXT: dict[str, str] = {"replace_one": "replace-one", "add_remove": "add/remove-one"}
 ClippingName = Literal["flat", "per_layer_uniform", "per_layer_adaptive"]
 DPMode = Literal["sample", "central"]
 GradSampleMode = Literal["auto", "hooks", "ghost"]
@@ -106,7 +110,21 @@ class DPConfig:
     noise_multiplier: float | None = field(default=None, metadata=_bounds(gt=0))
     max_grad_norm: float = field(default=1.0, metadata=_bounds(gt=0))
     max_epsilon: float | None = field(default=None, metadata=_bounds(gt=0))
-    accountant: AccountantName = "rdp"
+    #: ``pld`` (dp-accounting's privacy loss distributions, tight) or ``rdp`` (Rényi DP;
+    #: only with ``neighbouring: add_remove``).
+    accountant: AccountantName = "pld"
+    #: The neighbouring relation of every ε: ``replace_one`` (default; the protocol reveals
+    #: each client's number of examples) or ``add_remove`` (only where nothing a client
+    #: sends depends on it: q and the steps come from the public ``size_bound``, FedAvg
+    #: weighs uniformly, replies carry no example count).
+    neighbouring: Relation = "replace_one"
+    #: Public number of examples a client is planned for under ``neighbouring:
+    #: add_remove`` (sample mode): sampling rate ``batch_size / size_bound``, an epoch of
+    #: ``ceil(size_bound / batch_size)`` steps, whatever the client really holds.
+    size_bound: int | None = field(default=None, metadata=_bounds(ge=1))
+    #: Draw DP-SGD noise and Poisson batches from the OS's cryptographically secure
+    #: generator (with Opacus' floating-point-attack mitigation); not reproducible.
+    secure_rng: bool = False
     #: How the per-sample gradient is bounded (overall bound ``max_grad_norm`` in all
     #: three; same noise, same ε): see :mod:`fedsim.clipping`.
     clipping: ClippingName = "flat"
@@ -341,6 +359,18 @@ class Config:
     def clients_per_round(self) -> int:
         """Clients sampled each round (all of them when not set)."""
         return self.strategy.clients_per_round or self.data.num_clients
+
+    @property
+    def hides_client_size(self) -> bool:
+        """Whether nothing a client sends may depend on its size (DP-SGD, add/remove)."""
+        dp = self.dp
+        return dp.enabled and dp.mode == "sample" and dp.neighbouring == "add_remove"
+
+    @property
+    def uniform_weights(self) -> bool:
+        """Whether the server averages updates with weight 1 each (central DP, or a hidden
+        client size), instead of by their example counts."""
+        return self.hides_client_size or (self.dp.enabled and self.dp.mode == "central")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (YAML/JSON-serialisable)."""
@@ -595,6 +625,28 @@ def _dp_mode_checks(cfg: Config) -> list[str]:
         problems.append(
             "dp.grad_sample_mode 'ghost' needs dp.clipping 'flat' (Opacus' ghost clipping has "
             f"no per-layer mode); got dp.clipping {dp.clipping!r}"
+        )
+    if dp.enabled and dp.neighbouring == "replace_one" and dp.accountant == "rdp":
+        problems.append(
+            "dp.accountant must be 'pld' when dp.neighbouring is 'replace_one' (dp-accounting's "
+            "RDP accountant has no Poisson-subsampled Gaussian under replace-one); got 'rdp'"
+        )
+    hides_n = dp.enabled and dp.mode == "sample" and dp.neighbouring == "add_remove"
+    if hides_n and dp.size_bound is None:
+        problems.append(
+            "dp.size_bound is required when dp.neighbouring is 'add_remove' (add/remove is "
+            "sound only if the sampling rate and the steps do not depend on a client's "
+            "private size); got null"
+        )
+    if dp.size_bound is not None and not hides_n:
+        problems.append(
+            "dp.size_bound is used only with dp.neighbouring 'add_remove' and dp.mode "
+            f"'sample'; got neighbouring {dp.neighbouring!r}, mode {dp.mode!r}"
+        )
+    if hides_n and cfg.valuation.prune.enabled:
+        problems.append(
+            "valuation.prune.enabled must be false when dp.neighbouring is 'add_remove' (the "
+            "kept set after a quantile cut is not an add/remove neighbour of the data); got true"
         )
     if dp.enabled and dp.mode == "central":
         if dp.clipping != "flat":

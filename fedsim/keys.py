@@ -28,6 +28,11 @@ TRAIN_LOSS: Final = "train-loss"
 EPSILON: Final = "epsilon"
 EPSILON_TOTAL: Final = "epsilon-total"
 DELTA: Final = "delta"
+#: The neighbouring relation of the reply's ε: an int code of :data:`RELATION_NAMES`
+#: (MetricRecord values are numbers)
+RELATION: Final = "relation"
+RELATION_CODES: Final = {"replace_one": 1, "add_remove": 2}
+RELATION_NAMES: Final = {v: k for k, v in RELATION_CODES.items()}
 NOISE_MULTIPLIER: Final = "noise-multiplier"
 SAMPLE_RATE: Final = "sample-rate"
 STEPS: Final = "steps"

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from fedsim.config import Config
 from fedsim.errors import ConfigError, FedsimError
 from fedsim.models import build_model, is_dp_compatible
+from fedsim.privacy.accounting import Accounting
 from fedsim.privacy.central import CentralDpPlan, central_epsilon, plan_central_dp
 from fedsim.privacy.planning import DpSgdPlan, epsilon_after_rounds, plan_dp_sgd
 from fedsim.workload import dataset_for, partitions_for
@@ -54,9 +55,9 @@ class PreflightReport:
         if self.central_plan is not None:
             c = self.central_plan
             out.append(
-                f"central DP: updates clipped to {c.clipping_norm:g}, noise multiplier "
-                f"{c.noise_multiplier:.4g} (std {c.noise_std:.4g} on the mean of "
-                f"{c.clients_per_round}), cohort rate {c.sample_rate:.4g}"
+                f"central DP: Poisson cohorts at rate {c.sample_rate:.4g}, updates clipped to "
+                f"{c.clipping_norm:g}, noise multiplier {c.noise_multiplier:.4g} (std "
+                f"{c.noise_std:.4g} on the sum, released over {c.denominator})"
             )
         return out
 
@@ -98,7 +99,7 @@ def preflight(cfg: Config) -> PreflightReport:
         except ValueError as exc:
             problems.append(f"dp.epsilon {cfg.dp.epsilon} is not reachable: {exc}")
         if central is not None and cfg.dp.max_epsilon is not None:
-            one_round = central_epsilon(central, 1, cfg.dp.delta, cfg.dp.accountant)
+            one_round = central_epsilon(central, 1, Accounting.of(cfg.dp))
             if one_round > cfg.dp.max_epsilon:
                 problems.append(
                     f"dp.max_epsilon {cfg.dp.max_epsilon} is below the epsilon of a single "
@@ -120,7 +121,7 @@ def preflight(cfg: Config) -> PreflightReport:
                 continue
             plans.append((n, plan))
             if cfg.dp.max_epsilon is not None:
-                one_round = epsilon_after_rounds(plan, 1, cfg.dp.delta, cfg.dp.accountant)
+                one_round = epsilon_after_rounds(plan, 1, Accounting.of(cfg.dp))
                 if one_round > cfg.dp.max_epsilon:
                     problems.append(
                         f"dp.max_epsilon {cfg.dp.max_epsilon} is below the epsilon of a single "

@@ -18,13 +18,17 @@ class ClientRoundRecord:
 
     client_id: int
     status: ClientStatus
-    num_examples: int = 0
+    #: ``None`` when the client does not reveal it (``dp.neighbouring: add_remove``)
+    num_examples: int | None = 0
     train_loss: float | None = None
     epsilon: float | None = None
     epsilon_total: float | None = None
     #: ε of the private selections (SecProbe) this client took part in, composed so far
     epsilon_selection: float | None = None
     delta: float | None = None
+    #: The neighbouring relation of ``epsilon`` / ``epsilon_total`` (``replace_one`` or
+    #: ``add_remove``)
+    relation: str | None = None
     noise_multiplier: float | None = None
     sample_rate: float | None = None
     steps: int | None = None

@@ -84,10 +84,11 @@ def _simulate(
     from strategies.server_app import make_server_app
 
     run_simulation(
+        # a simulation: reproducible from the root seed (its ε assumes the seed is secret)
         server_app=make_server_app(
-            cfg, out_dir, on_round, on_summary=lambda s: holder.update(summary=s)
+            cfg, out_dir, on_round, on_summary=lambda s: holder.update(summary=s), seeded_noise=True
         ),
-        client_app=make_client_app(cfg),
+        client_app=make_client_app(cfg, seeded_noise=True),
         num_supernodes=cfg.data.num_clients,
         backend_config=backend_config(cfg),  # type: ignore[arg-type]
         verbose_logging=verbose,

@@ -153,12 +153,14 @@ def selection_inclusion_probabilities(
 
 
 def accuracy_sensitivity(n: int, mode: SensitivityMode) -> float:
-    """Δu of validation accuracy under add/remove of one validation record.
+    """Δu of the validation accuracy of ``n`` records.
 
-    ``paper``: SecProbe's 1/2 (worst case over validation set sizes, reached at n = 1).
-    ``tight``: 1/(n+1) for a validation set of ``n`` records.
+    ``paper``: SecProbe's 1/2 (its add/remove worst case over set sizes, at n = 1).
+    ``tight``: 1/n — replacing one of the ``n`` records changes the accuracy by at most
+    1/n (and adding or removing one by at most 1/n as well), so it holds under either
+    relation.
 
-    >>> accuracy_sensitivity(9, "tight"), accuracy_sensitivity(9, "paper")
+    >>> accuracy_sensitivity(10, "tight"), accuracy_sensitivity(10, "paper")
     (0.1, 0.5)
     """
     if mode == "paper":
@@ -166,7 +168,7 @@ def accuracy_sensitivity(n: int, mode: SensitivityMode) -> float:
     if mode == "tight":
         if n < 1:
             raise ValueError(f"n must be >= 1; got {n}")
-        return 1.0 / (n + 1)
+        return 1.0 / n
     raise ValueError(f"mode must be 'paper' or 'tight'; got {mode!r}")
 
 
@@ -188,7 +190,7 @@ def participant_epsilon(epsilon: float, sensitivity: float, utility_range: float
     ``exp(a·c)`` and every normaliser by at most that, ``a = ε/(2KΔu)``, so each of the K
     draws changes any probability by a factor within ``exp(±a·c)``, and the K draws by
     ``exp(ε·c/(2Δu))``. With the paper's Δu = 1/2 this is ``ε`` itself; with the tight
-    Δu = 1/(n+1) it is ``ε·(n+1)/2``.
+    Δu = 1/n it is ``ε·n/2``.
 
     >>> participant_epsilon(1.0, 0.5), participant_epsilon(1.0, 1 / 11)
     (1.0, 5.5)

@@ -25,15 +25,21 @@ def client_summaries(
     round_records: Mapping[int, Sequence[ClientRoundRecord]],
     num_examples: Mapping[int, int],
     central_epsilon: float | None = None,
+    client_ids: Sequence[int] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Per client (stable id): ε spent, δ, role, rounds trained, last status.
+    """Per client (stable id): ε spent, δ, relation, role, rounds trained, last status.
 
-    Under central DP (``central_epsilon`` given) every client's ``epsilon_spent`` and
-    ``epsilon_total`` is the federation's user-level ε.
+    ``client_ids`` defaults to the keys of ``num_examples``; a client whose size is not
+    known (``dp.neighbouring: add_remove`` hides it) gets ``num_examples: null``. Under
+    central DP (``central_epsilon`` given) every client's ``epsilon_spent`` and
+    ``epsilon_total`` is the federation's user-level ε. Without DP, ``epsilon_total`` is
+    ``null`` (the client's data is not protected) and a private selection's ε appears
+    only as ``epsilon_selection``.
     """
     out: dict[str, dict[str, Any]] = {}
     roles = assign_roles(cfg.data.num_clients, cfg.roles, cfg.seed)
-    for cid in sorted(num_examples):
+    relation = cfg.dp.neighbouring if cfg.dp.enabled else None
+    for cid in sorted(num_examples if client_ids is None else client_ids):
         history = [
             r for rnd in sorted(round_records) for r in round_records[rnd] if r.client_id == cid
         ]
@@ -41,18 +47,19 @@ def client_summaries(
         eps_total = [r.epsilon_total for r in history if r.epsilon_total is not None]
         eps_sel = [r.epsilon_selection for r in history if r.epsilon_selection is not None]
         sigma = [r.noise_multiplier for r in history if r.noise_multiplier is not None]
+        n = num_examples.get(cid)
         out[str(cid)] = {
             "epsilon_spent": (eps[-1] if eps else 0.0) if cfg.dp.enabled else None,
-            # all the client's events, the server's selection events included (these are
-            # accounted even when DP-SGD is off)
-            "epsilon_total": (eps_total[-1] if eps_total else (0.0 if cfg.dp.enabled else None)),
+            # all the client's events, the server's selection events included
+            "epsilon_total": (eps_total[-1] if eps_total else 0.0) if cfg.dp.enabled else None,
             "epsilon_selection": eps_sel[-1] if eps_sel else None,
             "delta": cfg.dp.delta if cfg.dp.enabled else None,
+            "relation": relation,
             "noise_multiplier": sigma[-1] if sigma else None,
             "role": roles[cid] if 0 <= cid < len(roles) else "honest",
             "valuation": None,
             "reward_total": 0.0,
-            "num_examples": int(num_examples[cid]),
+            "num_examples": None if n is None else int(n),
             "rounds_trained": sum(1 for r in history if r.status == "ok"),
             "last_status": history[-1].status if history else "never-sampled",
         }
@@ -69,6 +76,7 @@ def build_summary(
     wall_seconds: float,
     selection_epsilon: Mapping[int, float] | None = None,
     central_epsilon: float | None = None,
+    client_ids: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """The ``summary.json`` document.
 
@@ -77,7 +85,7 @@ def build_summary(
     ``central_epsilon`` is the federation's ε under ``dp.mode: central``.
     """
     completed = max((r for r in evaluations if r > 0), default=0)
-    clients = client_summaries(cfg, round_records, num_examples, central_epsilon)
+    clients = client_summaries(cfg, round_records, num_examples, central_epsilon, client_ids)
     spent = [c["epsilon_spent"] for c in clients.values() if c["epsilon_spent"] is not None]
     totals = [c["epsilon_total"] for c in clients.values() if c["epsilon_total"] is not None]
     return {
@@ -94,6 +102,8 @@ def build_summary(
             "target_epsilon": cfg.dp.epsilon,
             "max_epsilon": cfg.dp.max_epsilon,
             "delta": cfg.dp.delta if cfg.dp.enabled else None,
+            "neighbouring": cfg.dp.neighbouring if cfg.dp.enabled else None,
+            "accountant": cfg.dp.accountant if cfg.dp.enabled else None,
             "max_epsilon_spent": max(spent) if spent else None,
             "max_epsilon_total": max(totals) if totals else None,
         },

@@ -29,16 +29,16 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 
 from fedsim import keys
 from fedsim.config import Config
-from fedsim.privacy import PrivacyLedger, PureDp
+from fedsim.privacy import Accounting, PrivacyLedger, PureDp
 from fedsim.records import ClientRoundRecord
 from fedsim.seeding import numpy_rng
 from strategies.clipping import round_clip_bounds
+from strategies.cohorts import CohortSampler, FixedSizeCohort
 from strategies.directory import ClientDirectory
 from strategies.replies import screen_update
 from strategies.rewards import RewardBook, record_extras_merge
@@ -63,14 +63,16 @@ def record_from_metrics(
     loss = _metric(metrics, keys.TRAIN_LOSS)
     steps = _metric(metrics, keys.STEPS)
     pruned = _metric(metrics, keys.NUM_PRUNED)
+    n = _metric(metrics, keys.NUM_EXAMPLES)
     return ClientRoundRecord(
         client_id=client_id,
         status=status,  # type: ignore[arg-type]
-        num_examples=int(_metric(metrics, keys.NUM_EXAMPLES) or 0),
+        num_examples=None if n is None else int(n),
         train_loss=None if loss is None or not math.isfinite(float(loss)) else float(loss),
         epsilon=_metric(metrics, keys.EPSILON),
         epsilon_total=_metric(metrics, keys.EPSILON_TOTAL),
         delta=_metric(metrics, keys.DELTA),
+        relation=None if _metric(metrics, keys.EPSILON) is None else _relation(metrics),
         noise_multiplier=_metric(metrics, keys.NOISE_MULTIPLIER),
         sample_rate=_metric(metrics, keys.SAMPLE_RATE),
         steps=None if steps is None else int(steps),
@@ -81,6 +83,11 @@ def record_from_metrics(
         valuation_epsilon=_metric(metrics, keys.VALUATION_EPSILON),
         num_pruned=None if pruned is None else int(pruned),
     )
+
+
+def _relation(metrics: MetricRecord) -> Any:
+    code = metrics.get(keys.RELATION)
+    return None if code is None else keys.RELATION_NAMES.get(int(code))  # type: ignore[arg-type]
 
 
 class FedsimStrategyMixin:
@@ -96,6 +103,10 @@ class FedsimStrategyMixin:
         """Give the strategy the run's config and the node ↔ client map."""
         self.cfg = cfg
         self.directory = directory
+        #: how cohorts are drawn (a central-DP wrapper replaces it by Poisson sampling)
+        self.cohort: CohortSampler = FixedSizeCohort(
+            cfg.clients_per_round, lambda r: numpy_rng(cfg.seed, "client-sampling", r)
+        )
         self.exhausted: set[int] = set()
         self.round_records: dict[int, tuple[ClientRoundRecord, ...]] = {}
         self.round_sampled: dict[int, tuple[int, ...]] = {}
@@ -118,14 +129,8 @@ class FedsimStrategyMixin:
         return [c for c in self.directory.client_ids if c not in self.exhausted]
 
     def sample_clients(self, server_round: int) -> list[int]:
-        """Seeded sample of ``clients_per_round`` eligible clients, sorted."""
-        eligible = self.eligible_clients()
-        k = min(self.cfg.clients_per_round, len(eligible))
-        if k == 0:
-            return []
-        rng = numpy_rng(self.cfg.seed, "client-sampling", server_round)
-        chosen = rng.choice(np.asarray(eligible), size=k, replace=False)
-        return sorted(int(c) for c in chosen)
+        """This round's cohort of eligible clients (:attr:`cohort`), sorted."""
+        return self.cohort.sample(self.eligible_clients(), server_round)
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -242,14 +247,15 @@ class FedsimStrategyMixin:
             return "reply must carry exactly one ArrayRecord named 'arrays'"
         if metrics is None or len(content.metric_records) != 1:
             return "reply must carry exactly one MetricRecord named 'metrics'"
-        n = metrics.get(keys.NUM_EXAMPLES)
-        if not isinstance(n, (int, float)):
-            return f"metric {keys.NUM_EXAMPLES} must be a number; got {n!r}"
+        weight_key = str(getattr(self, "weighted_by_key", keys.NUM_EXAMPLES))
+        weight = metrics.get(weight_key)
+        if not isinstance(weight, (int, float)):
+            return f"metric {weight_key} must be a number; got {weight!r}"
         try:
             update = {k: a.numpy() for k, a in arrays.items()}
         except Exception as exc:  # an undecodable array is a malformed upload
             return f"arrays cannot be decoded: {exc}"
-        return screen_update(update, self._reference_shapes, float(n))
+        return screen_update(update, self._reference_shapes, float(weight), weight_key)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -323,14 +329,21 @@ class FedsimStrategyMixin:
         if own is None and server is None:
             return None
         events = (own.events if own else ()) + (server.events if server else ())
-        return PrivacyLedger(events=events).epsilon_total(self.cfg.dp.delta, self.cfg.dp.accountant)
+        return PrivacyLedger(events=events).epsilon_total(Accounting.of(self.cfg.dp))
 
     def _with_total_epsilon(self, record: ClientRoundRecord) -> ClientRoundRecord:
+        """Add the server's selection events: to ``epsilon_selection`` always, and to
+        ``epsilon_total`` only under DP-SGD — without it the client's update is released
+        unprotected, and no total ε may suggest otherwise."""
         if record.client_id not in self.selection_ledgers:
             return record  # the client's own epsilon_total is already complete
         server = self.selection_ledgers[record.client_id]
+        selection = server.epsilon_total(Accounting.of(self.cfg.dp))
+        if not (self.cfg.dp.enabled and self.cfg.dp.mode == "sample"):
+            return dataclasses.replace(record, epsilon_selection=selection)
         return dataclasses.replace(
             record,
             epsilon_total=self.client_epsilon_total(record.client_id),
-            epsilon_selection=server.epsilon_total(self.cfg.dp.delta, self.cfg.dp.accountant),
+            epsilon_selection=selection,
+            relation=self.cfg.dp.neighbouring,
         )

@@ -1,177 +1,207 @@
-"""Central (user-level) DP: Flower's server-side fixed-clipping wrapper around a fedsim strategy.
+"""Central (user-level) DP: DP-FedAvg as a wrapper around a fedsim strategy.
 
-:class:`CentralDP` is Flower's ``DifferentialPrivacyServerSideFixedClipping`` (it clips
-each client's model update to L2 norm C = ``dp.max_grad_norm`` relative to the global
-model, lets the wrapped strategy aggregate, and adds Gaussian noise of std σ·C/m to the
-aggregate; McMahan et al., ICLR 2018) with four fedsim additions:
+:class:`CentralDP` wraps the fedsim FedAvg through its public API: the wrapped strategy
+builds the train messages (for a Poisson-sampled cohort, :class:`~strategies.cohorts.
+PoissonCohort`) and screens the replies; the wrapper then releases
+``global + (Σ clipped updates + N(0, σ²C²)) / m`` with the fixed, public denominator m
+(:func:`fedsim.privacy.central.central_release`) and accounts one
+:meth:`~fedsim.privacy.central.CentralDpPlan.round_event` per release under
+``dp.neighbouring`` — see :mod:`fedsim.privacy.central` for why that is the mechanism's
+exact analysis. Flower's own DP wrappers are not used: they average over the updates
+that arrived (a data-dependent denominator) and their accountant has no amplification.
 
-- replies that are errors or malformed are set aside *before* Flower clips them (Flower
-  would skip the whole round on one error reply, or fail on wrong shapes) and recorded
-  with their reason, so a bad client costs only its own update;
-- the wrapped FedAvg averages uniformly (every client weight 1, :data:`keys.UNIT_WEIGHT`),
-  which the noise calibration assumes;
-- the noise comes from a generator seeded from the root seed and the round (Flower's
-  uses NumPy's global RNG), so the same seed gives the same run;
-- fedsim's own accountant (:mod:`fedsim.privacy.central`) composes the events that
-  actually happened and writes the federation's ε into every client's round record
-  (``epsilon``, ``noise_multiplier``, ``sample_rate``, ``steps`` = releases so far).
-  With ``dp.max_epsilon`` the server stops training before a round would exceed it.
+Randomness: with ``seeded=True`` (``fedsim run`` simulations) cohorts and noise come from
+the root seed, so runs are reproducible and the printed ε assumes the seed is secret;
+otherwise (``flwr run`` deployments) both come from OS entropy, or with
+``dp.secure_rng`` the noise from the OS's cryptographically secure generator.
 
-Flower's own accountant is not used: it supports only non-amplified accounting of
-FedAvg's unmodified ``aggregate_train``.
+With ``dp.max_epsilon`` the server stops releasing before a round would pass it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import secrets
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, Strategy
+from flwr.serverapp.strategy import Strategy
 
+from fedsim import keys
 from fedsim.config import Config
-from fedsim.privacy import PrivacyLedger
-from fedsim.privacy.central import CentralDpPlan
+from fedsim.privacy import Accounting, PrivacyLedger
+from fedsim.privacy.central import CentralDpPlan, NormalSampler, central_release
+from fedsim.privacy.secure_rng import secure_normal
 from fedsim.records import ClientRoundRecord
 from fedsim.seeding import numpy_rng
 from strategies.base import FedsimStrategyMixin
+from strategies.cohorts import PoissonCohort
 
 logger = logging.getLogger(__name__)
 
 
-class CentralDP(DifferentialPrivacyServerSideFixedClipping):
-    """Flower's server-side fixed-clipping DP wrapper, accounted by fedsim.
+def _secret_rng(_round: int) -> np.random.Generator:
+    return np.random.default_rng(secrets.randbits(128))
+
+
+class CentralDP(Strategy):
+    """DP-FedAvg with a fixed denominator and Poisson cohorts, accounted by fedsim.
 
     Parameters
     ----------
     strategy
-        The fedsim strategy to wrap (FedAvg with uniform weights).
+        The fedsim strategy to wrap (FedAvg; it samples, builds messages and screens).
     cfg
-        The run's config (seed, ``dp.delta``, ``dp.accountant``, ``dp.max_epsilon``).
+        The run's config (seed, ``dp``).
     plan
-        σ, the cohort sampling rate and the clipping norm (:func:`plan_central_dp`).
+        σ, the cohort sampling rate, the clipping norm and the denominator.
+    seeded
+        Draw cohorts and noise from the root seed (simulation) instead of OS entropy.
     """
 
-    def __init__(self, strategy: Strategy, cfg: Config, plan: CentralDpPlan) -> None:
+    def __init__(
+        self, strategy: Strategy, cfg: Config, plan: CentralDpPlan, *, seeded: bool = False
+    ) -> None:
         if not isinstance(strategy, FedsimStrategyMixin):
             raise TypeError(f"{type(strategy).__name__} must derive from FedsimStrategyMixin")
-        super().__init__(
-            strategy,
-            noise_multiplier=plan.noise_multiplier,
-            clipping_norm=plan.clipping_norm,
-            num_sampled_clients=plan.clients_per_round,
-        )
+        self.strategy = strategy
         self.cfg = cfg
         self.plan = plan
+        self.seeded = seeded
+        self.accounting = Accounting.of(cfg.dp)
         self.ledger = PrivacyLedger(noise_multiplier=plan.noise_multiplier)
         self.round_epsilon: dict[int, float] = {}
-        self._noise_round = 0
-        logger.info(
-            "central DP: clip updates to %g, noise multiplier %.4g (noise std %.4g on the "
-            "mean of %d), cohort rate %.4g",
-            plan.clipping_norm,
-            plan.noise_multiplier,
-            plan.noise_std,
-            plan.clients_per_round,
-            plan.sample_rate,
-        )
+        self._global: dict[str, np.ndarray] | None = None
+        self._exhausted = False
 
     @property
     def core(self) -> FedsimStrategyMixin:
         """The wrapped fedsim strategy (sampling, screening, round records)."""
         return self.strategy  # type: ignore[return-value]
 
+    def summary(self) -> None:
+        """Log the mechanism once."""
+        p = self.plan
+        logger.info(
+            "central DP (%s): Poisson cohorts at rate %.4g, updates clipped to %g, noise std "
+            "%.4g on the sum, released over the fixed denominator %d (noise multiplier %.4g)",
+            self.accounting.relation_text,
+            p.sample_rate,
+            p.clipping_norm,
+            p.noise_std,
+            p.denominator,
+            p.noise_multiplier,
+        )
+
+    def attach_cohorts(self) -> None:
+        """Make the wrapped strategy draw Poisson cohorts at the plan's rate."""
+        rng = (
+            (lambda r: numpy_rng(self.cfg.seed, "client-sampling", r))
+            if self.seeded
+            else _secret_rng
+        )
+        self.core.cohort = PoissonCohort(self.plan.sample_rate, rng)
+
     def epsilon(self) -> float:
         """The federation's ε spent so far (user-level)."""
-        return self.ledger.epsilon_dp_sgd(self.cfg.dp.delta, self.cfg.dp.accountant)
+        return self.ledger.epsilon_dp_sgd(self.accounting)
 
+    def _normal(self, server_round: int) -> NormalSampler:
+        if self.cfg.dp.secure_rng:
+            return lambda shape, std: secure_normal(shape, std)
+        rng = (
+            numpy_rng(self.cfg.seed, "central-dp-noise", server_round)
+            if self.seeded
+            else _secret_rng(server_round)
+        )
+        return lambda shape, std: rng.normal(0.0, std, shape)
+
+    # ------------------------------------------------------------------ Flower hooks
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """Flower's configure_train, unless the next release would pass ``dp.max_epsilon``."""
+        """The wrapped strategy's messages, unless the next release would pass
+        ``dp.max_epsilon`` (then nothing is trained or released any more)."""
+        self._global = None
         limit = self.cfg.dp.max_epsilon
         if limit is not None:
-            event = self.plan.round_event(self.plan.clients_per_round)
-            projected = self.ledger.with_event(event).epsilon_dp_sgd(
-                self.cfg.dp.delta, self.cfg.dp.accountant
+            projected = self.ledger.with_event(self.plan.round_event()).epsilon_dp_sgd(
+                self.accounting
             )
             if projected > limit * (1 + 1e-9):
-                logger.warning(
-                    "round %d: central DP budget exhausted (epsilon %.4g spent; one more "
-                    "round would reach %.4g > dp.max_epsilon %g); no training",
-                    server_round,
-                    self.epsilon(),
-                    projected,
-                    limit,
-                )
-                self.current_arrays = arrays
+                if not self._exhausted:
+                    logger.warning(
+                        "round %d: central DP budget exhausted (epsilon %.4g spent; one more "
+                        "release would reach %.4g > dp.max_epsilon %g); no more training",
+                        server_round,
+                        self.epsilon(),
+                        projected,
+                        limit,
+                    )
+                self._exhausted = True
                 self.core.round_sampled[server_round] = ()
                 return []
-        return super().configure_train(server_round, arrays, config, grid)
+        self._global = {k: a.numpy() for k, a in arrays.items()}
+        messages = list(self.core.configure_train(server_round, arrays, config, grid))
+        if not messages:
+            logger.info("round %d: the Poisson cohort is empty; noise only", server_round)
+        return messages
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Set bad replies aside, clip + aggregate + add noise (Flower), then account."""
-        usable: list[Message] = []
-        set_aside: dict[int, str] = {}
-        for msg in replies:
-            cid = self.core.directory.client_of.get(msg.metadata.src_node_id)
-            reason: str | None
-            if msg.has_error():
-                reason = f"client error: {msg.error.reason}"
-            else:
-                reason = self.core._malformed_reason(msg.content)
-            if reason is None:
-                usable.append(msg)
-            elif cid is not None:
-                logger.warning("round %d: client %d set aside: %s", server_round, cid, reason)
-                set_aside[cid] = reason
-        self._noise_round = server_round
-        arrays, metrics = super().aggregate_train(server_round, usable)
-        aggregated = len(self.core.round_selected.get(server_round, ()))
-        if arrays is not None and aggregated > 0:
-            self.ledger = self.ledger.with_event(self.plan.round_event(aggregated))
+        """Screen replies (the wrapped strategy), release the noisy mean, account."""
+        if self._global is None:  # budget exhausted: no release
+            return None, None
+        accepted, records = self.core.screen_replies(server_round, replies)
+        updates = [
+            {k: a.numpy() for k, a in msg.content.array_records[keys.ARRAYS].items()}
+            for _, msg in accepted
+        ]
+        released = central_release(self._global, updates, self.plan, self._normal(server_round))
+        self.ledger = self.ledger.with_event(self.plan.round_event())
         eps = self.epsilon()
         self.round_epsilon[server_round] = eps
-        self.core.round_records[server_round] = tuple(
-            self._accounted(r, eps, set_aside.get(r.client_id))
-            for r in self.core.round_records.get(server_round, ())
+        self.core.round_selected[server_round] = tuple(cid for cid, _ in accepted)
+        self.core.round_records[server_round] = tuple(self._accounted(r, eps) for r in records)
+        logger.info(
+            "round %d: released the noisy sum of %d clipped updates over %d; epsilon %.4g (%s)",
+            server_round,
+            len(updates),
+            self.plan.denominator,
+            eps,
+            self.accounting.relation_text,
         )
-        return arrays, metrics
+        arrays = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in released.items()})
+        return arrays, None
 
-    def _accounted(
-        self, record: ClientRoundRecord, eps: float, reason: str | None
-    ) -> ClientRoundRecord:
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """No federated evaluation (the server evaluates centrally)."""
+        return self.core.configure_evaluate(server_round, arrays, config, grid)  # type: ignore[attr-defined,no-any-return]
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        """Delegated to the wrapped strategy."""
+        return self.core.aggregate_evaluate(server_round, replies)  # type: ignore[attr-defined,no-any-return]
+
+    def _accounted(self, record: ClientRoundRecord, eps: float) -> ClientRoundRecord:
         changes: dict[str, Any] = {
             "epsilon": eps,
             "epsilon_total": eps,
             "delta": self.cfg.dp.delta,
+            "relation": self.cfg.dp.neighbouring,
             "noise_multiplier": self.plan.noise_multiplier,
             "sample_rate": self.plan.sample_rate,
             "steps": self.ledger.dp_sgd_steps,
         }
-        if reason is not None:
-            status = "failed" if reason.startswith("client error") else "rejected"
-            changes.update(status=status, rejected_reason=reason)
         return dataclasses.replace(record, **changes)
-
-    def _add_noise_to_aggregated_arrays(self, aggregated_arrays: ArrayRecord) -> ArrayRecord:
-        """Gaussian noise of std σ·C/m on every float array, from a seeded generator."""
-        rng = numpy_rng(self.cfg.seed, "central-dp-noise", self._noise_round)
-        std = self.plan.noise_std
-        noisy: dict[str, Array] = {}
-        for name, arr in aggregated_arrays.items():
-            values = arr.numpy()
-            if np.issubdtype(values.dtype, np.floating):
-                values = values + rng.normal(0.0, std, values.shape).astype(values.dtype)
-            noisy[name] = Array(np.asarray(values))
-        logger.info("central DP: noise with std %.4g added to the aggregate", std)
-        return ArrayRecord(noisy)
 
 
 def fedsim_core(strategy: Strategy) -> FedsimStrategyMixin:

@@ -21,7 +21,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ClientDirectory:
-    """Bidirectional node id ↔ client id map, plus each client's example count."""
+    """Bidirectional node id ↔ client id map, plus each client's example count (the
+    clients that reveal it: none under ``dp.neighbouring: add_remove``)."""
 
     node_of: dict[int, int]
     client_of: dict[int, int]
@@ -71,7 +72,8 @@ def discover_clients(grid: Grid, expected: int, timeout: float) -> ClientDirecto
             raise RunError(f"client id {cid} reported by two nodes ({node_of[cid]}, {node})")
         node_of[cid] = node
         client_of[node] = cid
-        sizes[cid] = int(metrics[keys.NUM_EXAMPLES])  # type: ignore[arg-type]
+        if keys.NUM_EXAMPLES in metrics:
+            sizes[cid] = int(metrics[keys.NUM_EXAMPLES])  # type: ignore[arg-type]
     if len(node_of) != expected:
         missing = sorted(set(range(expected)) - set(node_of))
         raise RunError(f"no reply from clients {missing[:10]} within {timeout:.0f} s")

@@ -34,13 +34,21 @@ def _common(cfg: Config) -> dict[str, Any]:
 
     fedsim samples the clients itself (:class:`~strategies.base.FedsimStrategyMixin`), so
     Flower trains every node it is handed and evaluates none; it waits for all nodes.
+    Updates are weighted by their example counts, or uniformly where the count is not
+    sent (:attr:`~fedsim.config.Config.uniform_weights`: central DP, add/remove DP-SGD).
     """
     return {
         "fraction_train": 1.0,
         "fraction_evaluate": 0.0,
         "min_train_nodes": cfg.clients_per_round,
         "min_available_nodes": cfg.data.num_clients,
+        "weighted_by_key": weight_key(cfg),
     }
+
+
+def weight_key(cfg: Config) -> str:
+    """The reply metric the aggregation weighs each update by."""
+    return keys.UNIT_WEIGHT if cfg.uniform_weights else keys.NUM_EXAMPLES
 
 
 def _plain(cls: Callable[..., Strategy]) -> StrategyFactory:
@@ -48,14 +56,8 @@ def _plain(cls: Callable[..., Strategy]) -> StrategyFactory:
     return lambda cfg: cls(**_common(cfg))
 
 
-@STRATEGIES.register("fedavg")
-def _fedavg(cfg: Config) -> Strategy:
-    # Under central DP the mean is uniform (weight 1 per client), as the noise assumes.
-    weight = keys.UNIT_WEIGHT if central_dp(cfg) else keys.NUM_EXAMPLES
-    return FedAvg(**_common(cfg), weighted_by_key=weight)
-
-
 for _name, _cls in (
+    ("fedavg", FedAvg),
     ("secprobe", SecProbe),
     ("random_k", RandomK),
     ("median", FedMedian),
@@ -86,15 +88,16 @@ def _bulyan(cfg: Config) -> Strategy:
     return Bulyan(**_common(cfg), num_malicious_nodes=cfg.strategy.num_malicious)
 
 
-def build_strategy(cfg: Config) -> Strategy:
+def build_strategy(cfg: Config, *, seeded: bool = False) -> Strategy:
     """The configured strategy (logs its configuration once).
 
-    Under ``dp.mode: central`` it is wrapped in :class:`~strategies.central_dp.CentralDP`;
+    Under ``dp.mode: central`` it is wrapped in :class:`~strategies.central_dp.CentralDP`
+    (``seeded``: cohorts and noise from the root seed, for simulations);
     :func:`~strategies.central_dp.fedsim_core` finds the fedsim strategy inside.
     """
     strategy = STRATEGIES.get(cfg.strategy.name)(cfg)
     if central_dp(cfg):
-        strategy = CentralDP(strategy, cfg, plan_central_dp(cfg))
+        strategy = CentralDP(strategy, cfg, plan_central_dp(cfg), seeded=seeded)
     logger.info(
         "strategy %s: clients_per_round=%d of %d",
         cfg.strategy.name,

@@ -16,6 +16,7 @@ def screen_update(
     update: Mapping[str, np.ndarray],
     reference: Mapping[str, tuple[int, ...]],
     num_examples: float,
+    weight_key: str = "num-examples",
 ) -> str | None:
     """Reason to reject an upload, or ``None`` if it is well formed.
 
@@ -26,7 +27,9 @@ def screen_update(
     reference
         Expected shape of each array (the global model's).
     num_examples
-        The example count the client reported (its aggregation weight).
+        The client's aggregation weight (its example count, or 1 for a uniform mean).
+    weight_key
+        The reply metric that carried it (for the message).
 
     >>> screen_update({"w": np.ones(2)}, {"w": (2,)}, 10) is None
     True
@@ -34,7 +37,7 @@ def screen_update(
     'array w has 1 non-finite values'
     """
     if not math.isfinite(num_examples) or num_examples <= 0:
-        return f"num-examples must be a finite number > 0; got {num_examples}"
+        return f"{weight_key} must be a finite number > 0; got {num_examples}"
     missing = sorted(set(reference) - set(update))
     extra = sorted(set(update) - set(reference))
     if missing or extra:

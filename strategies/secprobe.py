@@ -14,7 +14,7 @@ A round where K ≥ M selects everyone deterministically and spends nothing.
 The selection also depends on each participant's upload, through its own utility only;
 with respect to a participant it is ``ε·1/(2Δu)``-DP per round
 (:func:`fedsim.selection.participant_epsilon`: ε with the paper's Δu = 1/2,
-``ε·(n+1)/2`` with the tight Δu). That pure-DP event is charged to every scored
+``ε·n/2`` with the tight Δu = 1/n). That pure-DP event is charged to every scored
 participant's server-side ledger and composed into its ``epsilon_total``
 (:meth:`~strategies.base.FedsimStrategyMixin.charge_selection`).
 

@@ -27,9 +27,9 @@ from fedsim.models import build_model
 from fedsim.records import EvalResult, RoundRecord
 from fedsim.rundir import RunWriter
 from fedsim.summary import build_summary
-from fedsim.workload import dataset_for
+from fedsim.workload import dataset_for, partitions_for
 from strategies.central_dp import CentralDP, fedsim_core
-from strategies.directory import discover_clients
+from strategies.directory import ClientDirectory, discover_clients
 from strategies.registry import build_strategy
 
 logger = logging.getLogger(__name__)
@@ -60,8 +60,13 @@ def run_server(
     out_dir: str | Path,
     on_round: RoundCallback | None = None,
     node_timeout: float = 300.0,
+    seeded: bool = False,
 ) -> dict[str, Any]:
-    """Run the whole federation from the server side; returns the summary."""
+    """Run the whole federation from the server side; returns the summary.
+
+    ``seeded``: the server's secret randomness (central DP's cohorts and noise) comes from
+    the root seed — for ``fedsim run`` simulations only; otherwise from OS entropy.
+    """
     started = time.perf_counter()
     writer = RunWriter(out_dir, cfg)
     try:
@@ -70,9 +75,11 @@ def run_server(
         model = build_model(cfg.model.name, bundle.input_shape, bundle.num_classes, seed=cfg.seed)
         directory = discover_clients(grid, cfg.data.num_clients, node_timeout)
         # the strategy Flower runs (maybe a central-DP wrapper), and the fedsim one inside
-        outer = build_strategy(cfg)
+        outer = build_strategy(cfg, seeded=seeded)
         strategy = fedsim_core(outer)
         strategy.attach(cfg, directory)
+        if isinstance(outer, CentralDP):
+            outer.attach_cohorts()
 
         evaluations: dict[int, EvalResult] = {}
         round_clock = [time.perf_counter()]
@@ -124,14 +131,24 @@ def run_server(
             wall_seconds=time.perf_counter() - started,
             selection_epsilon=strategy.round_selection_epsilon,
             central_epsilon=outer.epsilon() if isinstance(outer, CentralDP) else None,
+            client_ids=directory.client_ids,
         )
         if strategy.rewards is not None:
             strategy.rewards.write_csv(writer.dir)
-            summary = strategy.rewards.extend_summary(summary, directory.num_examples)
+            summary = strategy.rewards.extend_summary(summary, _true_sizes(cfg, directory))
         writer.write_summary(summary)
         return summary
     finally:
         writer.close()
+
+
+def _true_sizes(cfg: Config, directory: ClientDirectory) -> dict[int, int]:
+    """Clients' sizes for the simulation's ground truth (clean fractions): as reported,
+    or — where clients keep them private — the simulated partitions' sizes."""
+    if len(directory.num_examples) == len(directory.client_ids):
+        return dict(directory.num_examples)
+    parts = partitions_for(cfg.data, cfg.seed)
+    return {cid: len(parts[cid]) for cid in directory.client_ids if cid < len(parts)}
 
 
 def make_server_app(
@@ -139,10 +156,13 @@ def make_server_app(
     out_dir: str | Path | None = None,
     on_round: RoundCallback | None = None,
     on_summary: Callable[[dict[str, Any]], None] | None = None,
+    *,
+    seeded_noise: bool = False,
 ) -> ServerApp:
     """A ServerApp for ``cfg``; with ``None`` the config comes from ``context.run_config``.
 
-    ``on_round`` is called with each round's record, ``on_summary`` with the final summary.
+    ``on_round`` is called with each round's record, ``on_summary`` with the final summary;
+    ``seeded_noise`` only for ``fedsim run`` simulations (see :func:`run_server`).
     """
     app = ServerApp()
 
@@ -150,7 +170,7 @@ def make_server_app(
     def main(grid: Grid, context: Context) -> None:
         run_cfg = cfg if cfg is not None else from_run_config(context.run_config, APP_DIR)
         target = out_dir or deployment_out_dir(context, run_cfg)
-        summary = run_server(grid, run_cfg, str(target), on_round)
+        summary = run_server(grid, run_cfg, str(target), on_round, seeded=seeded_noise)
         if on_summary is not None:
             on_summary(summary)
 

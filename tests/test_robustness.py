@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from fedsim.models import build_model
 from fedsim.robustness import ATTACKS, AttackParams, build_attack, perturbation_norm
 from fedsim.robustness.quantize import quantize_static
 from fedsim.robustness.report import report_section
-from fedsim.robustness.training import replace_with_adversarial, replaced_count
+from fedsim.robustness.training import replace_with_adversarial, replacement_mask
 from fedsim.roles import assign_roles
 from fedsim.workload import dataset_for
 
@@ -129,11 +130,27 @@ def test_fab_finds_small_perturbations() -> None:
 # --------------------------------------------------------------- adversarial batches
 
 
-def test_replaced_count_rounds_half_up() -> None:
-    assert [replaced_count(p, 10) for p in (0.0, 0.1, 0.25, 0.4)] == [0, 1, 3, 4]
-    assert replaced_count(0.3, 5) == 2  # 1.5 → 2
+def test_replacement_coin_does_not_couple_records() -> None:
+    """The decoupling the DP argument needs: a record's chance of being attacked is p
+    whatever the batch size, and the coins of different slots are independent — so adding
+    a record to the batch changes the treatment of no other record (in distribution).
+    A count rule round(p·|B|) fails both: with p = 0.5 a lone record is always attacked,
+    in a batch of two exactly one of them is."""
+    p, draws = 0.5, 20000
+    gen = torch.Generator().manual_seed(0)
+    for size in (1, 2, 3, 7):
+        masks = torch.stack([replacement_mask(size, p, gen) for _ in range(draws)]).double()
+        rate = masks.mean(0)
+        assert torch.allclose(rate, torch.full((size,), p, dtype=torch.float64), atol=0.015)
+        if size >= 2:  # independence: P(both) = p² and the count is Binomial(size, p)
+            both = (masks[:, 0] * masks[:, 1]).mean()
+            assert abs(float(both) - p * p) < 0.015
+            counts = torch.bincount(masks.sum(1).long(), minlength=size + 1).double() / draws
+            binom = torch.tensor([math.comb(size, k) * p**size for k in range(size + 1)])
+            assert torch.allclose(counts, binom.double(), atol=0.015)
+    assert not replacement_mask(5, 0.0, gen).any() and replacement_mask(5, 1.0, gen).all()
     with pytest.raises(ValueError):
-        replaced_count(1.5, 4)
+        replacement_mask(4, 1.5, gen)
 
 
 @pytest.mark.parametrize("relabel", [False, True])
@@ -146,7 +163,7 @@ def test_replace_with_adversarial(relabel: bool) -> None:
     xo, yo = replace_with_adversarial(model, x, y, 0.25, attack, _gen(0), relabel)
     assert torch.equal(x, x0)
     changed = (xo != x).flatten(1).any(1)
-    assert int(changed.sum()) <= 10 and int(changed.sum()) >= 5
+    assert 2 <= int(changed.sum()) <= 20  # Binomial(40, 0.25): mean 10
     if relabel:
         with torch.no_grad():
             pred = model.eval()(xo).argmax(1)

@@ -1,11 +1,14 @@
 """Privacy accounting: DP events, ε computation, noise calibration and client ledgers."""
 
 from fedsim.privacy.accounting import (
+    RELATION_TEXT,
     AccountantName,
+    Accounting,
     DpEvent,
     DpSgdSchedule,
     LaplaceRelease,
     PureDp,
+    Relation,
     SubsampledGaussian,
     calibrate_noise_multiplier,
     dp_sgd_schedule,
@@ -14,12 +17,15 @@ from fedsim.privacy.accounting import (
 from fedsim.privacy.ledger import PrivacyLedger
 
 __all__ = [
+    "RELATION_TEXT",
     "AccountantName",
+    "Accounting",
     "DpEvent",
     "DpSgdSchedule",
     "LaplaceRelease",
     "PrivacyLedger",
     "PureDp",
+    "Relation",
     "SubsampledGaussian",
     "calibrate_noise_multiplier",
     "dp_sgd_schedule",

@@ -1,10 +1,31 @@
-"""Pure privacy-accounting math over DP events (dp-accounting's RDP or PLD accountant).
+"""Pure privacy-accounting math over DP events (dp-accounting's PLD or RDP accountant).
 
 fedsim accounts each client's privacy with Google's ``dp-accounting`` library: DP-SGD
 steps are Poisson-subsampled Gaussian events, valuation releases are Laplace events, and
 other pure ε-DP mechanisms (SecProbe's exponential-mechanism selection, the functional
 mechanism) are generic :class:`PureDp` events. The functions here are side-effect free;
 :mod:`fedsim.privacy.ledger` holds the events.
+
+Neighbouring relation
+---------------------
+Every ε is stated under a neighbouring relation (:data:`Relation`):
+
+- ``replace_one``: the two datasets have the same size and differ in one record, which
+  may be replaced by anything. This is the relation that matches a protocol in which the
+  size ``n`` of a client's data is public (fedsim's replies carry ``num-examples``, and σ,
+  the sampling rate and the step count are functions of ``n``). A Poisson-subsampled
+  Gaussian step with clipping norm C is then the pair
+  ``(1-q)·N(0, σ²) + q·N(+1, σ²)`` vs ``(1-q)·N(0, σ²) + q·N(-1, σ²)`` (in units of C:
+  the record's clipped gradient can flip from +C to −C); dp-accounting's PLD accountant
+  analyses exactly this pair. Its RDP accountant has no Poisson replace-one analysis, so
+  under ``replace_one`` fedsim accounts with PLD only.
+- ``add_remove``: one dataset has one record more. Sound only when nothing a client
+  reveals depends on ``n`` (see ``dp.size_bound``); PLD or RDP.
+
+Laplace releases and pure-DP events are calibrated to their sensitivity under the
+relation of the run (:mod:`fedsim.valuation.release`: the same Δ under both relations),
+so each is the pure ε-DP mechanism its ε says under either relation; in a PLD they enter
+as the Laplace / pure-DP privacy loss of that ε.
 
 Opacus' Poisson data loader uses sampling rate ``q = 1 / ceil(n / B)`` and runs
 ``ceil(n / B)`` steps per epoch; :func:`dp_sgd_schedule` mirrors exactly that so that the
@@ -13,15 +34,29 @@ noise calibrated here is the noise Opacus' accounting would assume.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING
 
 import dp_accounting
-from dp_accounting import pld, rdp
+from dp_accounting import rdp
+from dp_accounting.pld import common as pld_common
+from dp_accounting.pld import privacy_loss_distribution as pld_lib
 
-AccountantName = Literal["rdp", "pld"]
+from fedsim.config import RELATION_TEXT, AccountantName, Relation
+
+if TYPE_CHECKING:
+    from fedsim.config import DPConfig
+
+_DP_RELATION = {
+    "replace_one": dp_accounting.NeighboringRelation.REPLACE_ONE,
+    "add_remove": dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE,
+}
+#: Discretisation of the privacy loss in fedsim's PLDs (pessimistic rounding: ε is an
+#: upper bound; 1e-3 keeps ε within ~0.1% of the exact value at the sizes used here).
+PLD_DISCRETIZATION = 1e-3
 
 #: RDP orders. Fractional orders below 2 make dp-accounting's subsampled-Gaussian series
 #: fail to converge (it then drops them with a warning); they only tighten very large ε
@@ -96,54 +131,104 @@ def _to_dp_event(event: DpEvent) -> tuple[dp_accounting.DpEvent, int]:
     return dp_accounting.LaplaceDpEvent(1.0 / event.epsilon), event.count
 
 
-def epsilon(events: Sequence[DpEvent], delta: float, accountant: AccountantName = "rdp") -> float:
-    """ε of the composition of ``events`` at ``delta`` (0.0 for no events).
+def epsilon(
+    events: Sequence[DpEvent],
+    delta: float,
+    accountant: AccountantName = "pld",
+    relation: Relation = "replace_one",
+) -> float:
+    """ε of the composition of ``events`` at ``delta`` under ``relation`` (0.0 for none).
 
     Pure ε-DP events (Laplace releases, :class:`PureDp`) are also composed basically (ε of
     the Gaussian part plus the sum of the pure ε's); the smaller of that and the
-    accountant's bound is returned — both are valid (ε, δ) bounds, and for a few pure
-    releases RDP is the looser one. Under PLD, :class:`PureDp` events compose basically only.
+    accountant's bound is returned — both are valid (ε, δ) bounds.
+
+    Raises
+    ------
+    ValueError
+        For ``relation="replace_one"`` with ``accountant="rdp"`` (dp-accounting's RDP
+        accountant has no Poisson-subsampled Gaussian under replace-one).
     """
+    if relation == "replace_one" and accountant == "rdp":
+        raise ValueError(
+            "the rdp accountant has no Poisson-subsampled Gaussian under replace_one; "
+            "use the pld accountant"
+        )
     active = [e for e in events if (e.steps if isinstance(e, SubsampledGaussian) else e.count)]
     if not active:
         return 0.0
+    composed = _accountant_epsilon(active, delta, accountant, relation)
     pure = [e for e in active if not isinstance(e, SubsampledGaussian)]
-    supported = accountant == "rdp" or not any(isinstance(e, PureDp) for e in active)
-    composed = _accountant_epsilon(active, delta, accountant) if supported else math.inf
     if not pure:
         return composed
     gaussian = [e for e in active if isinstance(e, SubsampledGaussian)]
     basic = sum(e.epsilon * e.count for e in pure)
     if gaussian:
-        basic += _accountant_epsilon(gaussian, delta, accountant)
+        basic += _accountant_epsilon(gaussian, delta, accountant, relation)
     return min(composed, basic)
 
 
 def _accountant_epsilon(
-    active: Sequence[DpEvent], delta: float, accountant: AccountantName
+    active: Sequence[DpEvent], delta: float, accountant: AccountantName, relation: Relation
 ) -> float:
-    acc: dp_accounting.PrivacyAccountant
-    if accountant == "rdp":
-        acc = rdp.RdpAccountant(orders=list(_RDP_ORDERS))
-    else:
-        acc = pld.PLDAccountant(value_discretization_interval=1e-3)
+    if accountant == "pld":
+        return _pld_epsilon(active, delta, relation)
+    acc = rdp.RdpAccountant(orders=list(_RDP_ORDERS))
     for e in active:
         dp_event, count = _to_dp_event(e)
         acc.compose(dp_event, count)
     return float(acc.get_epsilon(delta))
 
 
+def _event_pld(event: DpEvent, relation: Relation) -> pld_lib.PrivacyLossDistribution:
+    """The privacy loss distribution of one (self-composed) event."""
+    h = PLD_DISCRETIZATION
+    if isinstance(event, SubsampledGaussian):
+        if event.sample_rate >= 1.0:  # k Gaussians compose to one with σ/√k
+            return pld_lib.from_gaussian_mechanism(
+                event.noise_multiplier / math.sqrt(event.steps),
+                value_discretization_interval=h,
+                neighboring_relation=_DP_RELATION[relation],
+            )
+        return pld_lib.from_gaussian_mechanism(
+            event.noise_multiplier,
+            value_discretization_interval=h,
+            sampling_prob=event.sample_rate,
+            neighboring_relation=_DP_RELATION[relation],
+        ).self_compose(event.steps)
+    if isinstance(event, LaplaceRelease):
+        # scale Δ/ε at its own sensitivity Δ: the Laplace privacy loss of parameter 1/ε
+        return pld_lib.from_laplace_mechanism(
+            1.0 / event.epsilon, value_discretization_interval=h
+        ).self_compose(event.count)
+    params = pld_common.DifferentialPrivacyParameters(event.epsilon, 0.0)
+    return pld_lib.from_privacy_parameters(params, value_discretization_interval=h).self_compose(
+        event.count
+    )
+
+
+def _pld_epsilon(active: Sequence[DpEvent], delta: float, relation: Relation) -> float:
+    total = pld_lib.identity(value_discretization_interval=PLD_DISCRETIZATION)
+    for e in active:
+        total = total.compose(_event_pld(e, relation))
+    return float(total.get_epsilon_for_delta(delta))
+
+
+@functools.lru_cache(maxsize=256)
 def calibrate_noise_multiplier(
     target_epsilon: float,
     delta: float,
     sample_rate: float,
     steps: int,
-    accountant: AccountantName = "rdp",
+    accountant: AccountantName = "pld",
+    relation: Relation = "replace_one",
     *,
     rel_tol: float = 1e-3,
     sigma_max: float = 1e4,
 ) -> float:
     """Smallest σ (to ``rel_tol``) such that ``steps`` DP-SGD steps spend ``target_epsilon``.
+
+    Pure and cached (the same plan is calibrated once per process).
 
     Raises
     ------
@@ -154,7 +239,7 @@ def calibrate_noise_multiplier(
         raise ValueError(f"target_epsilon must be > 0; got {target_epsilon}")
 
     def eps_at(sigma: float) -> float:
-        return epsilon([SubsampledGaussian(sigma, sample_rate, steps)], delta, accountant)
+        return epsilon([SubsampledGaussian(sigma, sample_rate, steps)], delta, accountant, relation)
 
     lo, hi = 0.0, 1.0
     while eps_at(hi) > target_epsilon:
@@ -171,3 +256,32 @@ def calibrate_noise_multiplier(
         else:
             hi = mid
     return hi
+
+
+@dataclass(frozen=True)
+class Accounting:
+    """How a run turns privacy events into ε: δ, the accountant and the relation."""
+
+    delta: float
+    accountant: AccountantName = "pld"
+    relation: Relation = "replace_one"
+
+    @classmethod
+    def of(cls, dp: DPConfig) -> Accounting:
+        """The accounting of a run's ``dp`` section."""
+        return cls(dp.delta, dp.accountant, dp.neighbouring)
+
+    @property
+    def relation_text(self) -> str:
+        """The relation as printed next to an ε, e.g. ``replace-one``."""
+        return RELATION_TEXT[self.relation]
+
+    def epsilon(self, events: Sequence[DpEvent]) -> float:
+        """ε of ``events`` composed (see :func:`epsilon`)."""
+        return epsilon(events, self.delta, self.accountant, self.relation)
+
+    def calibrate(self, target_epsilon: float, sample_rate: float, steps: int) -> float:
+        """σ such that ``steps`` subsampled-Gaussian steps spend ``target_epsilon``."""
+        return calibrate_noise_multiplier(
+            target_epsilon, self.delta, sample_rate, steps, self.accountant, self.relation
+        )

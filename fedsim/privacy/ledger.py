@@ -12,12 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from fedsim.privacy.accounting import (
-    AccountantName,
+    Accounting,
     DpEvent,
     LaplaceRelease,
     PureDp,
     SubsampledGaussian,
-    epsilon,
 )
 
 
@@ -65,9 +64,9 @@ class PrivacyLedger:
         """The DP-SGD part of the ledger."""
         return tuple(e for e in self.events if isinstance(e, SubsampledGaussian))
 
-    def epsilon_dp_sgd(self, delta: float, accountant: AccountantName = "rdp") -> float:
+    def epsilon_dp_sgd(self, accounting: Accounting) -> float:
         """ε of the DP-SGD steps alone."""
-        return epsilon(self.dp_sgd_events(), delta, accountant)
+        return accounting.epsilon(self.dp_sgd_events())
 
     def with_events(self, events: Sequence[DpEvent]) -> PrivacyLedger:
         """Append every event of ``events`` in order (see :meth:`with_event`)."""
@@ -76,9 +75,9 @@ class PrivacyLedger:
             ledger = ledger.with_event(event)
         return ledger
 
-    def epsilon_total(self, delta: float, accountant: AccountantName = "rdp") -> float:
+    def epsilon_total(self, accounting: Accounting) -> float:
         """ε of every event in the ledger, composed."""
-        return epsilon(self.events, delta, accountant)
+        return accounting.epsilon(self.events)
 
     # ------------------------------------------------------------------ serialisation
     def to_json(self) -> str:

@@ -1,6 +1,12 @@
 """Per-client DP-SGD plan: σ fixed once from the target ε over all planned training.
 
 Used by the client (to train) and by the preflight (to check the budget before a run).
+
+Under ``dp.neighbouring: replace_one`` the plan follows the client's real size ``n``
+(public under that relation), exactly as Opacus' Poisson loader does. Under
+``add_remove`` it follows the public ``dp.size_bound`` instead — the sampling rate, the
+number of steps, σ and the normaliser of the noisy gradient sum (the expected batch size)
+are then the same for every client, so nothing the client reveals depends on its size.
 """
 
 from __future__ import annotations
@@ -8,12 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fedsim.config import Config
-from fedsim.privacy.accounting import (
-    SubsampledGaussian,
-    calibrate_noise_multiplier,
-    dp_sgd_schedule,
-    epsilon,
-)
+from fedsim.privacy.accounting import Accounting, SubsampledGaussian, dp_sgd_schedule
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,14 @@ class DpSgdPlan:
     sample_rate: float
     steps_per_round: int
     planned_rounds: int
+    #: Public normaliser of the noisy gradient sum (``add_remove``: from the size bound);
+    #: ``None``: Opacus' own, ``n · q`` (public under replace-one).
+    expected_batch_size: int | None = None
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Steps of one local epoch (``1/sample_rate``)."""
+        return round(1.0 / self.sample_rate)
 
     @property
     def planned_steps(self) -> int:
@@ -40,30 +49,28 @@ def plan_dp_sgd(cfg: Config, num_examples: int) -> DpSgdPlan:
 
     With ``dp.epsilon``, σ is calibrated so that training in *every* round spends exactly
     the target (a client sampled less often spends less). With ``dp.noise_multiplier``, σ
-    is taken as given.
+    is taken as given. Under ``add_remove`` ``num_examples`` is not used: the schedule
+    comes from ``dp.size_bound``.
     """
-    schedule = dp_sgd_schedule(num_examples, cfg.client.batch_size)
+    hidden = cfg.dp.neighbouring == "add_remove" and cfg.dp.size_bound is not None
+    planned_size = cfg.dp.size_bound if hidden and cfg.dp.size_bound else num_examples
+    schedule = dp_sgd_schedule(planned_size, cfg.client.batch_size)
     steps_per_round = schedule.steps_per_epoch * cfg.client.local_epochs
     if cfg.dp.noise_multiplier is not None:
         sigma = cfg.dp.noise_multiplier
     elif cfg.dp.epsilon is not None:
-        sigma = calibrate_noise_multiplier(
-            cfg.dp.epsilon,
-            cfg.dp.delta,
-            schedule.sample_rate,
-            steps_per_round * cfg.rounds,
-            cfg.dp.accountant,
+        sigma = Accounting.of(cfg.dp).calibrate(
+            cfg.dp.epsilon, schedule.sample_rate, steps_per_round * cfg.rounds
         )
     else:
         raise ValueError("dp.epsilon or dp.noise_multiplier must be set")
-    return DpSgdPlan(sigma, schedule.sample_rate, steps_per_round, cfg.rounds)
+    expected = int(planned_size * schedule.sample_rate) if hidden else None
+    return DpSgdPlan(sigma, schedule.sample_rate, steps_per_round, cfg.rounds, expected)
 
 
-def epsilon_after_rounds(
-    plan: DpSgdPlan, rounds: int, delta: float, accountant: str = "rdp"
-) -> float:
+def epsilon_after_rounds(plan: DpSgdPlan, rounds: int, accounting: Accounting) -> float:
     """ε after ``rounds`` full local rounds under ``plan``."""
     event = SubsampledGaussian(
         plan.noise_multiplier, plan.sample_rate, plan.steps_per_round * rounds
     )
-    return epsilon([event], delta, accountant)  # type: ignore[arg-type]
+    return accounting.epsilon([event])
