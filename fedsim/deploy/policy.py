@@ -54,7 +54,8 @@ class SitePolicy:
         The neighbouring relations the site accepts its ε to be stated under. The default
         accepts only ``replace_one``: every reply carries ``num-examples``, so the site's
         size is public and replace-one is the relation that matches what it reveals; the
-        same ε number under ``add_remove`` is a weaker guarantee (up to twice as weak).
+        same ε number under ``add_remove`` is a weaker guarantee ((ε, δ) under add/remove
+        only gives (2ε, (1 + e^ε)δ) under replace-one).
     max_epsilon
         The site's *lifetime* ε cap: over all rounds of all runs, as composed from its
         persistent ledger (at the run's ``dp.delta``). ``None``: only the run's
