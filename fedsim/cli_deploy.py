@@ -3,7 +3,8 @@
 Thin helpers around Flower's deployment engine: certificates and node keys in the
 formats Flower expects, and the exact ``flower-superlink`` / ``flower-supernode``
 command lines (printed, then executed; ``--dry-run`` only prints them). TLS is the
-default; ``--insecure`` must be asked for and prints a warning.
+default; ``--insecure`` must be asked for and prints a warning. ``fedsim supernode
+--policy FILE`` checks the site's privacy policy before anything starts.
 """
 
 from __future__ import annotations
@@ -64,6 +65,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     node_run.add_argument("--data", type=Path, help="the site's .npz file or image folder")
     node_run.add_argument("--data-format", choices=["npz", "imagefolder"])
     node_run.add_argument("--state", type=Path, help="the site's state dir (privacy ledger)")
+    node_run.add_argument(
+        "--policy",
+        type=Path,
+        metavar="FILE",
+        help="the site's privacy policy (YAML), enforced in every round whatever the run's "
+        "config asks (default: DP-SGD required, replace-one, delta <= 1e-5, no central DP)",
+    )
     node_run.add_argument("--ca", type=Path, help="CA certificate (ca.crt) of the SuperLink")
     node_run.add_argument("--key", type=Path, help="private key from `fedsim node keygen`")
     node_run.add_argument("--insecure", action="store_true", help="no TLS (test networks only)")
@@ -138,6 +146,8 @@ def _cmd_supernode(args: argparse.Namespace) -> int:
             raise FedsimError("--key (SuperNode authentication) needs TLS; drop --insecure")
     if args.client_id < 0:
         raise FedsimError(f"--client-id must be >= 0; got {args.client_id}")
+    policy_path = None if args.policy is None else args.policy.resolve()
+    _check_policy(policy_path, args.state)
     spec = SuperNodeSpec(
         superlink=args.superlink,
         client_id=args.client_id,
@@ -147,5 +157,22 @@ def _cmd_supernode(args: argparse.Namespace) -> int:
         private_key=args.key,
         runtime_port=args.runtime_port,
         data_format=args.data_format,
+        policy_path=policy_path,
     )
     return _exec(supernode_command(spec), args.dry_run)
+
+
+def _check_policy(path: Path | None, state_dir: Path | None) -> None:
+    """Validate the site's policy file before the SuperNode starts, and show it."""
+    from fedsim.deploy.policy import DEFAULT_POLICY, load_policy
+
+    if path is None:
+        print(f"site policy: none given, the default: {DEFAULT_POLICY.describe()}", file=sys.stderr)
+        return
+    policy = load_policy(path)
+    if policy.max_epsilon is not None and state_dir is None:
+        raise FedsimError(
+            f"--policy {str(path)!r} sets a lifetime max_epsilon ({policy.max_epsilon:g}), "
+            "which needs the site's persistent ledger: give --state DIR"
+        )
+    print(f"site policy {path}: {policy.describe()}", file=sys.stderr)

@@ -19,7 +19,7 @@ import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
@@ -51,6 +51,8 @@ CombineRule = Literal["product", "threshold"]
 RewardPart = Literal["combined", "quality", "informativeness"]
 PruneSide = Literal["highest", "lowest"]
 AttackName = Literal["fgsm", "pgd", "pgd_l2", "fab"]
+
+_T = TypeVar("_T")
 
 
 def _bounds(**kw: float) -> dict[str, float]:
@@ -691,6 +693,26 @@ def _selection_checks(cfg: Config) -> list[str]:
     return problems
 
 
+def build_dataclass(cls: type[_T], raw: Any, what: str = "configuration") -> _T:
+    """Build the (frozen) dataclass ``cls`` from a nested mapping, by the config's rules.
+
+    Field types (``bool``, ``int``, ``float``, ``str``, ``Literal``, ``X | None``,
+    ``tuple[X, ...]``, nested dataclasses) and numeric bounds in field metadata (``ge``,
+    ``gt``, ``le``, ``lt``) are checked; unknown keys are rejected. Cross-field rules are
+    the caller's.
+
+    Raises
+    ------
+    ConfigError
+        With every problem found, each naming its dotted path; ``what`` heads the message.
+    """
+    problems: list[str] = []
+    built = _build(cls, raw, "", problems)
+    if problems or built is None:
+        raise ConfigError(problems or [f"{what} could not be built"], what)
+    return typing.cast(_T, built)
+
+
 def from_dict(raw: Any) -> Config:
     """Build and validate a :class:`Config` from a nested mapping.
 
@@ -699,14 +721,11 @@ def from_dict(raw: Any) -> Config:
     ConfigError
         With every problem found, each naming its dotted path.
     """
-    problems: list[str] = []
-    cfg = _build(Config, raw, "", problems)
-    if problems or cfg is None:
-        raise ConfigError(problems or ["config could not be built"])
+    cfg = build_dataclass(Config, raw)
     problems = _cross_checks(cfg)
     if problems:
         raise ConfigError(problems)
-    return typing.cast(Config, cfg)
+    return cfg
 
 
 class _Loader(yaml.SafeLoader):
@@ -773,21 +792,24 @@ def _deepcopy(raw: Any) -> Any:
     return raw
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping, turning I/O and syntax errors into :class:`ConfigError`."""
+def read_yaml(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """Read a YAML mapping, turning I/O and syntax errors into :class:`ConfigError`.
+
+    ``what`` names the file in messages (``"config file"``, ``"site policy file"``).
+    """
     p = Path(path)
     try:
         text = p.read_text()
     except OSError as exc:
-        raise ConfigError([f"config file {str(p)!r} cannot be read: {exc.strerror}"]) from None
+        raise ConfigError([f"{what} {str(p)!r} cannot be read: {exc.strerror}"]) from None
     try:
         raw = _yaml_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError([f"config file {str(p)!r} is not valid YAML: {exc}"]) from None
+        raise ConfigError([f"{what} {str(p)!r} is not valid YAML: {exc}"]) from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError([f"config file {str(p)!r} must hold a mapping; got {_describe(raw)}"])
+        raise ConfigError([f"{what} {str(p)!r} must hold a mapping; got {_describe(raw)}"])
     return raw
 
 

@@ -22,13 +22,16 @@ class ConfigError(FedsimError):
     ----------
     problems
         One message per problem, e.g. ``"rounds must be >= 1; got 0"``.
+    what
+        What was invalid, for the first line of the message, e.g. ``"site policy
+        '/site/policy.yaml'"``.
     """
 
-    def __init__(self, problems: Sequence[str]) -> None:
+    def __init__(self, problems: Sequence[str], what: str = "configuration") -> None:
         self.problems = tuple(problems)
         lines = "\n".join(f"  - {p}" for p in self.problems)
         noun = "problem" if len(self.problems) == 1 else "problems"
-        super().__init__(f"invalid configuration ({len(self.problems)} {noun}):\n{lines}")
+        super().__init__(f"invalid {what} ({len(self.problems)} {noun}):\n{lines}")
 
 
 class DataError(FedsimError):

@@ -79,3 +79,5 @@ NODE_CLIENT_ID: Final = "client-id"
 NODE_DATA_PATH: Final = "data-path"
 NODE_DATA_FORMAT: Final = "data-format"
 NODE_STATE_DIR: Final = "state-dir"
+#: The site's privacy policy file (YAML, :mod:`fedsim.deploy.policy`)
+NODE_POLICY_PATH: Final = "policy-path"

@@ -49,6 +49,7 @@ class SuperNodeSpec:
     private_key: Path | None
     runtime_port: int = 9094
     data_format: str | None = None
+    policy_path: Path | None = None
 
 
 def superlink_command(spec: SuperLinkSpec) -> list[str]:
@@ -108,6 +109,8 @@ def supernode_command(spec: SuperNodeSpec) -> list[str]:
         entries[keys.NODE_DATA_FORMAT] = spec.data_format
     if spec.state_dir is not None:
         entries[keys.NODE_STATE_DIR] = str(spec.state_dir)
+    if spec.policy_path is not None:
+        entries[keys.NODE_POLICY_PATH] = str(spec.policy_path)
     cmd = ["flower-supernode", "--superlink", spec.superlink]
     if spec.root_certificates is None:
         cmd.append("--insecure")

@@ -12,7 +12,10 @@ A hospital starts its SuperNode with a node config such as::
   image folder (``train/<class>/...``); ``data-format`` (``npz`` | ``imagefolder``)
   overrides the guess from the path;
 - ``state-dir``: where the site keeps its privacy ledger between rounds, runs and
-  restarts (:mod:`fedsim.deploy.state`).
+  restarts (:mod:`fedsim.deploy.state`);
+- ``policy-path``: the site's own privacy policy (:mod:`fedsim.deploy.policy`), which
+  its ClientApp enforces whatever the run's config asks; without it the strict
+  :data:`~fedsim.deploy.policy.DEFAULT_POLICY` applies.
 
 Without ``data-path`` the client takes its partition of the config's dataset, as in
 simulation; without ``state-dir`` the ledger lives in Flower's ``context.state``.
@@ -43,6 +46,7 @@ class SiteConfig:
     data_path: Path | None = None
     data_format: SiteFormat | None = None
     state_dir: Path | None = None
+    policy_path: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -97,11 +101,13 @@ def site_from_node_config(node_config: Mapping[str, Any]) -> SiteConfig:
         )
     data = _text(node_config, keys.NODE_DATA_PATH)
     state = _text(node_config, keys.NODE_STATE_DIR)
+    policy = _text(node_config, keys.NODE_POLICY_PATH)
     return SiteConfig(
         client_id=client_id,
         data_path=None if data is None else Path(data).expanduser(),
         data_format=fmt,  # type: ignore[arg-type]
         state_dir=None if state is None else Path(state).expanduser(),
+        policy_path=None if policy is None else Path(policy).expanduser(),
     )
 
 
