@@ -30,8 +30,10 @@ from flwr.clientapp import ClientApp
 from clients.local_round import LocalOutcome, run_local_round
 from fedsim import keys
 from fedsim.config import Config, from_run_config
+from fedsim.deploy.policy import DEFAULT_POLICY, SitePolicy, load_policy
 from fedsim.deploy.site import SiteConfig, SiteData, load_site_data, site_from_node_config
 from fedsim.deploy.state import load_state, record_round, save_state, site_lock
+from fedsim.errors import FedsimError
 from fedsim.privacy import DpEvent, PrivacyLedger, PureDp
 from fedsim.workload import client_split
 
@@ -52,6 +54,31 @@ def site_data_of(site: SiteConfig) -> SiteData | None:
     if site.data_path is None:
         return None
     return load_site_data(site.data_path, site.data_format)
+
+
+def site_policy(site: SiteConfig) -> tuple[SitePolicy | None, str | None]:
+    """The privacy policy this site enforces, or why it cannot enforce one.
+
+    A node of Flower's simulation engine has none; a deployed site has its
+    ``policy-path`` file or, without one, the strict :data:`DEFAULT_POLICY`. A file that
+    cannot be read — or a lifetime cap without a ``state-dir`` — refuses every round
+    rather than training under a policy the site did not write.
+    """
+    if not site.deployed:
+        return None, None
+    if site.policy_path is None:
+        policy = DEFAULT_POLICY
+    else:
+        try:
+            policy = load_policy(site.policy_path)
+        except FedsimError as exc:
+            return None, f"site policy: cannot be used: {exc}"
+    if policy.max_epsilon is not None and site.state_dir is None:
+        return None, (
+            "site policy: max_epsilon caps the site's lifetime epsilon, which needs its "
+            "persistent ledger; the node config has no state-dir"
+        )
+    return policy, None
 
 
 def load_ledger(context: Context) -> PrivacyLedger:
@@ -117,7 +144,7 @@ def outcome_metrics(cfg: Config, client_id: int, outcome: LocalOutcome) -> Metri
     if cfg.uniform_weights:
         metrics[keys.UNIT_WEIGHT] = 1
     sample_dp = cfg.dp.enabled and cfg.dp.mode == "sample"
-    if not sample_dp:
+    if not sample_dp and outcome.state_dict is not None:
         metrics[keys.TRAIN_LOSS] = float(outcome.train_loss)
     else:
         metrics.update(
@@ -149,18 +176,22 @@ def handle_train(cfg: Config, msg: Message, context: Context, seeded_noise: bool
     entropy every round, which nobody else holds.
     """
     site = site_from_node_config(context.node_config)
+    policy, broken = site_policy(site)
+    if broken is not None:
+        logger.warning("client %d: %s", site.client_id, broken)
+        return _reply(cfg, site.client_id, msg, _refused(broken))
     pruned = load_pruned(context)  # this run's pruning decision lives in context.state
     vog = load_vog_state(context)  # so do VoG's statistics (vog_checkpoints: rounds)
     secret = None if seeded_noise else secrets.randbits(63)
     if site.state_dir is None:
         ledger = load_ledger(context)
-        outcome = train_round(cfg, msg, site, ledger, pruned, vog, secret)
+        outcome = train_round(cfg, msg, site, ledger, pruned, vog, secret, policy)
         save_ledger(context, outcome.ledger, outcome.pruned)
     else:
         # Read, train and write under the site's lock: concurrent runs cannot lose ε.
         with site_lock(site.state_dir):
             state = load_state(site.state_dir, site.client_id)
-            outcome = train_round(cfg, msg, site, state.ledger, pruned, vog, secret)
+            outcome = train_round(cfg, msg, site, state.ledger, pruned, vog, secret, policy)
             # The ledger is stored before the reply (and the noised model) leaves the site.
             trained = outcome.state_dict is not None
             save_state(site.state_dir, record_round(state, outcome.ledger, context.run_id, trained))
@@ -169,9 +200,20 @@ def handle_train(cfg: Config, msg: Message, context: Context, seeded_noise: bool
                 {keys.STATE_PRUNED: json.dumps(list(outcome.pruned))}
             )
     save_vog_state(context, outcome.vog_state)
+    return _reply(cfg, site.client_id, msg, outcome)
+
+
+def _refused(reason: str) -> LocalOutcome:
+    return LocalOutcome(
+        status=keys.STATUS_REFUSED, ledger=PrivacyLedger(), num_examples=0, reason=reason
+    )
+
+
+def _reply(cfg: Config, client_id: int, msg: Message, outcome: LocalOutcome) -> Message:
+    """The reply message of a train instruction."""
     content = RecordDict(
         {
-            keys.METRICS: outcome_metrics(cfg, site.client_id, outcome),
+            keys.METRICS: outcome_metrics(cfg, client_id, outcome),
             keys.STATUS: ConfigRecord(
                 {
                     keys.STATUS_CODE: outcome.status,
@@ -194,6 +236,7 @@ def train_round(
     pruned: tuple[int, ...] | None = None,
     vog_state: Mapping[str, np.ndarray] | None = None,
     secret_seed: int | None = None,
+    policy: SitePolicy | None = None,
 ) -> LocalOutcome:
     """Run one local round for ``site`` from the train message ``msg``.
 
@@ -219,6 +262,7 @@ def train_round(
         secret_seed=secret_seed,
         vog_state=vog_state,
         server_events=server_events,
+        policy=policy,
     )
 
 

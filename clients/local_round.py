@@ -26,6 +26,7 @@ from clients.trainer import train_epochs
 from clients.valuation_round import RoundScorer, due_metrics, valuation_tasks
 from fedsim.clipping import check_clip_bounds, trainable_tensor_names
 from fedsim.config import Config
+from fedsim.deploy.policy import Mechanism, RoundRequest, SitePolicy, refusal
 from fedsim.deploy.site import SiteData
 from fedsim.devices import pick_device
 from fedsim.models import build_model
@@ -79,6 +80,36 @@ class LocalOutcome:
     vog_state: Mapping[str, np.ndarray] | None = None
 
 
+def _refusal(
+    cfg: Config,
+    policy: SitePolicy | None,
+    own_events: Sequence[DpEvent],
+    server_events: Sequence[DpEvent],
+    projected: float | None,
+) -> tuple[str, str] | None:
+    """``("refused", reason)`` when the site's ``policy`` refuses this round, else ``None``."""
+    if policy is None:
+        return None
+    sample_dp = cfg.dp.enabled and cfg.dp.mode == "sample"
+    mechanisms: list[Mechanism] = ["dpsgd"] if sample_dp else []
+    if own_events:
+        mechanisms.append("valuation_release")
+    if server_events:
+        mechanisms.append("selection")
+    request = RoundRequest(
+        dp_enabled=cfg.dp.enabled,
+        mode=cfg.dp.mode,
+        neighbouring=cfg.dp.neighbouring,
+        delta=cfg.dp.delta,
+        mechanisms=tuple(mechanisms),
+        projected_epsilon=projected,
+        # the run's own cap is checked next, as "budget-exhausted": here only the site's
+        config_max_epsilon=None,
+    )
+    reason = refusal(policy, request)
+    return None if reason is None else ("refused", reason)
+
+
 def run_local_round(
     cfg: Config,
     client_id: int,
@@ -92,11 +123,14 @@ def run_local_round(
     secret_seed: int | None = None,
     vog_state: Mapping[str, np.ndarray] | None = None,
     server_events: Sequence[DpEvent] = (),
+    policy: SitePolicy | None = None,
 ) -> LocalOutcome:
     """Train client ``client_id`` for one round starting from ``global_state``.
 
-    Under DP, the client refuses to train (status ``budget-exhausted``) if the round would
-    take its ε past ``dp.max_epsilon``; the ledger then stays unchanged.
+    A deployed site's ``policy`` (:mod:`fedsim.deploy.policy`) is checked first: a round
+    it refuses trains nothing (status ``refused``, the policy's reason). Under DP, the
+    client refuses to train (status ``budget-exhausted``) if the round would take its ε
+    past ``dp.max_epsilon``. In both cases the ledger stays unchanged.
 
     ``clip_bounds`` are the server's per-tensor bounds for ``dp.clipping`` ``per_layer_*``
     (``None`` for flat). Invalid bounds (wrong count, not > 0, or ``√(Σ S_j²)`` other than
@@ -141,37 +175,46 @@ def run_local_round(
 
     # Under dp.mode central the server clips and noises updates: clients train plainly.
     plan = plan_dp_sgd(cfg, n) if cfg.dp.enabled and cfg.dp.mode == "sample" else None
+    projected: float | None = None
     if plan is not None:
         if ledger.noise_multiplier is None:
             ledger = ledger.with_noise_multiplier(plan.noise_multiplier)
         sigma = ledger.noise_multiplier
         assert sigma is not None  # set just above
-        spent = ledger.epsilon_dp_sgd(acct)
-        if cfg.dp.max_epsilon is not None:
-            projected_ledger = ledger.with_event(
-                SubsampledGaussian(sigma, plan.sample_rate, plan.steps_per_round)
-            )
-            for event in (*tasks.events(), *server_events):
-                projected_ledger = projected_ledger.with_event(event)
-            projected = projected_ledger.epsilon_total(acct)
-            if projected > cfg.dp.max_epsilon * (1 + 1e-9):
-                selection = " (incl. the server's selection events)" if server_events else ""
-                reason = (
-                    f"budget exhausted: epsilon {spent:.4g} spent, one more round would reach "
-                    f"{projected:.4g}{selection} > dp.max_epsilon {cfg.dp.max_epsilon}"
-                )
-                logger.info("client %d: %s", client_id, reason)
-                return LocalOutcome(
-                    status="budget-exhausted",
-                    ledger=ledger,
-                    num_examples=0,
-                    noise_multiplier=sigma,
-                    sample_rate=plan.sample_rate,
-                    epsilon=spent,
-                    epsilon_total=ledger.epsilon_total(acct),
-                    reason=reason,
-                    pruned=pruned,
-                )
+        this_round = SubsampledGaussian(sigma, plan.sample_rate, plan.steps_per_round)
+        projected = ledger.with_events((this_round, *tasks.events(), *server_events)).epsilon_total(
+            acct
+        )
+    refused = _refusal(cfg, policy, tasks.events(), server_events, projected)
+    cap = cfg.dp.max_epsilon
+    if (
+        refused is None
+        and projected is not None
+        and cap is not None
+        and projected > cap * (1 + 1e-9)
+    ):
+        selection = " (incl. the server's selection events)" if server_events else ""
+        refused = (
+            "budget-exhausted",
+            (
+                f"budget exhausted: epsilon {ledger.epsilon_dp_sgd(acct):.4g} spent, one more "
+                f"round would reach {projected:.4g}{selection} > dp.max_epsilon {cap}"
+            ),
+        )
+    if refused is not None:
+        status, reason = refused
+        logger.info("client %d: %s", client_id, reason)
+        return LocalOutcome(
+            status=status,
+            ledger=ledger,
+            num_examples=0,
+            noise_multiplier=ledger.noise_multiplier,
+            sample_rate=None if plan is None else plan.sample_rate,
+            epsilon=ledger.epsilon_dp_sgd(acct) if plan is not None else None,
+            epsilon_total=ledger.epsilon_total(acct) if plan is not None else None,
+            reason=reason,
+            pruned=pruned,
+        )
 
     started = time.perf_counter()
     model = build_model(cfg.model.name, input_shape, num_classes)

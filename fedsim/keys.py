@@ -61,6 +61,8 @@ STATUS_REASON: Final = "reason"
 STATUS_LEDGER: Final = "ledger"
 STATUS_OK: Final = "ok"
 STATUS_BUDGET_EXHAUSTED: Final = "budget-exhausted"
+#: The site's own privacy policy refuses the round (:mod:`fedsim.deploy.policy`)
+STATUS_REFUSED: Final = "refused"
 
 # Flower node_config keys (simulation sets partition-id / num-partitions itself)
 NODE_PARTITION_ID: Final = "partition-id"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-ClientStatus = Literal["ok", "budget-exhausted", "rejected", "failed"]
+ClientStatus = Literal["ok", "budget-exhausted", "refused", "rejected", "failed"]
 
 
 @dataclass(frozen=True)

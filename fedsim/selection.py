@@ -155,7 +155,8 @@ def selection_inclusion_probabilities(
 def accuracy_sensitivity(n: int, mode: SensitivityMode) -> float:
     """Δu of the validation accuracy of ``n`` records.
 
-    ``paper``: SecProbe's 1/2 (its add/remove worst case over set sizes, at n = 1).
+    ``paper``: SecProbe's 1/2 (its add/remove worst case over set sizes, at n = 1), which
+    bounds replace-one changes too for ``n >= 2`` (1 for a single record).
     ``tight``: 1/n — replacing one of the ``n`` records changes the accuracy by at most
     1/n (and adding or removing one by at most 1/n as well), so it holds under either
     relation.
@@ -163,8 +164,8 @@ def accuracy_sensitivity(n: int, mode: SensitivityMode) -> float:
     >>> accuracy_sensitivity(10, "tight"), accuracy_sensitivity(10, "paper")
     (0.1, 0.5)
     """
-    if mode == "paper":
-        return 0.5
+    if mode == "paper":  # 1/n <= 1/2 for n >= 2; a single record can move it by 1
+        return 0.5 if n >= 2 else 1.0
     if mode == "tight":
         if n < 1:
             raise ValueError(f"n must be >= 1; got {n}")

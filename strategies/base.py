@@ -211,10 +211,13 @@ class FedsimStrategyMixin:
             metrics = content.metric_records.get(keys.METRICS)
             status_rec = content.config_records.get(keys.STATUS)
             status = str(status_rec[keys.STATUS_CODE]) if status_rec else keys.STATUS_OK
-            if status == keys.STATUS_BUDGET_EXHAUSTED:
+            if status in (keys.STATUS_BUDGET_EXHAUSTED, keys.STATUS_REFUSED):
+                # the client will not train again in this run: stop sampling it
                 self.exhausted.add(cid)
                 why = str(status_rec[keys.STATUS_REASON]) if status_rec else status
-                records.append(record_from_metrics(cid, "budget-exhausted", metrics, why))
+                if status == keys.STATUS_REFUSED:
+                    logger.warning("round %d: client %d refused: %s", server_round, cid, why)
+                records.append(record_from_metrics(cid, status, metrics, why))
                 continue
             self._remember_ledger(cid, status_rec)
             malformed = self._malformed_reason(content)

@@ -117,8 +117,9 @@ def composed_epsilon(
         losses = h * (offset + np.arange(len(total)))
         inf_total = 1.0 - alive
 
-        def delta_at(eps: float, c: np.ndarray = total, ls: np.ndarray = losses,
-                     it: float = inf_total) -> float:
+        def delta_at(
+            eps: float, c: np.ndarray = total, ls: np.ndarray = losses, it: float = inf_total
+        ) -> float:
             keep = ls > eps
             return float(np.sum(c[keep] * (1.0 - np.exp(eps - ls[keep])))) + it
 

@@ -199,7 +199,10 @@ def test_rejected_reply_does_not_change_the_event(task_identity: None) -> None:
     bad = {"w": np.array([np.nan, 0, 0], np.float32)}
     arrays, _ = outer.aggregate_train(
         1,
-        [_reply(by_node[100], {"w": np.ones(3, np.float32) * 0.1}, 0), _reply(by_node[101], bad, 1)],
+        [
+            _reply(by_node[100], {"w": np.ones(3, np.float32) * 0.1}, 0),
+            _reply(by_node[101], bad, 1),
+        ],
     )
     assert arrays is not None
     status = {r.client_id: r.status for r in core.round_records[1]}  # type: ignore[attr-defined]
@@ -209,7 +212,9 @@ def test_rejected_reply_does_not_change_the_event(task_identity: None) -> None:
 
 
 def test_unseeded_wrapper_draws_fresh_noise(task_identity: None) -> None:
-    cfg = central_config(data={"name": "pneumoniamnist", "num_clients": 2}, dp={"noise_multiplier": 1.0})
+    cfg = central_config(
+        data={"name": "pneumoniamnist", "num_clients": 2}, dp={"noise_multiplier": 1.0}
+    )
     outs = []
     for _ in range(2):
         cfg_obj = from_dict(cfg)

@@ -34,7 +34,7 @@ from fedsim.deploy.nodekeys import make_node_key
 from fedsim.deploy.site import load_site_data, site_from_node_config
 from fedsim.deploy.state import SiteState, load_state, record_round, save_state, state_file
 from fedsim.errors import DataError, FedsimError
-from fedsim.privacy import LaplaceRelease, PrivacyLedger, SubsampledGaussian
+from fedsim.privacy import Accounting, LaplaceRelease, PrivacyLedger, SubsampledGaussian
 
 
 def _mode(path: Path) -> int:
@@ -130,7 +130,8 @@ def test_state_round_trip_and_owner(tmp_path: Path) -> None:
     assert _mode(state_file(tmp_path)) == 0o600
     again = load_state(tmp_path, 3)
     assert again == state
-    assert again.ledger.epsilon_total(1e-5) == pytest.approx(ledger.epsilon_total(1e-5))
+    acct = Accounting(1e-5)
+    assert again.ledger.epsilon_total(acct) == pytest.approx(ledger.epsilon_total(acct))
     assert list(tmp_path.iterdir()) == [state_file(tmp_path)]  # no temporary files left
     with pytest.raises(FedsimError, match="belongs to client 3"):
         load_state(tmp_path, 4)
@@ -161,7 +162,7 @@ def test_ledger_survives_a_restart_and_stops_at_max_epsilon(tmp_path: Path, monk
             "data": {"num_clients": 2},
             "model": {"name": "mlp"},
             "client": {"batch_size": 10},
-            "dp": {"epsilon": 2.0, "delta": 1e-4, "max_epsilon": 2.3},
+            "dp": {"epsilon": 2.0, "delta": 1e-5, "max_epsilon": 2.3},
         }
     )
     node_config = {
@@ -199,7 +200,7 @@ def test_ledger_survives_a_restart_and_stops_at_max_epsilon(tmp_path: Path, monk
     assert epsilons[0] < epsilons[1] == epsilons[2] <= 2.3
     saved = load_state(site / "state", 1)
     assert saved.rounds_trained == 2
-    assert saved.ledger.epsilon_dp_sgd(1e-4) == pytest.approx(epsilons[1])
+    assert saved.ledger.epsilon_dp_sgd(Accounting.of(cfg.dp)) == pytest.approx(epsilons[1])
     assert sorted(saved.runs) == ["101", "102"]
 
 

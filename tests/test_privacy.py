@@ -10,10 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opacus.accountants.analysis import rdp as opacus_rdp
-
-from fedsim.config import from_dict
 from privacy_oracle import epsilon_bounds
 
+from fedsim.config import from_dict
 from fedsim.privacy import (
     Accounting,
     LaplaceRelease,

@@ -111,10 +111,11 @@ def test_selection_inclusion_dispatch() -> None:
 
 
 def test_sensitivity_and_composition() -> None:
-    assert S.accuracy_sensitivity(1, "paper") == 0.5
+    assert S.accuracy_sensitivity(2, "paper") == 0.5
     assert S.accuracy_sensitivity(1000, "paper") == 0.5
-    assert S.accuracy_sensitivity(1, "tight") == 0.5  # the paper's worst case n=1
-    assert S.accuracy_sensitivity(524, "tight") == pytest.approx(1 / 525)
+    assert S.accuracy_sensitivity(1, "paper") == 1.0  # replacing the only record: 1 → 0
+    assert S.accuracy_sensitivity(1, "tight") == 1.0
+    assert S.accuracy_sensitivity(524, "tight") == pytest.approx(1 / 524)
     assert S.selection_epsilon_composed(0.5, 10) == pytest.approx(5.0)
     assert S.selection_epsilon_composed(1.0, 0) == 0.0
     with pytest.raises(ValueError):

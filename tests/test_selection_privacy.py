@@ -2,7 +2,8 @@
 
 ε totals are checked against an independent computation: Opacus' RDP analysis for the
 DP-SGD part, the zCDP curve ``α·ε²/2`` of a pure ε-DP event (Bun & Steinke 2016) added by
-hand, and basic composition.
+hand, and basic composition (add/remove, RDP); the exact optimal composition of pure
+ε-DP mechanisms (Kairouz, Oh & Viswanath, ICML 2015) for the PLD accountant.
 """
 
 from __future__ import annotations
@@ -17,7 +18,14 @@ from hypothesis import strategies as st
 from opacus.accountants.analysis import rdp as opacus_rdp
 
 from fedsim.config import from_dict
-from fedsim.privacy import LaplaceRelease, PrivacyLedger, PureDp, SubsampledGaussian, epsilon
+from fedsim.privacy import (
+    Accounting,
+    LaplaceRelease,
+    PrivacyLedger,
+    PureDp,
+    SubsampledGaussian,
+    epsilon,
+)
 from fedsim.privacy.accounting import _RDP_ORDERS
 from fedsim.selection import (
     REGRESSION_SENSITIVITY,
@@ -30,6 +38,28 @@ from strategies.directory import ClientDirectory
 
 ORDERS = np.asarray(_RDP_ORDERS, dtype=float)
 DELTA = 1e-5
+RDP = Accounting(DELTA, "rdp", "add_remove")
+PLD = Accounting(DELTA)  # the default: PLD, replace-one
+
+
+def optimal_pure_composition_epsilon(eps: float, k: int, delta: float) -> float:
+    """ε at δ of k ε-DP mechanisms, exactly (the k-fold randomized-response pair)."""
+    p = math.exp(eps) / (1 + math.exp(eps))
+
+    def delta_at(e: float) -> float:
+        return sum(
+            math.comb(k, i)
+            * p ** (k - i)
+            * (1 - p) ** i
+            * max(0.0, 1 - math.exp(e - (k - 2 * i) * eps))
+            for i in range(k + 1)
+        )
+
+    lo, hi = 0.0, k * eps
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if delta_at(mid) > delta else (lo, mid)
+    return hi
 
 
 def independent_total(sigma: float, q: float, steps: int, pure: list[float]) -> float:
@@ -50,15 +80,22 @@ def test_dp_sgd_plus_pure_events_against_independent_accounting(pure: float, rou
     ledger = PrivacyLedger(noise_multiplier=1.1).with_event(sgd)
     ledger = ledger.with_events([PureDp(pure)] * rounds)
     expected = independent_total(1.1, 0.05, 300, [pure] * rounds)
-    assert ledger.epsilon_total(DELTA) == pytest.approx(expected, rel=0.02)
-    assert ledger.epsilon_dp_sgd(DELTA) < ledger.epsilon_total(DELTA)
-    # PLD has no generic pure-DP event: basic composition on top of the PLD DP-SGD ε
-    pld = ledger.epsilon_total(DELTA, "pld")
-    assert pld == pytest.approx(epsilon([sgd], DELTA, "pld") + pure * rounds, rel=1e-9)
+    assert ledger.epsilon_total(RDP) == pytest.approx(expected, rel=0.02)
+    assert ledger.epsilon_dp_sgd(RDP) < ledger.epsilon_total(RDP)
+    # PLD composes the pure events as ε-DP privacy losses: never above basic composition,
+    # never below either part alone
+    pld = ledger.epsilon_total(PLD)
+    sgd_alone = ledger.epsilon_dp_sgd(PLD)
+    assert pld <= sgd_alone + pure * rounds + 1e-9
+    assert pld >= max(sgd_alone, optimal_pure_composition_epsilon(pure, rounds, DELTA)) * 0.999
 
 
-def test_pure_events_alone_compose_basically_when_few() -> None:
-    assert epsilon([PureDp(0.5), PureDp(0.5, count=3)], DELTA) == pytest.approx(2.0)
+@pytest.mark.parametrize(("eps", "k"), [(0.5, 4), (1.0, 3), (0.1, 50)])
+def test_pure_events_alone_compose_optimally(eps: float, k: int) -> None:
+    ours = epsilon([PureDp(eps, count=k)], DELTA)
+    exact = optimal_pure_composition_epsilon(eps, k, DELTA)
+    assert exact * 0.999 <= ours <= exact * 1.01 + 1e-3
+    assert ours <= k * eps + 1e-9
     assert epsilon([PureDp(0.0)], DELTA) == pytest.approx(0.0)
 
 
@@ -111,14 +148,24 @@ def test_participant_epsilon_bounds_any_change_of_one_upload(
 
 def test_participant_epsilon_values() -> None:
     assert participant_epsilon(1.0, accuracy_sensitivity(500, "paper")) == 1.0
-    assert participant_epsilon(1.0, accuracy_sensitivity(500, "tight")) == pytest.approx(250.5)
+    assert participant_epsilon(1.0, accuracy_sensitivity(500, "tight")) == pytest.approx(250.0)
     assert participant_epsilon(0.0, 0.5) == 0.0
     with pytest.raises(ValueError):
         participant_epsilon(1.0, 0.0)
 
 
 def test_strategy_composes_client_ledger_with_selection_events() -> None:
-    cfg = from_dict({"dp": {"enabled": True, "noise_multiplier": 1.1, "delta": DELTA}})
+    cfg = from_dict(
+        {
+            "dp": {
+                "noise_multiplier": 1.1,
+                "delta": DELTA,
+                "accountant": "rdp",
+                "neighbouring": "add_remove",
+                "size_bound": 100,
+            }
+        }
+    )
     strategy = FedsimStrategyMixin()
     strategy.attach(cfg, ClientDirectory(node_of={}, client_of={}, num_examples={}))
     sgd = SubsampledGaussian(1.1, 0.05, 300)
@@ -130,7 +177,7 @@ def test_strategy_composes_client_ledger_with_selection_events() -> None:
     assert strategy.client_epsilon_total(0) == pytest.approx(
         independent_total(1.1, 0.05, 300, [0.5] * 3), rel=0.02
     )
-    assert strategy.client_epsilon_total(1) == pytest.approx(epsilon([sgd], DELTA))
+    assert strategy.client_epsilon_total(1) == pytest.approx(RDP.epsilon([sgd]))
     assert strategy.client_epsilon_total(2) == pytest.approx(1.5)  # selection only
     assert strategy.client_epsilon_total(3) is None
 
@@ -206,7 +253,7 @@ def test_secprobe_sends_each_client_its_selection_events_and_the_next_charge() -
 
     n_val = len(dataset_for(cfg.data, cfg.seed).val)
     tight = participant_epsilon(1.0, accuracy_sensitivity(n_val, "tight"))
-    assert tight == pytest.approx((n_val + 1) / 2)
+    assert tight == pytest.approx(n_val / 2)
     for cid, msg in by_client.items():
         config = msg.content.config_records[keys.CONFIG]
         assert config[keys.SELECTION_EPSILON_AHEAD] == pytest.approx(tight)

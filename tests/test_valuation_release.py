@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from dp_accounting import pld
 
-from fedsim.privacy import LaplaceRelease, PrivacyLedger, SubsampledGaussian
+from fedsim.privacy import Accounting, LaplaceRelease, PrivacyLedger, SubsampledGaussian
 from fedsim.valuation.release import (
     COUNT_SHARE,
     clipped_stats,
@@ -98,7 +98,7 @@ def test_ledger_total_epsilon_matches_independent_pld_composition() -> None:
             ledger = ledger.with_event(event)
     assert len([e for e in ledger.events if isinstance(e, LaplaceRelease)]) == 9
 
-    acc = pld.PLDAccountant(value_discretization_interval=1e-3)
+    acc = pld.PLDAccountant(value_discretization_interval=1e-3)  # add/remove
     for _ in range(3):
         acc.compose(
             dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(sigma)), steps
@@ -106,11 +106,17 @@ def test_ledger_total_epsilon_matches_independent_pld_composition() -> None:
         for eps in (plan.epsilon_count, plan.epsilon_sum, plan.epsilon_sumsq):
             acc.compose(dp_accounting.LaplaceDpEvent(1.0 / eps))  # scale/Δ = 1/ε
     independent = acc.get_epsilon(delta)
-    ours = ledger.epsilon_total(delta, "pld")
-    dp_sgd = ledger.epsilon_dp_sgd(delta, "pld")
+    pld_acct = Accounting(delta, "pld", "add_remove")
+    ours = ledger.epsilon_total(pld_acct)
+    dp_sgd = ledger.epsilon_dp_sgd(pld_acct)
     assert ours == pytest.approx(independent, rel=0.01)
     assert dp_sgd < ours < dp_sgd + 3 * plan.epsilon  # tighter than basic composition
-    assert ledger.epsilon_total(delta, "rdp") >= ours * 0.99  # RDP is the looser bound
+    rdp_total = ledger.epsilon_total(Accounting(delta, "rdp", "add_remove"))
+    assert rdp_total >= ours * 0.99  # RDP is the looser bound
+    # replace-one (the default): the same Laplace events, the Gaussian steps' replace-one
+    # loss; more than add/remove, less than the replace-one DP-SGD part plus basic
+    replace = Accounting(delta)
+    assert ours < ledger.epsilon_total(replace) < ledger.epsilon_dp_sgd(replace) + 3 * plan.epsilon
 
 
 def test_release_rounds() -> None:

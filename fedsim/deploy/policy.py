@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import Literal
 
 from fedsim.config import DPMode, build_dataclass, read_yaml
+from fedsim.config import Relation as Neighbouring
 from fedsim.errors import ConfigError
 
-Neighbouring = Literal["replace_one", "add_remove"]
 Mechanism = Literal["dpsgd", "valuation_release", "selection"]
 
 #: Every privacy mechanism a round can apply to a site's data.

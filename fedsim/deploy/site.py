@@ -47,6 +47,9 @@ class SiteConfig:
     data_format: SiteFormat | None = None
     state_dir: Path | None = None
     policy_path: Path | None = None
+    #: A real site (node config ``client-id``, or any site path), not a node of Flower's
+    #: simulation engine (``partition-id`` only): its privacy policy applies.
+    deployed: bool = True
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,8 @@ def site_from_node_config(node_config: Mapping[str, Any]) -> SiteConfig:
         data_format=fmt,  # type: ignore[arg-type]
         state_dir=None if state is None else Path(state).expanduser(),
         policy_path=None if policy is None else Path(policy).expanduser(),
+        deployed=keys.NODE_CLIENT_ID in node_config
+        or any(p is not None for p in (data, state, policy)),
     )
 
 
