@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from fedsim.config import RELATION_TEXT
 from fedsim.errors import FedsimError
 from fedsim.rundir import METRICS_FILE, SUMMARY_FILE, read_metrics, read_summary
 
@@ -189,11 +190,16 @@ def overview_section(run_dir: Path) -> str:
     if "test_auc" in final:
         rows.append(("final test AUC", final["test_auc"]))
     if dp.get("enabled"):
+        relation = dp.get("neighbouring")
         rows += [
             ("DP mode", dp.get("mode", "sample")),
-            ("max ε spent", dp.get("max_epsilon_spent")),
+            ("neighbouring relation", RELATION_TEXT.get(str(relation), relation)),
+            ("max ε spent (DP-SGD / central)", dp.get("max_epsilon_spent")),
+            ("max ε total (all of a client's events)", dp.get("max_epsilon_total")),
             ("δ", dp.get("delta")),
         ]
+    elif summary.get("selection_epsilon_total"):
+        rows.append(("selection ε (no DP on the updates)", summary["selection_epsilon_total"]))
     rows.append(("wall seconds", summary.get("wall_seconds")))
     lines.append(markdown_table(("", "value"), rows))
     return "\n".join(lines)
@@ -227,10 +233,12 @@ def epsilon_section(run_dir: Path) -> str | None:
     """ε spent per client per round (``epsilon.png``); ``None`` without DP figures."""
     metrics = read_metrics(run_dir)
     series: dict[str, list[tuple[int, float]]] = {}
+    relations: set[str] = set()
     for m in metrics:
         for cid, c in (m.get("clients") or {}).items():
             if c.get("epsilon") is not None:
                 series.setdefault(cid, []).append((m["round"], float(c["epsilon"])))
+                relations.add(RELATION_TEXT.get(str(c.get("relation")), str(c.get("relation"))))
     if not series:
         return None
     fig, ax = new_figure()
@@ -238,7 +246,8 @@ def epsilon_section(run_dir: Path) -> str | None:
         xs, ys = zip(*series[cid], strict=True)
         ax.plot(xs, ys, marker="o", label=f"client {cid}")
     ax.set_xlabel("round")
-    ax.set_ylabel("ε spent (cumulative)")
+    relation = ", ".join(sorted(relations))
+    ax.set_ylabel(f"ε spent (cumulative, {relation})")
     ax.grid(alpha=0.3)
     if len(series) <= 12:
         ax.legend(fontsize="small")
@@ -247,7 +256,7 @@ def epsilon_section(run_dir: Path) -> str | None:
         "## Privacy spent per client\n\n"
         f"![epsilon per client per round]({image})\n\n"
         "Cumulative ε after each round in which the client reported (metrics.jsonl "
-        "`clients.<id>.epsilon`).\n"
+        f"`clients.<id>.epsilon`), under the {relation} neighbouring relation.\n"
     )
 
 
@@ -255,6 +264,8 @@ CLIENT_COLUMNS: tuple[str, ...] = (
     "role",
     "epsilon_spent",
     "epsilon_total",
+    "epsilon_selection",
+    "relation",
     "noise_multiplier",
     "num_examples",
     "rounds_trained",

@@ -81,6 +81,17 @@ def _loss_pmf(
     return pmf, lo, inf_mass
 
 
+def _pure_pmf(eps: float, h: float, upper: bool) -> tuple[np.ndarray, int]:
+    """The privacy loss of an ε-DP mechanism's dominating pair: +ε w.p. e^ε/(1+e^ε), −ε
+    otherwise, on the grid (rounded up or down)."""
+    p = math.exp(eps) / (1 + math.exp(eps))
+    rnd = math.ceil if upper else math.floor
+    hi, lo = rnd(eps / h), rnd(-eps / h)
+    pmf = np.zeros(hi - lo + 1)
+    pmf[0], pmf[-1] = 1 - p, p
+    return pmf, lo
+
+
 def _convolve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     n = 1 << (len(a) + len(b) - 2).bit_length()
     out = np.fft.irfft(np.fft.rfft(a, n) * np.fft.rfft(b, n), n)[: len(a) + len(b) - 1]
@@ -93,24 +104,33 @@ def _power(pmf: np.ndarray, steps: int) -> np.ndarray:
     return np.maximum(np.fft.irfft(np.fft.rfft(pmf, n) ** steps, n)[:size], 0.0)
 
 
+Event = tuple[float, float, int] | tuple[str, float, int]
+
+
 def composed_epsilon(
-    events: Sequence[tuple[float, float, int]],
+    events: Sequence[Event],
     delta: float,
     relation: str = "replace_one",
     h: float = 1e-3,
     upper: bool = True,
 ) -> float:
     """ε at ``delta`` of the composition of ``(σ, q, steps)`` Poisson-subsampled Gaussian
-    events under ``relation`` (worst direction for add/remove): an upper bound of the true
-    ε with ``upper``, a lower bound without (see :func:`epsilon_bounds`)."""
+    events and ``("pure", ε, count)`` pure-DP events under ``relation`` (worst direction for
+    add/remove): an upper bound of the true ε with ``upper``, a lower bound without (see
+    :func:`epsilon_bounds`)."""
     directions = (0,) if relation == "replace_one" else (0, 1)
     best = 0.0
     for d in directions:
         total, offset, alive = np.ones(1), 0, 1.0
-        for sigma, q, steps in events:
-            if q >= 1.0:  # a Gaussian shift: the same pair with q = 1
-                q = 1.0
-            pmf, lo, inf_mass = _loss_pmf(sigma, q, relation, d, h, upper)
+        for event in events:
+            if event[0] == "pure":  # k ε-DP mechanisms: losses ±ε (randomized response)
+                _, eps, count = event
+                pmf, lo = _pure_pmf(float(eps), h, upper)
+                total = _convolve(total, _power(pmf, int(count)))
+                offset += lo * int(count)
+                continue
+            sigma, q, steps = event  # type: ignore[misc]
+            pmf, lo, inf_mass = _loss_pmf(sigma, min(q, 1.0), relation, d, h, upper)
             total = _convolve(total, _power(pmf, steps))
             offset += lo * steps
             alive *= (1.0 - inf_mass) ** steps
@@ -137,13 +157,13 @@ def composed_epsilon(
 
 
 def epsilon_bounds(
-    events: Sequence[tuple[float, float, int]], delta: float, relation: str = "replace_one"
+    events: Sequence[Event], delta: float, relation: str = "replace_one"
 ) -> tuple[float, float]:
     """(lower, upper) bounds of the true ε of ``events``: the loss rounded down and up.
 
     For a single full-batch event (q = 1) both are the closed form."""
-    if len(events) == 1 and events[0][1] >= 1.0:
-        sigma, _, steps = events[0]
+    if len(events) == 1 and events[0][0] != "pure" and float(events[0][1]) >= 1.0:
+        sigma, _, steps = events[0]  # type: ignore[misc]
         mu = (2.0 if relation == "replace_one" else 1.0) * math.sqrt(steps) / sigma
         exact = gaussian_shift_epsilon(mu, delta)
         return exact, exact

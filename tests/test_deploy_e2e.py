@@ -6,7 +6,9 @@ Runs the very commands a user runs (``fedsim certs`` / ``fedsim node keygen`` co
 SuperNode with its own ``.npz`` file and state dir. Checks: a 2-round DP FedAvg run
 writes the run directory contract; a SuperNode with an unregistered key is refused; a
 SuperNode restarted between runs continues from the ε it had spent and refuses to train
-past ``dp.max_epsilon``. Every process is stopped at teardown, also on failure.
+past ``dp.max_epsilon``; every site's privacy policy refuses a run without DP, and a site
+whose own policy caps its lifetime ε refuses the round that would pass it. Every process
+is stopped at teardown, also on failure.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from fedsim.deploy.commands import (
 )
 from fedsim.deploy.nodekeys import make_node_key
 from fedsim.deploy.state import load_state
-from fedsim.privacy import SubsampledGaussian
+from fedsim.privacy import Accounting, SubsampledGaussian
 from fedsim.rundir import read_metrics, read_summary
 from tests.deploy_procs import Processes, free_port, wait_for_port
 
@@ -48,6 +50,7 @@ REPO = Path(__file__).resolve().parents[1]
 NUM_SITES = 3
 SITE_SAMPLES = 64
 RUN_TIMEOUT = 420.0
+ACCT = Accounting(1e-5)  # the config's δ, replace-one, PLD
 
 CONFIG = """\
 name: deploy-e2e
@@ -56,7 +59,7 @@ rounds: 2
 data: {name: pneumoniamnist, num_clients: 3, test_samples: 100}
 model: {name: mlp}
 client: {local_epochs: 1, batch_size: 32, lr: 0.1}
-dp: {enabled: true, epsilon: 3.0, delta: 1.0e-4, max_epsilon: 100.0}
+dp: {enabled: true, epsilon: 3.0, delta: 1.0e-5, max_epsilon: 100.0}
 strategy: {name: fedavg, clients_per_round: 3, round_timeout: 300}
 """
 
@@ -70,7 +73,9 @@ class Federation:
     certs: Path
     keys: Path
 
-    def site_spec(self, k: int, key: str | None = None) -> SuperNodeSpec:
+    def site_spec(
+        self, k: int, key: str | None = None, policy: Path | None = None
+    ) -> SuperNodeSpec:
         return SuperNodeSpec(
             superlink=f"127.0.0.1:{self.port}",
             client_id=k,
@@ -79,10 +84,12 @@ class Federation:
             root_certificates=self.certs / "ca.crt",
             private_key=self.keys / (key or f"site{k}"),
             runtime_port=free_port(),
+            policy_path=policy,
         )
 
-    def start_site(self, k: int) -> None:
-        self.procs.start(f"site{k}", supernode_command(self.site_spec(k)), self.root)
+    def start_site(self, k: int, policy: Path | None = None) -> None:
+        spec = self.site_spec(k, policy=policy)
+        self.procs.start(f"site{k}", supernode_command(spec), self.root)
 
     def flwr(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -225,15 +232,15 @@ def test_restarted_node_keeps_its_spent_epsilon(federation: Federation, first_ru
     before = load_state(state_dir, 0)
     spent = read_summary(first_run)["clients"]["0"]["epsilon_spent"]
     assert before.rounds_trained == 2
-    assert before.ledger.epsilon_dp_sgd(1e-4) == pytest.approx(spent)
+    assert before.ledger.epsilon_dp_sgd(ACCT) == pytest.approx(spent)
 
     # The budget admits exactly one more round: round 3 stays below it, round 4 would not.
     last = before.ledger.events[-1]
     assert isinstance(last, SubsampledGaussian)
     per_round = SubsampledGaussian(last.noise_multiplier, last.sample_rate, last.steps // 2)
     third = before.ledger.with_event(per_round)
-    eps3 = third.epsilon_dp_sgd(1e-4)
-    eps4 = third.with_event(per_round).epsilon_dp_sgd(1e-4)
+    eps3 = third.epsilon_dp_sgd(ACCT)
+    eps4 = third.with_event(per_round).epsilon_dp_sgd(ACCT)
     budget = (eps3 + eps4) / 2
 
     federation.procs.stop("site0")
@@ -250,8 +257,38 @@ def test_restarted_node_keeps_its_spent_epsilon(federation: Federation, first_ru
     after = load_state(state_dir, 0)
     assert after.rounds_trained == 3
     assert len(after.runs) == 2
-    assert after.ledger.epsilon_dp_sgd(1e-4) <= budget
+    assert after.ledger.epsilon_dp_sgd(ACCT) <= budget
     assert read_summary(second)["clients"]["0"]["epsilon_spent"] == pytest.approx(eps3, rel=1e-6)
+
+
+def test_site_policies_refuse_what_they_do_not_allow(
+    federation: Federation, first_run: Path
+) -> None:
+    """The coordinator asks for a run without DP: every site's (default) policy refuses it,
+    trains nothing and says why. Then site 1 restarts with its own policy capping its
+    lifetime ε just above what it has spent: it refuses the next DP round while the other
+    sites train. No ledger moves on a refusal."""
+    states = {k: federation.root / f"site{k}" / "state" for k in range(NUM_SITES)}
+    before = {k: load_state(states[k], k).ledger for k in range(NUM_SITES)}
+    no_dp = federation.run("no-dp", overrides="dp.enabled=false rounds=1")
+    clients = read_metrics(no_dp)[0]["clients"]
+    for cid in ("0", "1", "2"):
+        assert clients[cid]["status"] == "refused"
+        assert "dp_required" in clients[cid]["rejected_reason"]
+    assert read_metrics(no_dp)[0]["selected"] == []
+    assert {k: load_state(states[k], k).ledger for k in range(NUM_SITES)} == before
+
+    spent = before[1].epsilon_dp_sgd(ACCT)
+    policy = federation.root / "site1" / "policy.yaml"
+    policy.write_text(f"max_epsilon: {spent + 0.01}\n")
+    federation.procs.stop("site1")
+    federation.start_site(1, policy=policy)
+    capped = federation.run("capped", overrides="rounds=1")
+    clients = read_metrics(capped)[0]["clients"]
+    assert clients["1"]["status"] == "refused"
+    assert "would exceed max_epsilon" in clients["1"]["rejected_reason"]
+    assert clients["2"]["status"] == "ok"
+    assert load_state(states[1], 1).ledger == before[1]
 
 
 if __name__ == "__main__":  # pragma: no cover
