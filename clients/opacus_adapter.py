@@ -20,6 +20,8 @@ from opacus.optimizers import DPOptimizer
 from torch import nn
 from torch.utils.data import DataLoader
 
+from clients.secure_rng import SecurePrivacyEngine, is_secure
+
 logger = logging.getLogger(__name__)
 
 #: How Opacus bounds per-sample gradients: ``hooks`` materialises them (any clipping);
@@ -71,6 +73,7 @@ def make_private(
     max_grad_norm: float | list[float],
     noise_generator: torch.Generator | None,
     grad_sample_mode: GradSampleMode = "hooks",
+    secure: bool = False,
 ) -> PrivateTraining:
     """Attach DP-SGD (Poisson sampling) to fresh training objects.
 
@@ -87,6 +90,11 @@ def make_private(
     ``hooks``: the same per-sample bound S, noise std σ·S on the summed clipped
     gradients, the same Poisson batches and the same accountant events. Train with the
     returned ``criterion``.
+
+    ``secure=True`` draws the noise and the Poisson batches from the OS CSPRNG
+    (:mod:`clients.secure_rng`, fedsim's stand-in for Opacus' ``secure_mode``, with its
+    floating-point-attack mitigation): same noise std, batch distribution and accounting,
+    but not reproducible — ``noise_generator`` and the loader's generator are not used.
     """
     if isinstance(max_grad_norm, list):
         trainable = sum(1 for p in model.parameters() if p.requires_grad)
@@ -100,7 +108,7 @@ def make_private(
             raise ValueError("ghost clipping supports flat clipping only (one float bound)")
     else:
         clipping = "flat"
-    engine = PrivacyEngine(accountant="rdp")
+    engine = SecurePrivacyEngine(accountant="rdp") if secure else PrivacyEngine(accountant="rdp")
     common: dict[str, Any] = {
         "module": model,
         "optimizer": optimizer,
@@ -118,6 +126,8 @@ def make_private(
     else:
         wrapped, dp_optimizer, dp_loader = engine.make_private(**common)
         criterion = None
+    if secure and not is_secure(dp_optimizer, dp_loader):
+        raise RuntimeError("Opacus bypassed SecurePrivacyEngine's factories; secure mode is off")
     return PrivateTraining(
         model=wrapped,
         optimizer=dp_optimizer,
