@@ -295,6 +295,7 @@ def run_local_round(
         # add/remove: the public schedule of dp.size_bound, not one derived from n
         steps_per_epoch=plan.steps_per_epoch if cfg.hides_client_size else None,
         expected_batch_size=plan.expected_batch_size,
+        secure=cfg.dp.secure_rng,  # noise and Poisson masks from the OS CSPRNG
     )
     # Adversarial examples replace samples of the Poisson batch (never add any): the
     # accounting below is unchanged, see fedsim.robustness.training.

@@ -22,6 +22,8 @@ from opacus.optimizers import DPOptimizer
 from torch import nn
 from torch.utils.data import DataLoader
 
+from clients.secure_rng import SecurePrivacyEngine, is_secure
+
 logger = logging.getLogger(__name__)
 
 #: How Opacus bounds per-sample gradients: ``hooks`` materialises them (any clipping);
@@ -75,6 +77,7 @@ def make_private(
     grad_sample_mode: GradSampleMode = "hooks",
     steps_per_epoch: int | None = None,
     expected_batch_size: int | None = None,
+    secure: bool = False,
 ) -> PrivateTraining:
     """Attach DP-SGD (Poisson sampling) to fresh training objects.
 
@@ -97,6 +100,11 @@ def make_private(
     that many steps per epoch; ``expected_batch_size`` replaces Opacus' normaliser of the
     noisy sum (``len(dataset) · q``). Both are what ``dp.neighbouring: add_remove`` needs:
     nothing the client releases then depends on its number of examples.
+
+    ``secure=True`` draws the noise and the Poisson batches from the OS CSPRNG
+    (:mod:`clients.secure_rng`, fedsim's stand-in for Opacus' ``secure_mode``, with its
+    floating-point-attack mitigation): same noise std, batch distribution and accounting,
+    but not reproducible — ``noise_generator`` and the loader's generator are not used.
     """
     if steps_per_epoch is not None:
         loader = _public_schedule_loader(loader, steps_per_epoch)
@@ -112,7 +120,7 @@ def make_private(
             raise ValueError("ghost clipping supports flat clipping only (one float bound)")
     else:
         clipping = "flat"
-    engine = PrivacyEngine(accountant="rdp")
+    engine = SecurePrivacyEngine(accountant="rdp") if secure else PrivacyEngine(accountant="rdp")
     common: dict[str, Any] = {
         "module": model,
         "optimizer": optimizer,
@@ -132,6 +140,8 @@ def make_private(
         criterion = None
     if expected_batch_size is not None:
         dp_optimizer.expected_batch_size = expected_batch_size
+    if secure and not is_secure(dp_optimizer, dp_loader):
+        raise RuntimeError("Opacus bypassed SecurePrivacyEngine's factories; secure mode is off")
     return PrivateTraining(
         model=wrapped,
         optimizer=dp_optimizer,
