@@ -386,3 +386,32 @@ def test_numpy_secure_normal_for_the_server() -> None:
     assert abs(z.std() - 2.0) < 6 * 2.0 / np.sqrt(2 * z.size)
     assert not np.array_equal(np_secure_normal((8,), 1.0), np_secure_normal((8,), 1.0))
     assert np.array_equal(np_secure_normal((3, 2), 0.0), np.zeros((3, 2)))
+
+
+@pytest.mark.parametrize("neighbouring", ["replace_one", "add_remove"])
+def test_dp_secure_rng_reaches_a_clients_local_round(neighbouring: str) -> None:
+    """``dp.secure_rng: true`` in the config: the same seed gives different updates."""
+    from clients.local_round import run_local_round
+    from fedsim.config import from_dict
+    from fedsim.privacy import PrivacyLedger
+    from fedsim.workload import dataset_for
+
+    dp = {"epsilon": 2.0, "delta": 1e-5, "secure_rng": True, "neighbouring": neighbouring}
+    if neighbouring == "add_remove":
+        dp["size_bound"] = 120
+    cfg = from_dict(
+        {
+            "rounds": 1,
+            "data": {"num_clients": 2, "train_samples": 200, "test_samples": 50},
+            "model": {"name": "mlp"},
+            "client": {"batch_size": 32},
+            "dp": dp,
+        }
+    )
+    bundle = dataset_for(cfg.data, cfg.seed)
+    state = build_model("mlp", bundle.input_shape, bundle.num_classes, seed=0).state_dict()
+    a = run_local_round(cfg, 0, state, 1, PrivacyLedger())
+    b = run_local_round(cfg, 0, state, 1, PrivacyLedger())
+    assert a.status == b.status == "ok" and a.state_dict is not None and b.state_dict is not None
+    assert any(not torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
+    assert a.ledger == b.ledger  # the same accounting
