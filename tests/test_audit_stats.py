@@ -171,7 +171,9 @@ def test_one_shot_estimate_recovers_a_known_gaussian_mechanism() -> None:
     for seed in range(5):
         observed, null = _gaussian_mechanism_statistics(mu, 0.01, seed)  # cosines, d = 10⁴
         rng = np.random.default_rng(100 + seed)
-        pct = one_shot_estimate(observed, null, delta, rng=rng, bootstrap=500)
+        pct = one_shot_estimate(
+            observed, null, delta, rng=rng, bootstrap=500, interval="percentile"
+        )
         rng = np.random.default_rng(100 + seed)
         basic = one_shot_estimate(observed, null, delta, rng=rng, bootstrap=500, interval="basic")
         assert basic.epsilon == pct.epsilon
@@ -217,9 +219,10 @@ def test_one_shot_estimate_is_affine_invariant_and_reproducible() -> None:
 
 def test_one_shot_bootstrap_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     observed, null = _gaussian_mechanism_statistics(1.0, 1.0, seed=3, n=300)
-    whole = one_shot_estimate(observed, null, 1e-3, rng=np.random.default_rng(5), bootstrap=400)
+    kw = {"bootstrap": 400, "interval": "percentile"}
+    whole = one_shot_estimate(observed, null, 1e-3, rng=np.random.default_rng(5), **kw)  # type: ignore[arg-type]
     monkeypatch.setattr("fedsim.audit.one_shot._BOOTSTRAP_CHUNK_VALUES", 30_000)  # 100 rows each
-    chunked = one_shot_estimate(observed, null, 1e-3, rng=np.random.default_rng(5), bootstrap=400)
+    chunked = one_shot_estimate(observed, null, 1e-3, rng=np.random.default_rng(5), **kw)  # type: ignore[arg-type]
     assert chunked.epsilon == whole.epsilon
     # another resampling stream, the same bootstrap distribution
     assert chunked.ci_low == pytest.approx(whole.ci_low, rel=0.1)
