@@ -27,8 +27,10 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from clients.audit_canaries import canary_upload
 from clients.local_round import LocalOutcome, run_local_round
 from fedsim import keys
+from fedsim.audit.canaries import canary_of
 from fedsim.config import Config, from_run_config
 from fedsim.deploy.policy import DEFAULT_POLICY, SitePolicy, load_policy
 from fedsim.deploy.site import SiteConfig, SiteData, load_site_data, site_from_node_config
@@ -176,6 +178,9 @@ def handle_train(cfg: Config, msg: Message, context: Context, seeded_noise: bool
     entropy every round, which nobody else holds.
     """
     site = site_from_node_config(context.node_config)
+    canary = canary_of(cfg, site.client_id)
+    if canary is not None:  # a user-level audit's canary client: no data, no training
+        return _canary_reply(cfg, msg, site.client_id, canary)
     policy, broken = site_policy(site)
     if broken is not None:
         logger.warning("client %d: %s", site.client_id, broken)
@@ -201,6 +206,20 @@ def handle_train(cfg: Config, msg: Message, context: Context, seeded_noise: bool
             )
     save_vog_state(context, outcome.vog_state)
     return _reply(cfg, site.client_id, msg, outcome)
+
+
+def _canary_reply(cfg: Config, msg: Message, client_id: int, canary: int) -> Message:
+    """The reply of a canary client (:func:`clients.audit_canaries.canary_upload`)."""
+    arrays = msg.content.array_records[keys.ARRAYS]
+    upload = canary_upload(cfg, canary, {k: a.numpy() for k, a in arrays.items()})
+    content = RecordDict(
+        {
+            keys.ARRAYS: ArrayRecord(OrderedDict((k, Array(v)) for k, v in upload.items())),
+            keys.METRICS: MetricRecord({keys.CLIENT_ID: client_id, keys.UNIT_WEIGHT: 1}),
+            keys.STATUS: ConfigRecord({keys.STATUS_CODE: keys.STATUS_OK, keys.STATUS_REASON: ""}),
+        }
+    )
+    return Message(content=content, reply_to=msg)
 
 
 def _refused(reason: str) -> LocalOutcome:
@@ -284,7 +303,7 @@ def handle_query(cfg: Config, msg: Message, context: Context) -> Message:
     client_id = site.client_id
     data = site_data_of(site)
     metrics = MetricRecord({keys.CLIENT_ID: client_id})
-    if not cfg.hides_client_size:  # under add/remove the size is private
+    if not cfg.hides_client_size and canary_of(cfg, client_id) is None:  # add/remove: private
         n = len(client_split(cfg, client_id)) if data is None else len(data.train)
         metrics[keys.NUM_EXAMPLES] = n
     return Message(content=RecordDict({keys.METRICS: metrics}), reply_to=msg)

@@ -16,8 +16,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from clients.audit_canaries import CanaryRecords, canary_records
 from clients.opacus_adapter import (
     make_private,
+    override_grad_samples,
     plain_state_dict,
     plain_view,
     resolve_grad_sample_mode,
@@ -78,6 +80,22 @@ class LocalOutcome:
     pruned: tuple[int, ...] | None = None
     #: VoG's running statistics to keep until the next round (``vog_checkpoints: rounds``)
     vog_state: Mapping[str, np.ndarray] | None = None
+
+
+def is_audited(cfg: Config, client_id: int) -> bool:
+    """Whether ``client_id`` carries the DP-SGD audit's canary records."""
+    a = cfg.audit
+    return a.enabled and cfg.dp.enabled and cfg.dp.mode == "sample" and client_id == a.client
+
+
+def _canary_hook(model: torch.nn.Module, canaries: CanaryRecords) -> Callable[[torch.Tensor], None]:
+    """Set the canary rows' per-sample gradients (after backward, before clipping)."""
+
+    def hook(labels: torch.Tensor) -> None:
+        rows, values = canaries.gradients(labels.cpu())
+        override_grad_samples(model, rows, values)
+
+    return hook
 
 
 def _refusal(
@@ -174,7 +192,10 @@ def run_local_round(
     tasks = valuation_tasks(cfg, server_round, already_pruned=pruned is not None)
 
     # Under dp.mode central the server clips and noises updates: clients train plainly.
-    plan = plan_dp_sgd(cfg, n) if cfg.dp.enabled and cfg.dp.mode == "sample" else None
+    # The audited client plans for its n records plus every possible audit canary.
+    audited = is_audited(cfg, client_id)
+    planned_n = n + cfg.audit.canaries if audited else n
+    plan = plan_dp_sgd(cfg, planned_n) if cfg.dp.enabled and cfg.dp.mode == "sample" else None
     projected: float | None = None
     if plan is not None:
         if ledger.noise_multiplier is None:
@@ -227,7 +248,12 @@ def run_local_round(
         ) from exc
     model.to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.client.lr, momentum=cfg.client.momentum)
-    dataset = TensorDataset(torch.from_numpy(split.x), torch.from_numpy(split.y))
+    canaries = canary_records(cfg, client_id, model) if plan is not None else None
+    x, y = torch.from_numpy(split.x), torch.from_numpy(split.y)
+    if canaries is not None:  # the audit's canary records join the data (never reported)
+        cx, cy = canaries.data(tuple(split.x.shape[1:]))
+        x, y = torch.cat([x, cx]), torch.cat([y.long(), cy])
+    dataset = TensorDataset(x, y)
     loader = DataLoader(
         dataset,
         batch_size=cfg.client.batch_size,
@@ -290,10 +316,11 @@ def run_local_round(
             noise_root, "dp-noise", client_id, server_round, device=device.type
         ),
         grad_sample_mode=resolve_grad_sample_mode(
-            cfg.dp.grad_sample_mode, clip_bounds is None, model
+            "hooks" if canaries is not None else cfg.dp.grad_sample_mode, clip_bounds is None, model
         ),
-        # add/remove: the public schedule of dp.size_bound, not one derived from n
-        steps_per_epoch=plan.steps_per_epoch if cfg.hides_client_size else None,
+        # a public schedule: add/remove's from dp.size_bound; the audited client's from
+        # n + audit.canaries, whatever number of canaries is inserted
+        steps_per_epoch=plan.steps_per_epoch if cfg.hides_client_size or audited else None,
         expected_batch_size=plan.expected_batch_size,
         secure=cfg.dp.secure_rng,  # noise and Poisson masks from the OS CSPRNG
     )
@@ -310,6 +337,7 @@ def run_local_round(
         batch_transform=_adversarial_transform(
             private.model, plan_for(cfg, client_id, server_round, noise_root)
         ),
+        after_backward=None if canaries is None else _canary_hook(private.model, canaries),
     )
     steps = private.steps_taken()
     acc_sigma, acc_q = private.accounted_schedule()

@@ -198,6 +198,22 @@ def resolve_grad_sample_mode(
     return "ghost" if usable and not has_conv else "hooks"
 
 
+def override_grad_samples(model: nn.Module, rows: torch.Tensor, values: list[torch.Tensor]) -> None:
+    """Replace the per-sample gradients of batch ``rows`` (after ``backward``, before the
+    optimizer clips them): ``values[i]`` holds those rows' gradients of the ``i``-th
+    trainable tensor. Needs per-sample gradients (``hooks``); used by the privacy audit."""
+    if not bool(rows.any()):
+        return
+    params = [p for p in model.parameters() if p.requires_grad]
+    if len(params) != len(values):
+        raise ValueError(f"need one value per trainable tensor ({len(params)}); got {len(values)}")
+    for p, value in zip(params, values, strict=True):
+        grad_sample = getattr(p, "grad_sample", None)
+        if not isinstance(grad_sample, torch.Tensor):
+            raise RuntimeError("per-sample gradients are not materialised (use hooks)")
+        grad_sample[rows.to(grad_sample.device)] = value.to(grad_sample)
+
+
 def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """A detached CPU state_dict of ``model`` without Opacus' wrapper prefix (hooks or ghost)."""
     inner = model._module if isinstance(model, AbstractGradSampleModule) else model

@@ -31,6 +31,7 @@ def train_epochs(
     on_epoch_end: Callable[[int], None] | None = None,
     batch_transform: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
     | None = None,
+    after_backward: Callable[[torch.Tensor], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` for ``epochs`` passes over ``loader`` with cross-entropy.
 
@@ -43,7 +44,10 @@ def train_epochs(
     for every batch, empty ones included (its per-sample loss is then empty and the step
     adds noise alone); without one, cross-entropy, and an empty batch gets a zero loss.
     ``on_epoch_end(epoch)`` (0-based) is called after each epoch, e.g. to take a VoG
-    checkpoint.
+    checkpoint. ``after_backward(y)`` is called with each batch's labels after the backward
+    pass and before the optimizer step (the privacy audit sets its canaries' per-sample
+    gradients there); records with a negative label (the audit's canaries) are then given
+    label 0 for the loss, and left out of the reported mean loss.
     """
     model.train()
     wrapped = criterion is not None
@@ -56,13 +60,17 @@ def train_epochs(
                 x, y = batch_transform(x, y)
             optimizer.zero_grad(set_to_none=True)
             logits = model(x)
-            loss = criterion(logits, y) if len(y) or wrapped else logits.sum() * 0.0
+            labels = y.clamp(min=0) if after_backward is not None else y
+            loss = criterion(logits, labels) if len(y) or wrapped else logits.sum() * 0.0
             loss.backward()
+            if after_backward is not None:
+                after_backward(y)
             optimizer.step()
             steps += 1
-            if len(y):
-                total_loss += float(loss.detach()) * len(y)
-                total_examples += len(y)
+            real = int((y >= 0).sum()) if after_backward is not None else len(y)
+            if real:
+                total_loss += float(loss.detach()) * real
+                total_examples += real
         if on_epoch_end is not None:
             on_epoch_end(epoch)
     mean = total_loss / total_examples if total_examples else math.nan

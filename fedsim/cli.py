@@ -22,6 +22,8 @@ from fedsim.records import RoundRecord
 from fedsim.rundir import METRICS_FILE
 
 EXIT_USAGE = 2
+#: A privacy audit measured more leakage than the run claims.
+EXIT_VIOLATION = 3
 EXIT_INTERRUPTED = 130
 
 #: Modules that add further subcommands: each has ``register(subparsers)``, which adds
@@ -33,6 +35,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "fedsim.cli_analyze",
     "fedsim.cli_evaluate",
     "fedsim.cli_deploy",
+    "fedsim.cli_audit",
 )
 
 
@@ -159,9 +162,14 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    return run_command(args, load(args.config, args.override))
+
+
+def run_command(args: argparse.Namespace, cfg: Config) -> int:
+    """Run ``cfg`` as ``fedsim run`` does: progress, report, the final line; exit code 3
+    when the run's privacy audit (``audit.enabled``) finds a violation."""
     from fedsim.run import run_experiment
 
-    cfg = load(args.config, args.override)
     out_dir = resolve_out_dir(cfg, args.out, args.overwrite)
     progress = Progress(cfg, sys.stderr)
     if progress.enabled:
@@ -178,7 +186,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"{out_dir}: {summary['rounds']} rounds, test accuracy {acc_text}{eps_text}, "
         f"{summary['wall_seconds']:.1f} s"
     )
-    return 0
+    audit = summary.get("audit")
+    if audit is None:
+        return 0
+    print(
+        f"privacy audit ({audit['level']} level, {audit['canaries']} canaries): claimed "
+        f"epsilon {audit['claimed_epsilon_add_remove']:.4g} (add/remove), estimate "
+        f"{audit['estimate']:.4g}, lower bound {audit['lower_bound']:.4g} at "
+        f"{100 * audit['confidence']:g}% -> {audit['verdict']} (see {out_dir / 'audit.json'})"
+    )
+    return EXIT_VIOLATION if audit["verdict"] == "VIOLATION" else 0
 
 
 def final_epsilon_text(cfg: Config, summary: dict[str, object]) -> str:

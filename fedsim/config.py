@@ -338,6 +338,27 @@ class RobustnessConfig:
 
 
 @dataclass(frozen=True)
+class AuditConfig:
+    """An empirical privacy audit inside the run (``fedsim audit``; :mod:`fedsim.audit`).
+
+    ``canaries`` canaries are drawn, each inserted independently with probability ½: under
+    ``dp.mode: central`` canary *clients* (extra federation members whose update is a fixed
+    random direction), under DP-SGD canary *records* in the data of client ``client``
+    (each contributes a fixed random gradient direction when Poisson-sampled). The auditor
+    sees only what the run releases — the global models (central) or the client's round
+    updates as the server receives them (DP-SGD) — and turns the canaries' scores into an
+    ε estimate and a lower bound at ``confidence``, compared with the claimed ε.
+    """
+
+    enabled: bool = False
+    canaries: int = field(default=500, metadata=_bounds(ge=10))
+    client: int = field(default=0, metadata=_bounds(ge=0))
+    confidence: float = field(default=0.95, metadata=_bounds(gt=0, lt=1))
+    #: The canary's raw norm as a multiple of the clipping bound (> 1: it is clipped to it).
+    scale: float = field(default=10.0, metadata=_bounds(gt=1))
+
+
+@dataclass(frozen=True)
 class Config:
     """One experiment. See ``experiments/quickstart.yaml`` for an annotated example."""
 
@@ -356,6 +377,7 @@ class Config:
     save_checkpoints: bool = False
     valuation: ValuationConfig = field(default_factory=ValuationConfig)
     robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
 
     @property
     def clients_per_round(self) -> int:
@@ -545,6 +567,36 @@ def _cross_checks(cfg: Config) -> list[str]:
         )
     problems.extend(_selection_checks(cfg))
     problems.extend(_valuation_checks(cfg))
+    problems.extend(_audit_checks(cfg))
+    return problems
+
+
+def _audit_checks(cfg: Config) -> list[str]:
+    """Rules of the audit section."""
+    audit, dp = cfg.audit, cfg.dp
+    if not audit.enabled:
+        return []
+    problems = []
+    if not dp.enabled:
+        problems.append("audit.enabled needs dp.enabled (there is no ε to audit); got false")
+    if dp.enabled and dp.mode == "sample":
+        if audit.client >= cfg.data.num_clients:
+            problems.append(
+                f"audit.client must be < data.num_clients ({cfg.data.num_clients}); "
+                f"got {audit.client}"
+            )
+        if dp.clipping != "flat":
+            problems.append(
+                "dp.clipping must be 'flat' for a DP-SGD audit (a canary's gradient is one "
+                f"direction clipped to dp.max_grad_norm); got {dp.clipping!r}"
+            )
+        adversarial = cfg.robustness.adversarial_training.fraction > 0
+        if adversarial or cfg.roles.adversarial.fraction > 0:
+            problems.append(
+                "audit.enabled with adversarial examples in training is not supported (they "
+                "would transform the canary records); set robustness.adversarial_training."
+                "fraction and roles.adversarial.fraction to 0"
+            )
     return problems
 
 

@@ -35,6 +35,7 @@ RUN_SECTIONS: tuple[str, ...] = (
     "fedsim.report:accuracy_section",
     "fedsim.report:epsilon_section",
     "fedsim.report:clients_section",
+    "fedsim.audit.report:audit_section",
     "fedsim.valuation.report:report_section",
     "fedsim.valuation.analysis:report_section",
     "fedsim.robustness.report:report_section",

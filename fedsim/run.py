@@ -81,6 +81,7 @@ def _simulate(
     from flwr.simulation import run_simulation
 
     from clients.client_app import make_client_app
+    from fedsim.audit.canaries import federation_size
     from strategies.server_app import make_server_app
 
     run_simulation(
@@ -89,7 +90,7 @@ def _simulate(
             cfg, out_dir, on_round, on_summary=lambda s: holder.update(summary=s), seeded_noise=True
         ),
         client_app=make_client_app(cfg, seeded_noise=True),
-        num_supernodes=cfg.data.num_clients,
+        num_supernodes=federation_size(cfg),  # a user-level audit adds its canary clients
         backend_config=backend_config(cfg),  # type: ignore[arg-type]
         verbose_logging=verbose,
     )

@@ -27,6 +27,7 @@ CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 MODEL_FILE = "model.pt"
+AUDIT_FILE = "audit.json"
 TB_DIR = "tb"
 CHECKPOINT_DIR = "checkpoints"
 
@@ -113,6 +114,10 @@ class RunWriter:
     def write_summary(self, summary: Mapping[str, Any]) -> None:
         """Write ``summary.json`` atomically."""
         write_json_atomic(self.dir / SUMMARY_FILE, summary)
+
+    def write_audit(self, doc: Mapping[str, Any]) -> None:
+        """Write ``audit.json`` (a privacy audit's result, :mod:`fedsim.audit.report`)."""
+        write_json_atomic(self.dir / AUDIT_FILE, doc)
 
     def close(self) -> None:
         """Flush and close TensorBoard."""

@@ -56,7 +56,7 @@ def client_summaries(
             "delta": cfg.dp.delta if cfg.dp.enabled else None,
             "relation": relation,
             "noise_multiplier": sigma[-1] if sigma else None,
-            "role": roles[cid] if 0 <= cid < len(roles) else "honest",
+            "role": roles[cid] if 0 <= cid < len(roles) else "canary",  # a user-level audit
             "valuation": None,
             "reward_total": 0.0,
             "num_examples": None if n is None else int(n),

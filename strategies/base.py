@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
@@ -122,6 +122,11 @@ class FedsimStrategyMixin:
         # per client id: the ledger it last reported, and the server-side selection events
         self.client_ledgers: dict[int, PrivacyLedger] = {}
         self.selection_ledgers: dict[int, PrivacyLedger] = {}
+        #: called with (this round's global arrays, accepted replies) after screening; a
+        #: privacy auditor watches the updates the server receives through it
+        self.reply_observers: list[
+            Callable[[ArrayRecord | None, list[tuple[int, Message]]], None]
+        ] = []
 
     # ------------------------------------------------------------------ sampling
     def eligible_clients(self) -> list[int]:
@@ -232,6 +237,8 @@ class FedsimStrategyMixin:
                 records.append(record_from_metrics(cid, "failed", None, "no reply before timeout"))
         accepted.sort(key=lambda pair: pair[0])
         records.sort(key=lambda r: r.client_id)
+        for observe in self.reply_observers:
+            observe(self._round_arrays, accepted)
         return accepted, records
 
     def _remember_ledger(self, cid: int, status_rec: ConfigRecord | None) -> None:

@@ -17,17 +17,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
+from fedsim.audit.canaries import federation_size
 from fedsim.config import Config, from_run_config
 from fedsim.devices import pick_device
+from fedsim.errors import RunError
 from fedsim.evaluation import evaluate
 from fedsim.models import build_model
 from fedsim.records import EvalResult, RoundRecord
 from fedsim.rundir import RunWriter
 from fedsim.summary import build_summary
 from fedsim.workload import dataset_for, partitions_for
+from strategies.audit import Auditor, SampleLevelAuditor, UserLevelAuditor, finish_audit
 from strategies.central_dp import CentralDP, fedsim_core
 from strategies.directory import ClientDirectory, discover_clients
 from strategies.registry import build_strategy
@@ -73,13 +77,16 @@ def run_server(
         bundle = dataset_for(cfg.data, cfg.seed)
         device = pick_device()
         model = build_model(cfg.model.name, bundle.input_shape, bundle.num_classes, seed=cfg.seed)
-        directory = discover_clients(grid, cfg.data.num_clients, node_timeout)
+        directory = discover_clients(grid, federation_size(cfg), node_timeout)
         # the strategy Flower runs (maybe a central-DP wrapper), and the fedsim one inside
         outer = build_strategy(cfg, seeded=seeded)
         strategy = fedsim_core(outer)
         strategy.attach(cfg, directory)
         if isinstance(outer, CentralDP):
             outer.attach_cohorts()
+        auditor = _auditor(cfg, model, seeded)
+        if isinstance(auditor, SampleLevelAuditor):
+            strategy.reply_observers.append(auditor.on_accepted)
 
         evaluations: dict[int, EvalResult] = {}
         round_clock = [time.perf_counter()]
@@ -90,6 +97,8 @@ def run_server(
                 writer.save_checkpoint(server_round, model.state_dict())
             result = evaluate(model, bundle.test, device)
             evaluations[server_round] = result
+            if server_round > 0 and isinstance(auditor, UserLevelAuditor):
+                auditor.on_release(arrays)
             if server_round > 0:
                 now = time.perf_counter()
                 record = RoundRecord(
@@ -136,10 +145,37 @@ def run_server(
         if strategy.rewards is not None:
             strategy.rewards.write_csv(writer.dir)
             summary = strategy.rewards.extend_summary(summary, _true_sizes(cfg, directory))
+        if auditor is not None:
+            ledger = (
+                outer.ledger
+                if isinstance(outer, CentralDP)
+                else strategy.client_ledgers.get(cfg.audit.client)
+            )
+            audit = finish_audit(cfg, auditor, ledger)
+            writer.write_audit(audit.to_json())
+            summary["audit"] = audit.summary_scalars()
         writer.write_summary(summary)
         return summary
     finally:
         writer.close()
+
+
+def _auditor(cfg: Config, model: torch.nn.Module, seeded: bool) -> Auditor | None:
+    """The run's privacy auditor (``audit.enabled``), watching what the server sees."""
+    if not cfg.audit.enabled:
+        return None
+    if not seeded:
+        raise RunError(
+            "audit.enabled runs in fedsim run / fedsim audit simulations only (its canaries "
+            "are simulated clients or records); disable it for a deployment"
+        )
+    if cfg.dp.mode == "central":
+        initial = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+        return UserLevelAuditor(cfg, initial)
+    trainable = {
+        k: v.detach().cpu().numpy() for k, v in model.named_parameters() if v.requires_grad
+    }
+    return SampleLevelAuditor(cfg, trainable)
 
 
 def _true_sizes(cfg: Config, directory: ClientDirectory) -> dict[int, int]:
