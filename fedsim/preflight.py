@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from fedsim.config import Config
+from fedsim.config import RELATION_TEXT, Config
 from fedsim.errors import ConfigError, FedsimError
 from fedsim.models import build_model, is_dp_compatible
 from fedsim.privacy.accounting import Accounting
@@ -35,6 +35,7 @@ class PreflightReport:
     num_parameters: int
     dp_plans: tuple[tuple[int, DpSgdPlan], ...] = ()
     central_plan: CentralDpPlan | None = None
+    relation: str = "replace-one"
 
     def lines(self) -> list[str]:
         """Human-readable summary."""
@@ -50,7 +51,8 @@ class PreflightReport:
         for n, plan in self.dp_plans:
             out.append(
                 f"DP-SGD for a client with {n} examples: sigma {plan.noise_multiplier:.4g}, "
-                f"sample rate {plan.sample_rate:.4g}, {plan.steps_per_round} steps per round"
+                f"sample rate {plan.sample_rate:.4g}, {plan.steps_per_round} steps per round "
+                f"({self.relation})"
             )
         if self.central_plan is not None:
             c = self.central_plan
@@ -141,4 +143,5 @@ def preflight(cfg: Config) -> PreflightReport:
         num_parameters=num_params,
         dp_plans=tuple(sorted(plans)),
         central_plan=central,
+        relation=RELATION_TEXT[cfg.dp.neighbouring],
     )

@@ -367,3 +367,23 @@ def test_verdict() -> None:
     assert verdict(math.inf, 50.0) == "consistent"
     with pytest.raises(ValueError, match="lower_bound must be >= 0"):
         verdict(1.0, float("nan"))
+
+
+def test_pooled_fit_is_stable_where_separate_fits_inflate_epsilon() -> None:
+    """Equal true variances, 100 canaries per group: the pooled fit stays near the true ε,
+    while separately fitted standard deviations (differing by sampling noise alone) can
+    inflate it several times over at small δ."""
+    mu, delta = 1.0, 1e-5
+    true = gaussian_epsilon(mu, delta)
+    pooled, separate = [], []
+    for seed in range(30):
+        rng = np.random.default_rng(seed)
+        null, observed = rng.normal(0, 1, 100), rng.normal(mu, 1, 100)
+        kw = {"rng": np.random.default_rng(0), "bootstrap": 50}
+        pooled.append(one_shot_estimate(observed, null, delta, **kw).epsilon)  # type: ignore[arg-type]
+        separate.append(
+            one_shot_estimate(observed, null, delta, variances="separate", **kw).epsilon  # type: ignore[arg-type]
+        )
+    assert abs(np.median(pooled) / true - 1) < 0.25
+    assert max(pooled) < 2.5 * true
+    assert max(separate) > 2.5 * true  # the failure mode the pooled default avoids

@@ -65,6 +65,9 @@ class AuditResult:
     threat_model: str
     verdict: Verdict
     audited_client: int | None = None
+    #: every canary's score and whether it was inserted (so anyone can redo the statistics)
+    scores: tuple[float, ...] = ()
+    included: tuple[bool, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """The ``audit.json`` document."""
@@ -128,6 +131,8 @@ def build_audit(
         threat_model=THREAT_MODELS[level],
         verdict=verdict(claimed_epsilon_add_remove, bound.epsilon),
         audited_client=audited_client,
+        scores=tuple(float(x) for x in scores),
+        included=tuple(bool(b) for b in included),
     )
 
 
