@@ -238,7 +238,7 @@ def run_local_round(
         )
 
     started = time.perf_counter()
-    model = build_model(cfg.model.name, input_shape, num_classes)
+    model = build_model(cfg.model.name, input_shape, num_classes, seed=0)  # overwritten below
     try:
         model.load_state_dict(dict(global_state))
     except RuntimeError as exc:

@@ -67,12 +67,7 @@ def run_experiment(
         _simulate(cfg, out_dir, on_round, verbose, holder)
     if "summary" not in holder:
         raise RunError("the federation ended without a summary; see the log above")
-    summary = dict(holder["summary"])
-    if cfg.robustness.evaluate.enabled:
-        from fedsim.robustness.evaluate import evaluate_run, summary_scalars
-
-        summary["robustness"] = summary_scalars(evaluate_run(out_dir))
-    return summary
+    return dict(holder["summary"])
 
 
 def _simulate(

@@ -20,6 +20,7 @@ from fedsim import __version__
 from fedsim.config import Config, to_yaml
 from fedsim.files import write_atomic
 from fedsim.records import RoundRecord
+from fedsim.summary import RunSummary
 
 logger = logging.getLogger(__name__)
 
@@ -111,9 +112,9 @@ class RunWriter:
         state = {k: v.detach().cpu().clone() for k, v in state_dict.items()}
         torch.save(state, ckpt_dir / f"round_{server_round:04d}.pt")
 
-    def write_summary(self, summary: Mapping[str, Any]) -> None:
-        """Write ``summary.json`` atomically."""
-        write_json_atomic(self.dir / SUMMARY_FILE, summary)
+    def write_summary(self, summary: RunSummary) -> None:
+        """Write ``summary.json`` atomically (once, at the end of the run)."""
+        write_json_atomic(self.dir / SUMMARY_FILE, summary.to_json())
 
     def write_audit(self, doc: Mapping[str, Any]) -> None:
         """Write ``audit.json`` (a privacy audit's result, :mod:`fedsim.audit.report`)."""
@@ -130,6 +131,21 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     """Read ``metrics.jsonl`` of a run directory."""
     path = Path(run_dir) / METRICS_FILE
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def update_summary_section(run_dir: str | Path, name: str, section: Mapping[str, Any]) -> bool:
+    """Set one section (e.g. ``robustness``) of a finished run's ``summary.json``.
+
+    For tools that analyse a run after it ended (``fedsim evaluate``); this module stays
+    the only writer of the file. Returns ``False`` when the run has no summary.
+    """
+    path = Path(run_dir) / SUMMARY_FILE
+    if not path.is_file():
+        return False
+    doc = read_summary(run_dir)
+    doc[name] = dict(section)
+    write_json_atomic(path, doc)
+    return True
 
 
 def read_summary(run_dir: str | Path) -> dict[str, Any]:

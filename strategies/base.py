@@ -1,24 +1,26 @@
-"""Behaviour every fedsim strategy shares, layered over a Flower strategy.
+"""The template every fedsim strategy follows, layered over a Flower strategy.
 
-:class:`FedsimStrategyMixin` goes first in the bases of a class that also derives from a
-Flower message-API strategy (``class FedAvg(FedsimStrategyMixin, flwr FedAvg)``). It
-changes two hooks and delegates the aggregation rule to the Flower class:
+:class:`FedsimStrategy` goes first in the bases of a class that also derives from a Flower
+message-API strategy (``class FedAvg(FedsimStrategy, flwr FedAvg)``) and is built fully in
+its constructor from a :class:`StrategyContext` (the run's config, the node ↔ client map,
+the :class:`~fedsim.round_log.RoundLog` it reports to, the server's data) plus Flower's
+own keyword arguments. It owns Flower's two train hooks and offers small, explicit hooks
+instead:
 
-- ``configure_train``: samples ``strategy.clients_per_round`` clients by *stable client id*
-  with a generator seeded from the root seed and the round (Flower's own sampling uses the
-  global ``random`` and random node ids, so it is not reproducible), skipping clients
-  that reported an exhausted privacy budget.
-- ``aggregate_train``: screens every reply (errors, exhausted budgets, malformed arrays)
-  and passes only well-formed updates, sorted by client id (so float sums are
-  reproducible), to the wrapped strategy's ``aggregate_train``. It records one
-  :class:`~fedsim.records.ClientRoundRecord` per sampled client.
+- ``configure_train``: samples a cohort by *stable client id* (:attr:`cohort`, seeded
+  from the root seed and the round; Flower's own sampling uses the global ``random`` and
+  random node ids), skipping clients that reported an exhausted budget or a refusal.
+- ``aggregate_train`` (the template; do not override): :meth:`screen_replies` rejects
+  errors, refusals and malformed replies, :meth:`select` picks the updates that enter
+  aggregation, :meth:`value_updates` pays valuations, :meth:`aggregate` — the rule —
+  combines the chosen updates, and the round is reported to the log as one frozen
+  :class:`~fedsim.round_log.RoundEntry`. A new rule overrides :meth:`aggregate` (and
+  maybe :meth:`select` / :meth:`kept_by_rule`); screening, records and ledgers stay.
 
 Privacy of a private selection (SecProbe): the server keeps, per client id, a ledger of
 the pure-DP selection events that client took part in (:meth:`charge_selection`). Each
 client sends its own ledger (DP-SGD steps, releases) in its reply's status record; the
-server composes both into the client's ``epsilon_total`` (metrics.jsonl and summary.json),
-so each client's total is the composition of *all* its events in one accountant call.
-The client's own budget check (``dp.max_epsilon``) sees only its own events.
+server composes both into the client's ``epsilon_total`` (metrics.jsonl and summary.json).
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
@@ -34,20 +37,73 @@ from flwr.serverapp import Grid
 
 from fedsim import keys
 from fedsim.config import Config
+from fedsim.data import DatasetBundle
 from fedsim.privacy import Accounting, PrivacyLedger, PureDp
 from fedsim.records import ClientRoundRecord
+from fedsim.round_log import RoundEntry, RoundLog
 from fedsim.seeding import numpy_rng
 from strategies.clipping import round_clip_bounds
 from strategies.cohorts import CohortSampler, FixedSizeCohort
 from strategies.directory import ClientDirectory
 from strategies.replies import screen_update
-from strategies.rewards import RewardBook, record_extras_merge
+from strategies.rewards import RewardBook, RewardNote
 
 logger = logging.getLogger(__name__)
+
+#: ``(client id, reply)`` pairs of accepted updates, sorted by client id
+Accepted = list[tuple[int, Message]]
+
+
+@dataclass(frozen=True)
+class StrategyContext:
+    """What a fedsim strategy is built with.
+
+    Attributes
+    ----------
+    cfg
+        The run's config.
+    directory
+        Flower node id ↔ stable client id, and the sizes clients reported.
+    log
+        Where the strategy reports each round (owned by the ServerApp).
+    data
+        The server's dataset (its validation split scores uploads, sets per-layer clipping
+        bounds and gates rewards), loaded once by the ServerApp.
+    """
+
+    cfg: Config
+    directory: ClientDirectory
+    log: RoundLog
+    data: DatasetBundle
+
+
+@dataclass(frozen=True)
+class SelectionNote:
+    """What a selection rule reports about one accepted update."""
+
+    utility: float | None = None
+    selection_probability: float | None = None
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The updates a rule lets into aggregation, and what it noted about each update.
+
+    ``epsilon`` is the ε a private selection spent this round (``None``: not private).
+    """
+
+    chosen: Accepted
+    notes: Mapping[int, SelectionNote] = field(default_factory=dict)
+    epsilon: float | None = None
 
 
 def _metric(metrics: MetricRecord, key: str) -> Any:
     return metrics.get(key)
+
+
+def _relation(metrics: MetricRecord) -> Any:
+    code = metrics.get(keys.RELATION)
+    return None if code is None else keys.RELATION_NAMES.get(int(code))  # type: ignore[arg-type]
 
 
 def record_from_metrics(
@@ -85,52 +141,46 @@ def record_from_metrics(
     )
 
 
-def _relation(metrics: MetricRecord) -> Any:
-    code = metrics.get(keys.RELATION)
-    return None if code is None else keys.RELATION_NAMES.get(int(code))  # type: ignore[arg-type]
+class FedsimStrategy:
+    """Seeded cohorts, reply screening, records, ledgers and the aggregation template.
 
-
-class FedsimStrategyMixin:
-    """Seeded sampling by client id, reply screening and per-client round records.
-
-    Call :meth:`attach` before ``start()``.
+    Parameters
+    ----------
+    context
+        The run's config, directory, round log and server data.
+    **flower_kwargs
+        Passed on to the Flower strategy class that follows in the bases.
     """
 
-    cfg: Config
-    directory: ClientDirectory
-
-    def attach(self, cfg: Config, directory: ClientDirectory) -> None:
-        """Give the strategy the run's config and the node ↔ client map."""
+    def __init__(self, context: StrategyContext, **flower_kwargs: Any) -> None:
+        super().__init__(**flower_kwargs)
+        cfg = context.cfg
+        self.context = context
         self.cfg = cfg
-        self.directory = directory
+        self.directory = context.directory
+        self.log = context.log
         #: how cohorts are drawn (a central-DP wrapper replaces it by Poisson sampling)
         self.cohort: CohortSampler = FixedSizeCohort(
             cfg.clients_per_round, lambda r: numpy_rng(cfg.seed, "client-sampling", r)
         )
+        #: clients that will not train again (budget exhausted, or their policy refused)
         self.exhausted: set[int] = set()
-        self.round_records: dict[int, tuple[ClientRoundRecord, ...]] = {}
-        self.round_sampled: dict[int, tuple[int, ...]] = {}
-        self.round_selected: dict[int, tuple[int, ...]] = {}
-        self._reference_shapes: dict[str, tuple[int, ...]] = {}
-        # filled by select(): per round, per client, extra record fields (utility, ...)
-        self.round_client_extras: dict[int, dict[int, dict[str, Any]]] = {}
-        # filled by private selection rules: the ε their selection spent in each round
-        self.round_selection_epsilon: dict[int, float] = {}
-        # valuation.enabled: quality gate × DP valuation → rewards (strategies.rewards)
-        self.rewards: RewardBook | None = RewardBook(cfg) if cfg.valuation.enabled else None
-        self._round_arrays: ArrayRecord | None = None
-        # per client id: the ledger it last reported, and the server-side selection events
+        #: valuation.enabled: quality gate × DP valuation → rewards (strategies.rewards)
+        self.rewards: RewardBook | None = (
+            RewardBook(cfg, context.data) if cfg.valuation.enabled else None
+        )
+        #: per client id: the ledger it last reported, and the server-side selection events
         self.client_ledgers: dict[int, PrivacyLedger] = {}
         self.selection_ledgers: dict[int, PrivacyLedger] = {}
         #: called with (this round's global arrays, accepted replies) after screening; a
         #: privacy auditor watches the updates the server receives through it
-        self.reply_observers: list[
-            Callable[[ArrayRecord | None, list[tuple[int, Message]]], None]
-        ] = []
+        self.reply_observers: list[Callable[[ArrayRecord | None, Accepted], None]] = []
+        self._reference_shapes: dict[str, tuple[int, ...]] = {}
+        self._round_arrays: ArrayRecord | None = None
 
     # ------------------------------------------------------------------ sampling
     def eligible_clients(self) -> list[int]:
-        """Clients that may still train (budget not exhausted)."""
+        """Clients that may still train (budget not exhausted, not refusing)."""
         return [c for c in self.directory.client_ids if c not in self.exhausted]
 
     def sample_clients(self, server_round: int) -> list[int]:
@@ -144,9 +194,9 @@ class FedsimStrategyMixin:
         self._reference_shapes = {k: tuple(a.shape) for k, a in arrays.items()}
         self._round_arrays = arrays
         clients = self.sample_clients(server_round)
-        self.round_sampled[server_round] = tuple(clients)
+        self.log.sampled(server_round, tuple(clients))
         if not clients:
-            logger.warning("round %d: no client can train (all budgets exhausted)", server_round)
+            logger.warning("round %d: nobody to train (empty cohort or no budget)", server_round)
             return []
         config[keys.SERVER_ROUND] = server_round
         for key, value in self.round_config(server_round, arrays).items():
@@ -189,15 +239,18 @@ class FedsimStrategyMixin:
         For ``dp.clipping`` other than ``flat`` the server sends one bound per trainable
         tensor under :data:`fedsim.keys.CLIP_BOUNDS` (:mod:`strategies.clipping`).
         """
-        bounds = round_clip_bounds(self.cfg, server_round, arrays)
+        cfg = self.cfg
+        bounds = round_clip_bounds(
+            cfg.dp, cfg.model.name, self.context.data, cfg.seed, server_round, arrays
+        )
         return {} if bounds is None else {keys.CLIP_BOUNDS: bounds}
 
     # ------------------------------------------------------------------ screening
     def screen_replies(
         self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[list[tuple[int, Message]], list[ClientRoundRecord]]:
+    ) -> tuple[Accepted, list[ClientRoundRecord]]:
         """Split replies into accepted ``(client_id, message)`` pairs and records for all."""
-        accepted: list[tuple[int, Message]] = []
+        accepted: Accepted = []
         records: list[ClientRoundRecord] = []
         seen: set[int] = set()
         for msg in replies:
@@ -225,14 +278,14 @@ class FedsimStrategyMixin:
                 records.append(record_from_metrics(cid, status, metrics, why))
                 continue
             self._remember_ledger(cid, status_rec)
-            malformed = self._malformed_reason(content)
+            malformed = self.malformed_reason(content)
             if malformed is not None:
                 logger.warning("round %d: rejected client %d: %s", server_round, cid, malformed)
                 records.append(record_from_metrics(cid, "rejected", metrics, malformed))
                 continue
             accepted.append((cid, msg))
             records.append(record_from_metrics(cid, "ok", metrics))
-        for cid in self.round_sampled.get(server_round, ()):
+        for cid in self.log.cohort(server_round):
             if cid not in seen:
                 records.append(record_from_metrics(cid, "failed", None, "no reply before timeout"))
         accepted.sort(key=lambda pair: pair[0])
@@ -250,7 +303,8 @@ class FedsimStrategyMixin:
         except (ValueError, KeyError, TypeError) as exc:
             logger.warning("client %d sent an unreadable privacy ledger: %s", cid, exc)
 
-    def _malformed_reason(self, content: RecordDict) -> str | None:
+    def malformed_reason(self, content: RecordDict) -> str | None:
+        """Why a reply's content cannot be aggregated (``None``: well formed)."""
         arrays = content.array_records.get(keys.ARRAYS)
         metrics = content.metric_records.get(keys.METRICS)
         if arrays is None or len(content.array_records) != 1:
@@ -267,49 +321,45 @@ class FedsimStrategyMixin:
             return f"arrays cannot be decoded: {exc}"
         return screen_update(update, self._reference_shapes, float(weight), weight_key)
 
+    # ------------------------------------------------------------------ the template
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Screen, sort, record, then let the wrapped Flower strategy aggregate."""
+        """Screen, select, value, report the round, then :meth:`aggregate` (do not override)."""
         accepted, records = self.screen_replies(server_round, replies)
-        chosen = self.select(server_round, accepted)
-        self.value_updates(server_round, accepted)
-        extras = self.round_client_extras.get(server_round, {})
-        records = [
-            self._with_total_epsilon(dataclasses.replace(r, **extras.get(r.client_id, {})))
-            for r in records
-        ]
-        self.round_records[server_round] = tuple(records)
-        self.round_selected[server_round] = self.kept_by_rule(chosen)
-        if not chosen:
+        selection = self.select(server_round, accepted)
+        paid = self.value_updates(server_round, accepted, selection)
+        final = tuple(self._finish(r, selection.notes, paid) for r in records)
+        self.log.close(
+            RoundEntry(
+                round=server_round,
+                sampled=self.log.cohort(server_round),
+                selected=self.kept_by_rule(selection.chosen),
+                clients=final,
+                selection_epsilon=selection.epsilon,
+            )
+        )
+        if not selection.chosen:
             logger.warning(
                 "round %d: no update accepted; the global model is unchanged", server_round
             )
             return None, None
-        return super().aggregate_train(  # type: ignore[misc]
+        return self.aggregate(server_round, selection.chosen)
+
+    def select(self, server_round: int, accepted: Accepted) -> Selection:
+        """Which accepted updates enter aggregation: all of them (SecProbe, random K and
+        Krum-style rules override)."""
+        return Selection(list(accepted))
+
+    def aggregate(
+        self, server_round: int, chosen: Accepted
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """The aggregation rule over the chosen updates: the Flower strategy's own."""
+        return super().aggregate_train(  # type: ignore[misc,no-any-return]
             server_round, [msg for _, msg in chosen]
         )
 
-    def select(
-        self, server_round: int, accepted: list[tuple[int, Message]]
-    ) -> list[tuple[int, Message]]:
-        """Which accepted updates enter aggregation (all of them here; SecProbe overrides)."""
-        return accepted
-
-    def value_updates(self, server_round: int, accepted: list[tuple[int, Message]]) -> None:
-        """Reward the accepted updates that carry a DP valuation (``valuation.enabled``).
-
-        Every accepted update is valued, whether or not the selection kept it; SecProbe's
-        utilities are reused when it computed them this round.
-        """
-        if self.rewards is None:
-            return
-        known = self.round_client_extras.get(server_round, {})
-        utility = {cid: float(e["utility"]) for cid, e in known.items() if "utility" in e}
-        extras = self.rewards.value_round(server_round, accepted, self._round_arrays, utility)
-        self.round_client_extras[server_round] = record_extras_merge(known, extras)
-
-    def kept_by_rule(self, chosen: list[tuple[int, Message]]) -> tuple[int, ...]:
+    def kept_by_rule(self, chosen: Accepted) -> tuple[int, ...]:
         """Client ids whose updates the aggregation rule uses (``selected`` in metrics).
 
         All of ``chosen`` here; a rule that discards some itself (Bulyan) overrides this.
@@ -319,6 +369,36 @@ class FedsimStrategyMixin:
     def keep_count(self, m: int) -> int:
         """K of ``m`` accepted updates: ``strategy.k`` capped at ``m`` (all when unset)."""
         return min(self.cfg.strategy.k or m, m)
+
+    def value_updates(
+        self, server_round: int, accepted: Accepted, selection: Selection
+    ) -> Mapping[int, RewardNote]:
+        """Reward the accepted updates that carry a DP valuation (``valuation.enabled``).
+
+        Every accepted update is valued, whether or not the selection kept it; SecProbe's
+        utilities are reused when it computed them this round.
+        """
+        if self.rewards is None:
+            return {}
+        utility = {
+            cid: note.utility for cid, note in selection.notes.items() if note.utility is not None
+        }
+        return self.rewards.value_round(server_round, accepted, self._round_arrays, utility)
+
+    def _finish(
+        self,
+        record: ClientRoundRecord,
+        notes: Mapping[int, SelectionNote],
+        paid: Mapping[int, RewardNote],
+    ) -> ClientRoundRecord:
+        note, reward = notes.get(record.client_id), paid.get(record.client_id)
+        if note is not None:
+            record = dataclasses.replace(
+                record, utility=note.utility, selection_probability=note.selection_probability
+            )
+        if reward is not None:
+            record = dataclasses.replace(record, quality=reward.quality, reward=reward.reward)
+        return self._with_total_epsilon(record)
 
     # ------------------------------------------------------------------ privacy
     def charge_selection(self, client_ids: Iterable[int], epsilon: float) -> None:

@@ -37,8 +37,9 @@ from fedsim.privacy import Accounting, PrivacyLedger
 from fedsim.privacy.central import CentralDpPlan, NormalSampler, central_release
 from fedsim.privacy.secure_rng import secure_normal
 from fedsim.records import ClientRoundRecord
+from fedsim.round_log import RoundEntry
 from fedsim.seeding import numpy_rng
-from strategies.base import FedsimStrategyMixin
+from strategies.base import FedsimStrategy
 from strategies.cohorts import PoissonCohort
 
 logger = logging.getLogger(__name__)
@@ -66,8 +67,8 @@ class CentralDP(Strategy):
     def __init__(
         self, strategy: Strategy, cfg: Config, plan: CentralDpPlan, *, seeded: bool = False
     ) -> None:
-        if not isinstance(strategy, FedsimStrategyMixin):
-            raise TypeError(f"{type(strategy).__name__} must derive from FedsimStrategyMixin")
+        if not isinstance(strategy, FedsimStrategy):
+            raise TypeError(f"{type(strategy).__name__} must derive from FedsimStrategy")
         self.strategy = strategy
         self.cfg = cfg
         self.plan = plan
@@ -77,10 +78,12 @@ class CentralDP(Strategy):
         self.round_epsilon: dict[int, float] = {}
         self._global: dict[str, np.ndarray] | None = None
         self._exhausted = False
+        rng = (lambda r: numpy_rng(cfg.seed, "client-sampling", r)) if seeded else _secret_rng
+        strategy.cohort = PoissonCohort(plan.sample_rate, rng)  # what the accountant assumes
 
     @property
-    def core(self) -> FedsimStrategyMixin:
-        """The wrapped fedsim strategy (sampling, screening, round records)."""
+    def core(self) -> FedsimStrategy:
+        """The wrapped fedsim strategy (sampling, screening)."""
         return self.strategy  # type: ignore[return-value]
 
     def summary(self) -> None:
@@ -96,15 +99,6 @@ class CentralDP(Strategy):
             p.denominator,
             p.noise_multiplier,
         )
-
-    def attach_cohorts(self) -> None:
-        """Make the wrapped strategy draw Poisson cohorts at the plan's rate."""
-        rng = (
-            (lambda r: numpy_rng(self.cfg.seed, "client-sampling", r))
-            if self.seeded
-            else _secret_rng
-        )
-        self.core.cohort = PoissonCohort(self.plan.sample_rate, rng)
 
     def epsilon(self) -> float:
         """The federation's ε spent so far (user-level)."""
@@ -143,7 +137,7 @@ class CentralDP(Strategy):
                         limit,
                     )
                 self._exhausted = True
-                self.core.round_sampled[server_round] = ()
+                self.core.log.sampled(server_round, ())
                 return []
         self._global = {k: a.numpy() for k, a in arrays.items()}
         messages = list(self.core.configure_train(server_round, arrays, config, grid))
@@ -166,8 +160,14 @@ class CentralDP(Strategy):
         self.ledger = self.ledger.with_event(self.plan.round_event())
         eps = self.epsilon()
         self.round_epsilon[server_round] = eps
-        self.core.round_selected[server_round] = tuple(cid for cid, _ in accepted)
-        self.core.round_records[server_round] = tuple(self._accounted(r, eps) for r in records)
+        self.core.log.close(
+            RoundEntry(
+                round=server_round,
+                sampled=self.core.log.cohort(server_round),
+                selected=tuple(cid for cid, _ in accepted),
+                clients=tuple(self._accounted(r, eps) for r in records),
+            )
+        )
         logger.info(
             "round %d: released the noisy sum of %d clipped updates over %d; epsilon %.4g (%s)",
             server_round,
@@ -204,11 +204,11 @@ class CentralDP(Strategy):
         return dataclasses.replace(record, **changes)
 
 
-def fedsim_core(strategy: Strategy) -> FedsimStrategyMixin:
+def fedsim_core(strategy: Strategy) -> FedsimStrategy:
     """The fedsim strategy inside ``strategy`` (itself, or the one a DP wrapper holds)."""
     inner: Any = strategy
-    while not isinstance(inner, FedsimStrategyMixin) and hasattr(inner, "strategy"):
+    while not isinstance(inner, FedsimStrategy) and hasattr(inner, "strategy"):
         inner = inner.strategy
-    if not isinstance(inner, FedsimStrategyMixin):
-        raise TypeError(f"{type(strategy).__name__} must derive from FedsimStrategyMixin")
+    if not isinstance(inner, FedsimStrategy):
+        raise TypeError(f"{type(strategy).__name__} must derive from FedsimStrategy")
     return inner

@@ -23,45 +23,54 @@ from fedsim.clipping import (
     trainable_tensor_names,
     uniform_thresholds,
 )
-from fedsim.config import Config
+from fedsim.config import DPConfig
+from fedsim.data import DatasetBundle
 from fedsim.models import build_model
 from fedsim.seeding import numpy_rng
-from fedsim.workload import dataset_for
 
 logger = logging.getLogger(__name__)
 
 
-def round_clip_bounds(cfg: Config, server_round: int, arrays: ArrayRecord) -> list[float] | None:
+def round_clip_bounds(
+    dp: DPConfig,
+    model_name: str,
+    data: DatasetBundle,
+    seed: int,
+    server_round: int,
+    arrays: ArrayRecord,
+) -> list[float] | None:
     """The per-tensor bounds of this round, or ``None`` for flat clipping / no DP.
 
     Parameters
     ----------
-    cfg
-        The run's config (``dp.clipping``, ``dp.max_grad_norm``, ``dp.adaptive_samples``).
-    server_round
-        Seeds the choice of validation samples (a fresh subset each round).
+    dp
+        ``dp.clipping``, ``dp.max_grad_norm``, ``dp.adaptive_samples``.
+    model_name, data
+        The network and the server's data (its validation split measures the magnitudes).
+    seed, server_round
+        Seed the choice of validation samples (a fresh subset each round).
     arrays
         The global model that the clients receive this round.
     """
-    if not cfg.dp.enabled or cfg.dp.clipping == "flat":
+    if not dp.enabled or dp.clipping == "flat":
         return None
-    bundle = dataset_for(cfg.data, cfg.seed)
-    model = build_model(cfg.model.name, bundle.input_shape, bundle.num_classes)
+    bundle = data
+    model = build_model(model_name, bundle.input_shape, bundle.num_classes, seed=0)
     names = trainable_tensor_names(model)
-    if cfg.dp.clipping == "per_layer_uniform":
-        bounds = uniform_thresholds(cfg.dp.max_grad_norm, len(names))
+    if dp.clipping == "per_layer_uniform":
+        bounds = uniform_thresholds(dp.max_grad_norm, len(names))
     else:
         model.load_state_dict(arrays.to_torch_state_dict())
         val = bundle.val
-        n = min(cfg.dp.adaptive_samples, len(val.y))
-        idx = numpy_rng(cfg.seed, "clip-val-samples", server_round).choice(
+        n = min(dp.adaptive_samples, len(val.y))
+        idx = numpy_rng(seed, "clip-val-samples", server_round).choice(
             len(val.y), size=n, replace=False
         )
         idx.sort()
         x = torch.from_numpy(val.x[idx])
         y = torch.from_numpy(val.y[idx]).long()
         magnitudes = per_tensor_grad_magnitudes(model, x, y)
-        bounds = adaptive_thresholds(cfg.dp.max_grad_norm, magnitudes)
+        bounds = adaptive_thresholds(dp.max_grad_norm, magnitudes)
         logger.info(
             "round %d: per-tensor gradient magnitudes on %d validation samples: %s",
             server_round,
@@ -71,8 +80,8 @@ def round_clip_bounds(cfg: Config, server_round: int, arrays: ArrayRecord) -> li
     logger.info(
         "round %d: %s clipping bounds (overall %g): %s",
         server_round,
-        cfg.dp.clipping,
-        cfg.dp.max_grad_norm,
+        dp.clipping,
+        dp.max_grad_norm,
         ", ".join(f"{k}={s:.4g}" for k, s in zip(names, bounds, strict=True)),
     )
     return bounds

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 
-from strategies.base import FedsimStrategyMixin
+from strategies.base import FedsimStrategy
 
 
-class FedAvg(FedsimStrategyMixin, FlowerFedAvg):
-    """Flower's FedAvg; sampling and screening from :class:`FedsimStrategyMixin`."""
+class FedAvg(FedsimStrategy, FlowerFedAvg):
+    """Flower's FedAvg; sampling, screening and the round template from
+    :class:`~strategies.base.FedsimStrategy`."""

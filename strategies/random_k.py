@@ -8,26 +8,21 @@ and averages them with Flower's FedAvg rule. Every accepted client's
 
 from __future__ import annotations
 
-from flwr.app import Message
 from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 
 from fedsim.seeding import numpy_rng
-from strategies.base import FedsimStrategyMixin
+from strategies.base import Accepted, FedsimStrategy, Selection, SelectionNote
 
 
-class RandomK(FedsimStrategyMixin, FlowerFedAvg):
+class RandomK(FedsimStrategy, FlowerFedAvg):
     """Keep K of the accepted updates uniformly at random (seeded)."""
 
-    def select(
-        self, server_round: int, accepted: list[tuple[int, Message]]
-    ) -> list[tuple[int, Message]]:
+    def select(self, server_round: int, accepted: Accepted) -> Selection:
         """A seeded uniform sample of K of the accepted updates, in client-id order."""
         m = len(accepted)
         k = self.keep_count(m)
         if k == 0:
-            return []
+            return Selection([])
         idx = numpy_rng(self.cfg.seed, "random-k", server_round).choice(m, size=k, replace=False)
-        self.round_client_extras[server_round] = {
-            cid: {"selection_probability": k / m} for cid, _ in accepted
-        }
-        return [accepted[int(i)] for i in sorted(idx)]
+        notes = {cid: SelectionNote(selection_probability=k / m) for cid, _ in accepted}
+        return Selection([accepted[int(i)] for i in sorted(idx)], notes)

@@ -12,6 +12,7 @@ from fedsim import keys
 from fedsim.config import Config
 from fedsim.privacy.central import plan_central_dp
 from fedsim.registry import Registry
+from strategies.base import StrategyContext
 from strategies.central_dp import CentralDP
 from strategies.fedavg import FedAvg
 from strategies.random_k import RandomK
@@ -20,7 +21,8 @@ from strategies.secprobe import SecProbe
 
 logger = logging.getLogger(__name__)
 
-StrategyFactory = Callable[[Config], Strategy]
+#: Builds a strategy from its context (config, directory, round log, server data).
+StrategyFactory = Callable[[StrategyContext], Strategy]
 STRATEGIES: Registry[StrategyFactory] = Registry("strategy", "strategy.name")
 
 
@@ -53,7 +55,7 @@ def weight_key(cfg: Config) -> str:
 
 def _plain(cls: Callable[..., Strategy]) -> StrategyFactory:
     """A factory for a strategy that takes only the common arguments."""
-    return lambda cfg: cls(**_common(cfg))
+    return lambda ctx: cls(ctx, **_common(ctx.cfg))
 
 
 for _name, _cls in (
@@ -66,36 +68,43 @@ for _name, _cls in (
 
 
 @STRATEGIES.register("krum")
-def _krum(cfg: Config) -> Strategy:
-    return Krum(**_common(cfg), num_malicious_nodes=cfg.strategy.num_malicious)
+def _krum(ctx: StrategyContext) -> Strategy:
+    cfg = ctx.cfg
+    return Krum(ctx, **_common(cfg), num_malicious_nodes=cfg.strategy.num_malicious)
 
 
 @STRATEGIES.register("multikrum")
-def _multikrum(cfg: Config) -> Strategy:
+def _multikrum(ctx: StrategyContext) -> Strategy:
+    cfg = ctx.cfg
     keep = cfg.strategy.k or max(1, cfg.clients_per_round - cfg.strategy.num_malicious)
     return MultiKrum(
-        **_common(cfg), num_malicious_nodes=cfg.strategy.num_malicious, num_nodes_to_select=keep
+        ctx,
+        **_common(cfg),
+        num_malicious_nodes=cfg.strategy.num_malicious,
+        num_nodes_to_select=keep,
     )
 
 
 @STRATEGIES.register("trimmed_mean")
-def _trimmed_mean(cfg: Config) -> Strategy:
-    return FedTrimmedAvg(**_common(cfg), beta=cfg.strategy.trim_beta)
+def _trimmed_mean(ctx: StrategyContext) -> Strategy:
+    return FedTrimmedAvg(ctx, **_common(ctx.cfg), beta=ctx.cfg.strategy.trim_beta)
 
 
 @STRATEGIES.register("bulyan")
-def _bulyan(cfg: Config) -> Strategy:
-    return Bulyan(**_common(cfg), num_malicious_nodes=cfg.strategy.num_malicious)
+def _bulyan(ctx: StrategyContext) -> Strategy:
+    cfg = ctx.cfg
+    return Bulyan(ctx, **_common(cfg), num_malicious_nodes=cfg.strategy.num_malicious)
 
 
-def build_strategy(cfg: Config, *, seeded: bool = False) -> Strategy:
-    """The configured strategy (logs its configuration once).
+def build_strategy(context: StrategyContext, *, seeded: bool = False) -> Strategy:
+    """The configured strategy, fully built (logs its configuration once).
 
     Under ``dp.mode: central`` it is wrapped in :class:`~strategies.central_dp.CentralDP`
     (``seeded``: cohorts and noise from the root seed, for simulations);
     :func:`~strategies.central_dp.fedsim_core` finds the fedsim strategy inside.
     """
-    strategy = STRATEGIES.get(cfg.strategy.name)(cfg)
+    cfg = context.cfg
+    strategy = STRATEGIES.get(cfg.strategy.name)(context)
     if central_dp(cfg):
         strategy = CentralDP(strategy, cfg, plan_central_dp(cfg), seeded=seeded)
     logger.info(

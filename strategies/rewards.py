@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,9 @@ from flwr.app import ArrayRecord, Message
 
 from fedsim import keys
 from fedsim.config import Config
+from fedsim.data import DatasetBundle
 from fedsim.roles import clean_fraction
+from fedsim.summary import ClientValuation
 from fedsim.valuation.rewards import REWARD_PARTS, quality_scores, round_rewards, spearman
 from strategies.utility import validation_accuracies, validation_quality
 
@@ -45,11 +48,24 @@ CSV_COLUMNS = (
 )
 
 
-class RewardBook:
-    """Valuations and rewards of a run (only kept on the server, a few numbers a round)."""
+@dataclass(frozen=True)
+class RewardNote:
+    """What the reward book reports about one valued update in a round."""
 
-    def __init__(self, cfg: Config) -> None:
+    quality: float
+    reward: float
+
+
+class RewardBook:
+    """Valuations and rewards of a run (only kept on the server, a few numbers a round).
+
+    ``data`` is the server's dataset: the quality gate scores updates on its validation
+    split.
+    """
+
+    def __init__(self, cfg: Config, data: DatasetBundle) -> None:
         self.cfg = cfg
+        self.data = data
         self.rows: list[dict[str, Any]] = []
         # valuation.report_metrics: metric -> rows (round, client, valuation, rewards)
         self.extra_rows: dict[str, list[dict[str, Any]]] = {
@@ -62,8 +78,8 @@ class RewardBook:
         accepted: list[tuple[int, Message]],
         global_arrays: ArrayRecord | None,
         known_utility: Mapping[int, float],
-    ) -> dict[int, dict[str, Any]]:
-        """Value this round's accepted updates; returns per-client record extras."""
+    ) -> dict[int, RewardNote]:
+        """Value this round's accepted updates; returns what each valued client got."""
         val = self.cfg.valuation
         valued = []
         for cid, msg in accepted:
@@ -80,13 +96,17 @@ class RewardBook:
         utility = dict(known)
         if missing:
             acc = validation_quality(
-                self.cfg, [msg for _, msg in missing], "auc" if measure == "auc" else "accuracy"
+                self.cfg.model.name,
+                self.data,
+                [msg for _, msg in missing],
+                "auc" if measure == "auc" else "accuracy",
             )
             utility.update({cid: float(a) for (cid, _), a in zip(missing, acc, strict=True)})
         accuracy = [utility[cid] for cid, _, _, _ in valued]
         global_acc = None
         if val.quality.measure == "improvement" and global_arrays is not None:
-            global_acc = float(validation_accuracies(self.cfg, [global_arrays])[0])
+            model = self.cfg.model.name
+            global_acc = float(validation_accuracies(model, self.data, [global_arrays])[0])
         quality = quality_scores(accuracy, global_acc, val.quality.measure)
         rr = round_rewards(
             [cid for cid, _, _, _ in valued],
@@ -98,7 +118,7 @@ class RewardBook:
         )
         paid = rr.paid(val.pay)
         self._value_extra(server_round, [(cid, msg) for cid, msg, _, _ in valued], quality)
-        extras: dict[int, dict[str, Any]] = {}
+        notes: dict[int, RewardNote] = {}
         for i, (cid, _, v, var) in enumerate(valued):
             row = {
                 "round": server_round,
@@ -113,13 +133,13 @@ class RewardBook:
                 "reward": float(paid[i]),
             }
             self.rows.append(row)
-            extras[cid] = {"quality": row["quality"], "reward": row["reward"]}
+            notes[cid] = RewardNote(quality=float(rr.quality[i]), reward=float(paid[i]))
         logger.info(
             "round %d: rewards %s",
             server_round,
-            {cid: round(e["reward"], 3) for cid, e in extras.items()},
+            {cid: round(n.reward, 3) for cid, n in notes.items()},
         )
-        return extras
+        return notes
 
     def _value_extra(
         self, server_round: int, valued: list[tuple[int, Message]], quality: Any
@@ -181,24 +201,28 @@ class RewardBook:
             out[row["client_id"]] = out.get(row["client_id"], 0) + 1
         return out
 
-    def extend_summary(
-        self, summary: dict[str, Any], num_examples: Mapping[int, int]
-    ) -> dict[str, Any]:
-        """Add per-client valuation/rewards/clean fraction and the rank correlations."""
+    def summaries(
+        self, num_examples: Mapping[int, int]
+    ) -> tuple[dict[int, ClientValuation], dict[str, Any]]:
+        """Per client: mean valuation, rewards and clean fraction (simulation ground truth,
+        from the clients' true sizes ``num_examples``); and the run-level ``valuation``
+        section of ``summary.json`` with the rank correlations."""
         cfg = self.cfg
-        clients = summary.get("clients", {})
         valuation = self.mean_valuation()
         paid = self.totals("reward")
         parts = {p: self.totals(f"reward_{p}") for p in REWARD_PARTS}
-        clean: dict[int, float] = {}
-        for key, doc in clients.items():
-            cid = int(key)
-            clean[cid] = clean_fraction(cfg, cid, int(num_examples.get(cid, 0)))
-            doc["valuation"] = valuation.get(cid)
-            doc["reward_total"] = paid.get(cid, 0.0)
-            for p in REWARD_PARTS:
-                doc[f"reward_total_{p}"] = parts[p].get(cid, 0.0)
-            doc["clean_fraction"] = clean[cid]
+        clean = {cid: clean_fraction(cfg, cid, int(n)) for cid, n in num_examples.items()}
+        clients = {
+            cid: ClientValuation(
+                valuation=valuation.get(cid),
+                reward_total=paid.get(cid, 0.0),
+                reward_total_quality=parts["quality"].get(cid, 0.0),
+                reward_total_informativeness=parts["informativeness"].get(cid, 0.0),
+                reward_total_combined=parts["combined"].get(cid, 0.0),
+                clean_fraction=clean[cid],
+            )
+            for cid in clean
+        }
         ids = sorted(clean)
         truth = [clean[c] for c in ids]
         corr: dict[str, Any] = {
@@ -226,7 +250,7 @@ class RewardBook:
                     for p in ("informativeness", "combined")
                 },
             }
-        summary["valuation"] = {
+        section = {
             "by_metric": by_metric,
             "metric": cfg.valuation.metric,
             "epsilon_per_release": cfg.valuation.epsilon,
@@ -234,14 +258,4 @@ class RewardBook:
             "reward_paid_total": float(sum(paid.values())),
             **corr,
         }
-        return summary
-
-
-def record_extras_merge(
-    base: Mapping[int, Mapping[str, Any]], more: Mapping[int, Mapping[str, Any]]
-) -> dict[int, dict[str, Any]]:
-    """Merge two per-client extras maps (``more`` wins on clashes)."""
-    out = {cid: dict(v) for cid, v in base.items()}
-    for cid, v in more.items():
-        out.setdefault(cid, {}).update(v)
-    return out
+        return clients, section

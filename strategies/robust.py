@@ -19,7 +19,6 @@ coordinate-wise rules (median, trimmed mean), which use all of them.
 
 from __future__ import annotations
 
-from flwr.app import Message
 from flwr.serverapp.strategy import Bulyan as FlowerBulyan
 from flwr.serverapp.strategy import FedMedian as FlowerFedMedian
 from flwr.serverapp.strategy import FedTrimmedAvg as FlowerFedTrimmedAvg
@@ -27,12 +26,10 @@ from flwr.serverapp.strategy import Krum as FlowerKrum
 from flwr.serverapp.strategy import MultiKrum as FlowerMultiKrum
 from flwr.serverapp.strategy.multikrum import select_multikrum
 
-from strategies.base import FedsimStrategyMixin
+from strategies.base import Accepted, FedsimStrategy, Selection
 
 
-def _kept(
-    chosen: list[tuple[int, Message]], num_malicious: int, keep: int
-) -> list[tuple[int, Message]]:
+def _kept(chosen: Accepted, num_malicious: int, keep: int) -> Accepted:
     """The ``(client id, message)`` pairs whose contents ``select_multikrum`` returns."""
     if not chosen:
         return []
@@ -41,33 +38,31 @@ def _kept(
     return [(cid, msg) for cid, msg in chosen if id(msg.content) in ids]
 
 
-class MultiKrum(FedsimStrategyMixin, FlowerMultiKrum):
-    """Flower's MultiKrum; sampling and screening from :class:`FedsimStrategyMixin`."""
+class MultiKrum(FedsimStrategy, FlowerMultiKrum):
+    """Flower's MultiKrum; sampling and screening from :class:`FedsimStrategy`."""
 
-    def select(
-        self, server_round: int, accepted: list[tuple[int, Message]]
-    ) -> list[tuple[int, Message]]:
+    def select(self, server_round: int, accepted: Accepted) -> Selection:
         """The updates Krum's scores keep (Flower's rule then averages exactly these)."""
         keep = min(self.num_nodes_to_select, len(accepted))
-        return _kept(accepted, self.num_malicious_nodes, keep)
+        return Selection(_kept(accepted, self.num_malicious_nodes, keep))
 
 
 class Krum(MultiKrum, FlowerKrum):
-    """Flower's Krum; sampling and screening from :class:`FedsimStrategyMixin`."""
+    """Flower's Krum; sampling and screening from :class:`FedsimStrategy`."""
 
 
-class FedMedian(FedsimStrategyMixin, FlowerFedMedian):
-    """Flower's FedMedian; sampling and screening from :class:`FedsimStrategyMixin`."""
+class FedMedian(FedsimStrategy, FlowerFedMedian):
+    """Flower's FedMedian; sampling and screening from :class:`FedsimStrategy`."""
 
 
-class FedTrimmedAvg(FedsimStrategyMixin, FlowerFedTrimmedAvg):
-    """Flower's FedTrimmedAvg; sampling and screening from :class:`FedsimStrategyMixin`."""
+class FedTrimmedAvg(FedsimStrategy, FlowerFedTrimmedAvg):
+    """Flower's FedTrimmedAvg; sampling and screening from :class:`FedsimStrategy`."""
 
 
-class Bulyan(FedsimStrategyMixin, FlowerBulyan):
-    """Flower's Bulyan; sampling and screening from :class:`FedsimStrategyMixin`."""
+class Bulyan(FedsimStrategy, FlowerBulyan):
+    """Flower's Bulyan; sampling and screening from :class:`FedsimStrategy`."""
 
-    def kept_by_rule(self, chosen: list[tuple[int, Message]]) -> tuple[int, ...]:
+    def kept_by_rule(self, chosen: Accepted) -> tuple[int, ...]:
         """The ``M - 2f`` updates Bulyan's selection rule keeps (none if ``M < 4f + 3``)."""
         f = self.num_malicious_nodes
         if len(chosen) < 4 * f + 3:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from flwr.app import Message
 from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 
 from fedsim.seeding import numpy_rng
@@ -38,23 +37,23 @@ from fedsim.selection import (
     sample_k_gumbel,
     selection_inclusion_probabilities,
 )
-from fedsim.workload import dataset_for
-from strategies.base import FedsimStrategyMixin
+from strategies.base import Accepted, FedsimStrategy, Selection, SelectionNote
 from strategies.utility import validation_accuracies
 
 logger = logging.getLogger(__name__)
 
 
-class SecProbe(FedsimStrategyMixin, FlowerFedAvg):
+class SecProbe(FedsimStrategy, FlowerFedAvg):
     """Exponential-mechanism selection of K of M updates by validation accuracy."""
 
-    def utilities(self, accepted: list[tuple[int, Message]]) -> np.ndarray:
+    def utilities(self, accepted: Accepted) -> np.ndarray:
         """Validation accuracy of each accepted update (in ``accepted`` order)."""
-        return validation_accuracies(self.cfg, [msg for _, msg in accepted])
+        msgs = [msg for _, msg in accepted]
+        return validation_accuracies(self.cfg.model.name, self.context.data, msgs)
 
     def sensitivity(self) -> float:
         """Δu of the validation accuracy (``strategy.sensitivity`` over the val split)."""
-        n_val = len(dataset_for(self.cfg.data, self.cfg.seed).val)
+        n_val = len(self.context.data.val)
         return accuracy_sensitivity(n_val, self.cfg.strategy.sensitivity)
 
     def selection_epsilon_ahead(self, num_sampled: int) -> float:
@@ -63,13 +62,11 @@ class SecProbe(FedsimStrategyMixin, FlowerFedAvg):
             return 0.0
         return participant_epsilon(self.cfg.strategy.selection_epsilon, self.sensitivity())
 
-    def select(
-        self, server_round: int, accepted: list[tuple[int, Message]]
-    ) -> list[tuple[int, Message]]:
+    def select(self, server_round: int, accepted: Accepted) -> Selection:
         """Keep K of the accepted updates, drawn with the exponential mechanism."""
         m = len(accepted)
         if m == 0:
-            return []
+            return Selection([])
         st = self.cfg.strategy
         k = self.keep_count(m)
         eps = st.selection_epsilon
@@ -79,16 +76,16 @@ class SecProbe(FedsimStrategyMixin, FlowerFedAvg):
             picked = sample_k_gumbel(
                 u, eps, k, sens, numpy_rng(self.cfg.seed, "secprobe", server_round)
             )
-            self.round_selection_epsilon[server_round] = eps
+            spent = eps
             self.charge_selection((cid for cid, _ in accepted), participant_epsilon(eps, sens))
         else:
             picked = np.arange(m)
-            self.round_selection_epsilon[server_round] = 0.0
+            spent = 0.0
         incl = selection_inclusion_probabilities(
             u, eps, k, sens, numpy_rng(self.cfg.seed, "secprobe-inclusion", server_round)
         )
-        self.round_client_extras[server_round] = {
-            cid: {"utility": float(u[i]), "selection_probability": float(incl[i])}
+        notes = {
+            cid: SelectionNote(utility=float(u[i]), selection_probability=float(incl[i]))
             for i, (cid, _) in enumerate(accepted)
         }
         chosen = sorted(int(i) for i in picked)
@@ -102,4 +99,4 @@ class SecProbe(FedsimStrategyMixin, FlowerFedAvg):
             eps,
             sens,
         )
-        return [accepted[i] for i in chosen]
+        return Selection([accepted[i] for i in chosen], notes, spent)

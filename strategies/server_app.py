@@ -28,10 +28,12 @@ from fedsim.errors import RunError
 from fedsim.evaluation import evaluate
 from fedsim.models import build_model
 from fedsim.records import EvalResult, RoundRecord
+from fedsim.round_log import RoundLog
 from fedsim.rundir import RunWriter
 from fedsim.summary import build_summary
 from fedsim.workload import dataset_for, partitions_for
 from strategies.audit import Auditor, SampleLevelAuditor, UserLevelAuditor, finish_audit
+from strategies.base import StrategyContext
 from strategies.central_dp import CentralDP, fedsim_core
 from strategies.directory import ClientDirectory, discover_clients
 from strategies.registry import build_strategy
@@ -78,12 +80,10 @@ def run_server(
         device = pick_device()
         model = build_model(cfg.model.name, bundle.input_shape, bundle.num_classes, seed=cfg.seed)
         directory = discover_clients(grid, federation_size(cfg), node_timeout)
+        log = RoundLog()
         # the strategy Flower runs (maybe a central-DP wrapper), and the fedsim one inside
-        outer = build_strategy(cfg, seeded=seeded)
+        outer = build_strategy(StrategyContext(cfg, directory, log, bundle), seeded=seeded)
         strategy = fedsim_core(outer)
-        strategy.attach(cfg, directory)
-        if isinstance(outer, CentralDP):
-            outer.attach_cohorts()
         auditor = _auditor(cfg, model, seeded)
         if isinstance(auditor, SampleLevelAuditor):
             strategy.reply_observers.append(auditor.on_accepted)
@@ -101,14 +101,15 @@ def run_server(
                 auditor.on_release(arrays)
             if server_round > 0:
                 now = time.perf_counter()
+                entry = log.entry(server_round)
                 record = RoundRecord(
                     round=server_round,
                     test=result,
-                    sampled=strategy.round_sampled.get(server_round, ()),
-                    selected=strategy.round_selected.get(server_round, ()),
-                    clients=strategy.round_records.get(server_round, ()),
+                    sampled=entry.sampled,
+                    selected=entry.selected,
+                    clients=entry.clients,
                     seconds=now - round_clock[0],
-                    selection_epsilon=strategy.round_selection_epsilon.get(server_round),
+                    selection_epsilon=entry.selection_epsilon,
                 )
                 round_clock[0] = now
                 writer.append_round(record)
@@ -132,19 +133,11 @@ def run_server(
         )
         final_state = result.arrays.to_torch_state_dict() if result.arrays else model.state_dict()
         writer.save_model(final_state)
-        summary = build_summary(
-            cfg,
-            evaluations,
-            strategy.round_records,
-            directory.num_examples,
-            wall_seconds=time.perf_counter() - started,
-            selection_epsilon=strategy.round_selection_epsilon,
-            central_epsilon=outer.epsilon() if isinstance(outer, CentralDP) else None,
-            client_ids=directory.client_ids,
-        )
+        valuations, valuation_section = None, None
         if strategy.rewards is not None:
             strategy.rewards.write_csv(writer.dir)
-            summary = strategy.rewards.extend_summary(summary, _true_sizes(cfg, directory))
+            valuations, valuation_section = strategy.rewards.summaries(_true_sizes(cfg, directory))
+        audit = None
         if auditor is not None:
             ledger = (
                 outer.ledger
@@ -153,9 +146,27 @@ def run_server(
             )
             audit = finish_audit(cfg, auditor, ledger)
             writer.write_audit(audit.to_json())
-            summary["audit"] = audit.summary_scalars()
-        writer.write_summary(summary)
-        return summary
+        robustness = None
+        if cfg.robustness.evaluate.enabled:  # on the saved final model, before the summary
+            from fedsim.robustness.evaluate import evaluate_run, summary_scalars
+
+            robustness = summary_scalars(evaluate_run(writer.dir))
+        summary = build_summary(
+            cfg,
+            evaluations,
+            log.client_records(),
+            directory.num_examples,
+            directory.client_ids,
+            wall_seconds=time.perf_counter() - started,
+            selection_epsilon=log.selection_epsilons(),
+            central_epsilon=outer.epsilon() if isinstance(outer, CentralDP) else None,
+            valuations=valuations,
+            valuation_section=valuation_section,
+            audit=None if audit is None else audit.summary_scalars(),
+            robustness=robustness,
+        )
+        writer.write_summary(summary)  # the one write of summary.json
+        return summary.to_json()
     finally:
         writer.close()
 

@@ -13,19 +13,21 @@ import numpy as np
 from flwr.app import ArrayRecord, Message
 
 from fedsim import keys
-from fedsim.config import Config
+from fedsim.data import DatasetBundle
 from fedsim.devices import pick_device
 from fedsim.evaluation import evaluate
 from fedsim.models import build_model
 from fedsim.records import EvalResult
-from fedsim.workload import dataset_for
 
 
-def validation_results(cfg: Config, updates: Sequence[Message | ArrayRecord]) -> list[EvalResult]:
-    """Evaluation of each update on the validation split, in order (train replies or bare
-    ArrayRecords)."""
-    bundle = dataset_for(cfg.data, cfg.seed)
-    probe = build_model(cfg.model.name, bundle.input_shape, bundle.num_classes)
+def validation_results(
+    model_name: str, data: DatasetBundle, updates: Sequence[Message | ArrayRecord]
+) -> list[EvalResult]:
+    """Evaluation of each update on ``data``'s validation split, in order (train replies or
+    bare ArrayRecords) with a ``model_name`` network."""
+    bundle = data
+    # the probe's initial weights are overwritten by every update
+    probe = build_model(model_name, bundle.input_shape, bundle.num_classes, seed=0)
     device = pick_device()
     out = []
     for item in updates:
@@ -35,16 +37,19 @@ def validation_results(cfg: Config, updates: Sequence[Message | ArrayRecord]) ->
     return out
 
 
-def validation_accuracies(cfg: Config, updates: Sequence[Message | ArrayRecord]) -> np.ndarray:
+def validation_accuracies(
+    model_name: str, data: DatasetBundle, updates: Sequence[Message | ArrayRecord]
+) -> np.ndarray:
     """Validation accuracy of each update, in order (SecProbe's utility)."""
-    return np.asarray([r.accuracy for r in validation_results(cfg, updates)], dtype=np.float64)
+    results = validation_results(model_name, data, updates)
+    return np.asarray([r.accuracy for r in results], dtype=np.float64)
 
 
 def validation_quality(
-    cfg: Config, updates: Sequence[Message | ArrayRecord], measure: str
+    model_name: str, data: DatasetBundle, updates: Sequence[Message | ArrayRecord], measure: str
 ) -> np.ndarray:
     """``accuracy`` (SecProbe's utility) or ``auc`` (binary tasks; accuracy otherwise)."""
-    results = validation_results(cfg, updates)
+    results = validation_results(model_name, data, updates)
     if measure == "auc":
         return np.asarray(
             [r.auc if r.auc is not None else r.accuracy for r in results], dtype=np.float64

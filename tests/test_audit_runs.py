@@ -17,13 +17,13 @@ from typing import Any
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from strategy_harness import strategy_context
 
 from fedsim import keys
 from fedsim.audit.canaries import canary_of, federation_size, inclusion
 from fedsim.config import from_dict
 from fedsim.seeding import numpy_rng
 from strategies.audit import SampleLevelAuditor, UserLevelAuditor, finish_audit
-from strategies.directory import ClientDirectory
 from strategies.registry import build_strategy
 
 DIM = 2000
@@ -50,11 +50,9 @@ def _user_audit(cfg: Any) -> Any:
 
     size = federation_size(cfg)
     nodes = {c: 1000 + c for c in range(size)}
-    outer = build_strategy(cfg, seeded=True)
+    outer = build_strategy(strategy_context(cfg, nodes), seeded=True)
     assert isinstance(outer, CentralDP)
     core = fedsim_core(outer)
-    core.attach(cfg, ClientDirectory(nodes, {n: c for c, n in nodes.items()}, {}))
-    outer.attach_cohorts()
     glob = {"w": np.zeros(DIM, np.float32)}
     auditor = UserLevelAuditor(cfg, glob)
     rng = numpy_rng(cfg.seed, "synthetic-updates")

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from privacy_oracle import epsilon_bounds
+from strategy_harness import strategy_context
 
 from fedsim import keys
 from fedsim.config import from_dict
@@ -22,7 +23,6 @@ from fedsim.privacy.central import central_epsilon, central_release, clip_update
 from fedsim.seeding import numpy_rng
 from strategies.central_dp import CentralDP, fedsim_core
 from strategies.cohorts import PoissonCohort
-from strategies.directory import ClientDirectory
 from strategies.registry import build_strategy
 
 
@@ -138,17 +138,9 @@ def _reply(instruction: Message, arrays: dict[str, np.ndarray], cid: int) -> Mes
 
 def _wrapper(cfg_dict: dict) -> tuple[CentralDP, object]:
     cfg = from_dict(cfg_dict)
-    outer = build_strategy(cfg, seeded=True)
+    outer = build_strategy(strategy_context(cfg, num_examples={0: 10, 1: 20}), seeded=True)
     assert isinstance(outer, CentralDP)
-    core = fedsim_core(outer)
-    core.attach(
-        cfg,
-        ClientDirectory(
-            node_of={0: 100, 1: 101}, client_of={100: 0, 101: 1}, num_examples={0: 10, 1: 20}
-        ),
-    )
-    outer.attach_cohorts()
-    return outer, core
+    return outer, fedsim_core(outer)
 
 
 def test_wrapper_releases_the_seeded_noisy_sum_and_accounts(task_identity: None) -> None:
@@ -182,7 +174,7 @@ def test_wrapper_releases_the_seeded_noisy_sum_and_accounts(task_identity: None)
     # one release, q = 1, replace-one: the closed form of a Gaussian shift of 2C/(σC)
     low, high = epsilon_bounds([(0.5, 1.0, 1)], 1e-4, "replace_one")
     assert low * 0.999 <= outer.epsilon() <= high * 1.001
-    records = core.round_records[1]  # type: ignore[attr-defined]
+    records = core.log.entry(1).clients  # type: ignore[attr-defined]
     assert [r.epsilon for r in records] == [outer.epsilon()] * 2
     assert all(r.relation == "replace_one" and r.sample_rate == 1.0 for r in records)
 
@@ -205,7 +197,7 @@ def test_rejected_reply_does_not_change_the_event(task_identity: None) -> None:
         ],
     )
     assert arrays is not None
-    status = {r.client_id: r.status for r in core.round_records[1]}  # type: ignore[attr-defined]
+    status = {r.client_id: r.status for r in core.log.entry(1).clients}  # type: ignore[attr-defined]
     assert status == {0: "ok", 1: "rejected"}
     low, high = epsilon_bounds([(1.0, 1.0, 1)], 1e-4, "replace_one")
     assert low * 0.999 <= outer.epsilon() <= high * 1.001  # a full release's ε, not σ/2's
@@ -218,14 +210,8 @@ def test_unseeded_wrapper_draws_fresh_noise(task_identity: None) -> None:
     outs = []
     for _ in range(2):
         cfg_obj = from_dict(cfg)
-        outer = build_strategy(cfg_obj, seeded=False)
+        outer = build_strategy(strategy_context(cfg_obj), seeded=False)
         assert isinstance(outer, CentralDP)
-        core = fedsim_core(outer)
-        core.attach(
-            cfg_obj,
-            ClientDirectory(node_of={0: 100, 1: 101}, client_of={100: 0, 101: 1}, num_examples={}),
-        )
-        outer.attach_cohorts()
         glob = {"w": np.zeros(4, dtype=np.float32)}
         msgs = list(outer.configure_train(1, _rec(glob), ConfigRecord(), grid=None))  # type: ignore[arg-type]
         replies = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -18,6 +19,7 @@ from fedsim import clipping as C
 from fedsim.config import from_dict
 from fedsim.models import build_model
 from fedsim.privacy import PrivacyLedger
+from fedsim.workload import dataset_for
 from strategies.clipping import round_clip_bounds
 
 # ------------------------------------------------------------------ threshold math
@@ -194,13 +196,18 @@ def _small_cfg(variant: str) -> object:
     )
 
 
+def _bounds(cfg: Any, state: Any) -> list[float] | None:
+    data = dataset_for(cfg.data, cfg.seed)
+    return round_clip_bounds(cfg.dp, cfg.model.name, data, cfg.seed, 1, ArrayRecord(state))
+
+
 def test_same_sigma_same_epsilon_across_variants() -> None:
     results = {}
     for variant in ("flat", "per_layer_uniform", "per_layer_adaptive"):
         cfg = _small_cfg(variant)
         model = build_model("mlp", (1, 28, 28), 2, seed=0)
         state = model.state_dict()
-        bounds = round_clip_bounds(cfg, 1, ArrayRecord(state))  # type: ignore[arg-type]
+        bounds = _bounds(cfg, state)
         if variant == "flat":
             assert bounds is None
         else:
@@ -228,7 +235,7 @@ def test_same_sigma_same_epsilon_across_variants() -> None:
 def test_adaptive_bounds_differ_from_uniform() -> None:
     cfg = _small_cfg("per_layer_adaptive")
     state = build_model("mlp", (1, 28, 28), 2, seed=0).state_dict()
-    adaptive = round_clip_bounds(cfg, 1, ArrayRecord(state))  # type: ignore[arg-type]
+    adaptive = _bounds(cfg, state)
     assert adaptive is not None
     assert max(adaptive) / min(adaptive) > 2.0  # weights and biases differ in magnitude
 

@@ -15,12 +15,12 @@ import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
+from strategy_harness import strategy_context
 
 from fedsim import keys
 from fedsim.config import from_dict
 from fedsim.models import build_model
 from fedsim.workload import dataset_for
-from strategies.directory import ClientDirectory
 from strategies.registry import STRATEGIES, build_strategy
 
 N = 11  # 4 malformed + 7 good: Bulyan with f = 1 needs 4f + 3 = 7
@@ -74,13 +74,9 @@ def test_strategy_rejects_malformed_uploads(name: str, message_identity: None) -
     )
     bundle = dataset_for(cfg.data, cfg.seed)
     state = build_model("mlp", bundle.input_shape, bundle.num_classes, seed=0).state_dict()
-    directory = ClientDirectory(
-        node_of={c: 100 + c for c in range(N)},
-        client_of={100 + c: c for c in range(N)},
-        num_examples=dict.fromkeys(range(N), 20),
-    )
-    strategy = build_strategy(cfg)
-    strategy.attach(cfg, directory)  # type: ignore[attr-defined]
+    ctx = strategy_context(cfg, num_examples=dict.fromkeys(range(N), 20))
+    directory = ctx.directory
+    strategy = build_strategy(ctx)
     for rnd in (1, 2):
         sent = list(strategy.configure_train(rnd, ArrayRecord(state), ConfigRecord(), None))  # type: ignore[arg-type]
         assert len(sent) == N
@@ -91,7 +87,7 @@ def test_strategy_rejects_malformed_uploads(name: str, message_identity: None) -
         assert set(new) == set(state)
         assert all(torch.isfinite(v).all() for v in new.values())
         assert all(new[k].shape == state[k].shape for k in state)
-        records = {r.client_id: r for r in strategy.round_records[rnd]}  # type: ignore[attr-defined]
+        records = {r.client_id: r for r in ctx.log.entry(rnd).clients}
         reasons = {c: records[c].rejected_reason or "" for c in range(N)}
         assert "non-finite" in reasons[NAN]
         assert "wrong array keys" in reasons[WRONG_KEY] and "not_a_layer" in reasons[WRONG_KEY]
@@ -100,7 +96,7 @@ def test_strategy_rejects_malformed_uploads(name: str, message_identity: None) -
         bad = {NAN, WRONG_KEY, WRONG_SHAPE, ZERO_EXAMPLES}
         for c in range(N):
             assert (records[c].status == "rejected") == (c in bad)
-        selected = strategy.round_selected[rnd]  # type: ignore[attr-defined]
+        selected = ctx.log.entry(rnd).selected
         assert selected and not set(selected) & bad
         state = {k: v.clone() for k, v in new.items()}
 
@@ -120,13 +116,11 @@ def test_krum_and_bulyan_report_what_their_rule_kept(message_identity: None) -> 
         )
         bundle = dataset_for(cfg.data, cfg.seed)
         state = build_model("mlp", bundle.input_shape, bundle.num_classes, seed=0).state_dict()
-        directory = ClientDirectory(
-            node_of={c: 10 + c for c in range(7)},
-            client_of={10 + c: c for c in range(7)},
-            num_examples=dict.fromkeys(range(7), 20),
+        ctx = strategy_context(
+            cfg, {c: 10 + c for c in range(7)}, num_examples=dict.fromkeys(range(7), 20)
         )
-        strategy = build_strategy(cfg)
-        strategy.attach(cfg, directory)  # type: ignore[attr-defined]
+        directory = ctx.directory
+        strategy = build_strategy(ctx)
         sent = list(strategy.configure_train(1, ArrayRecord(state), ConfigRecord(), None))  # type: ignore[arg-type]
         replies = []
         for m in sent:
@@ -141,7 +135,7 @@ def test_krum_and_bulyan_report_what_their_rule_kept(message_identity: None) -> 
             )
             replies.append(Message(content=content, reply_to=m))
         strategy.aggregate_train(1, replies)
-        selected = strategy.round_selected[1]  # type: ignore[attr-defined]
+        selected = ctx.log.entry(1).selected
         assert not set(selected) & {5, 6}
         counts[name] = len(selected)
     assert counts == {"krum": 1, "multikrum": 3, "bulyan": 5}

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opacus.accountants.analysis import rdp as opacus_rdp
+from strategy_harness import strategy_context
 
 from fedsim.config import from_dict
 from fedsim.privacy import (
@@ -33,8 +34,7 @@ from fedsim.selection import (
     participant_epsilon,
     regression_utility,
 )
-from strategies.base import FedsimStrategyMixin
-from strategies.directory import ClientDirectory
+from strategies.registry import build_strategy
 
 ORDERS = np.asarray(_RDP_ORDERS, dtype=float)
 DELTA = 1e-5
@@ -166,8 +166,7 @@ def test_strategy_composes_client_ledger_with_selection_events() -> None:
             }
         }
     )
-    strategy = FedsimStrategyMixin()
-    strategy.attach(cfg, ClientDirectory(node_of={}, client_of={}, num_examples={}))
+    strategy = build_strategy(strategy_context(cfg, nodes={}))
     sgd = SubsampledGaussian(1.1, 0.05, 300)
     strategy.client_ledgers[0] = PrivacyLedger(noise_multiplier=1.1).with_event(sgd)
     strategy.client_ledgers[1] = PrivacyLedger(noise_multiplier=1.1).with_event(sgd)
@@ -234,16 +233,7 @@ def test_secprobe_sends_each_client_its_selection_events_and_the_next_charge() -
             },
         }
     )
-    strategy = SecProbe()
-    nodes = {c: 100 + c for c in range(4)}
-    strategy.attach(
-        cfg,
-        ClientDirectory(
-            node_of=nodes,
-            client_of={n: c for c, n in nodes.items()},
-            num_examples=dict.fromkeys(nodes, 10),
-        ),
-    )
+    strategy = SecProbe(strategy_context(cfg, num_examples=dict.fromkeys(range(4), 10)))
     strategy.charge_selection([0, 1], 2.0)
     arrays = ArrayRecord(numpy_ndarrays=[np.zeros(3, dtype=np.float32)])
     msgs = list(strategy.configure_train(1, arrays, ConfigRecord({}), grid=None))  # type: ignore[arg-type]

@@ -43,7 +43,12 @@ from fedsim.evaluation import evaluate
 from fedsim.models import build_model
 from fedsim.robustness.base import Attack, AttackParams, build_attack
 from fedsim.robustness.quantize import QuantizedModel, quantize_static
-from fedsim.rundir import CONFIG_FILE, MODEL_FILE, SUMMARY_FILE, read_summary, write_json_atomic
+from fedsim.rundir import (
+    CONFIG_FILE,
+    MODEL_FILE,
+    update_summary_section,
+    write_json_atomic,
+)
 from fedsim.seeding import derive_seed, numpy_rng
 from fedsim.workload import dataset_for
 
@@ -83,7 +88,7 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     raw.pop("fedsim_version", None)
     cfg = from_dict(raw)
     bundle = dataset_for(cfg.data, cfg.seed)
-    model = build_model(cfg.model.name, bundle.input_shape, bundle.num_classes)
+    model = build_model(cfg.model.name, bundle.input_shape, bundle.num_classes, seed=0)
     model.load_state_dict(torch.load(path / MODEL_FILE, map_location="cpu", weights_only=True))
     return LoadedRun(path=path, cfg=cfg, model=model.eval())
 
@@ -286,10 +291,7 @@ def write_outputs(run_dir: Path, doc: Mapping[str, Any]) -> None:
                     ),
                 }
             )
-    if (run_dir / SUMMARY_FILE).is_file():
-        summary = read_summary(run_dir)
-        summary["robustness"] = summary_scalars(doc)
-        write_json_atomic(run_dir / SUMMARY_FILE, summary)
+    update_summary_section(run_dir, "robustness", summary_scalars(doc))  # a finished run
 
 
 def _key(row: Mapping[str, Any]) -> str:

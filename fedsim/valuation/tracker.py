@@ -78,7 +78,9 @@ class ScoreTracker:
             )
         self.batch_size = batch_size
         self.sigma = sigma
-        self.model = build_model(model_name, input_shape, num_classes).to(self.device).eval()
+        # weights are loaded from each checkpoint; the seed only fixes the throwaway init
+        self.model = build_model(model_name, input_shape, num_classes, seed=0)
+        self.model = self.model.to(self.device).eval()
         for p in self.model.parameters():
             p.requires_grad_(True)
         self._count = 0
