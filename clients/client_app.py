@@ -28,7 +28,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.clientapp import ClientApp
 
 from clients.audit_canaries import canary_upload
-from clients.local_round import LocalOutcome, run_local_round
+from clients.local_round import LocalOutcome, LocalTask, run_local_round
 from fedsim import keys
 from fedsim.audit.canaries import canary_of
 from fedsim.config import Config, from_run_config
@@ -37,7 +37,7 @@ from fedsim.deploy.site import SiteConfig, SiteData, load_site_data, site_from_n
 from fedsim.deploy.state import load_state, record_round, save_state, site_lock
 from fedsim.errors import FedsimError
 from fedsim.privacy import DpEvent, PrivacyLedger, PureDp
-from fedsim.workload import client_split
+from fedsim.workload import client_split, simulated_client_data
 
 logger = logging.getLogger(__name__)
 
@@ -262,27 +262,22 @@ def train_round(
     ``pruned``: indices of the site's samples it dropped earlier (``valuation.prune``);
     ``vog_state``: VoG's statistics from its earlier rounds (``vog_checkpoints: rounds``);
     ``secret_seed``: root of the batch-sampling and noise streams (``None``: ``cfg.seed``).
+    The site's data is loaded here (its file, or its simulated partition) and handed over.
     """
     arrays = msg.content.array_records[keys.ARRAYS]
     train_config = msg.content.config_records[keys.CONFIG]
-    server_round = int(train_config[keys.SERVER_ROUND])  # type: ignore[arg-type]
     raw_bounds = train_config.get(keys.CLIP_BOUNDS)
-    clip_bounds = None if raw_bounds is None else [float(s) for s in raw_bounds]  # type: ignore[union-attr]
-    server_events = server_privacy_events(train_config)
-    return run_local_round(
-        cfg,
-        site.client_id,
-        arrays.to_torch_state_dict(),
-        server_round,
-        ledger,
-        clip_bounds=clip_bounds,
+    task = LocalTask(
+        server_round=int(train_config[keys.SERVER_ROUND]),  # type: ignore[arg-type]
+        global_state=arrays.to_torch_state_dict(),
+        ledger=ledger,
+        clip_bounds=None if raw_bounds is None else tuple(float(s) for s in raw_bounds),  # type: ignore[union-attr]
+        server_events=server_privacy_events(train_config),
         pruned=pruned,
-        site=site_data_of(site),
-        secret_seed=secret_seed,
         vog_state=vog_state,
-        server_events=server_events,
-        policy=policy,
     )
+    data = site_data_of(site) or simulated_client_data(cfg, site.client_id)
+    return run_local_round(cfg, site.client_id, data, task, noise_root=secret_seed, policy=policy)
 
 
 def server_privacy_events(train_config: ConfigRecord) -> tuple[DpEvent, ...]:

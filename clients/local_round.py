@@ -1,16 +1,19 @@
-"""One client's work in one round: check the budget, train (DP-SGD or SGD), account.
+"""One client's work in one round: check the policy and budget, train (DP-SGD or SGD),
+account.
 
-Independent of Flower: :mod:`clients.client_app` turns messages into calls of
-:func:`run_local_round` and its :class:`LocalOutcome` back into a reply.
+Independent of Flower: :mod:`clients.client_app` turns a train message into a
+:class:`LocalTask`, the client's data into a :class:`~fedsim.deploy.site.SiteData`, calls
+:func:`run_local_round` and turns its :class:`LocalOutcome` back into a reply.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -28,16 +31,16 @@ from clients.trainer import train_epochs
 from clients.valuation_round import RoundScorer, due_metrics, valuation_tasks
 from fedsim.clipping import check_clip_bounds, trainable_tensor_names
 from fedsim.config import Config
+from fedsim.data import Split
 from fedsim.deploy.policy import Mechanism, RoundRequest, SitePolicy, refusal
 from fedsim.deploy.site import SiteData
 from fedsim.devices import pick_device
 from fedsim.models import build_model
 from fedsim.privacy import Accounting, DpEvent, PrivacyLedger, SubsampledGaussian
-from fedsim.privacy.planning import plan_dp_sgd
+from fedsim.privacy.planning import DpSgdPlan, plan_dp_sgd
 from fedsim.robustness.training import AdversarialBatches, plan_for
 from fedsim.roles import client_data, client_upload
 from fedsim.seeding import torch_generator
-from fedsim.workload import client_split, dataset_for
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +57,46 @@ def _adversarial_transform(
             return plan(plain, x, y)
 
     return transform
+
+
+@dataclass(frozen=True)
+class LocalTask:
+    """One round's instruction from the server, and what the client carries into it.
+
+    Attributes
+    ----------
+    server_round
+        The round (1-based).
+    global_state
+        The global model the client starts from.
+    ledger
+        The client's privacy ledger so far (its lifetime ledger on a deployed site).
+    clip_bounds
+        The server's per-tensor bounds for ``dp.clipping`` ``per_layer_*`` (``None`` for
+        flat). Invalid bounds (wrong count, not > 0, or ``√(Σ S_j²)`` other than
+        ``dp.max_grad_norm``) raise :class:`ValueError` before any training, which the
+        ClientApp turns into an error reply.
+    server_events
+        Privacy events of this client that the *server* records (a private selection's past
+        charges and this round's, sent with the instruction): they count in the budget
+        checks but stay out of the client's own ledger.
+    pruned
+        Indices of the client's data it dropped earlier (``valuation.prune``; ``None``:
+        not pruned yet). It trains on the rest, so Opacus' sampling rate follows the
+        smaller size and the ledger records the rate actually used (σ stays the one fixed
+        at the first round).
+    vog_state
+        VoG's running statistics from the client's earlier rounds
+        (``valuation.vog_checkpoints: rounds``); the outcome carries the updated one.
+    """
+
+    server_round: int
+    global_state: Mapping[str, torch.Tensor]
+    ledger: PrivacyLedger = field(default_factory=PrivacyLedger)
+    clip_bounds: tuple[float, ...] | None = None
+    server_events: tuple[DpEvent, ...] = ()
+    pruned: tuple[int, ...] | None = None
+    vog_state: Mapping[str, np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -131,120 +174,52 @@ def _refusal(
 def run_local_round(
     cfg: Config,
     client_id: int,
-    global_state: Mapping[str, torch.Tensor],
-    server_round: int,
-    ledger: PrivacyLedger,
-    device: torch.device | None = None,
-    clip_bounds: Sequence[float] | None = None,
-    pruned: tuple[int, ...] | None = None,
-    site: SiteData | None = None,
-    secret_seed: int | None = None,
-    vog_state: Mapping[str, np.ndarray] | None = None,
-    server_events: Sequence[DpEvent] = (),
+    data: SiteData,
+    task: LocalTask,
+    *,
+    noise_root: int | None = None,
     policy: SitePolicy | None = None,
+    device: torch.device | None = None,
 ) -> LocalOutcome:
-    """Train client ``client_id`` for one round starting from ``global_state``.
+    """Train client ``client_id`` on its ``data`` for one round as ``task`` says.
 
     A deployed site's ``policy`` (:mod:`fedsim.deploy.policy`) is checked first: a round
     it refuses trains nothing (status ``refused``, the policy's reason). Under DP, the
-    client refuses to train (status ``budget-exhausted``) if the round would take its ε
-    past ``dp.max_epsilon``. In both cases the ledger stays unchanged.
+    client refuses to train (status ``budget-exhausted``) if the round — DP-SGD, its
+    valuation releases and the server's selection charge — would take its ε past
+    ``dp.max_epsilon``. In both cases the ledger stays unchanged. The clipping variant
+    changes nothing in the accounting: the noise std is ``σ · dp.max_grad_norm`` in all
+    three.
 
-    ``clip_bounds`` are the server's per-tensor bounds for ``dp.clipping`` ``per_layer_*``
-    (``None`` for flat). Invalid bounds (wrong count, not > 0, or ``√(Σ S_j²)`` other than
-    ``dp.max_grad_norm``) raise :class:`ValueError` before any training, which the
-    ClientApp turns into an error reply. The clipping variant changes nothing in the
-    accounting: the noise std is ``σ · dp.max_grad_norm`` in all three.
-
-    ``pruned`` are the indices this client dropped earlier (``valuation.prune``); it
-    trains on the rest, so Opacus' sampling rate follows the smaller size and the ledger
-    records the rate actually used (σ stays the one fixed at the first round). A round
-    with a valuation release adds its Laplace events to the ledger (and to the budget
-    check).
-
-    ``site`` is a deployed site's own training data (``None`` in simulation: the client's
-    partition of the config's dataset). ``secret_seed`` replaces ``cfg.seed`` as the root
-    of the batch sampling and DP noise streams: a deployed site draws it from its own
-    entropy, so that the coordinator, who knows ``cfg.seed``, cannot reproduce the noise.
-
-    ``vog_state`` is VoG's running statistics kept by the client since its earlier rounds
-    (``valuation.vog_checkpoints: rounds``); the outcome carries the updated one.
-
-    ``server_events`` are privacy events of this client that the *server* records (a
-    private selection's past charges and the one of this round, sent in the train config):
-    they count in the ``dp.max_epsilon`` check but stay out of the client's own ledger.
+    ``noise_root`` replaces ``cfg.seed`` as the root of the batch sampling, DP noise and
+    adversarial-coin streams: a deployed site draws it from its own entropy every round, so
+    that the coordinator, who knows ``cfg.seed``, cannot reproduce the noise.
     """
     device = device or pick_device()
-    if site is None:
-        bundle = dataset_for(cfg.data, cfg.seed)
-        input_shape, num_classes = bundle.input_shape, bundle.num_classes
-        own = client_split(cfg, client_id)
-    else:
-        input_shape, num_classes, own = site.input_shape, site.num_classes, site.train
-    split = client_data(cfg, client_id, own, num_classes)
-    kept = np.arange(len(split))
-    if pruned:
-        kept = np.setdiff1d(kept, np.asarray(pruned, dtype=np.int64))
-        split = split.subset(kept)
-    n = len(split)
-    noise_root = cfg.seed if secret_seed is None else secret_seed
+    split, kept = _own_data(cfg, client_id, data, task.pruned)
+    root = cfg.seed if noise_root is None else noise_root
     acct = Accounting.of(cfg.dp)
-    tasks = valuation_tasks(cfg, server_round, already_pruned=pruned is not None)
-
+    tasks = valuation_tasks(cfg, task.server_round, already_pruned=task.pruned is not None)
     # Under dp.mode central the server clips and noises updates: clients train plainly.
     # The audited client plans for its n records plus every possible audit canary.
     audited = is_audited(cfg, client_id)
-    planned_n = n + cfg.audit.canaries if audited else n
+    planned_n = len(split) + cfg.audit.canaries if audited else len(split)
     plan = plan_dp_sgd(cfg, planned_n) if cfg.dp.enabled and cfg.dp.mode == "sample" else None
-    projected: float | None = None
-    if plan is not None:
-        if ledger.noise_multiplier is None:
-            ledger = ledger.with_noise_multiplier(plan.noise_multiplier)
-        sigma = ledger.noise_multiplier
-        assert sigma is not None  # set just above
-        this_round = SubsampledGaussian(sigma, plan.sample_rate, plan.steps_per_round)
-        projected = ledger.with_events((this_round, *tasks.events(), *server_events)).epsilon_total(
-            acct
-        )
-    refused = _refusal(cfg, policy, tasks.events(), server_events, projected)
-    cap = cfg.dp.max_epsilon
-    if (
-        refused is None
-        and projected is not None
-        and cap is not None
-        and projected > cap * (1 + 1e-9)
-    ):
-        selection = " (incl. the server's selection events)" if server_events else ""
-        refused = (
-            "budget-exhausted",
-            (
-                f"budget exhausted: epsilon {ledger.epsilon_dp_sgd(acct):.4g} spent, one more "
-                f"round would reach {projected:.4g}{selection} > dp.max_epsilon {cap}"
-            ),
-        )
+    ledger = task.ledger
+    if plan is not None and ledger.noise_multiplier is None:
+        ledger = ledger.with_noise_multiplier(plan.noise_multiplier)
+    refused = _gate(cfg, client_id, ledger, plan, tasks.events(), task.server_events, policy)
     if refused is not None:
-        status, reason = refused
-        logger.info("client %d: %s", client_id, reason)
-        return LocalOutcome(
-            status=status,
-            ledger=ledger,
-            num_examples=0,
-            noise_multiplier=ledger.noise_multiplier,
-            sample_rate=None if plan is None else plan.sample_rate,
-            epsilon=ledger.epsilon_dp_sgd(acct) if plan is not None else None,
-            epsilon_total=ledger.epsilon_total(acct) if plan is not None else None,
-            reason=reason,
-            pruned=pruned,
-        )
+        return dataclasses.replace(refused, pruned=task.pruned)
 
     started = time.perf_counter()
-    model = build_model(cfg.model.name, input_shape, num_classes, seed=0)  # overwritten below
+    model = build_model(cfg.model.name, data.input_shape, data.num_classes, seed=0)
     try:
-        model.load_state_dict(dict(global_state))
+        model.load_state_dict(dict(task.global_state))  # every parameter: the init is gone
     except RuntimeError as exc:
         raise ValueError(
             f"client {client_id}: the global model does not fit this client's data "
-            f"(input {input_shape}, {num_classes} classes): {exc}"
+            f"(input {data.input_shape}, {data.num_classes} classes): {exc}"
         ) from exc
     model.to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.client.lr, momentum=cfg.client.momentum)
@@ -253,24 +228,24 @@ def run_local_round(
     if canaries is not None:  # the audit's canary records join the data (never reported)
         cx, cy = canaries.data(tuple(split.x.shape[1:]))
         x, y = torch.cat([x, cx]), torch.cat([y.long(), cy])
-    dataset = TensorDataset(x, y)
     loader = DataLoader(
-        dataset,
+        TensorDataset(x, y),
         batch_size=cfg.client.batch_size,
         shuffle=True,
-        generator=torch_generator(noise_root, "batches", client_id, server_round),
+        generator=torch_generator(root, "batches", client_id, task.server_round),
     )
     scorer = RoundScorer(
         cfg,
         split,
-        input_shape,
-        num_classes,
+        data.input_shape,
+        data.num_classes,
         due_metrics(cfg, tasks),
         sigma=ledger.noise_multiplier or 1.0,
-        noise_seed=noise_root,
+        noise_seed=root,
         kept=kept,
-        vog_state=vog_state,
+        vog_state=task.vog_state,
     )
+    adversarial = plan_for(cfg, client_id, task.server_round, root)
     if plan is None:
         result = train_epochs(
             model,
@@ -279,44 +254,42 @@ def run_local_round(
             cfg.client.local_epochs,
             device,
             on_epoch_end=scorer.epoch_hook(lambda: plain_state_dict(model)),
-            batch_transform=_adversarial_transform(
-                model, plan_for(cfg, client_id, server_round, noise_root)
-            ),
+            batch_transform=_adversarial_transform(model, adversarial),
         )
         trained = plain_state_dict(model)
-        val = scorer.finish(tasks, trained, client_id, server_round)
+        val = scorer.finish(tasks, trained, client_id, task.server_round)
         return LocalOutcome(
             status="ok",
             ledger=ledger,
-            num_examples=n,
-            state_dict=client_upload(cfg, client_id, server_round, global_state, trained),
+            num_examples=len(split),
+            state_dict=client_upload(cfg, client_id, task.server_round, task.global_state, trained),
             train_loss=result.mean_loss,
             train_seconds=time.perf_counter() - started,
-            pruned=val.dropped if val.dropped is not None else pruned,
+            pruned=val.dropped if val.dropped is not None else task.pruned,
             vog_state=scorer.vog_state(),
         )
 
     sigma = ledger.noise_multiplier
-    assert sigma is not None
+    assert sigma is not None  # fixed above
+    bounds = task.clip_bounds
     problems = check_clip_bounds(
-        cfg.dp.clipping,
-        clip_bounds,
-        len(trainable_tensor_names(model)),
-        cfg.dp.max_grad_norm,
+        cfg.dp.clipping, bounds, len(trainable_tensor_names(model)), cfg.dp.max_grad_norm
     )
     if problems:
-        raise ValueError(f"client {client_id} refuses round {server_round}: " + "; ".join(problems))
+        raise ValueError(
+            f"client {client_id} refuses round {task.server_round}: " + "; ".join(problems)
+        )
     private = make_private(
         model,
         optimizer,
         loader,
         noise_multiplier=sigma,
-        max_grad_norm=cfg.dp.max_grad_norm if clip_bounds is None else list(clip_bounds),
+        max_grad_norm=cfg.dp.max_grad_norm if bounds is None else list(bounds),
         noise_generator=torch_generator(
-            noise_root, "dp-noise", client_id, server_round, device=device.type
+            root, "dp-noise", client_id, task.server_round, device=device.type
         ),
         grad_sample_mode=resolve_grad_sample_mode(
-            "hooks" if canaries is not None else cfg.dp.grad_sample_mode, clip_bounds is None, model
+            "hooks" if canaries is not None else cfg.dp.grad_sample_mode, bounds is None, model
         ),
         # a public schedule: add/remove's from dp.size_bound; the audited client's from
         # n + audit.canaries, whatever number of canaries is inserted
@@ -334,24 +307,20 @@ def run_local_round(
         device,
         criterion=private.criterion,
         on_epoch_end=scorer.epoch_hook(lambda: plain_state_dict(private.model)),
-        batch_transform=_adversarial_transform(
-            private.model, plan_for(cfg, client_id, server_round, noise_root)
-        ),
+        batch_transform=_adversarial_transform(private.model, adversarial),
         after_backward=None if canaries is None else _canary_hook(private.model, canaries),
     )
-    steps = private.steps_taken()
     acc_sigma, acc_q = private.accounted_schedule()
-    ledger = ledger.with_event(SubsampledGaussian(acc_sigma, acc_q, steps))
+    ledger = ledger.with_event(SubsampledGaussian(acc_sigma, acc_q, private.steps_taken()))
     trained = plain_state_dict(private.model)
-    val = scorer.finish(tasks, trained, client_id, server_round)
-    for event in tasks.events():
-        ledger = ledger.with_event(event)
+    val = scorer.finish(tasks, trained, client_id, task.server_round)
+    ledger = ledger.with_events(tasks.events())
     released = val.released
     return LocalOutcome(
         status="ok",
         ledger=ledger,
-        num_examples=n,
-        state_dict=client_upload(cfg, client_id, server_round, global_state, trained),
+        num_examples=len(split),
+        state_dict=client_upload(cfg, client_id, task.server_round, task.global_state, trained),
         train_loss=result.mean_loss,
         noise_multiplier=acc_sigma,
         sample_rate=acc_q,
@@ -362,6 +331,64 @@ def run_local_round(
         valuation_variance=None if released is None else released.variance,
         valuation_epsilon=None if released is None else released.epsilon,
         extra_valuations=val.extra,
-        pruned=val.dropped if val.dropped is not None else pruned,
+        pruned=val.dropped if val.dropped is not None else task.pruned,
         vog_state=scorer.vog_state(),
+    )
+
+
+def _own_data(
+    cfg: Config, client_id: int, data: SiteData, pruned: tuple[int, ...] | None
+) -> tuple[Split, np.ndarray]:
+    """The data the client trains on (its role applied, pruned samples dropped) and the
+    indices into ``data.train`` it kept."""
+    split = client_data(cfg, client_id, data.train, data.num_classes)
+    kept = np.arange(len(split))
+    if pruned:
+        kept = np.setdiff1d(kept, np.asarray(pruned, dtype=np.int64))
+        split = split.subset(kept)
+    return split, kept
+
+
+def _gate(
+    cfg: Config,
+    client_id: int,
+    ledger: PrivacyLedger,
+    plan: DpSgdPlan | None,
+    own_events: Sequence[DpEvent],
+    server_events: Sequence[DpEvent],
+    policy: SitePolicy | None,
+) -> LocalOutcome | None:
+    """The refusal of this round (site policy, then budget), or ``None`` to train."""
+    acct = Accounting.of(cfg.dp)
+    projected: float | None = None
+    if plan is not None:
+        sigma = ledger.noise_multiplier
+        assert sigma is not None  # fixed by the caller
+        this_round = SubsampledGaussian(sigma, plan.sample_rate, plan.steps_per_round)
+        projected = ledger.with_events((this_round, *own_events, *server_events)).epsilon_total(
+            acct
+        )
+    refused = _refusal(cfg, policy, own_events, server_events, projected)
+    cap = cfg.dp.max_epsilon
+    over = projected is not None and cap is not None and projected > cap * (1 + 1e-9)
+    if refused is None and over:
+        selection = " (incl. the server's selection events)" if server_events else ""
+        refused = (
+            "budget-exhausted",
+            f"budget exhausted: epsilon {ledger.epsilon_dp_sgd(acct):.4g} spent, one more "
+            f"round would reach {projected:.4g}{selection} > dp.max_epsilon {cap}",
+        )
+    if refused is None:
+        return None
+    status, reason = refused
+    logger.info("client %d: %s", client_id, reason)
+    return LocalOutcome(
+        status=status,
+        ledger=ledger,
+        num_examples=0,
+        noise_multiplier=ledger.noise_multiplier,
+        sample_rate=None if plan is None else plan.sample_rate,
+        epsilon=ledger.epsilon_dp_sgd(acct) if plan is not None else None,
+        epsilon_total=ledger.epsilon_total(acct) if plan is not None else None,
+        reason=reason,
     )

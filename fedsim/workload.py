@@ -14,6 +14,7 @@ import numpy as np
 from fedsim.config import Config, DataConfig
 from fedsim.data import DatasetBundle, Split, load_dataset, partition_indices
 from fedsim.data.carve import stratified_holdout
+from fedsim.deploy.site import SiteData
 from fedsim.errors import ConfigError
 from fedsim.seeding import derive_seed
 
@@ -91,3 +92,13 @@ def client_split(cfg: Config, client_id: int) -> Split:
         raise ValueError(f"client id must be in [0, {cfg.data.num_clients}); got {client_id}")
     bundle = dataset_for(cfg.data, cfg.seed)
     return bundle.train.subset(partitions_for(cfg.data, cfg.seed)[client_id])
+
+
+def simulated_client_data(cfg: Config, client_id: int) -> SiteData:
+    """A simulated client's own data: its partition of the run's training pool."""
+    bundle = dataset_for(cfg.data, cfg.seed)
+    return SiteData(
+        train=client_split(cfg, client_id),
+        num_classes=bundle.num_classes,
+        class_names=bundle.class_names,
+    )

@@ -140,7 +140,8 @@ def _sample_config(seed: int, **dp: Any) -> Any:
 
 def _sample_audit(cfg: Any) -> Any:
     """The audited client's rounds through run_local_round, observed as the server does."""
-    from clients.local_round import run_local_round
+    from client_harness import simulated_round
+
     from fedsim.models import build_model
     from fedsim.privacy import PrivacyLedger
     from fedsim.workload import dataset_for
@@ -151,7 +152,7 @@ def _sample_audit(cfg: Any) -> Any:
     auditor = SampleLevelAuditor(cfg, trainable)
     state, ledger = model.state_dict(), PrivacyLedger()
     for rnd in range(1, cfg.rounds + 1):
-        out = run_local_round(cfg, cfg.audit.client, state, rnd, ledger)
+        out = simulated_round(cfg, cfg.audit.client, state, rnd, ledger)
         assert out.status == "ok" and out.state_dict is not None
         assert out.num_examples == 200  # the canaries are not reported
         reply = Message(

@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 import torch
+from client_harness import simulated_round
 from flwr.app import ArrayRecord
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from clients.local_round import run_local_round
 from clients.opacus_adapter import make_private
 from fedsim import clipping as C
 from fedsim.config import from_dict
@@ -213,15 +213,7 @@ def test_same_sigma_same_epsilon_across_variants() -> None:
         else:
             assert bounds is not None and len(bounds) == 6
             assert C.overall_bound(bounds) == pytest.approx(S)
-        out = run_local_round(
-            cfg,  # type: ignore[arg-type]
-            client_id=0,
-            global_state=state,
-            server_round=1,
-            ledger=PrivacyLedger(),
-            device=torch.device("cpu"),
-            clip_bounds=bounds,
-        )
+        out = simulated_round(cfg, 0, state, 1, PrivacyLedger(), clip_bounds=bounds)
         assert out.status == "ok" and out.state_dict is not None
         results[variant] = (out.noise_multiplier, out.sample_rate, out.ledger.dp_sgd_steps)
         results[variant + "-eps"] = out.epsilon
@@ -256,15 +248,7 @@ def test_local_round_refuses_invalid_bounds(
     state = build_model("mlp", (1, 28, 28), 2, seed=0).state_dict()
     ledger = PrivacyLedger()
     with pytest.raises(ValueError, match=match):
-        run_local_round(
-            cfg,  # type: ignore[arg-type]
-            client_id=0,
-            global_state=state,
-            server_round=1,
-            ledger=ledger,
-            device=torch.device("cpu"),
-            clip_bounds=bounds,
-        )
+        simulated_round(cfg, 0, state, 1, ledger, clip_bounds=bounds)
 
 
 # ------------------------------------------------------------------ whole run (Ray)

@@ -244,9 +244,9 @@ def _round_cfg(**robust: object) -> object:
 
 
 def test_adversarial_examples_do_not_change_the_accounting() -> None:
-    from clients.local_round import run_local_round
+    from client_harness import simulated_round
+
     from fedsim.models import build_model as build
-    from fedsim.privacy import PrivacyLedger
 
     plain = _round_cfg()
     adv = _round_cfg(
@@ -256,8 +256,8 @@ def test_adversarial_examples_do_not_change_the_accounting() -> None:
     bundle = dataset_for(plain.data, plain.seed)  # type: ignore[attr-defined]
     state = build("mlp", bundle.input_shape, bundle.num_classes).state_dict()
     for cid in (0, 1):
-        a = run_local_round(plain, cid, state, 1, PrivacyLedger(), torch.device("cpu"))  # type: ignore[arg-type]
-        b = run_local_round(adv, cid, state, 1, PrivacyLedger(), torch.device("cpu"))  # type: ignore[arg-type]
+        a = simulated_round(plain, cid, state, 1)  # type: ignore[arg-type]
+        b = simulated_round(adv, cid, state, 1)  # type: ignore[arg-type]
         assert a.ledger.to_json() == b.ledger.to_json()
         assert (a.noise_multiplier, a.sample_rate, a.epsilon) == (
             b.noise_multiplier,

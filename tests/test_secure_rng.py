@@ -391,7 +391,8 @@ def test_numpy_secure_normal_for_the_server() -> None:
 @pytest.mark.parametrize("neighbouring", ["replace_one", "add_remove"])
 def test_dp_secure_rng_reaches_a_clients_local_round(neighbouring: str) -> None:
     """``dp.secure_rng: true`` in the config: the same seed gives different updates."""
-    from clients.local_round import run_local_round
+    from client_harness import simulated_round
+
     from fedsim.config import from_dict
     from fedsim.privacy import PrivacyLedger
     from fedsim.workload import dataset_for
@@ -410,8 +411,8 @@ def test_dp_secure_rng_reaches_a_clients_local_round(neighbouring: str) -> None:
     )
     bundle = dataset_for(cfg.data, cfg.seed)
     state = build_model("mlp", bundle.input_shape, bundle.num_classes, seed=0).state_dict()
-    a = run_local_round(cfg, 0, state, 1, PrivacyLedger())
-    b = run_local_round(cfg, 0, state, 1, PrivacyLedger())
+    a = simulated_round(cfg, 0, state, 1, PrivacyLedger())
+    b = simulated_round(cfg, 0, state, 1, PrivacyLedger())
     assert a.status == b.status == "ok" and a.state_dict is not None and b.state_dict is not None
     assert any(not torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
     assert a.ledger == b.ledger  # the same accounting

@@ -253,7 +253,8 @@ def test_secprobe_sends_each_client_its_selection_events_and_the_next_charge() -
 
 
 def test_client_budget_check_counts_the_servers_selection_events() -> None:
-    from clients.local_round import run_local_round
+    from client_harness import simulated_round
+
     from fedsim.models import build_model
     from fedsim.workload import dataset_for
 
@@ -267,8 +268,8 @@ def test_client_budget_check_counts_the_servers_selection_events() -> None:
     )
     bundle = dataset_for(cfg.data, cfg.seed)
     state = build_model("mlp", bundle.input_shape, bundle.num_classes, seed=0).state_dict()
-    alone = run_local_round(cfg, 0, state, 1, PrivacyLedger())
+    alone = simulated_round(cfg, 0, state, 1, PrivacyLedger())
     assert alone.status == "ok"
-    refused = run_local_round(cfg, 0, state, 1, PrivacyLedger(), server_events=(PureDp(2.5),))
+    refused = simulated_round(cfg, 0, state, 1, PrivacyLedger(), server_events=(PureDp(2.5),))
     assert refused.status == "budget-exhausted"
     assert "selection events" in refused.reason and refused.ledger.events == ()

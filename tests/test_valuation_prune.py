@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from client_harness import simulated_round
 from privacy_oracle import epsilon_bounds
 
-from clients.local_round import run_local_round
 from fedsim.config import from_dict
 from fedsim.models import build_model
 from fedsim.privacy import Accounting, LaplaceRelease, PrivacyLedger, SubsampledGaussian
@@ -41,13 +41,13 @@ def test_prune_then_train_on_the_rest_with_exact_accounting() -> None:
     )
     n = len(client_split(cfg, 0))
     state = _global(cfg)
-    first = run_local_round(cfg, 0, state, 1, PrivacyLedger())
+    first = simulated_round(cfg, 0, state, 1, PrivacyLedger())
     assert first.status == "ok" and first.num_examples == n
     assert first.pruned is not None and len(first.pruned) == round(0.25 * n)
     assert first.valuation is not None and 0 <= first.valuation <= 3.0
     assert first.valuation_epsilon == pytest.approx(0.5)
 
-    second = run_local_round(cfg, 0, state, 2, first.ledger, pruned=first.pruned)
+    second = simulated_round(cfg, 0, state, 2, first.ledger, pruned=first.pruned)
     assert second.num_examples == n - len(first.pruned)
     assert second.pruned == first.pruned  # decided once
     q1 = dp_sgd_schedule(n, 32).sample_rate
@@ -73,7 +73,7 @@ def test_budget_check_counts_the_valuation_release() -> None:
     base = _cfg(enabled=True, metric="loss", epsilon=0.5)
     cfg = from_dict({**base.to_dict(), "dp": {**base.to_dict()["dp"], "max_epsilon": 4.0}})
     state = _global(cfg)
-    out = run_local_round(cfg, 0, state, 1, PrivacyLedger())
+    out = simulated_round(cfg, 0, state, 1, PrivacyLedger())
     assert out.status == "ok"
     acct = Accounting.of(cfg.dp)
     assert out.epsilon_total == pytest.approx(out.ledger.epsilon_total(acct), rel=1e-9)
@@ -81,7 +81,7 @@ def test_budget_check_counts_the_valuation_release() -> None:
     # client must refuse a round before that, and its total never passes max_epsilon
     ledger, statuses = out.ledger, []
     for rnd in (2, 3):
-        nxt = run_local_round(cfg, 0, state, rnd, ledger)
+        nxt = simulated_round(cfg, 0, state, rnd, ledger)
         statuses.append(nxt.status)
         ledger = nxt.ledger
         assert nxt.ledger.epsilon_total(acct) <= 4.0 * (1 + 1e-9)
@@ -91,7 +91,7 @@ def test_budget_check_counts_the_valuation_release() -> None:
 @pytest.mark.parametrize("metric", ["vog", "plis", "grad_norm"])
 def test_each_metric_is_released_within_its_bound(metric: str) -> None:
     cfg = _cfg(enabled=True, metric=metric, epsilon=1.0, bound=1.0)
-    out = run_local_round(cfg, 1, _global(cfg), 1, PrivacyLedger())
+    out = simulated_round(cfg, 1, _global(cfg), 1, PrivacyLedger())
     assert out.status == "ok"
     assert out.valuation is not None and 0.0 <= out.valuation <= 1.0
     assert (out.valuation_variance is not None) == (metric == "vog")
@@ -119,14 +119,14 @@ def test_vog_over_round_checkpoints_survives_pruning_and_matches_the_pure_functi
     cfg = from_dict({**cfg.to_dict(), "client": {**cfg.to_dict()["client"], "local_epochs": 1}})
     n = len(client_split(cfg, 0))
     state = _global(cfg)
-    r1 = run_local_round(cfg, 0, state, 1, PrivacyLedger())
+    r1 = simulated_round(cfg, 0, state, 1, PrivacyLedger())
     assert r1.vog_state is not None and int(r1.vog_state["count"][0]) == 1
     assert r1.valuation is None and r1.pruned is None  # nothing due in round 1
     assert not [e for e in r1.ledger.events if isinstance(e, LaplaceRelease)]
-    r2 = run_local_round(cfg, 0, r1.state_dict, 2, r1.ledger, vog_state=r1.vog_state)
+    r2 = simulated_round(cfg, 0, r1.state_dict, 2, r1.ledger, vog_state=r1.vog_state)
     assert r2.vog_state is not None and int(r2.vog_state["count"][0]) == 2
     assert r2.pruned is not None and len(r2.pruned) == round(0.25 * n)
-    r3 = run_local_round(
+    r3 = simulated_round(
         cfg, 0, r2.state_dict, 3, r2.ledger, pruned=r2.pruned, vog_state=r2.vog_state
     )
     assert r3.vog_state is not None and int(r3.vog_state["count"][0]) == 3

@@ -1,0 +1,34 @@
+"""Run a simulated client's local round in process, as its ClientApp would."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from clients.local_round import LocalOutcome, LocalTask, run_local_round
+from fedsim.config import Config
+from fedsim.privacy import PrivacyLedger
+from fedsim.workload import simulated_client_data
+
+
+def simulated_round(
+    cfg: Config,
+    client_id: int,
+    global_state: Mapping[str, torch.Tensor],
+    server_round: int,
+    ledger: PrivacyLedger | None = None,
+    **task: Any,
+) -> LocalOutcome:
+    """Client ``client_id``'s round on its simulated partition (``task``: the other
+    :class:`~clients.local_round.LocalTask` fields)."""
+    if task.get("clip_bounds") is not None:
+        task["clip_bounds"] = tuple(task["clip_bounds"])
+    return run_local_round(
+        cfg,
+        client_id,
+        simulated_client_data(cfg, client_id),
+        LocalTask(server_round, global_state, ledger or PrivacyLedger(), **task),
+        device=torch.device("cpu"),
+    )
