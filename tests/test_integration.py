@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
+import jsonschema
 import pytest
 import torch
 from privacy_oracle import epsilon_bounds
@@ -21,6 +23,7 @@ from fedsim.run import run_experiment
 from fedsim.rundir import read_metrics, read_summary
 
 pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def small_config(**dp: object) -> dict:
@@ -75,6 +78,13 @@ def test_run_directory_contract(dp_runs) -> None:
                 assert c[key] is not None, key
             assert c["status"] == "ok"
             assert c["train_loss"] is None  # a non-private statistic: not sent under DP-SGD
+    schemas = ROOT / "schemas"
+    line_schema = json.loads((schemas / "metrics-line.schema.json").read_text())
+    for m in lines:
+        jsonschema.validate(m, line_schema)  # the published layout
+    jsonschema.validate(
+        read_summary(run), json.loads((schemas / "summary.schema.json").read_text())
+    )
     summary = read_summary(run)
     assert (
         summary["rounds"] == 2 and summary["final"]["test_accuracy"] == lines[-1]["test_accuracy"]
