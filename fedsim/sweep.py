@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fedsim.config import Config, _deepcopy, from_dict
+from fedsim.config import Config, copy_raw, from_dict
 from fedsim.errors import ConfigError
 
 __all__ = [
@@ -91,7 +91,7 @@ def split_sweep(raw: Mapping[str, Any]) -> tuple[dict[str, Any], SweepSpec]:
     ConfigError
         If there is no ``sweep:`` section or it is malformed (every problem at once).
     """
-    base = _deepcopy(dict(raw))
+    base = copy_raw(dict(raw))
     if SWEEP_KEY not in base:
         raise ConfigError(["sweep: the config has no sweep: section (a grid of config keys)"])
     return base, parse_sweep(base.pop(SWEEP_KEY))
@@ -176,7 +176,7 @@ def expand(base: Mapping[str, Any], spec: SweepSpec) -> list[SweepPoint]:
     problems: list[str] = []
     for index, combo in enumerate(itertools.product(*axes)):
         values = tuple(zip(keys, combo, strict=True))
-        raw = _deepcopy(dict(base))
+        raw = copy_raw(dict(base))
         errors = [e for k, v in values if (e := _set(raw, k, v)) is not None]
         where = ", ".join(f"{k}={_text(v)}" for k, v in values)
         if errors:

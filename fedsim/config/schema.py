@@ -1,0 +1,388 @@
+"""The typed, frozen schema of one experiment.
+
+Owns every section of the configuration as a frozen dataclass (:class:`Config` at the
+root), the ``Literal`` types that name the modes (datasets, strategies, attacks, ...),
+the defaults, the numeric bounds of each field (field metadata ``ge``, ``gt``, ``le``,
+``lt``, checked by :func:`fedsim.config.parse.build_dataclass`) and the properties
+derived from more than one field (:attr:`Config.clients_per_round`, ...). Nothing here
+reads YAML or validates: see :mod:`fedsim.config.parse` and :mod:`fedsim.config.rules`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+DatasetName = Literal[
+    "pneumoniamnist", "fashion-mnist", "mnist", "cifar10", "svhn", "npz", "imagefolder"
+]
+PartitionName = Literal["iid", "dirichlet", "shards"]
+ModelName = Literal["cnn", "resnet9", "resnet18", "mlp"]
+StrategyName = Literal[
+    "fedavg", "secprobe", "random_k", "krum", "multikrum", "median", "trimmed_mean", "bulyan"
+]
+SensitivityName = Literal["paper", "tight"]
+UnreliableKind = Literal["noise", "label_flip"]
+MaliciousKind = Literal["random", "sign_flip", "scale", "nan"]
+AccountantName = Literal["rdp", "pld"]
+#: The neighbouring relation every ε is stated under (see fedsim.privacy.accounting).
+Relation = Literal["replace_one", "add_remove"]
+#: How each relation is printed next to an ε.
+RELATION_TEXT: dict[str, str] = {"replace_one": "replace-one", "add_remove": "add/remove-one"}
+ClippingName = Literal["flat", "per_layer_uniform", "per_layer_adaptive"]
+DPMode = Literal["sample", "central"]
+GradSampleMode = Literal["auto", "hooks", "ghost"]
+ScoreMetric = Literal["vog", "plis", "loss", "grad_norm"]
+VogCheckpoints = Literal["epochs", "rounds"]
+QualityMeasure = Literal["accuracy", "auc", "improvement"]
+CombineRule = Literal["product", "threshold"]
+RewardPart = Literal["combined", "quality", "informativeness"]
+PruneSide = Literal["highest", "lowest"]
+AttackName = Literal["fgsm", "pgd", "pgd_l2", "fab"]
+
+
+def _bounds(**kw: float) -> dict[str, float]:
+    """Field metadata with numeric bounds (``ge``, ``gt``, ``le``, ``lt``)."""
+    return kw
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which data, and how it is split across clients."""
+
+    name: DatasetName = "pneumoniamnist"
+    path: str | None = None
+    root: str | None = None
+    download: bool = True
+    num_clients: int = field(default=5, metadata=_bounds(ge=1))
+    partition: PartitionName = "iid"
+    alpha: float = field(default=1.0, metadata=_bounds(gt=0))
+    shards_per_client: int = field(default=2, metadata=_bounds(ge=1))
+    min_partition_size: int = field(default=1, metadata=_bounds(ge=1))
+    val_size: float | None = field(default=None, metadata=_bounds(gt=0))
+    #: Keep a stratified, seeded subset of this many training-pool samples (None = all);
+    #: for experiments sized to small machines.
+    train_samples: int | None = field(default=None, metadata=_bounds(ge=1))
+    #: Evaluate on a stratified, seeded subset of this many test samples (None = all).
+    test_samples: int | None = field(default=None, metadata=_bounds(ge=1))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which network to train."""
+
+    name: ModelName = "cnn"
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """Local training on each client."""
+
+    local_epochs: int = field(default=1, metadata=_bounds(ge=1))
+    batch_size: int = field(default=64, metadata=_bounds(ge=1))
+    lr: float = field(default=0.1, metadata=_bounds(gt=0))
+    momentum: float = field(default=0.0, metadata=_bounds(ge=0, lt=1))
+
+
+@dataclass(frozen=True)
+class DPConfig:
+    """Sample-level DP-SGD on every client (Opacus).
+
+    Give either ``epsilon`` (σ is calibrated once per client over all planned rounds) or
+    ``noise_multiplier`` (σ fixed; ε is whatever the accountant says).
+    """
+
+    enabled: bool = True
+    epsilon: float | None = field(default=None, metadata=_bounds(gt=0))
+    delta: float = field(default=1e-5, metadata=_bounds(gt=0, lt=1))
+    noise_multiplier: float | None = field(default=None, metadata=_bounds(gt=0))
+    max_grad_norm: float = field(default=1.0, metadata=_bounds(gt=0))
+    max_epsilon: float | None = field(default=None, metadata=_bounds(gt=0))
+    #: ``pld`` (dp-accounting's privacy loss distributions, tight) or ``rdp`` (Rényi DP;
+    #: only with ``neighbouring: add_remove``).
+    accountant: AccountantName = "pld"
+    #: The neighbouring relation of every ε: ``replace_one`` (default; the protocol reveals
+    #: each client's number of examples) or ``add_remove`` (only where nothing a client
+    #: sends depends on it: q and the steps come from the public ``size_bound``, FedAvg
+    #: weighs uniformly, replies carry no example count).
+    neighbouring: Relation = "replace_one"
+    #: Public number of examples a client is planned for under ``neighbouring:
+    #: add_remove`` (sample mode): sampling rate ``batch_size / size_bound``, an epoch of
+    #: ``ceil(size_bound / batch_size)`` steps, whatever the client really holds.
+    size_bound: int | None = field(default=None, metadata=_bounds(ge=1))
+    #: Draw DP-SGD noise and Poisson batches from the OS's cryptographically secure
+    #: generator (with Opacus' floating-point-attack mitigation); not reproducible.
+    secure_rng: bool = False
+    #: How the per-sample gradient is bounded (overall bound ``max_grad_norm`` in all
+    #: three; same noise, same ε): see :mod:`fedsim.clipping`.
+    clipping: ClippingName = "flat"
+    #: Server validation samples used to set the per_layer_adaptive thresholds each round.
+    adaptive_samples: int = field(default=256, metadata=_bounds(ge=1))
+    #: ``sample``: sample-level DP-SGD on every client (Opacus). ``central``: user-level DP
+    #: at the server (Flower's DP wrapper clips each client's update to ``max_grad_norm``
+    #: and adds Gaussian noise to the mean); clients then train without Opacus.
+    mode: DPMode = "sample"
+    #: How Opacus bounds per-sample gradients (``sample`` mode): ``hooks`` materialises
+    #: them; ``ghost`` clips without materialising them (flat clipping only); ``auto`` is
+    #: ghost for flat clipping when the model supports it, hooks otherwise.
+    grad_sample_mode: GradSampleMode = "auto"
+
+
+@dataclass(frozen=True)
+class StrategyConfig:
+    """Server-side aggregation and client selection."""
+
+    name: StrategyName = "fedavg"
+    clients_per_round: int | None = field(default=None, metadata=_bounds(ge=1))
+    round_timeout: float = field(default=3600.0, metadata=_bounds(gt=0))
+    # SecProbe / random_k: keep k of the M = clients_per_round updates (None = all M)
+    k: int | None = field(default=None, metadata=_bounds(ge=1))
+    selection_epsilon: float = field(default=1.0, metadata=_bounds(gt=0))
+    sensitivity: SensitivityName = "paper"
+    # Krum, MultiKrum, Bulyan: assumed number f of malicious updates per round
+    num_malicious: int = field(default=0, metadata=_bounds(ge=0))
+    # FedTrimmedAvg: fraction cut at each end per coordinate
+    trim_beta: float = field(default=0.2, metadata=_bounds(ge=0, lt=0.5))
+
+
+@dataclass(frozen=True)
+class UnreliableConfig:
+    """Clients whose data is partly garbage (SecProbe's unreliable participants)."""
+
+    fraction: float = field(default=0.0, metadata=_bounds(ge=0, le=1))
+    noise_fraction: float = field(default=0.5, metadata=_bounds(ge=0, le=1))
+    kind: UnreliableKind = "noise"
+
+
+@dataclass(frozen=True)
+class MaliciousConfig:
+    """Clients that upload hostile parameters instead of their trained model."""
+
+    fraction: float = field(default=0.0, metadata=_bounds(ge=0, le=1))
+    kind: MaliciousKind = "random"
+    scale: float = field(default=10.0, metadata=_bounds(gt=0))
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """One evasion attack and its budget (:mod:`fedsim.robustness`); L∞ units for all but
+    ``pgd_l2``, whose ``epsilon``/``step_size`` are L2 radii."""
+
+    name: AttackName = "pgd"
+    epsilon: float = field(default=8 / 255, metadata=_bounds(gt=0))
+    step_size: float = field(default=2 / 255, metadata=_bounds(gt=0))
+    steps: int = field(default=10, metadata=_bounds(ge=1))
+
+
+@dataclass(frozen=True)
+class AdversarialRoleConfig:
+    """Train-time attackers (PSREval): a fraction ``data_fraction`` of each of their batches
+    is replaced by adversarial examples labelled with the model's own predictions."""
+
+    fraction: float = field(default=0.0, metadata=_bounds(ge=0, le=1))
+    data_fraction: float = field(default=0.2, metadata=_bounds(ge=0, le=1))
+    attack: AttackConfig = field(default_factory=AttackConfig)
+
+
+@dataclass(frozen=True)
+class RolesConfig:
+    """Which clients are unreliable, malicious or adversarial (assigned from the seed)."""
+
+    unreliable: UnreliableConfig = field(default_factory=UnreliableConfig)
+    malicious: MaliciousConfig = field(default_factory=MaliciousConfig)
+    adversarial: AdversarialRoleConfig = field(default_factory=AdversarialRoleConfig)
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """How the simulation engine runs clients.
+
+    ``num_gpus_per_client`` of ``None`` means: 0 without a visible GPU, otherwise 0.5
+    (two clients share one GPU). ``ray_address`` attaches to an existing Ray cluster.
+    """
+
+    num_cpus_per_client: float = field(default=1.0, metadata=_bounds(gt=0))
+    num_gpus_per_client: float | None = field(default=None, metadata=_bounds(ge=0))
+    ray_address: str | None = None
+
+
+@dataclass(frozen=True)
+class QualityGateConfig:
+    """Server-side quality of each update, measured on the public validation split.
+
+    ``accuracy``: the update's validation accuracy (SecProbe's utility); ``auc``: its
+    validation ROC AUC (binary tasks, accuracy otherwise — more informative than accuracy
+    on imbalanced data such as PneumoniaMNIST); ``improvement``: the accuracy minus the
+    current global model's, floored at 0.
+    ``combine`` joins it with the DP-released informativeness: ``product`` pays
+    quality × informativeness, ``threshold`` pays informativeness only to updates whose
+    quality is at least ``threshold``.
+    """
+
+    measure: QualityMeasure = "accuracy"
+    combine: CombineRule = "product"
+    threshold: float = field(default=0.5, metadata=_bounds(ge=0, le=1))
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """Drop a fraction of each client's samples ranked by a metric, after a warm-up.
+
+    At the end of the first round ``>= warmup_rounds`` in which a client trains, it ranks
+    its samples by ``metric`` (local, with its trained model) and drops ``fraction`` of
+    them (the ``highest`` or ``lowest`` scores); later rounds train on the rest.
+    """
+
+    enabled: bool = False
+    warmup_rounds: int = field(default=1, metadata=_bounds(ge=1))
+    fraction: float = field(default=0.25, metadata=_bounds(ge=0, lt=1))
+    metric: ScoreMetric = "loss"
+    side: PruneSide = "highest"
+
+
+@dataclass(frozen=True)
+class ValuationConfig:
+    """Per-sample scores, their DP release by each client, rewards and pruning.
+
+    Each participating client releases the mean (and, for ``vog``, the variance) of its
+    per-sample ``metric`` scores clipped to ``[0, bound]`` with the Laplace mechanism at
+    ``epsilon`` per release (:mod:`fedsim.valuation.release`), in ``release_rounds``
+    (``None``: every round it trains). The server splits ``reward_budget`` per round among
+    the participants (:mod:`strategies.rewards`).
+    """
+
+    enabled: bool = False
+    metric: ScoreMetric = "loss"
+    epsilon: float = field(default=1.0, metadata=_bounds(gt=0))
+    bound: float = field(default=1.0, metadata=_bounds(gt=0))
+    release_rounds: tuple[int, ...] | None = None
+    #: Also release these metrics (each at ``epsilon``, accounted) and report how rewards
+    #: by them would rank the clients; only ``metric`` is paid.
+    report_metrics: tuple[ScoreMetric, ...] = ()
+    #: Clipping bound of each ``report_metrics`` entry (``None``: ``bound`` for all).
+    report_bounds: tuple[float, ...] | None = None
+    #: VoG's checkpoints: the ends of the local epochs of the round (needs
+    #: ``client.local_epochs >= 2``), or the ends of every round the client trained so far
+    #: (its trained local model; the running statistics stay on the client between rounds).
+    vog_checkpoints: VogCheckpoints = "epochs"
+    #: Share of ``epsilon`` spent on the variance (``vog`` only); the rest on the mean.
+    variance_share: float = field(default=0.3, metadata=_bounds(gt=0, lt=1))
+    reward_budget: float = field(default=100.0, metadata=_bounds(gt=0))
+    #: Which reward is paid (all three are computed and logged).
+    pay: RewardPart = "combined"
+    quality: QualityGateConfig = field(default_factory=QualityGateConfig)
+    #: Ground truth for simulations: fraction of each client's samples corrupted, by id.
+    graded_corruption: tuple[float, ...] | None = None
+    corruption_kind: UnreliableKind = "noise"
+    prune: PruneConfig = field(default_factory=PruneConfig)
+
+    @property
+    def uses_vog(self) -> bool:
+        """Whether VoG is released, reported or prunes in this run."""
+        released = self.enabled and "vog" in (self.metric, *self.report_metrics)
+        return released or (self.prune.enabled and self.prune.metric == "vog")
+
+
+@dataclass(frozen=True)
+class AdversarialTrainingConfig:
+    """Adversarial training: a fraction ``fraction`` of every local batch (PSREval: 0.1–0.4;
+    0 = off) is replaced by adversarial examples of those samples, with their true labels."""
+
+    fraction: float = field(default=0.0, metadata=_bounds(ge=0, le=1))
+    attack: AttackConfig = field(default_factory=AttackConfig)
+
+
+@dataclass(frozen=True)
+class RobustnessEvaluationConfig:
+    """Robustness evaluation of the final model (also ``fedsim evaluate RUN_DIR``)."""
+
+    enabled: bool = False
+    attacks: tuple[AttackName, ...] = ("fgsm", "pgd", "pgd_l2", "fab")
+    seeds: tuple[int, ...] = (0, 1, 2)
+    epsilon: float = field(default=8 / 255, metadata=_bounds(gt=0))
+    step_size: float = field(default=2 / 255, metadata=_bounds(gt=0))
+    steps: int = field(default=10, metadata=_bounds(ge=1))
+    #: L2 radius and step of ``pgd_l2`` (the L∞ numbers above are far too small in L2).
+    l2_epsilon: float = field(default=0.5, metadata=_bounds(gt=0))
+    l2_step_size: float = field(default=0.125, metadata=_bounds(gt=0))
+    #: Also evaluate a post-training static int8 copy (calibrated on the server val split).
+    quantize: bool = True
+    calibration_samples: int = field(default=256, metadata=_bounds(ge=1))
+    #: Another run directory (same model/data) whose final model generates transfer attacks.
+    transfer_from: str | None = None
+    batch_size: int = field(default=256, metadata=_bounds(ge=1))
+
+
+@dataclass(frozen=True)
+class RobustnessConfig:
+    """PSREval in a federation: adversarial training and the end-of-run evaluation."""
+
+    adversarial_training: AdversarialTrainingConfig = field(
+        default_factory=AdversarialTrainingConfig
+    )
+    evaluate: RobustnessEvaluationConfig = field(default_factory=RobustnessEvaluationConfig)
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """An empirical privacy audit inside the run (``fedsim audit``; :mod:`fedsim.audit`).
+
+    ``canaries`` canaries are drawn, each inserted independently with probability ½: under
+    ``dp.mode: central`` canary *clients* (extra federation members whose update is a fixed
+    random direction), under DP-SGD canary *records* in the data of client ``client``
+    (each contributes a fixed random gradient direction when Poisson-sampled). The auditor
+    sees only what the run releases — the global models (central) or the client's round
+    updates as the server receives them (DP-SGD) — and turns the canaries' scores into an
+    ε estimate and a lower bound at ``confidence``, compared with the claimed ε.
+    """
+
+    enabled: bool = False
+    canaries: int = field(default=500, metadata=_bounds(ge=10))
+    client: int = field(default=0, metadata=_bounds(ge=0))
+    confidence: float = field(default=0.95, metadata=_bounds(gt=0, lt=1))
+    #: The canary's raw norm as a multiple of the clipping bound (> 1: it is clipped to it).
+    scale: float = field(default=10.0, metadata=_bounds(gt=1))
+
+
+@dataclass(frozen=True)
+class Config:
+    """One experiment. See ``experiments/quickstart.yaml`` for an annotated example."""
+
+    name: str = "run"
+    seed: int = field(default=0, metadata=_bounds(ge=0))
+    rounds: int = field(default=3, metadata=_bounds(ge=1))
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    client: ClientConfig = field(default_factory=ClientConfig)
+    dp: DPConfig = field(default_factory=DPConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    simulation: SimulationConfig = field(default_factory=SimulationConfig)
+    roles: RolesConfig = field(default_factory=RolesConfig)
+    #: Save the global model after every round to ``checkpoints/round_NNNN.pt`` in the run
+    #: directory (plain state_dicts); ``fedsim analyze`` computes VoG from them.
+    save_checkpoints: bool = False
+    valuation: ValuationConfig = field(default_factory=ValuationConfig)
+    robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
+
+    @property
+    def clients_per_round(self) -> int:
+        """Clients sampled each round (all of them when not set)."""
+        return self.strategy.clients_per_round or self.data.num_clients
+
+    @property
+    def hides_client_size(self) -> bool:
+        """Whether nothing a client sends may depend on its size (DP-SGD, add/remove)."""
+        dp = self.dp
+        return dp.enabled and dp.mode == "sample" and dp.neighbouring == "add_remove"
+
+    @property
+    def uniform_weights(self) -> bool:
+        """Whether the server averages updates with weight 1 each (central DP, or a hidden
+        client size), instead of by their example counts."""
+        return self.hides_client_size or (self.dp.enabled and self.dp.mode == "central")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (YAML/JSON-serialisable)."""
+        return dataclasses.asdict(self)
