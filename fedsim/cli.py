@@ -151,10 +151,10 @@ def resolve_out_dir(cfg: Config, out: str | None, overwrite: bool) -> Path:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from fedsim.preflight import preflight
+    from fedsim.run import check_plan
 
     cfg = load(args.config, args.override)
-    report = preflight(cfg)
+    report = check_plan(cfg)
     for line in report.lines():
         print(line)
     print(f"{args.config}: OK")

@@ -141,7 +141,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     """Handler of ``fedsim sweep``."""
     raw = apply_overrides(read_yaml(args.config), args.override)
     base, spec = split_sweep(raw)
-    points = expand(base, spec)
+    from fedsim.run import config_problems
+
+    points = expand(base, spec, config_problems)
     name = points[0].config.name if points else "sweep"
     out = Path(args.out) if args.out else Path("runs") / f"{name}-sweep"
     if args.dry_run:

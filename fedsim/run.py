@@ -15,8 +15,8 @@ from typing import Any
 
 from fedsim.config import Config
 from fedsim.devices import gpu_visible
-from fedsim.errors import RunError
-from fedsim.preflight import preflight
+from fedsim.errors import ConfigError, RunError
+from fedsim.preflight import PreflightReport, preflight
 from fedsim.records import RoundRecord
 
 logger = logging.getLogger(__name__)
@@ -43,6 +43,27 @@ def backend_config(cfg: Config) -> dict[str, Any]:
     }
 
 
+def config_problems(cfg: Config) -> list[str]:
+    """The rules the configured strategy declares (``strategies.registry``), which the
+    config package cannot see (import direction)."""
+    from strategies.registry import strategy_problems
+
+    return strategy_problems(cfg)
+
+
+def check_config(cfg: Config) -> None:
+    """:func:`config_problems` as a :class:`ConfigError`."""
+    problems = config_problems(cfg)
+    if problems:
+        raise ConfigError(problems)
+
+
+def check_plan(cfg: Config) -> PreflightReport:
+    """Everything checked before a run starts: the strategy's rules, then the preflight."""
+    check_config(cfg)
+    return preflight(cfg)
+
+
 def run_experiment(
     cfg: Config,
     out_dir: str | Path,
@@ -58,7 +79,7 @@ def run_experiment(
     RunError
         If the federation ends without a summary.
     """
-    preflight(cfg)
+    check_plan(cfg)
     holder: dict[str, Any] = {}
     with warnings.catch_warnings():
         # Ray's notice about a future change of CUDA_VISIBLE_DEVICES handling: today's
@@ -91,4 +112,11 @@ def _simulate(
     )
 
 
-__all__ = ["RoundRecord", "backend_config", "run_experiment"]
+__all__ = [
+    "RoundRecord",
+    "backend_config",
+    "check_config",
+    "check_plan",
+    "config_problems",
+    "run_experiment",
+]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -158,8 +158,15 @@ def _set(raw: dict[str, Any], key: str, value: Any) -> str | None:
     return None
 
 
-def expand(base: Mapping[str, Any], spec: SweepSpec) -> list[SweepPoint]:
+def expand(
+    base: Mapping[str, Any],
+    spec: SweepSpec,
+    rules: Callable[[Config], list[str]] | None = None,
+) -> list[SweepPoint]:
     """Every point of the grid (seeds innermost), each with its validated config.
+
+    ``rules`` adds checks the config package cannot make itself (the strategy's own rules,
+    :func:`fedsim.run.config_problems`).
 
     Raises
     ------
@@ -186,6 +193,10 @@ def expand(base: Mapping[str, Any], spec: SweepSpec) -> list[SweepPoint]:
             cfg = from_dict(raw)
         except ConfigError as exc:
             problems.extend(f"sweep point {index} ({where}): {p}" for p in exc.problems)
+            continue
+        extra = [] if rules is None else rules(cfg)
+        if extra:
+            problems.extend(f"sweep point {index} ({where}): {p}" for p in extra)
             continue
         points.append(SweepPoint(index=index, values=values, config=cfg))
     if problems:

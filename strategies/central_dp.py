@@ -45,6 +45,18 @@ from strategies.cohorts import PoissonCohort
 logger = logging.getLogger(__name__)
 
 
+def central_dp_rules(cfg: Config) -> list[str]:
+    """The config rules of DP-FedAvg: it wraps FedAvg only (its noise is calibrated to a
+    plain sum of clipped updates)."""
+    if cfg.strategy.name == "fedavg":
+        return []
+    return [
+        "strategy.name must be 'fedavg' when dp.mode is 'central' (the noise is "
+        "calibrated to a uniform mean of the clipped updates); "
+        f"got {cfg.strategy.name!r}"
+    ]
+
+
 def _secret_rng(_round: int) -> np.random.Generator:
     return np.random.default_rng(secrets.randbits(128))
 

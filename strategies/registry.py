@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from flwr.serverapp.strategy import Strategy
 
 from fedsim import keys
 from fedsim.config import Config
+from fedsim.errors import ConfigError
 from fedsim.privacy.central import plan_central_dp
 from fedsim.registry import Registry
 from strategies.base import StrategyContext
-from strategies.central_dp import CentralDP
+from strategies.central_dp import CentralDP, central_dp_rules
 from strategies.fedavg import FedAvg
 from strategies.random_k import RandomK
 from strategies.robust import Bulyan, FedMedian, FedTrimmedAvg, Krum, MultiKrum
@@ -23,7 +25,47 @@ logger = logging.getLogger(__name__)
 
 #: Builds a strategy from its context (config, directory, round log, server data).
 StrategyFactory = Callable[[StrategyContext], Strategy]
-STRATEGIES: Registry[StrategyFactory] = Registry("strategy", "strategy.name")
+#: The config rules a strategy needs beyond the generic ones (problem strings).
+StrategyRules = Callable[[Config], list[str]]
+
+
+def _no_rules(cfg: Config) -> list[str]:
+    del cfg
+    return []
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    """A registered strategy: how to build it, and the config rules it declares."""
+
+    build: StrategyFactory
+    rules: StrategyRules = _no_rules
+
+
+STRATEGIES: Registry[StrategySpec] = Registry("strategy", "strategy.name")
+
+
+def _min_cohort(factor: int) -> StrategyRules:
+    """Krum-style rules need ``clients_per_round >= factor * num_malicious + 3``."""
+
+    def rules(cfg: Config) -> list[str]:
+        m, f, name = cfg.clients_per_round, cfg.strategy.num_malicious, cfg.strategy.name
+        if m >= factor * f + 3:
+            return []
+        return [
+            f"strategy.clients_per_round must be >= {factor} * strategy.num_malicious + 3 "
+            f"({factor * f + 3}) for {name}; got {m}"
+        ]
+
+    return rules
+
+
+def strategy_problems(cfg: Config) -> list[str]:
+    """The rules the configured strategy (and a central-DP wrapper) declare for ``cfg``."""
+    problems = list(STRATEGIES.get(cfg.strategy.name).rules(cfg))
+    if central_dp(cfg):
+        problems.extend(central_dp_rules(cfg))
+    return problems
 
 
 def central_dp(cfg: Config) -> bool:
@@ -64,16 +106,14 @@ for _name, _cls in (
     ("random_k", RandomK),
     ("median", FedMedian),
 ):
-    STRATEGIES.register(_name)(_plain(_cls))
+    STRATEGIES.register(_name)(StrategySpec(_plain(_cls)))
 
 
-@STRATEGIES.register("krum")
 def _krum(ctx: StrategyContext) -> Strategy:
     cfg = ctx.cfg
     return Krum(ctx, **_common(cfg), num_malicious_nodes=cfg.strategy.num_malicious)
 
 
-@STRATEGIES.register("multikrum")
 def _multikrum(ctx: StrategyContext) -> Strategy:
     cfg = ctx.cfg
     keep = cfg.strategy.k or max(1, cfg.clients_per_round - cfg.strategy.num_malicious)
@@ -85,15 +125,19 @@ def _multikrum(ctx: StrategyContext) -> Strategy:
     )
 
 
-@STRATEGIES.register("trimmed_mean")
 def _trimmed_mean(ctx: StrategyContext) -> Strategy:
     return FedTrimmedAvg(ctx, **_common(ctx.cfg), beta=ctx.cfg.strategy.trim_beta)
 
 
-@STRATEGIES.register("bulyan")
 def _bulyan(ctx: StrategyContext) -> Strategy:
     cfg = ctx.cfg
     return Bulyan(ctx, **_common(cfg), num_malicious_nodes=cfg.strategy.num_malicious)
+
+
+STRATEGIES.register("krum")(StrategySpec(_krum, _min_cohort(2)))
+STRATEGIES.register("multikrum")(StrategySpec(_multikrum, _min_cohort(2)))
+STRATEGIES.register("trimmed_mean")(StrategySpec(_trimmed_mean))
+STRATEGIES.register("bulyan")(StrategySpec(_bulyan, _min_cohort(4)))
 
 
 def build_strategy(context: StrategyContext, *, seeded: bool = False) -> Strategy:
@@ -104,7 +148,10 @@ def build_strategy(context: StrategyContext, *, seeded: bool = False) -> Strateg
     :func:`~strategies.central_dp.fedsim_core` finds the fedsim strategy inside.
     """
     cfg = context.cfg
-    strategy = STRATEGIES.get(cfg.strategy.name)(context)
+    problems = strategy_problems(cfg)
+    if problems:
+        raise ConfigError(problems)
+    strategy = STRATEGIES.get(cfg.strategy.name).build(context)
     if central_dp(cfg):
         strategy = CentralDP(strategy, cfg, plan_central_dp(cfg), seeded=seeded)
     logger.info(

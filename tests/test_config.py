@@ -194,8 +194,12 @@ def test_selection_and_roles_bounds_reported_with_paths() -> None:
     ],
 )
 def test_selection_cross_checks(strategy: dict, roles: dict, message: str) -> None:
+    """Generic rules come from the config package, a strategy's own rules from its factory
+    (``strategies.registry``), both checked before a run (``fedsim.run.check_config``)."""
+    from fedsim.run import check_config
+
     with pytest.raises(ConfigError) as info:
-        C.from_dict({**BASE, "strategy": strategy, "roles": roles})
+        check_config(C.from_dict({**BASE, "strategy": strategy, "roles": roles}))
     assert any(message in p for p in info.value.problems), info.value.problems
 
 
