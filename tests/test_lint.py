@@ -18,6 +18,7 @@ def test_ruff_clean() -> None:
     assert proc.returncode == 0, proc.stdout[-4000:]
 
 
+@pytest.mark.slow
 def test_mypy_clean() -> None:
     pytest.importorskip("mypy")
     proc = subprocess.run(
