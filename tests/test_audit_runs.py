@@ -101,6 +101,7 @@ def test_user_level_audit_is_sound_on_a_correct_mechanism() -> None:
         assert result.observations == 6
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("task_identity")
 def test_user_level_audit_has_power() -> None:
     """Almost no noise (claimed ε in the thousands): the estimate is large. Noise ten times
@@ -165,6 +166,7 @@ def _sample_audit(cfg: Any) -> Any:
     return finish_audit(cfg, auditor, ledger)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("task_identity")
 def test_sample_level_audit_is_sound_and_detects_broken_noise() -> None:
     for seed in range(2):

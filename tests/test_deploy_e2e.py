@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,13 +41,13 @@ from fedsim.privacy import Accounting, SubsampledGaussian
 from fedsim.rundir import read_metrics, read_summary
 from tests.deploy_procs import Processes, free_port, wait_for_port
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.timeout(900),
-    pytest.mark.skipif(shutil.which("flower-superlink") is None, reason="flwr CLI not on PATH"),
-]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[1]
+# The Flower CLIs of this interpreter's environment: a CI whose PATH lacks the scripts
+# directory must fail here, not skip.
+SCRIPTS = sysconfig.get_path("scripts")
+TOOLS = ("flower-superlink", "flower-supernode", "flwr")
 NUM_SITES = 3
 SITE_SAMPLES = 64
 RUN_TIMEOUT = 420.0
@@ -140,8 +141,19 @@ def write_site_data(root: Path) -> None:
         )
 
 
+def require_flower_tools() -> None:
+    """Fail (not skip) unless every Flower CLI is in this interpreter's scripts directory."""
+    missing = [name for name in TOOLS if shutil.which(name, path=SCRIPTS) is None]
+    if missing:
+        pytest.fail(
+            f"{', '.join(missing)} not found in {SCRIPTS}: install fedsim with its dev extra "
+            "(pip install -e '.[dev]') into the interpreter that runs the tests"
+        )
+
+
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    require_flower_tools()
     root = tmp_path_factory.mktemp("federation")
     certs, keys = root / "certs", root / "keys"
     make_certificates(certs, ["localhost"])
@@ -162,6 +174,9 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
     )
     env = dict(os.environ)
     env.update(
+        # fedsim.deploy.commands and `flwr` below name bare binaries (and the SuperLink starts
+        # further Flower processes by name): this interpreter's scripts directory comes first.
+        PATH=os.pathsep.join([SCRIPTS, env.get("PATH", "")]).rstrip(os.pathsep),
         FLWR_HOME=str(flwr_home),
         PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
         PYTHONUNBUFFERED="1",

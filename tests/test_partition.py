@@ -55,6 +55,7 @@ def check_partitions(
         assert n - len(union) < k * spc  # fewer than num_clients * shards_per_client dropped
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None)
 @given(problems())
 def test_properties_and_reproducibility(
