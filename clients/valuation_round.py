@@ -11,9 +11,10 @@ indexed by the client's original sample order) stay on the client between rounds
 Privacy: the release is a Laplace mechanism (:mod:`fedsim.valuation.release`) whose
 events enter the client's ledger. The pruning ranking stays on the client and is not
 released; only the DP-SGD model trained afterwards leaves it. Because pruning keeps a
-*quantile*, adding or removing one sample can flip the membership of at most one other
-sample, so the DP-SGD guarantee of later rounds holds with respect to the kept set;
-relative to the pre-pruning dataset it is a group-of-2 guarantee (see README).
+*quantile*, replacing one sample can move at most one other sample across the cut: the
+kept sets of two replace-one neighbours are replace-one neighbours themselves, so the
+later rounds are accounted as replace-one events at the new rate (README, "Privacy: what
+the ε means"); under ``add_remove`` pruning is a config error.
 """
 
 from __future__ import annotations
