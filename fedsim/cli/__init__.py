@@ -1,119 +1,63 @@
 """The ``fedsim`` command line.
 
 ``fedsim run CONFIG [-o key=value ...] [--out DIR]`` runs an experiment;
-``fedsim validate CONFIG`` runs only the checks and the preflight. Any problem with the
-user's input is printed as one clear message and exits with code 2, without a traceback.
+``fedsim validate CONFIG`` runs only the checks and the preflight; the other commands
+are listed by ``fedsim --help``. Any problem with the user's input is printed as one clear
+message and exits with code 2, without a traceback.
+
+Package layout: :mod:`~fedsim.cli.base` (the :class:`~fedsim.cli.base.Command` contract
+and shared arguments), :mod:`~fedsim.cli.commands` (the registry :data:`COMMANDS`, which
+imports every command explicitly) and one module per command group: :mod:`~fedsim.cli.run`
+(``run``, ``validate``), :mod:`~fedsim.cli.sweep`, :mod:`~fedsim.cli.report`,
+:mod:`~fedsim.cli.analyze`, :mod:`~fedsim.cli.evaluate`, :mod:`~fedsim.cli.deploy`
+(``certs``, ``node``, ``superlink``, ``supernode``) and :mod:`~fedsim.cli.audit`.
+The console script is :func:`entry`; tests call :func:`main` with an argument list.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
-from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import TextIO
+from collections.abc import Sequence
 
 from fedsim import __version__
-from fedsim.config import RELATION_TEXT, Config, load
-from fedsim.errors import FedsimError
-from fedsim.records import RoundRecord
-from fedsim.rundir import METRICS_FILE
-
-EXIT_USAGE = 2
-#: A privacy audit measured more leakage than the run claims.
-EXIT_VIOLATION = 3
-EXIT_INTERRUPTED = 130
-
-#: Modules that add further subcommands: each has ``register(subparsers)``, which adds
-#: its parser(s) with ``set_defaults(handler=fn)``, ``fn(args) -> exit code``. Keep their
-#: heavy imports inside the handlers, so ``fedsim --help`` stays fast.
-SUBCOMMAND_MODULES: tuple[str, ...] = (
-    "fedsim.cli_sweep",
-    "fedsim.cli_report",
-    "fedsim.cli_analyze",
-    "fedsim.cli_evaluate",
-    "fedsim.cli_deploy",
-    "fedsim.cli_audit",
+from fedsim.cli.base import (
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    EXIT_VIOLATION,
+    Command,
+    Handler,
+    add_config_args,
 )
+from fedsim.cli.commands import COMMANDS
+from fedsim.cli.run import resolve_out_dir, run_command
+from fedsim.errors import FedsimError
+
+__all__ = [
+    "COMMANDS",
+    "EXIT_INTERRUPTED",
+    "EXIT_USAGE",
+    "EXIT_VIOLATION",
+    "Command",
+    "add_config_args",
+    "build_parser",
+    "entry",
+    "main",
+    "resolve_out_dir",
+    "run_command",
+]
 
 
-class Progress:
-    """One line per round on a terminal; silent when the stream is not a TTY."""
-
-    def __init__(self, cfg: Config, stream: TextIO) -> None:
-        self.cfg = cfg
-        self.stream = stream
-        self.enabled = stream.isatty()
-
-    def __call__(self, record: RoundRecord) -> None:
-        if not self.enabled:
-            return
-        eps_text = epsilon_text(self.cfg, record)
-        auc = f"  auc {record.test.auc:.3f}" if record.test.auc is not None else ""
-        self.stream.write(
-            f"round {record.round}/{self.cfg.rounds}  acc {record.test.accuracy:.4f}  "
-            f"loss {record.test.loss:.4f}{auc}{eps_text}  "
-            f"({len(record.selected)}/{len(record.sampled)} updates, {record.seconds:.1f} s)\n"
-        )
-        self.stream.flush()
-
-
-def epsilon_text(cfg: Config, record: RoundRecord) -> str:
-    """The round line's privacy part: the largest composed ε of any client (all of its
-    events), the DP-SGD part, and the relation — or, without DP, the selection ε."""
-    if not cfg.dp.enabled:
-        sel = [c.epsilon_selection for c in record.clients if c.epsilon_selection is not None]
-        return f"  selection eps {max(sel):.3f} (no DP on updates)" if sel else ""
-    total = [c.epsilon_total for c in record.clients if c.epsilon_total is not None]
-    sgd = [c.epsilon for c in record.clients if c.epsilon is not None]
-    if not total and not sgd:
-        return ""
-    relation = RELATION_TEXT[cfg.dp.neighbouring]
-    if cfg.dp.mode == "central":
-        return f"  eps {max(sgd):.3f} (user-level, {relation})"
-    top = max(total) if total else max(sgd)
-    return f"  max eps {top:.3f} (DP-SGD {max(sgd) if sgd else 0.0:.3f}, {relation})"
-
-
-def add_config_args(
-    p: argparse.ArgumentParser, help_config: str = "YAML experiment config"
-) -> None:
-    """Add the ``CONFIG`` positional, ``-o KEY=VALUE`` overrides and ``-v``."""
-    p.add_argument("config", help=help_config)
-    p.add_argument(
-        "-o",
-        "--override",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config field, e.g. -o dp.epsilon=2 (repeatable)",
-    )
-    p.add_argument("-v", "--verbose", action="store_true", help="show Flower/Ray logs")
-
-
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``fedsim`` parser with one subparser per registered command, in registry order."""
     parser = argparse.ArgumentParser(
         prog="fedsim", description="Private, robust, incentivised federated simulation."
     )
     parser.add_argument("--version", action="version", version=f"fedsim {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-
-    run = sub.add_parser("run", help="run an experiment")
-    add_config_args(run)
-    run.add_argument("--out", help="run directory (default: runs/<name>, made unique)")
-    run.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="allow --out to point at a directory that already holds a run",
-    )
-    run.set_defaults(handler=_cmd_run)
-    validate = sub.add_parser("validate", help="check a config and run the preflight only")
-    add_config_args(validate)
-    validate.set_defaults(handler=_cmd_validate)
-    for module_name in SUBCOMMAND_MODULES:
-        importlib.import_module(module_name).register(sub)
+    for name, command in COMMANDS.items():
+        command.configure(sub.add_parser(name, help=command.help, description=command.description))
     return parser
 
 
@@ -128,101 +72,12 @@ def _setup_logging(verbose: bool) -> None:
     console_handler.setLevel(logging.INFO if verbose else logging.ERROR)
 
 
-def _holds_run(path: Path) -> bool:
-    return (path / METRICS_FILE).exists()
-
-
-def resolve_out_dir(cfg: Config, out: str | None, overwrite: bool) -> Path:
-    """The run directory: ``--out`` as given, or ``runs/<name>`` made unique."""
-    if out is not None:
-        path = Path(out)
-        if _holds_run(path) and not overwrite:
-            raise FedsimError(
-                f"--out {str(path)!r} already holds a run (metrics.jsonl); choose another "
-                "directory or pass --overwrite"
-            )
-        return path
-    base = Path("runs") / cfg.name
-    path, i = base, 1
-    while _holds_run(path):
-        path = base.with_name(f"{base.name}-{i}")
-        i += 1
-    return path
-
-
-def _cmd_validate(args: argparse.Namespace) -> int:
-    from fedsim.preflight import preflight
-
-    cfg = load(args.config, args.override)
-    report = preflight(cfg)
-    for line in report.lines():
-        print(line)
-    print(f"{args.config}: OK")
-    return 0
-
-
-def _cmd_run(args: argparse.Namespace) -> int:
-    return run_command(args, load(args.config, args.override))
-
-
-def run_command(args: argparse.Namespace, cfg: Config) -> int:
-    """Run ``cfg`` as ``fedsim run`` does: progress, report, the final line; exit code 3
-    when the run's privacy audit (``audit.enabled``) finds a violation."""
-    from fedsim.run import run_experiment
-
-    out_dir = resolve_out_dir(cfg, args.out, args.overwrite)
-    progress = Progress(cfg, sys.stderr)
-    if progress.enabled:
-        sys.stderr.write(f"fedsim {__version__}: running {cfg.name!r} into {out_dir}\n")
-    summary = run_experiment(cfg, out_dir, on_round=progress, verbose=args.verbose)
-    from fedsim.report import write_report_safely
-
-    write_report_safely(out_dir)  # logs (never raises): the run directory is the result
-    final = summary.get("final") or {}
-    eps_text = final_epsilon_text(cfg, summary)
-    acc = final.get("test_accuracy")
-    acc_text = f"{acc:.4f}" if acc is not None else "n/a"
-    print(
-        f"{out_dir}: {summary['rounds']} rounds, test accuracy {acc_text}{eps_text}, "
-        f"{summary['wall_seconds']:.1f} s"
-    )
-    audit = summary.get("audit")
-    if audit is None:
-        return 0
-    print(
-        f"privacy audit ({audit['level']} level, {audit['canaries']} canaries): claimed "
-        f"epsilon {audit['claimed_epsilon_add_remove']:.4g} (add/remove), estimate "
-        f"{audit['estimate']:.4g}, lower bound {audit['lower_bound']:.4g} at "
-        f"{100 * audit['confidence']:g}% -> {audit['verdict']} (see {out_dir / 'audit.json'})"
-    )
-    return EXIT_VIOLATION if audit["verdict"] == "VIOLATION" else 0
-
-
-def final_epsilon_text(cfg: Config, summary: dict[str, object]) -> str:
-    """The final line's privacy part (see :func:`epsilon_text`)."""
-    dp = summary["dp"]
-    assert isinstance(dp, dict)  # the summary's own structure, not user input
-    total, sgd = dp.get("max_epsilon_total"), dp.get("max_epsilon_spent")
-    if not cfg.dp.enabled:
-        sel = summary.get("selection_epsilon_total")
-        return f", selection epsilon {sel:.3f} (no DP on updates)" if sel else ""
-    if sgd is None:
-        return ""
-    relation = RELATION_TEXT[cfg.dp.neighbouring]
-    if cfg.dp.mode == "central":
-        return f", user-level epsilon {sgd:.3f} (delta {cfg.dp.delta:g}, {relation})"
-    return (
-        f", max epsilon {total if total is not None else sgd:.3f} of which DP-SGD {sgd:.3f} "
-        f"(delta {cfg.dp.delta:g}, {relation})"
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``fedsim`` console script."""
-    args = _parser().parse_args(argv)
+    """Entry point of the ``fedsim`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
     _setup_logging(getattr(args, "verbose", False))
     try:
-        handler: Callable[[argparse.Namespace], int] = args.handler
+        handler: Handler = args.handler
         return handler(args)
     except FedsimError as exc:
         print(f"fedsim: error: {exc}", file=sys.stderr)
@@ -235,7 +90,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 def entry() -> None:
     """Console-script wrapper: exit with :func:`main`'s code."""
     sys.exit(main())
-
-
-if __name__ == "__main__":
-    entry()

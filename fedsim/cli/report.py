@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+
+from fedsim.cli.base import Command
 
 
-def register(sub: Any) -> None:
-    """Add the ``report`` subcommand to the ``fedsim`` parser's subparsers."""
-    parser = sub.add_parser(
-        "report", help="write report.md with PNG plots for a run or sweep directory"
-    )
-    parser.add_argument("directory", help="a run directory (metrics.jsonl) or sweep (sweep.csv)")
-    parser.set_defaults(handler=_cmd_report)
+def _configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("directory", help="a run directory (metrics.jsonl) or sweep (sweep.csv)")
+    p.set_defaults(handler=_cmd_report)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -21,3 +18,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     out = write_report(args.directory)
     print(out)
     return 0
+
+
+REPORT = Command(
+    help="write report.md with PNG plots for a run or sweep directory", configure=_configure
+)
