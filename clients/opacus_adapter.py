@@ -23,12 +23,15 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from clients.secure_rng import SecurePrivacyEngine, is_secure
+from fedsim.config import GradSampleMode
 
 logger = logging.getLogger(__name__)
 
-#: How Opacus bounds per-sample gradients: ``hooks`` materialises them (any clipping);
-#: ``ghost`` computes their norms without materialising them (flat clipping only).
-GradSampleMode = Literal["hooks", "ghost"]
+#: How Opacus bounds per-sample gradients, once ``dp.grad_sample_mode`` (config's
+#: :data:`~fedsim.config.GradSampleMode`, which adds ``auto``) is resolved:
+#: ``hooks`` materialises them (any clipping); ``ghost`` computes their norms without
+#: materialising them (flat clipping only).
+ResolvedGradSampleMode = Literal["hooks", "ghost"]
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
@@ -43,7 +46,7 @@ class PrivateTraining:
     #: For ``ghost``: Opacus' loss wrapper whose ``backward()`` runs the two passes of
     #: ghost clipping (train with it); ``None`` for ``hooks`` (plain cross-entropy).
     criterion: Callable[..., Any] | None = None
-    grad_sample_mode: GradSampleMode = "hooks"
+    grad_sample_mode: ResolvedGradSampleMode = "hooks"
 
     def steps_taken(self) -> int:
         """DP-SGD steps the accountant recorded since :func:`make_private`."""
@@ -74,7 +77,7 @@ def make_private(
     noise_multiplier: float,
     max_grad_norm: float | list[float],
     noise_generator: torch.Generator | None,
-    grad_sample_mode: GradSampleMode = "hooks",
+    grad_sample_mode: ResolvedGradSampleMode = "hooks",
     steps_per_epoch: int | None = None,
     expected_batch_size: int | None = None,
     secure: bool = False,
@@ -176,8 +179,8 @@ def ghost_supported(model: nn.Module) -> bool:
 
 
 def resolve_grad_sample_mode(
-    requested: Literal["auto", "hooks", "ghost"], flat: bool, model: nn.Module
-) -> GradSampleMode:
+    requested: GradSampleMode, flat: bool, model: nn.Module
+) -> ResolvedGradSampleMode:
     """The mode to use for ``dp.grad_sample_mode`` = ``requested``.
 
     ``auto`` picks ghost for flat clipping on models without convolutions, where it was

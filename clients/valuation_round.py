@@ -30,6 +30,7 @@ from fedsim.data import Split
 from fedsim.privacy import LaplaceRelease
 from fedsim.seeding import numpy_rng
 from fedsim.valuation.local import prune_indices
+from fedsim.valuation.registry import SCORES
 from fedsim.valuation.release import (
     ReleasedValuation,
     ReleasePlan,
@@ -63,7 +64,9 @@ def valuation_tasks(cfg: Config, server_round: int, already_pruned: bool) -> Val
     plan = None
     extra: list[tuple[ScoreMetric, ReleasePlan]] = []
     if val.enabled and is_release_round(server_round, val.release_rounds):
-        plan = plan_release(val.epsilon, val.bound, val.metric == "vog", val.variance_share)
+        paid = SCORES.get(val.metric)
+        plan = plan_release(val.epsilon, val.bound, paid.releases_variance, val.variance_share)
+        # report_metrics are released as a mean only, whatever the score
         bounds = val.report_bounds or (val.bound,) * len(val.report_metrics)
         for m, b in zip(val.report_metrics, bounds, strict=True):
             extra.append((m, plan_release(val.epsilon, b, False)))
@@ -159,7 +162,8 @@ class RoundScorer:
     ) -> Callable[[int], None] | None:
         """A training-loop callback taking a VoG checkpoint (``None`` if VoG is not due)."""
         tracker = self.tracker
-        if tracker is None or "vog" not in self.metrics or self.by_round:
+        checkpointed = any(SCORES.get(m).needs_checkpoints for m in self.metrics)
+        if tracker is None or not checkpointed or self.by_round:
             return None
 
         def hook(_epoch: int) -> None:
@@ -175,7 +179,7 @@ class RoundScorer:
         tracker.load(trained)
 
         def score(m: ScoreMetric) -> np.ndarray:
-            if m == "vog" and self.by_round and tracker.num_checkpoints < 2:
+            if SCORES.get(m).needs_checkpoints and self.by_round and tracker.num_checkpoints < 2:
                 # one round seen (a client that missed rounds): the spread over a single
                 # checkpoint is 0 for every sample
                 return np.zeros(len(tracker), dtype=np.float64)

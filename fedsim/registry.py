@@ -1,4 +1,13 @@
-"""A tiny name → factory registry whose unknown-name error lists the valid names."""
+"""A tiny name → object registry whose unknown-name error lists the valid names.
+
+Every extension point of fedsim is one: models (``fedsim.models.MODELS``), datasets
+(``fedsim.data.sources.DATASETS``), partitioners (``fedsim.data.partition.PARTITIONERS``),
+strategies (``strategies.registry.STRATEGIES``), valuation scores
+(``fedsim.valuation.registry.SCORES``), attacks (``fedsim.robustness.ATTACKS``), attacker
+kinds (``fedsim.attackers``), report sections (``fedsim.report.sections``) and CLI
+commands (``fedsim.cli.commands.COMMANDS``). ``tests/test_contracts.py`` discovers the
+members of each and checks that every one keeps its registry's contract.
+"""
 
 from __future__ import annotations
 
@@ -48,6 +57,10 @@ class Registry(Generic[T]):
     def names(self) -> tuple[str, ...]:
         """Registered names, sorted."""
         return tuple(sorted(self._entries))
+
+    def items(self) -> tuple[tuple[str, T], ...]:
+        """``(name, entry)`` pairs in registration order (e.g. the order of a report)."""
+        return tuple(self._entries.items())
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries

@@ -6,7 +6,8 @@ Adversarial clients (PSREval train-time attackers) are assigned here; what they 
 SecProbe (Zhao et al., IEEE TIFS 2020) studies *unreliable* participants, a fraction P of
 whose samples are replaced by uniform noise in the data range, and *malicious*
 participants that upload random parameters uniform in [0, 1]. fedsim adds a label-flip
-variant of unreliable data and sign-flipped / scaled malicious updates.
+variant of unreliable data and sign-flipped / scaled malicious updates. The kinds are
+registries of small pure functions in :mod:`fedsim.attackers`.
 
 All functions are pure; randomness comes from the seed or a passed-in generator.
 """
@@ -20,6 +21,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from fedsim.attackers import MALICIOUS_KINDS, UNRELIABLE_KINDS
 from fedsim.config import Config, MaliciousKind, RolesConfig, UnreliableKind
 from fedsim.data import Split
 from fedsim.seeding import numpy_rng, torch_generator
@@ -65,22 +67,17 @@ def corrupt_split(
 ) -> Split:
     """A copy of ``split`` where ``round(noise_fraction · n)`` random samples are spoilt.
 
-    ``noise``: the images are replaced by uniform noise in [0, 1] (the data range), labels
-    kept. ``label_flip``: the labels become ``num_classes - 1 - y`` (images kept).
+    ``kind`` names a data corruption of :data:`fedsim.attackers.UNRELIABLE_KINDS`
+    (``noise``: uniform-noise images; ``label_flip``: flipped labels, needs
+    ``num_classes``).
     """
     if not 0.0 <= noise_fraction <= 1.0:
         raise ValueError(f"noise_fraction must be in [0, 1]; got {noise_fraction}")
+    if kind not in UNRELIABLE_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(UNRELIABLE_KINDS.names())}; got {kind!r}")
     n = len(split)
     idx = rng.choice(n, size=_count(noise_fraction, n), replace=False)
-    x, y = split.x.copy(), split.y.copy()
-    if kind == "noise":
-        x[idx] = rng.random(size=(len(idx), *x.shape[1:]), dtype=np.float32)
-    elif kind == "label_flip":
-        if num_classes is None or num_classes < 2:
-            raise ValueError(f"label_flip needs num_classes >= 2; got {num_classes}")
-        y[idx] = num_classes - 1 - y[idx]
-    else:
-        raise ValueError(f"kind must be 'noise' or 'label_flip'; got {kind!r}")
+    x, y = UNRELIABLE_KINDS.get(kind)(split.x, split.y, idx, rng, num_classes)
     return Split(x, y)
 
 
@@ -94,33 +91,20 @@ def malicious_state(
     """What a malicious client uploads instead of its trained ``local_state``.
 
     Only floating-point tensors are changed (integer buffers such as BatchNorm's
-    ``num_batches_tracked`` are uploaded as trained). With ``g`` the global and ``w`` the
-    trained parameters:
-
-    - ``random``: uniform in [0, 1], ignoring ``w`` (SecProbe's attack);
-    - ``sign_flip``: ``g - (w - g)``, the honest update reversed;
-    - ``scale``: ``g + scale · (w - g)``, the honest update amplified;
-    - ``nan``: a malformed upload, NaN everywhere except one +Inf per tensor (every
-      strategy must reject it before scoring or aggregation).
+    ``num_batches_tracked`` are uploaded as trained). ``kind`` names a hostile upload of
+    :data:`fedsim.attackers.MALICIOUS_KINDS` (``random``, ``sign_flip``, ``scale``,
+    ``nan``), applied to each floating-point tensor of the global and the trained
+    parameters; ``scale`` is the amplification of the ``scale`` kind.
     """
+    if kind not in MALICIOUS_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(MALICIOUS_KINDS.names())}; got {kind!r}")
+    upload = MALICIOUS_KINDS.get(kind)
     out: dict[str, torch.Tensor] = {}
     for name, w in local_state.items():
         if not torch.is_floating_point(w):
             out[name] = w.clone()
             continue
-        g = global_state[name].to(w.dtype)
-        if kind == "random":
-            out[name] = torch.rand(w.shape, generator=generator, dtype=w.dtype)
-        elif kind == "sign_flip":
-            out[name] = g - (w - g)
-        elif kind == "scale":
-            out[name] = g + scale * (w - g)
-        elif kind == "nan":
-            bad = torch.full_like(w, float("nan"))
-            bad.view(-1)[:1] = float("inf")
-            out[name] = bad
-        else:
-            raise ValueError(f"kind must be 'random', 'sign_flip', 'scale' or 'nan'; got {kind!r}")
+        out[name] = upload(global_state[name].to(w.dtype), w, scale, generator)
     return out
 
 

@@ -12,15 +12,19 @@ import logging
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from fedsim import __version__
 from fedsim.config import Config, to_yaml
 from fedsim.files import write_atomic
 from fedsim.records import RoundRecord
 from fedsim.summary import RunSummary
+
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported where a model is saved: the file names and readers below are used by
+# the CLI's parser and reports, which must not pay torch's import time (~1 s).
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +104,8 @@ class RunWriter:
         bad = [k for k in state_dict if k.startswith("_module.")]
         if bad:
             raise ValueError(f"model state_dict has Opacus-wrapped keys, e.g. {bad[0]!r}")
+        import torch
+
         torch.save(dict(state_dict), self.dir / MODEL_FILE)
 
     def save_checkpoint(self, server_round: int, state_dict: Mapping[str, torch.Tensor]) -> None:
@@ -110,6 +116,8 @@ class RunWriter:
         ckpt_dir = self.dir / CHECKPOINT_DIR
         ckpt_dir.mkdir(exist_ok=True)
         state = {k: v.detach().cpu().clone() for k, v in state_dict.items()}
+        import torch
+
         torch.save(state, ckpt_dir / f"round_{server_round:04d}.pt")
 
     def write_summary(self, summary: RunSummary) -> None:

@@ -17,11 +17,10 @@ Everything here is side-effect free; randomness comes from a passed-in generator
 from __future__ import annotations
 
 import itertools
-from typing import Literal
 
 import numpy as np
 
-SensitivityMode = Literal["paper", "tight"]
+from fedsim.config import SensitivityName
 
 
 def _check(utilities: np.ndarray, epsilon: float, k: int, sensitivity: float) -> np.ndarray:
@@ -152,7 +151,7 @@ def selection_inclusion_probabilities(
     return inclusion_probabilities_mc(u, epsilon, k, sensitivity, rng)
 
 
-def accuracy_sensitivity(n: int, mode: SensitivityMode) -> float:
+def accuracy_sensitivity(n: int, mode: SensitivityName) -> float:
     """Δu of the validation accuracy of ``n`` records.
 
     ``paper``: SecProbe's 1/2 (its add/remove worst case over set sizes, at n = 1), which

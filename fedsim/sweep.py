@@ -11,7 +11,13 @@ A sweep config is an ordinary experiment config with a top-level ``sweep:`` sect
 This module is pure: it parses the section, expands the grid into
 :class:`SweepPoint` values with their validated :class:`~fedsim.config.Config`, names
 their directories and turns finished runs' summaries into ``sweep.csv`` rows. Running
-the points is :mod:`fedsim.cli_sweep`'s job.
+the points is :mod:`fedsim.cli.sweep`'s job; the sweep report is :mod:`fedsim.report.sweep`.
+
+Layout of a sweep directory (default ``runs/<name>-sweep``)::
+
+    sweep.yaml        SWEEP_DEFINITION_FILE: the base config and the sweep section
+    points/NNN-slug/  POINTS_DIR: one ordinary run directory per point
+    sweep.csv         SWEEP_TABLE_FILE: one row per point (rewritten after every point)
 """
 
 from __future__ import annotations
@@ -27,6 +33,9 @@ from fedsim.config import Config, copy_raw, from_dict
 from fedsim.errors import ConfigError
 
 __all__ = [
+    "POINTS_DIR",
+    "SWEEP_DEFINITION_FILE",
+    "SWEEP_TABLE_FILE",
     "SweepPoint",
     "SweepSpec",
     "csv_columns",
@@ -38,6 +47,12 @@ __all__ = [
 ]
 
 SWEEP_KEY = "sweep"
+#: The base config and ``sweep:`` section that define a sweep directory's sweep.
+SWEEP_DEFINITION_FILE = "sweep.yaml"
+#: One row per point (:func:`csv_row`); what marks a directory as a sweep directory.
+SWEEP_TABLE_FILE = "sweep.csv"
+#: One ordinary run directory per point, ``NNN-slug``.
+POINTS_DIR = "points"
 _ALLOWED = {"grid", "seeds"}
 
 

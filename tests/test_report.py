@@ -11,7 +11,8 @@ import pytest
 from fedsim.cli import main
 from fedsim.errors import FedsimError
 from fedsim.report import render_sections, write_report, write_report_safely
-from fedsim.report_sweep import aggregate_points, swept_keys
+from fedsim.report.run import overview_section
+from fedsim.report.sweep import aggregate_points, swept_keys
 
 
 def _client(eps: float, steps: int) -> dict:
@@ -151,11 +152,9 @@ def test_sweep_report(tmp_path: Path) -> None:
 
 def test_extra_section_and_failing_section(tmp_path: Path) -> None:
     run = make_run(tmp_path / "run")
-    text = render_sections(
-        run, ("fedsim.report:overview_section", "tests.test_report:_broken_section")
-    )
+    text = render_sections(run, (("overview", overview_section), ("broken", _broken_section)))
     assert "# Run report: tiny" in text
-    assert "Section `tests.test_report:_broken_section` failed: RuntimeError: boom" in text
+    assert "Section `broken` failed: RuntimeError: boom" in text
 
 
 def _broken_section(run_dir: Path) -> str:

@@ -6,14 +6,13 @@
 >>> client_0 = bundle.train.subset(parts[0])
 """
 
-from fedsim.data.partition import PartitionScheme, partition_indices
+from fedsim.data.partition import partition_indices
 from fedsim.data.sources import DATASETS, load_dataset
 from fedsim.data.types import DatasetBundle, Split
 
 __all__ = [
     "DATASETS",
     "DatasetBundle",
-    "PartitionScheme",
     "Split",
     "load_dataset",
     "partition_indices",

@@ -40,10 +40,11 @@ import math
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fedsim.config import PartitionName
 from fedsim.errors import FedsimError
 from fedsim.registry import Registry
 
@@ -53,11 +54,9 @@ if TYPE_CHECKING:
 # `datasets` and `flwr_datasets` take ~2 s to import: they are imported where used, so
 # `import fedsim.data` stays cheap for code that never partitions.
 
-__all__ = ["FLWR_MAX_CLIENTS", "PARTITIONERS", "PartitionScheme", "partition_indices"]
+__all__ = ["FLWR_MAX_CLIENTS", "PARTITIONERS", "partition_indices"]
 
 logger = logging.getLogger(__name__)
-
-PartitionScheme = Literal["iid", "dirichlet", "shards"]
 
 FLWR_MAX_CLIENTS = 1000
 """Up to this many clients flwr-datasets partitions; above, the NumPy replicas do."""
@@ -85,7 +84,7 @@ PARTITIONERS: Registry[Scheme] = Registry("partition scheme", "data.partition")
 def partition_indices(
     labels: np.ndarray,
     num_clients: int,
-    scheme: PartitionScheme,
+    scheme: PartitionName,
     *,
     alpha: float = 1.0,
     shards_per_client: int = 2,

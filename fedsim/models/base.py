@@ -23,7 +23,14 @@ ModelFactory = Callable[[InputShape, int], nn.Module]
 """Builds a model from the input shape ``(C, H, W)`` and the number of classes."""
 
 MODELS: Registry[ModelFactory] = Registry("model", "model.name")
-"""Model factories by name; ``MODELS.get`` raises a :class:`FedsimError` listing the names."""
+"""Model factories by name; ``MODELS.get`` raises a :class:`FedsimError` listing the names.
+
+The contract of a factory (checked for every entry by ``tests/test_contracts.py``): it
+builds a CPU model for any ``(C, H, W)`` it supports — at least ``(1, 28, 28)`` and
+``(3, 32, 32)`` — and any number of classes, which maps float NCHW batches to logits
+``(B, num_classes)``; the model passes :func:`is_dp_compatible` unless the factory declares
+otherwise with the attribute ``dp_compatible = False`` (see :func:`declares_dp_compatible`).
+"""
 
 
 def build_model(
@@ -95,6 +102,12 @@ def is_dp_compatible(model: nn.Module) -> list[str]:
         One message per problem found.
     """
     return [str(err) for err in ModuleValidator.validate(model, strict=False)]
+
+
+def declares_dp_compatible(factory: ModelFactory) -> bool:
+    """Whether a registered factory's models are meant for Opacus (``True`` unless the
+    factory sets ``dp_compatible = False``; every model fedsim ships is)."""
+    return bool(getattr(factory, "dp_compatible", True))
 
 
 def check_input_shape(input_shape: Sequence[int]) -> InputShape:

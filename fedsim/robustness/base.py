@@ -12,8 +12,14 @@ torchattacks' ``Attack.forward``, made explicit here):
 - all randomness (random starts) comes from the passed :class:`torch.Generator`, so the
   same generator state gives the same ``x_adv``.
 
-Register a new attack with :func:`register`; :func:`build_attack` builds one by name and
-its unknown-name error lists the valid names.
+An attack is a subclass of the frozen dataclass :class:`Attack` (which holds the budget,
+:class:`AttackParams`) that sets the class attributes ``name``, ``norm`` and
+``stochastic`` and implements :meth:`Attack._perturb`; :meth:`Attack.__call__` enforces
+the data range and the ε-ball.
+:data:`ATTACKS` is the registry of attack classes: add one with the :func:`register` class
+decorator (in a module that :mod:`fedsim.robustness` imports); :func:`build_attack`
+builds one by name and its unknown-name error lists the valid names.
+``tests/test_contracts.py`` checks every registered attack against the contract above.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
+
+from fedsim.registry import Registry
 
 Norm = Literal["linf", "l2"]
 
@@ -127,20 +135,26 @@ def perturbation_norm(x_adv: Tensor, x: Tensor, norm: Norm) -> Tensor:
     return d.abs().amax(dim=1) if norm == "linf" else d.norm(dim=1)
 
 
-ATTACKS: dict[str, type[Attack]] = {}
+ATTACKS: Registry[type[Attack]] = Registry("attack", "attack name")
+"""Attack classes by ``name`` (``fgsm``, ``pgd``, ``pgd_l2``, ``fab``)."""
 
 
 def register(cls: type[Attack]) -> type[Attack]:
-    """Class decorator: add an attack to :data:`ATTACKS` under ``cls.name``."""
-    ATTACKS[cls.name] = cls
-    return cls
+    """Class decorator: add an attack to :data:`ATTACKS` under ``cls.name`` (once)."""
+    return ATTACKS.register(cls.name)(cls)
 
 
 def build_attack(name: str, params: AttackParams | None = None) -> Attack:
-    """The attack registered as ``name`` with ``params`` (defaults: 8/255, 2/255, 10 steps)."""
+    """The attack registered as ``name`` with ``params`` (defaults: 8/255, 2/255, 10 steps).
+
+    Raises
+    ------
+    ValueError
+        If no attack has that name (the message lists the valid names).
+    """
     if name not in ATTACKS:
-        raise ValueError(f"unknown attack {name!r}; valid: {', '.join(sorted(ATTACKS))}")
-    return ATTACKS[name](params or AttackParams())
+        raise ValueError(f"unknown attack {name!r}; valid: {', '.join(ATTACKS.names())}")
+    return ATTACKS.get(name)(params or AttackParams())
 
 
 AttackFn = Callable[[nn.Module, Tensor, Tensor, torch.Generator], Tensor]

@@ -12,7 +12,7 @@ def _pct(value: float) -> str:
     return f"{100 * value:.1f}"
 
 
-def markdown_table(doc: dict[str, Any]) -> str:
+def results_table(doc: dict[str, Any]) -> str:
     """The robustness rows of one ``robustness.json`` as a Markdown table (accuracy in %)."""
     lines = [
         "| model | precision | attack | mode | generator | clean | robust (mean ± std) |",
@@ -61,5 +61,5 @@ def report_section(run_dir: Path) -> str | None:
         sources = [sources]
     if sources:
         parts += ["", "Transfer sources: " + ", ".join(f"`{s}`" for s in sources) + "."]
-    parts += ["", markdown_table(doc), ""]
+    parts += ["", results_table(doc), ""]
     return "\n".join(parts)

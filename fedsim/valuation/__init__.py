@@ -4,7 +4,6 @@ Per-sample score API (stable; :mod:`fedsim.valuation.scores`, pure functions ove
 *plain* ``nn.Module``, never an Opacus-wrapped one; every result is per sample, so a batch
 equals a one-at-a-time loop; higher = more difficult/atypical)::
 
-    METRICS = ("vog", "plis", "loss", "grad_norm")
     true_logit_input_grad(model, x, y) -> Tensor   # (N,C,H,W): d logit_y / d x, batched
     vog(input_grads: Sequence[Tensor]) -> Tensor   # K>=2 checkpoints of (N,C,H,W) -> (N,)
     plis(model, x, y, sigma=1.0) -> Tensor         # (N,) spectral norm of channel-mean d PL/dx,
@@ -13,6 +12,13 @@ equals a one-at-a-time loop; higher = more difficult/atypical)::
     grad_norm_scores(model, x, y) -> Tensor        # (N,) per-sample param-grad L2 norm (unclipped)
     classwise_minmax(scores, labels) -> Tensor     # (N,) [0,1] within each class (display and
                                                    #      ranking only: never DP-release these)
+
+The registry (:mod:`fedsim.valuation.registry`): one :class:`Score` object per metric,
+with ``batch(checkpoints, x, y, sigma=1.0)`` and the declared properties
+``needs_checkpoints`` (VoG), ``releases_variance`` (VoG) and ``requires_dp`` (PLIS)::
+
+    SCORES.get("plis") -> Score                    # unknown names list the valid ones
+    METRICS = ("vog", "plis", "loss", "grad_norm") # the registered names, report order
 
 The stateful shell (:mod:`fedsim.valuation.tracker`)::
 
@@ -34,8 +40,8 @@ state_dict into it (it rejects keys with Opacus' ``_module.`` prefix: pass
 Selection-consistency analysis (``fedsim analyze``): :mod:`fedsim.valuation.consistency`.
 """
 
+from fedsim.valuation.registry import METRICS, SCORES, Score
 from fedsim.valuation.scores import (
-    METRICS,
     classwise_minmax,
     grad_norm_scores,
     loss_scores,
@@ -47,6 +53,8 @@ from fedsim.valuation.tracker import ScoreTracker
 
 __all__ = [
     "METRICS",
+    "SCORES",
+    "Score",
     "ScoreTracker",
     "classwise_minmax",
     "grad_norm_scores",

@@ -33,7 +33,7 @@ from fedsim.config import Config, from_dict, read_yaml
 from fedsim.errors import FedsimError
 from fedsim.rundir import CONFIG_FILE, MODEL_FILE, checkpoint_paths, write_json_atomic
 from fedsim.valuation.consistency import SelectionConsistency, compare_selections, save_grid
-from fedsim.valuation.scores import METRICS
+from fedsim.valuation.registry import METRICS, SCORES
 from fedsim.valuation.tracker import ScoreTracker
 
 logger = logging.getLogger(__name__)
@@ -115,11 +115,12 @@ def run_scores(
         cfg.model.name, input_shape, num_classes, pool.x, pool.y, batch_size=batch_size
     )
     out: dict[str, np.ndarray] = {}
+    over_checkpoints = [m for m in metrics if SCORES.get(m).needs_checkpoints]
     try:
-        if "vog" in metrics:
+        if over_checkpoints:
             for path in checkpoint_paths(run_dir):
                 tracker.record_checkpoint(_load_state(path))
-            out["vog"] = tracker.vog().numpy()
+            out |= {m: tracker.scores(m).numpy() for m in over_checkpoints}
         tracker.load(_load_state(model_path))
     except RuntimeError as exc:  # load_state_dict: another architecture or class count
         raise FedsimError(
@@ -127,7 +128,7 @@ def run_scores(
             f"{num_classes} classes ({str(exc).splitlines()[0]})"
         ) from exc
     for metric in metrics:
-        if metric != "vog":
+        if metric not in over_checkpoints:
             out[metric] = tracker.scores(metric).numpy()
     return out
 
@@ -159,16 +160,18 @@ def analyze_runs(
         raise FedsimError(f"--metric {unknown[0]!r} is not a metric (valid: {', '.join(METRICS)})")
     notes: list[str] = []
     have_ckpts = {r: len(checkpoint_paths(r)) for r in (run_a, run_b)}
-    if "vog" in requested and min(have_ckpts.values()) < 2:
+    over_checkpoints = [SCORES.get(m) for m in requested if SCORES.get(m).needs_checkpoints]
+    if over_checkpoints and min(have_ckpts.values()) < 2:
         missing = ", ".join(str(r) for r, n in have_ckpts.items() if n < 2)
-        msg = (
-            f"VoG needs >= 2 round checkpoints per run; none in {missing} "
-            "(run with `-o save_checkpoints=true`)"
-        )
-        if metrics:
-            raise FedsimError(msg)
-        requested.remove("vog")
-        notes.append(msg + "; VoG skipped.")
+        for score in over_checkpoints:
+            msg = (
+                f"{score.title} needs >= 2 round checkpoints per run; none in {missing} "
+                "(run with `-o save_checkpoints=true`)"
+            )
+            if metrics:
+                raise FedsimError(msg)
+            requested.remove(score.name)
+            notes.append(f"{msg}; {score.title} skipped.")
     cfg_a = read_run_config(run_a)
     cfg_b = read_run_config(run_b)
     if (cfg_a.data, cfg_a.seed) != (cfg_b.data, cfg_b.seed):

@@ -11,6 +11,7 @@ Scores follow Usynin, Rueckert and Kaissis, "Incentivising the federation:
 gradient-based metrics for data selection and valuation in private decentralised
 training" (VoG after Agarwal, D'souza and Hooker, "Estimating Example Difficulty using
 Variance of Gradients", CVPR 2022). Higher means more difficult / atypical for all four.
+Their names and declared properties are in :mod:`fedsim.valuation.registry`.
 """
 
 from __future__ import annotations
@@ -20,9 +21,6 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
-
-METRICS: tuple[str, ...] = ("vog", "plis", "loss", "grad_norm")
-"""Names of the per-sample metrics, in the order reports list them."""
 
 
 def _check_batch(x: Tensor, y: Tensor) -> None:

@@ -5,6 +5,10 @@
 ``load_state_dict``, never on an Opacus-wrapped module. VoG checkpoints are accumulated
 online (Welford: running mean and sum of squared deviations of the channel-averaged input
 gradients), so memory is two ``(N, H, W)`` arrays whatever the number of checkpoints.
+This running form serves the registry's checkpoint score (the one that
+``needs_checkpoints``, VoG); ``tests/test_contracts.py`` checks that it equals that score's
+:meth:`~fedsim.valuation.registry.Score.batch` over the same checkpoints. Every other score
+is its registry object's ``batch`` under the current model.
 """
 
 from __future__ import annotations
@@ -17,13 +21,8 @@ import torch
 from torch import Tensor
 
 from fedsim.models import build_model
-from fedsim.valuation.scores import (
-    METRICS,
-    grad_norm_scores,
-    loss_scores,
-    plis,
-    true_logit_input_grad,
-)
+from fedsim.valuation.registry import METRICS, score_named
+from fedsim.valuation.scores import true_logit_input_grad
 
 logger = logging.getLogger(__name__)
 
@@ -170,28 +169,28 @@ class ScoreTracker:
     def scores(self, metric: str, state_dict: Mapping[str, Tensor] | None = None) -> Tensor:
         """Per-sample scores ``(N,)`` of ``metric`` (one of :data:`METRICS`).
 
-        ``"vog"`` uses the recorded checkpoints (``state_dict`` is ignored); the others are
-        computed under ``state_dict`` (or the last loaded one when ``None``).
+        A score that ``needs_checkpoints`` (VoG) uses the recorded checkpoints
+        (``state_dict`` is ignored); the others are computed under ``state_dict`` (or the
+        last loaded one when ``None``).
         """
-        if metric not in METRICS:
-            raise ValueError(f"unknown metric {metric!r}; valid: {', '.join(METRICS)}")
-        if metric == "vog":
+        score = score_named(metric)
+        if score.needs_checkpoints:
             return self.vog()
         if state_dict is not None:
             self.load(state_dict)
-        out = []
-        for xb, yb in self._batches():
-            if metric == "plis":
-                out.append(plis(self.model, xb, yb, sigma=self.sigma).cpu())
-            elif metric == "loss":
-                out.append(loss_scores(self.model, xb, yb).cpu())
-            else:
-                out.append(grad_norm_scores(self.model, xb, yb).cpu())
+        out = [
+            score.batch((self.model,), xb, yb, sigma=self.sigma).cpu() for xb, yb in self._batches()
+        ]
         return torch.cat(out) if out else torch.zeros(0)
 
     def all_scores(
         self, state_dict: Mapping[str, Tensor], metrics: Iterable[str] = METRICS
     ) -> dict[str, Tensor]:
-        """Every requested metric under ``state_dict`` (VoG only if >= 2 checkpoints exist)."""
+        """Every requested metric under ``state_dict`` (checkpoint scores only if >= 2
+        checkpoints exist)."""
         self.load(state_dict)
-        return {m: self.scores(m) for m in metrics if m != "vog" or self.num_checkpoints >= 2}
+        return {
+            m: self.scores(m)
+            for m in metrics
+            if not score_named(m).needs_checkpoints or self.num_checkpoints >= 2
+        }

@@ -1,6 +1,6 @@
 """The sweep section of ``report.md``: final accuracy against ε spent, per variant.
 
-``sweep.csv`` (:mod:`fedsim.cli_sweep`) has one row per point: ``point``, the swept
+``sweep.csv`` (:mod:`fedsim.cli.sweep`) has one row per point: ``point``, the swept
 keys, ``status``, the scalar leaves of the point's ``summary.json`` flattened with dots,
 and ``run_dir``; only points with status ``done`` are reported. The privacy knob
 (:data:`X_KEYS`, e.g. ``dp.noise_multiplier``) moves a point along a line; every other
@@ -17,7 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedsim.report import SWEEP_FILE, markdown_table, new_figure, save_figure
+from fedsim.report.markdown import markdown_table, new_figure, save_figure
+from fedsim.sweep import SWEEP_TABLE_FILE
 
 #: Swept keys that set the privacy level (a point's position along its variant's line).
 X_KEYS: tuple[str, ...] = ("dp.noise_multiplier", "dp.epsilon")
@@ -26,8 +27,11 @@ EPSILON = "dp.max_epsilon_spent"
 
 
 @dataclass(frozen=True)
-class SweepPoint:
-    """One (variant, privacy level): mean ± std over the seeds that ran."""
+class SeedAverage:
+    """One (variant, privacy level) of a sweep: mean ± std over the seeds that ran.
+
+    Not :class:`fedsim.sweep.SweepPoint` (one point of the grid, one seed, to run).
+    """
 
     variant: tuple[tuple[str, str], ...]
     level: tuple[tuple[str, str], ...]
@@ -75,7 +79,7 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(finite), std
 
 
-def aggregate_points(rows: Sequence[Mapping[str, str]], keys: Sequence[str]) -> list[SweepPoint]:
+def aggregate_points(rows: Sequence[Mapping[str, str]], keys: Sequence[str]) -> list[SeedAverage]:
     """Group rows by (variant, level) and average over seeds.
 
     Parameters
@@ -96,7 +100,7 @@ def aggregate_points(rows: Sequence[Mapping[str, str]], keys: Sequence[str]) -> 
     for (variant, level), members in groups.items():
         eps = _mean_std([_number(r.get(EPSILON)) for r in members])
         acc = _mean_std([_number(r.get(ACCURACY)) for r in members])
-        points.append(SweepPoint(variant, level, *eps, *acc, seeds=len(members)))
+        points.append(SeedAverage(variant, level, *eps, *acc, seeds=len(members)))
     return points
 
 
@@ -104,16 +108,16 @@ def _label(pairs: tuple[tuple[str, str], ...]) -> str:
     return ", ".join(f"{k}={v}" for k, v in pairs) or "all"
 
 
-def _level_order(point: SweepPoint) -> tuple[float, ...]:
+def _level_order(point: SeedAverage) -> tuple[float, ...]:
     return tuple(_number(v) for _, v in point.level)
 
 
 def sweep_section(sweep_dir: Path) -> str | None:
     """Accuracy vs ε per variant with error bars over seeds (``accuracy_vs_epsilon.png``)."""
-    path = sweep_dir / SWEEP_FILE
+    path = sweep_dir / SWEEP_TABLE_FILE
     rows = [r for r in read_sweep(path) if r.get("status", "done") == "done"]
     if not rows:
-        return f"# Sweep report\n\n{SWEEP_FILE} has no rows yet.\n"
+        return f"# Sweep report\n\n{SWEEP_TABLE_FILE} has no rows yet.\n"
     keys = swept_keys(list(rows[0].keys()))
     points = aggregate_points(rows, keys)
     variants = sorted({p.variant for p in points})
@@ -171,7 +175,7 @@ def sweep_section(sweep_dir: Path) -> str | None:
     )
     return (
         "# Sweep report\n\n"
-        f"{len(rows)} finished run(s) from `{SWEEP_FILE}`; swept keys: "
+        f"{len(rows)} finished run(s) from `{SWEEP_TABLE_FILE}`; swept keys: "
         f"{', '.join(f'`{k}`' for k in keys) or 'none'}.\n\n"
         f"![final accuracy vs epsilon per variant]({image})\n\n"
         "Error bars: standard deviation over seeds (none with one seed).\n\n"

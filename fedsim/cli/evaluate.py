@@ -6,22 +6,15 @@ import argparse
 import dataclasses
 import typing
 
+from fedsim.cli.base import Command
 from fedsim.config import AttackName
 
+# the config's names, not fedsim.robustness.ATTACKS: that registry imports torch (equal
+# sets, checked by tests/test_contracts.py)
 _ATTACKS = typing.get_args(AttackName)
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add the ``evaluate`` subcommand."""
-    p = sub.add_parser(
-        "evaluate",
-        help="robustness of a finished run: white-box/transfer attacks, float and int8",
-        description=(
-            "Measure clean and robust accuracy of RUN_DIR's final model on its whole test "
-            "split; writes robustness.json/.csv and adds the figures to summary.json. "
-            "Settings default to the run's robustness.evaluate section."
-        ),
-    )
+def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument(
         "--transfer-from",
@@ -38,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from fedsim.errors import ConfigError
     from fedsim.robustness.evaluate import evaluate_run, load_run
-    from fedsim.robustness.report import markdown_table
+    from fedsim.robustness.report import results_table
 
     run = load_run(args.run_dir)
     ev = run.cfg.robustness.evaluate
@@ -51,5 +44,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         quantize=ev.quantize and not args.no_quantize,
     )
     doc = evaluate_run(args.run_dir, args.transfer_from, ev)
-    print(markdown_table(doc))
+    print(results_table(doc))
     return 0
+
+
+EVALUATE = Command(
+    help="robustness of a finished run: white-box/transfer attacks, float and int8",
+    description=(
+        "Measure clean and robust accuracy of RUN_DIR's final model on its whole test "
+        "split; writes robustness.json/.csv and adds the figures to summary.json. "
+        "Settings default to the run's robustness.evaluate section."
+    ),
+    configure=_configure,
+)

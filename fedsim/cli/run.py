@@ -1,42 +1,23 @@
-"""The ``fedsim`` command line.
+"""``fedsim run CONFIG [-o key=value ...] [--out DIR]`` and ``fedsim validate CONFIG``.
 
-``fedsim run CONFIG [-o key=value ...] [--out DIR]`` runs an experiment;
-``fedsim validate CONFIG`` runs only the checks and the preflight. Any problem with the
-user's input is printed as one clear message and exits with code 2, without a traceback.
+``run`` runs an experiment (one progress line per round on a terminal, ``report.md`` at
+the end, a final line with accuracy and ε); ``validate`` runs only the config checks and
+the preflight. :func:`run_command` is shared with ``fedsim audit``.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import logging
 import sys
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
 from fedsim import __version__
+from fedsim.cli.base import EXIT_VIOLATION, Command, add_config_args
 from fedsim.config import RELATION_TEXT, Config, load
 from fedsim.errors import FedsimError
 from fedsim.records import RoundRecord
 from fedsim.rundir import METRICS_FILE
-
-EXIT_USAGE = 2
-#: A privacy audit measured more leakage than the run claims.
-EXIT_VIOLATION = 3
-EXIT_INTERRUPTED = 130
-
-#: Modules that add further subcommands: each has ``register(subparsers)``, which adds
-#: its parser(s) with ``set_defaults(handler=fn)``, ``fn(args) -> exit code``. Keep their
-#: heavy imports inside the handlers, so ``fedsim --help`` stays fast.
-SUBCOMMAND_MODULES: tuple[str, ...] = (
-    "fedsim.cli_sweep",
-    "fedsim.cli_report",
-    "fedsim.cli_analyze",
-    "fedsim.cli_evaluate",
-    "fedsim.cli_deploy",
-    "fedsim.cli_audit",
-)
 
 
 class Progress:
@@ -75,57 +56,6 @@ def epsilon_text(cfg: Config, record: RoundRecord) -> str:
         return f"  eps {max(sgd):.3f} (user-level, {relation})"
     top = max(total) if total else max(sgd)
     return f"  max eps {top:.3f} (DP-SGD {max(sgd) if sgd else 0.0:.3f}, {relation})"
-
-
-def add_config_args(
-    p: argparse.ArgumentParser, help_config: str = "YAML experiment config"
-) -> None:
-    """Add the ``CONFIG`` positional, ``-o KEY=VALUE`` overrides and ``-v``."""
-    p.add_argument("config", help=help_config)
-    p.add_argument(
-        "-o",
-        "--override",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config field, e.g. -o dp.epsilon=2 (repeatable)",
-    )
-    p.add_argument("-v", "--verbose", action="store_true", help="show Flower/Ray logs")
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="fedsim", description="Private, robust, incentivised federated simulation."
-    )
-    parser.add_argument("--version", action="version", version=f"fedsim {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    run = sub.add_parser("run", help="run an experiment")
-    add_config_args(run)
-    run.add_argument("--out", help="run directory (default: runs/<name>, made unique)")
-    run.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="allow --out to point at a directory that already holds a run",
-    )
-    run.set_defaults(handler=_cmd_run)
-    validate = sub.add_parser("validate", help="check a config and run the preflight only")
-    add_config_args(validate)
-    validate.set_defaults(handler=_cmd_validate)
-    for module_name in SUBCOMMAND_MODULES:
-        importlib.import_module(module_name).register(sub)
-    return parser
-
-
-def _setup_logging(verbose: bool) -> None:
-    level = logging.INFO if verbose else logging.WARNING
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    # Flower's logger has its own console handler (and resets its level on import):
-    # keep it, quieter unless --verbose, and stop it propagating to ours (no duplicates).
-    from flwr.common.logger import FLOWER_LOGGER, console_handler
-
-    FLOWER_LOGGER.propagate = False
-    console_handler.setLevel(logging.INFO if verbose else logging.ERROR)
 
 
 def _holds_run(path: Path) -> bool:
@@ -217,25 +147,21 @@ def final_epsilon_text(cfg: Config, summary: dict[str, object]) -> str:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``fedsim`` console script."""
-    args = _parser().parse_args(argv)
-    _setup_logging(getattr(args, "verbose", False))
-    try:
-        handler: Callable[[argparse.Namespace], int] = args.handler
-        return handler(args)
-    except FedsimError as exc:
-        print(f"fedsim: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("fedsim: interrupted; completed rounds are in metrics.jsonl", file=sys.stderr)
-        return EXIT_INTERRUPTED
+def _configure_run(p: argparse.ArgumentParser) -> None:
+    add_config_args(p)
+    p.add_argument("--out", help="run directory (default: runs/<name>, made unique)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="allow --out to point at a directory that already holds a run",
+    )
+    p.set_defaults(handler=_cmd_run)
 
 
-def entry() -> None:
-    """Console-script wrapper: exit with :func:`main`'s code."""
-    sys.exit(main())
+def _configure_validate(p: argparse.ArgumentParser) -> None:
+    add_config_args(p)
+    p.set_defaults(handler=_cmd_validate)
 
 
-if __name__ == "__main__":
-    entry()
+RUN = Command(help="run an experiment", configure=_configure_run)
+VALIDATE = Command(help="check a config and run the preflight only", configure=_configure_validate)

@@ -11,27 +11,26 @@ from __future__ import annotations
 
 import argparse
 
+from fedsim.cli.base import Command, add_config_args
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add ``fedsim audit`` to the ``fedsim`` parser."""
-    from fedsim.cli import add_config_args
 
-    audit = sub.add_parser(
-        "audit",
-        help="run an experiment with audit canaries and check its epsilon empirically "
-        "(exit 3 on a violation)",
-    )
-    add_config_args(audit)
-    audit.add_argument("--out", help="run directory (default: runs/<name>, made unique)")
-    audit.add_argument(
-        "--overwrite", action="store_true", help="allow --out to hold an earlier run"
-    )
-    audit.set_defaults(handler=_cmd_audit)
+def _configure(p: argparse.ArgumentParser) -> None:
+    add_config_args(p)
+    p.add_argument("--out", help="run directory (default: runs/<name>, made unique)")
+    p.add_argument("--overwrite", action="store_true", help="allow --out to hold an earlier run")
+    p.set_defaults(handler=_cmd_audit)
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
-    from fedsim.cli import run_command
+    from fedsim.cli.run import run_command
     from fedsim.config import load
 
     cfg = load(args.config, [*args.override, "audit.enabled=true"])
     return run_command(args, cfg)
+
+
+AUDIT = Command(
+    help="run an experiment with audit canaries and check its epsilon empirically "
+    "(exit 3 on a violation)",
+    configure=_configure,
+)

@@ -9,16 +9,18 @@ Bhattacharyya distance, Pearson/Spearman correlation and image grids to ``analys
 from __future__ import annotations
 
 import argparse
+import typing
 from pathlib import Path
-from typing import Any
+
+from fedsim.cli.base import Command
+from fedsim.config import ScoreMetric
+
+# the config's names, not fedsim.valuation.SCORES: that registry imports torch (equal
+# sets, checked by tests/test_contracts.py)
+_METRICS = typing.get_args(ScoreMetric)
 
 
-def register(sub: Any) -> None:
-    """Add the ``analyze`` subcommand."""
-    p = sub.add_parser(
-        "analyze",
-        help="selection consistency of two runs (top-k per class by VoG/PLIS/loss/grad_norm)",
-    )
+def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_a", help="first run directory (its data is scored)")
     p.add_argument("run_b", help="second run directory")
     p.add_argument(
@@ -26,7 +28,7 @@ def register(sub: Any) -> None:
         "--metric",
         action="append",
         dest="metrics",
-        help="vog | plis | loss | grad_norm (repeatable; default: all the runs support)",
+        help=f"{' | '.join(_METRICS)} (repeatable; default: all the runs support)",
     )
     p.add_argument("-k", "--top-k", type=int, default=8, help="samples per class (default 8)")
     p.add_argument("--client", type=int, help="score only this client's data (default: pool)")
@@ -75,3 +77,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     print(f"{out / ANALYSIS_MD}")
     return 0
+
+
+ANALYZE = Command(
+    help="selection consistency of two runs (top-k per class by VoG/PLIS/loss/grad_norm)",
+    configure=_configure,
+)

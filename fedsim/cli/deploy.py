@@ -14,14 +14,11 @@ import os
 import sys
 from pathlib import Path
 
+from fedsim.cli.base import Command
 from fedsim.errors import FedsimError
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add the deployment subcommands to the ``fedsim`` parser."""
-    certs = sub.add_parser(
-        "certs", help="create a CA and a SuperLink TLS certificate (ca.crt, server.pem/key)"
-    )
+def _configure_certs(certs: argparse.ArgumentParser) -> None:
     certs.add_argument(
         "out_dir", type=Path, help="folder for ca.crt, ca.key, server.pem, server.key"
     )
@@ -37,7 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     certs.add_argument("--overwrite", action="store_true", help="replace existing files")
     certs.set_defaults(handler=_cmd_certs)
 
-    node = sub.add_parser("node", help="SuperNode authentication keys")
+
+def _configure_node(node: argparse.ArgumentParser) -> None:
     node_sub = node.add_subparsers(dest="node_command", required=True)
     keygen = node_sub.add_parser(
         "keygen", help="create an ECDSA P-384 key pair (PATH, PATH.pub) for a SuperNode"
@@ -47,7 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     keygen.add_argument("--overwrite", action="store_true", help="replace existing files")
     keygen.set_defaults(handler=_cmd_keygen)
 
-    link = sub.add_parser("superlink", help="start flower-superlink with TLS and node auth")
+
+def _configure_superlink(link: argparse.ArgumentParser) -> None:
     link.add_argument("--certs", type=Path, help="folder written by `fedsim certs`")
     link.add_argument("--insecure", action="store_true", help="no TLS (test networks only)")
     link.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
@@ -59,7 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     link.add_argument("--dry-run", action="store_true", help="only print the command")
     link.set_defaults(handler=_cmd_superlink)
 
-    node_run = sub.add_parser("supernode", help="start flower-supernode for one site")
+
+def _configure_supernode(node_run: argparse.ArgumentParser) -> None:
     node_run.add_argument("--superlink", required=True, help="SuperLink address host:port")
     node_run.add_argument("--client-id", type=int, required=True, help="stable id 0..N-1")
     node_run.add_argument("--data", type=Path, help="the site's .npz file or image folder")
@@ -176,3 +176,14 @@ def _check_policy(path: Path | None, state_dir: Path | None) -> None:
             "which needs the site's persistent ledger: give --state DIR"
         )
     print(f"site policy {path}: {policy.describe()}", file=sys.stderr)
+
+
+CERTS = Command(
+    help="create a CA and a SuperLink TLS certificate (ca.crt, server.pem/key)",
+    configure=_configure_certs,
+)
+NODE = Command(help="SuperNode authentication keys", configure=_configure_node)
+SUPERLINK = Command(
+    help="start flower-superlink with TLS and node auth", configure=_configure_superlink
+)
+SUPERNODE = Command(help="start flower-supernode for one site", configure=_configure_supernode)

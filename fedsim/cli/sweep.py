@@ -1,11 +1,9 @@
 """``fedsim sweep CONFIG``: run every point of a config's ``sweep:`` grid, resumably.
 
-Layout of the sweep directory (default ``runs/<name>-sweep``; a fixed name, so running
-the same command again resumes)::
-
-    sweep.yaml        the base config and the sweep section that define this sweep
-    points/NNN-slug/  one ordinary run directory per point
-    sweep.csv         one row per point (rewritten after every point)
+The sweep directory (default ``runs/<name>-sweep``; a fixed name, so running the same
+command again resumes) is laid out as :mod:`fedsim.sweep` describes: ``sweep.yaml``
+(:data:`~fedsim.sweep.SWEEP_DEFINITION_FILE`), ``points/NNN-slug/`` and ``sweep.csv``
+(:data:`~fedsim.sweep.SWEEP_TABLE_FILE`).
 
 A point whose directory holds a ``summary.json`` written for the same resolved config is
 finished and skipped; an interrupted point is run again from scratch. A point that fails
@@ -25,11 +23,15 @@ from typing import Any
 
 import yaml
 
+from fedsim.cli.base import Command, add_config_args
 from fedsim.config import Config, apply_overrides, from_dict, read_yaml
 from fedsim.errors import ConfigError, FedsimError
 from fedsim.files import write_atomic
 from fedsim.rundir import CONFIG_FILE, SUMMARY_FILE, read_summary
 from fedsim.sweep import (
+    POINTS_DIR,
+    SWEEP_DEFINITION_FILE,
+    SWEEP_TABLE_FILE,
     SweepPoint,
     SweepSpec,
     csv_columns,
@@ -41,21 +43,6 @@ from fedsim.sweep import (
 
 logger = logging.getLogger(__name__)
 
-SWEEP_FILE = "sweep.yaml"
-SWEEP_CSV = "sweep.csv"
-POINTS_DIR = "points"
-
-
-def register(sub: Any) -> None:
-    """Add the ``sweep`` subcommand."""
-    p = sub.add_parser("sweep", help="run a grid of experiments (config with a sweep: section)")
-    from fedsim.cli import add_config_args
-
-    add_config_args(p, "YAML experiment config with a sweep: section (-o also sets sweep.*)")
-    p.add_argument("--out", help="sweep directory (default: runs/<name>-sweep; reruns resume)")
-    p.add_argument("--dry-run", action="store_true", help="list the points and exit")
-    p.set_defaults(handler=cmd_sweep)
-
 
 def _plain(value: Any) -> Any:
     if isinstance(value, Mapping):
@@ -66,14 +53,14 @@ def _plain(value: Any) -> Any:
 
 
 def _check_same_sweep(out: Path, definition: dict[str, Any]) -> None:
-    path = out / SWEEP_FILE
+    path = out / SWEEP_DEFINITION_FILE
     if not path.exists():
         return
     before = yaml.safe_load(path.read_text())
     if before != definition:
         raise FedsimError(
-            f"--out {str(out)!r} holds a different sweep ({SWEEP_FILE} differs from this "
-            "config and overrides); choose another --out, or delete that directory"
+            f"--out {str(out)!r} holds a different sweep ({SWEEP_DEFINITION_FILE} differs from "
+            "this config and overrides); choose another --out, or delete that directory"
         )
 
 
@@ -132,8 +119,8 @@ def run_sweep(
             rows.append(csv_row(point, "failed", rel, None))
         else:
             rows.append(csv_row(point, "done", rel, summary))
-        write_csv(out / SWEEP_CSV, spec, rows)
-    write_csv(out / SWEEP_CSV, spec, rows)
+        write_csv(out / SWEEP_TABLE_FILE, spec, rows)
+    write_csv(out / SWEEP_TABLE_FILE, spec, rows)
     return rows
 
 
@@ -156,7 +143,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise ConfigError([f"--out must be a directory; got {str(out)!r} (a file)"])
     _check_same_sweep(out, definition)
     out.mkdir(parents=True, exist_ok=True)
-    (out / SWEEP_FILE).write_text(yaml.safe_dump(definition, sort_keys=False))
+    (out / SWEEP_DEFINITION_FILE).write_text(yaml.safe_dump(definition, sort_keys=False))
     try:
         rows = run_sweep(points, spec, out, verbose=args.verbose)
     except KeyboardInterrupt:
@@ -170,5 +157,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     write_report_safely(out)  # logs (never raises) a report failure; the runs are the result
     failed = sum(r["status"] != "done" for r in rows)
-    print(f"{out}: {len(rows) - failed}/{len(rows)} points done; {out / SWEEP_CSV}")
+    print(f"{out}: {len(rows) - failed}/{len(rows)} points done; {out / SWEEP_TABLE_FILE}")
     return 1 if failed else 0
+
+
+def _configure(p: argparse.ArgumentParser) -> None:
+    add_config_args(p, "YAML experiment config with a sweep: section (-o also sets sweep.*)")
+    p.add_argument("--out", help="sweep directory (default: runs/<name>-sweep; reruns resume)")
+    p.add_argument("--dry-run", action="store_true", help="list the points and exit")
+    p.set_defaults(handler=cmd_sweep)
+
+
+SWEEP = Command(
+    help="run a grid of experiments (config with a sweep: section)", configure=_configure
+)
