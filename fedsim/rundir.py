@@ -18,7 +18,9 @@ from fedsim import __version__
 from fedsim.config import Config, to_yaml
 from fedsim.files import write_atomic
 from fedsim.records import RoundRecord
-from fedsim.summary import RunSummary
+
+if TYPE_CHECKING:
+    from fedsim.summary import RunSummary
 
 if TYPE_CHECKING:
     import torch

@@ -92,6 +92,14 @@ def test_every_strategy_follows_the_template(name: str) -> None:
     assert core.log is ctx.log and core.directory is ctx.directory
 
 
+def test_strategy_literal_equals_the_registry() -> None:
+    import typing
+
+    from fedsim.config import StrategyName
+
+    assert sorted(typing.get_args(StrategyName)) == list(STRATEGIES.names())
+
+
 def test_published_schemas_are_the_generated_ones() -> None:
     for name, schema in ((METRICS_SCHEMA_FILE, metrics_line_schema()),
                          (SUMMARY_SCHEMA_FILE, summary_schema())):  # fmt: skip
