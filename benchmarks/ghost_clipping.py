@@ -21,14 +21,17 @@ from clients.opacus_adapter import make_private
 from fedsim.models import build_model
 
 
-def time_steps(model_name: str, mode: str, batch: int, steps: int) -> float:
-    """Median seconds per DP-SGD step over ``steps`` steps (after one warm-up step)."""
-    model = build_model(model_name, (1, 28, 28), 10, seed=0)
+def time_steps(
+    model_name: str, mode: str, batch: int, steps: int, *, secure: bool = False, classes: int = 10
+) -> float:
+    """Median seconds per DP-SGD step over ``steps`` steps (after one warm-up step), with
+    Opacus' ``mode`` and, with ``secure``, noise and batches from the OS CSPRNG."""
+    model = build_model(model_name, (1, 28, 28), classes, seed=0)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     n = batch * (steps + 1)
     gen = torch.Generator().manual_seed(0)
     data = TensorDataset(
-        torch.randn(n, 1, 28, 28, generator=gen), torch.randint(0, 10, (n,), generator=gen)
+        torch.randn(n, 1, 28, 28, generator=gen), torch.randint(0, classes, (n,), generator=gen)
     )
     loader = DataLoader(data, batch_size=batch, generator=torch.Generator().manual_seed(1))
     private = make_private(
@@ -39,6 +42,7 @@ def time_steps(model_name: str, mode: str, batch: int, steps: int) -> float:
         max_grad_norm=2.0,
         noise_generator=torch.Generator().manual_seed(2),
         grad_sample_mode=mode,  # type: ignore[arg-type]
+        secure=secure,
     )
     criterion = private.criterion or torch.nn.CrossEntropyLoss()
     times = []

@@ -22,45 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from ghost_clipping import time_steps  # the same DP-SGD step timer (benchmarks/ on sys.path)
 
-from clients.opacus_adapter import make_private
 from clients.secure_rng import secure_normal
 from fedsim.models import build_model
 
 MODES = ("hooks", "ghost")
-
-
-def time_steps(mode: str, secure: bool, batch: int, steps: int) -> float:
-    """Median seconds per DP-SGD step over ``steps`` steps (after one warm-up step)."""
-    model = build_model("cnn", (1, 28, 28), 2, seed=0)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    n = batch * (steps + 1)  # Poisson rate batch/n: steps + 1 batches per epoch
-    gen = torch.Generator().manual_seed(0)
-    data = TensorDataset(
-        torch.randn(n, 1, 28, 28, generator=gen), torch.randint(0, 2, (n,), generator=gen)
-    )
-    loader = DataLoader(data, batch_size=batch, generator=torch.Generator().manual_seed(1))
-    private = make_private(
-        model,
-        optimizer,
-        loader,
-        noise_multiplier=1.0,
-        max_grad_norm=2.0,
-        noise_generator=torch.Generator().manual_seed(2),
-        grad_sample_mode=mode,  # type: ignore[arg-type]
-        secure=secure,
-    )
-    criterion = private.criterion or torch.nn.CrossEntropyLoss()
-    times = []
-    for i, (x, y) in enumerate(private.loader):
-        start = time.perf_counter()
-        private.optimizer.zero_grad(set_to_none=True)
-        criterion(private.model(x), y).backward()
-        private.optimizer.step()
-        if i > 0:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def time_noise(shapes: list[torch.Size], secure: bool, repeats: int) -> float:
@@ -98,7 +65,7 @@ def main() -> None:
     for _ in range(args.repeats):
         for mode in MODES:
             for secure in (False, True):
-                seconds = time_steps(mode, secure, args.batch, args.steps)
+                seconds = time_steps("cnn", mode, args.batch, args.steps, secure=secure, classes=2)
                 runs[mode]["secure" if secure else "plain"].append(seconds)
     results: dict[str, Any] = {}
     for mode in MODES:
