@@ -45,6 +45,7 @@ from fedsim.seeding import numpy_rng
 from strategies.clipping import round_clip_bounds
 from strategies.cohorts import CohortSampler, FixedSizeCohort
 from strategies.directory import ClientDirectory
+from strategies.guards import RoundOutcome, common_metric_keys, fallback, guarded
 from strategies.replies import ReplyRules, Verdict, check_reply, record_from_metrics
 from strategies.rewards import RewardBook, RewardNote
 from strategies.uploads import model_norm
@@ -293,26 +294,55 @@ class FedsimStrategy:
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Screen, select, value, report the round, then :meth:`aggregate` (do not override)."""
+        """Screen, select, value, :meth:`aggregate` with guards, report (do not override).
+
+        With fewer accepted updates than :meth:`min_updates`, or an aggregate that must
+        not become the global model, :mod:`strategies.guards` decides the round (median
+        fallback or the global model kept) and the round's entry says why.
+        """
         accepted, records = self.screen_replies(server_round, replies)
-        selection = self.select(server_round, accepted)
+        need = self.min_updates()
+        short = 0 < len(accepted) < need
+        selection = Selection(list(accepted)) if short else self.select(server_round, accepted)
         paid = self.value_updates(server_round, accepted, selection)
+        if short:
+            f, rule = self.cfg.strategy.num_malicious, self.cfg.strategy.name
+            outcome = fallback(selection.chosen, need, f, rule, self._reference)
+        else:
+            outcome = self._aggregated(server_round, selection.chosen)
+        if outcome.note is not None:
+            logger.warning("round %d: %s", server_round, outcome.note)
         final = tuple(self._finish(r, selection.notes, paid) for r in records)
         self.log.close(
             RoundEntry(
                 round=server_round,
                 sampled=self.log.cohort(server_round),
-                selected=self.kept_by_rule(selection.chosen),
+                selected=outcome.used,
                 clients=final,
                 selection_epsilon=selection.epsilon,
+                aggregation_note=outcome.note,
             )
         )
-        if not selection.chosen:
+        return outcome.arrays, outcome.metrics
+
+    def _aggregated(self, server_round: int, chosen: Accepted) -> RoundOutcome:
+        """The rule's aggregate of ``chosen``, checked (:func:`strategies.guards.guarded`)."""
+        if not chosen:
             logger.warning(
                 "round %d: no update accepted; the global model is unchanged", server_round
             )
-            return None, None
-        return self.aggregate(server_round, selection.chosen)
+            return RoundOutcome()
+        used = self.kept_by_rule(chosen)
+        dropped = common_metric_keys(chosen)
+        if dropped:
+            logger.warning("round %d: metrics %s not sent by every client", server_round, dropped)
+        arrays, metrics = self.aggregate(server_round, chosen)
+        return guarded(RoundOutcome(arrays, metrics, used), self._reference)
+
+    def min_updates(self) -> int:
+        """Accepted updates the rule needs to keep its guarantee (1; Krum-style rules
+        more). With fewer, :func:`strategies.guards.fallback` decides the round."""
+        return 1
 
     def select(self, server_round: int, accepted: Accepted) -> Selection:
         """Which accepted updates enter aggregation: all of them (SecProbe, random K and
