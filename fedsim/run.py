@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fedsim.config import Config
 from fedsim.devices import gpu_visible
-from fedsim.errors import ConfigError, RunError
+from fedsim.errors import ConfigError, RunError, RunInterruptedError
 from fedsim.preflight import PreflightReport, preflight
 from fedsim.records import RoundRecord
+
+if TYPE_CHECKING:
+    from fedsim.checkpoint import ResumePoint
 
 logger = logging.getLogger(__name__)
 
@@ -69,43 +73,87 @@ def run_experiment(
     out_dir: str | Path,
     on_round: Any = None,
     verbose: bool = False,
+    *,
+    resume: bool = False,
+    stop: threading.Event | None = None,
 ) -> dict[str, Any]:
     """Run ``cfg`` into ``out_dir``; returns the summary (also in ``summary.json``).
+
+    ``resume``: continue the interrupted run in ``out_dir`` from its last checkpoint
+    (:mod:`fedsim.checkpoint`; ``cfg`` must be the config it started with). ``stop``: set
+    it (e.g. from a signal handler) to end the run within a second after its last
+    checkpoint; the run then raises :class:`RunInterruptedError`.
 
     Raises
     ------
     ConfigError
         If the preflight finds a problem (nothing is started then).
+    FedsimError
+        If ``resume`` and the directory cannot be resumed (the message says why).
+    RunInterruptedError
+        If ``stop`` was set.
     RunError
         If the federation ends without a summary.
     """
     check_plan(cfg)
+    point = None
+    if resume:
+        from fedsim.checkpoint import read_resume_point
+        from fedsim.rundir import METRICS_FILE, config_text
+
+        point = read_resume_point(out_dir, config_text(cfg), METRICS_FILE)
     holder: dict[str, Any] = {}
-    with warnings.catch_warnings():
-        # Ray's notice about a future change of CUDA_VISIBLE_DEVICES handling: today's
-        # behaviour (clients with num_gpus=0 see no GPU) is the one we want.
-        warnings.filterwarnings("ignore", category=FutureWarning, module=r"ray\.")
-        _simulate(cfg, out_dir, on_round, verbose, holder)
+    try:
+        with warnings.catch_warnings():
+            # Ray's notice about a future change of CUDA_VISIBLE_DEVICES handling: today's
+            # behaviour (clients with num_gpus=0 see no GPU) is the one we want.
+            warnings.filterwarnings("ignore", category=FutureWarning, module=r"ray\.")
+            _simulate(cfg, out_dir, on_round, verbose, holder, point, stop)
+    finally:
+        _stop_ray()
     if "summary" not in holder:
         raise RunError("the federation ended without a summary; see the log above")
     return dict(holder["summary"])
 
 
+def _stop_ray() -> None:
+    """Shut the local Ray instance down (also after an error or an interruption)."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
 def _simulate(
-    cfg: Config, out_dir: str | Path, on_round: Any, verbose: bool, holder: dict[str, Any]
+    cfg: Config,
+    out_dir: str | Path,
+    on_round: Any,
+    verbose: bool,
+    holder: dict[str, Any],
+    resume: ResumePoint | None,
+    stop: threading.Event | None,
 ) -> None:
     from flwr.simulation import run_simulation
 
     from clients.client_app import make_client_app
     from fedsim.audit.canaries import federation_size
+    from fedsim.checkpoint import STATE_DIR
     from strategies.server_app import make_server_app
 
     run_simulation(
         # a simulation: reproducible from the root seed (its ε assumes the seed is secret)
         server_app=make_server_app(
-            cfg, out_dir, on_round, on_summary=lambda s: holder.update(summary=s), seeded_noise=True
+            cfg,
+            out_dir,
+            on_round,
+            on_summary=lambda s: holder.update(summary=s),
+            seeded_noise=True,
+            resume=resume,
+            stop=stop,
         ),
-        client_app=make_client_app(cfg, seeded_noise=True),
+        client_app=make_client_app(
+            cfg, seeded_noise=True, state_root=Path(out_dir) / STATE_DIR / "clients"
+        ),
         num_supernodes=federation_size(cfg),  # a user-level audit adds its canary clients
         backend_config=backend_config(cfg),  # type: ignore[arg-type]
         verbose_logging=verbose,
@@ -114,6 +162,7 @@ def _simulate(
 
 __all__ = [
     "RoundRecord",
+    "RunInterruptedError",
     "backend_config",
     "check_config",
     "check_plan",
