@@ -8,7 +8,7 @@ that is logged and written to ``metrics.jsonl`` (``clients.<id>.rejected_reason`
 values that passed their check reach a record: a NaN ε is a rejection reason, never a NaN
 in ``metrics.jsonl``.
 
-Rules (hand-checked in ``tests/test_replies.py``):
+Rules (examples below; the catalogue of hostile replies in ``tests/test_hostile_replies.py``):
 
 - records: exactly the ArrayRecord ``arrays`` and the MetricRecord ``metrics``, and at
   most the ConfigRecord ``status`` (a refusal or an exhausted budget carries no arrays);

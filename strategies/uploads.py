@@ -95,7 +95,7 @@ def update_problem(
     >>> update_problem({"w": np.ones(2)}, g)
     'array w has dtype float64, expected float32'
     >>> update_problem({"w": np.full(2, 1e30, np.float32)}, g)[:40]
-    'update step 1.414e+30 exceeds 1000 × max('
+    'update step 1.414e+30 exceeds 1000 × max'
     """
     missing = sorted(set(reference) - set(update))
     extra = sorted(set(update) - set(reference))
