@@ -25,6 +25,7 @@ from fedsim import keys
 from fedsim.config import from_dict
 from fedsim.models import build_model
 from fedsim.workload import dataset_for
+from strategies.central_dp import fedsim_core
 from strategies.registry import STRATEGIES, build_strategy
 
 GOOD = 10  # clients 0..9 reply well; clients 10.. each send one hostile reply
@@ -37,16 +38,21 @@ State = dict[str, torch.Tensor]
 Case = Callable[[dict[str, Any]], None]
 
 
+#: stands for the strategy's aggregation weight key (``num-examples``; ``unit-weight``
+#: where clients keep their sizes private, e.g. under central DP)
+WEIGHT = "<weight>"
+
+
 def _metric(key: str, value: Any) -> Case:
     def edit(r: dict[str, Any]) -> None:
-        r["metrics"][key] = value
+        r["metrics"][r["weight_key"] if key == WEIGHT else key] = value
 
     return edit
 
 
 def _drop_metric(key: str) -> Case:
     def edit(r: dict[str, Any]) -> None:
-        del r["metrics"][key]
+        del r["metrics"][r["weight_key"] if key == WEIGHT else key]
 
     return edit
 
@@ -91,16 +97,16 @@ _LEDGER_NAN = (
 #: name -> how the hostile reply differs from a good one
 CATALOGUE: dict[str, Case] = {
     # the aggregation weight
-    "weight-inf": _metric(keys.NUM_EXAMPLES, float("inf")),
-    "weight-nan": _metric(keys.NUM_EXAMPLES, float("nan")),
-    "weight-negative": _metric(keys.NUM_EXAMPLES, -5),
-    "weight-zero": _metric(keys.NUM_EXAMPLES, 0),
-    "weight-fraction": _metric(keys.NUM_EXAMPLES, 2.5),
-    "weight-huge-int": _metric(keys.NUM_EXAMPLES, 2**62),
-    "weight-huge-float": _metric(keys.NUM_EXAMPLES, 1e300),
-    "weight-above-declared-size": _metric(keys.NUM_EXAMPLES, 100 * SIZE),
-    "weight-list": _metric(keys.NUM_EXAMPLES, [20, 20]),
-    "weight-missing": _drop_metric(keys.NUM_EXAMPLES),
+    "weight-inf": _metric(WEIGHT, float("inf")),
+    "weight-nan": _metric(WEIGHT, float("nan")),
+    "weight-negative": _metric(WEIGHT, -5),
+    "weight-zero": _metric(WEIGHT, 0),
+    "weight-fraction": _metric(WEIGHT, 2.5),
+    "weight-huge-int": _metric(WEIGHT, 2**62),
+    "weight-huge-float": _metric(WEIGHT, 1e300),
+    "weight-above-declared-size": _metric(WEIGHT, 100 * SIZE),
+    "weight-list": _metric(WEIGHT, [20, 20]),
+    "weight-missing": _drop_metric(WEIGHT),
     # every other metric against its domain
     "steps-nan": _metric(keys.STEPS, float("nan")),
     "steps-negative": _metric(keys.STEPS, -1),
@@ -171,10 +177,14 @@ def _good(cid: int, state: State) -> State:
     return {k: v + 0.01 * torch.randn(v.shape, generator=gen) for k, v in state.items()}
 
 
-def _reply(msg: Message, cid: int, state: State, case: Case | None) -> Message:
+def _reply(
+    msg: Message, cid: int, state: State, case: Case | None, weight_key: str = keys.NUM_EXAMPLES
+) -> Message:
+    weight = 1 if weight_key == keys.UNIT_WEIGHT else SIZE
     parts: dict[str, Any] = {
+        "weight_key": weight_key,
         "arrays": _good(cid, state),
-        "metrics": {keys.CLIENT_ID: cid, keys.NUM_EXAMPLES: SIZE, keys.STEPS: 3},
+        "metrics": {keys.CLIENT_ID: cid, weight_key: weight, keys.STEPS: 3},
         "status": {keys.STATUS_CODE: keys.STATUS_OK},
         "extra_arrays": {},
         "extra_configs": {},
@@ -205,19 +215,30 @@ def _array_record(arrays: dict[str, Any]) -> ArrayRecord:
     )
 
 
+#: every registered strategy, and FedAvg inside the central-DP wrapper
+NAMES = [*STRATEGIES.names(), "fedavg+central"]
+
+
 def _config(name: str, clients: int) -> Any:
+    central = name.endswith("+central")
+    dp = {"enabled": True, "mode": "central", "noise_multiplier": 0.5, "delta": 1e-4}
     return from_dict(
         {
             "seed": 3,
             "data": {"name": "pneumoniamnist", "num_clients": clients},
             "model": {"name": "mlp"},
-            "dp": {"enabled": False},
-            "strategy": {"name": name, "clients_per_round": clients, "k": 3, "num_malicious": 1},
+            "dp": dp if central else {"enabled": False},
+            "strategy": {
+                "name": name.removesuffix("+central"),
+                "clients_per_round": clients,
+                "k": 3,
+                "num_malicious": 1,
+            },
         }
     )
 
 
-Hostile = Callable[[Message, int, State], Message | list[Message]]
+Hostile = Callable[[Message, int, State, str], Message | list[Message]]
 
 
 def _round(name: str, hostile: dict[int, Hostile]) -> tuple[Any, State, State]:
@@ -228,16 +249,17 @@ def _round(name: str, hostile: dict[int, Hostile]) -> tuple[Any, State, State]:
     state = build_model("mlp", bundle.input_shape, bundle.num_classes, seed=0).state_dict()
     ctx = strategy_context(cfg, num_examples=dict.fromkeys(range(clients), SIZE))
     strategy = build_strategy(ctx)
+    weight_key = str(getattr(fedsim_core(strategy), "weighted_by_key", keys.NUM_EXAMPLES))
     sent = list(strategy.configure_train(1, ArrayRecord(state), ConfigRecord(), None))  # type: ignore[arg-type]
     assert len(sent) == clients
     replies: list[Message] = []
     for m in sent:
         cid = ctx.directory.client_of[m.metadata.dst_node_id]
         if cid in hostile:
-            built = hostile[cid](m, cid, state)
+            built = hostile[cid](m, cid, state, weight_key)
             replies.extend(built if isinstance(built, list) else [built])
         else:
-            replies.append(_reply(m, cid, state, None))
+            replies.append(_reply(m, cid, state, None, weight_key))
     arrays, _ = strategy.aggregate_train(1, replies)
     assert arrays is not None, "the ten good updates must still be aggregated"
     return ctx, state, arrays.to_torch_state_dict()
@@ -248,7 +270,8 @@ def _assert_sound(ctx: Any, state: State, new: State, expect: dict[int, str]) ->
     assert all(new[k].shape == state[k].shape for k in state)
     assert all(torch.isfinite(v).all() for v in new.values())
     # the good clients moved each weight by ~0.01 noise: the new model stays that close
-    assert max(float((new[k] - state[k]).abs().max()) for k in state) < 0.1
+    # (central DP adds noise of std 0.5 / 10 on top)
+    assert max(float((new[k] - state[k]).abs().max()) for k in state) < _tolerance(ctx)
     entry = ctx.log.entry(1)
     records = {r.client_id: r for r in entry.clients}
     wrong = {
@@ -258,39 +281,44 @@ def _assert_sound(ctx: Any, state: State, new: State, expect: dict[int, str]) ->
     }
     assert not wrong, f"hostile replies not refused with a reason: {wrong}"
     assert not set(expect) & set(entry.selected)
-    assert all(records[c].status == "ok" for c in range(GOOD))
+    good = {c: records[c].status for c in range(GOOD)}
+    assert set(good.values()) == {"ok"}, good
 
 
-@pytest.mark.parametrize("name", STRATEGIES.names())
+def _tolerance(ctx: Any) -> float:
+    return 0.5 if ctx.cfg.dp.enabled else 0.1
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_hostile_replies_cost_only_their_senders(name: str, message_identity: None) -> None:
     """Every case of the catalogue at once, one hostile client each, in one round."""
     cases = sorted(CATALOGUE)
     hostile: dict[int, Hostile] = {
-        GOOD + i: (lambda m, cid, s, case=case: _reply(m, cid, s, CATALOGUE[case]))
+        GOOD + i: (lambda m, cid, s, w, case=case: _reply(m, cid, s, CATALOGUE[case], w))
         for i, case in enumerate(cases)
     }
     ctx, state, new = _round(name, hostile)
     _assert_sound(ctx, state, new, dict.fromkeys(hostile, "rejected"))
 
 
-@pytest.mark.parametrize("name", STRATEGIES.names())
+@pytest.mark.parametrize("name", NAMES)
 def test_a_client_error_or_a_duplicate_reply_costs_only_its_sender(
     name: str, message_identity: None
 ) -> None:
-    def failed(m: Message, cid: int, s: State) -> Message:
+    def failed(m: Message, cid: int, s: State, w: str) -> Message:
         return Message(Error(code=0, reason="worker died"), reply_to=m)
 
     ctx, state, new = _round(name, {H: failed})
     _assert_sound(ctx, state, new, {H: "failed"})
 
-    def twice(m: Message, cid: int, s: State) -> list[Message]:
+    def twice(m: Message, cid: int, s: State, w: str) -> list[Message]:
         # a good reply and then a far-off second one: the second is ignored
-        return [_reply(m, cid, s, None), _reply(m, cid, s, CATALOGUE["upload-times-1e6"])]
+        return [_reply(m, cid, s, None, w), _reply(m, cid, s, CATALOGUE["upload-times-1e6"], w)]
 
     ctx, state, new = _round(name, {H: twice})
     records = [r for r in ctx.log.entry(1).clients if r.client_id == H]
     assert len(records) == 1 and records[0].status == "ok"
-    assert max(float((new[k] - state[k]).abs().max()) for k in state) < 0.1
+    assert max(float((new[k] - state[k]).abs().max()) for k in state) < _tolerance(ctx)
 
 
 @pytest.mark.parametrize("name", ["bulyan", "krum", "multikrum"])
