@@ -29,6 +29,7 @@ from flwr.clientapp import ClientApp
 
 from clients.audit_canaries import canary_upload
 from clients.client_store import CarriedState, RoundStore
+from clients.faults import inject_fault
 from clients.local_round import LocalOutcome, LocalTask, run_local_round
 from fedsim import keys
 from fedsim.audit.canaries import canary_of
@@ -197,6 +198,7 @@ def handle_train(
     secret = None if seeded_noise else secrets.randbits(63)
     if store is not None:
         server_round = int(msg.content.config_records[keys.CONFIG][keys.SERVER_ROUND])  # type: ignore[arg-type]
+        inject_fault(cfg, site.client_id, server_round)  # roles.faulty (simulation only)
         carried = store.load(site.client_id, before_round=server_round)
         outcome = train_round(
             cfg, msg, site, carried.ledger, carried.pruned, carried.vog, secret, policy

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from fedsim.config import Config
 from fedsim.devices import gpu_visible
-from fedsim.errors import ConfigError, RunError, RunInterruptedError
+from fedsim.errors import ConfigError, FedsimError, RunError, RunInterruptedError
 from fedsim.preflight import PreflightReport, preflight
 from fedsim.records import RoundRecord
 
@@ -42,9 +42,52 @@ def backend_config(cfg: Config) -> dict[str, Any]:
     else:
         init_args["num_cpus"] = max(1, os.cpu_count() or 1)
     return {
-        "client_resources": {"num_cpus": sim.num_cpus_per_client, "num_gpus": gpus},
+        # max_restarts: Ray restarts a client worker that died (crash, OOM kill) instead
+        # of leaving a dead actor in Flower's pool, which would fail every later message
+        "client_resources": {
+            "num_cpus": sim.num_cpus_per_client,
+            "num_gpus": gpus,
+            "max_restarts": -1,
+        },
         "init_args": init_args,
     }
+
+
+#: Seconds :func:`check_ray_address` waits for a Ray head to answer.
+RAY_CONNECT_TIMEOUT = 5.0
+
+
+def check_ray_address(address: str | None, timeout: float = RAY_CONNECT_TIMEOUT) -> None:
+    """Fail fast when ``simulation.ray_address`` names a Ray head nobody answers at
+    (Ray itself would retry for minutes).
+
+    ``None``, ``"auto"`` and ``"local"`` are left to Ray; ``host:port`` and
+    ``ray://host:port`` must accept a TCP connection within ``timeout`` seconds.
+
+    Raises
+    ------
+    FedsimError
+        Naming the field, the address and the connection error.
+    """
+    import socket
+
+    if address is None or address in ("auto", "local"):
+        return
+    bare = address.removeprefix("ray://")
+    host, sep, port_text = bare.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise FedsimError(
+            f"simulation.ray_address must be 'auto', 'local', 'HOST:PORT' or "
+            f"'ray://HOST:PORT'; got {address!r}"
+        )
+    try:
+        with socket.create_connection((host.strip("[]"), int(port_text)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise FedsimError(
+            f"simulation.ray_address {address!r}: no Ray head answers there within "
+            f"{timeout:g} s ({exc}); start it (ray start --head) or fix the address"
+        ) from None
 
 
 def config_problems(cfg: Config) -> list[str]:
@@ -96,12 +139,17 @@ def run_experiment(
         If the federation ends without a summary.
     """
     check_plan(cfg)
+    check_ray_address(cfg.simulation.ray_address)
     point = None
     if resume:
         from fedsim.checkpoint import read_resume_point
         from fedsim.rundir import METRICS_FILE, config_text
 
         point = read_resume_point(out_dir, config_text(cfg), METRICS_FILE)
+        from fedsim.checkpoint import STATE_DIR
+        from fedsim.procs import reap
+
+        reap(Path(out_dir) / STATE_DIR)  # Ray agents a killed driver left behind
     holder: dict[str, Any] = {}
     try:
         with warnings.catch_warnings():
@@ -124,6 +172,27 @@ def _stop_ray() -> None:
         ray.shutdown()
 
 
+def protect_local_ray(cfg: Config) -> bool:
+    """Turn on Ray's token authentication for the local Ray this process will start.
+
+    Ray 2.55 binds its gRPC servers to every interface and maps ``127.0.0.1`` to the
+    machine's address (``ray._private.services.resolve_ip_for_localhost``), so a local
+    simulation cannot be kept on loopback; with ``RAY_AUTH_MODE=token`` and a fresh
+    random ``RAY_AUTH_TOKEN`` that only this process and its Ray children hold, nobody
+    else can attach to it or submit work. Done only when this process starts Ray itself
+    (no ``simulation.ray_address``), Ray is not yet imported (its mode is fixed at import)
+    and the user set no ``RAY_AUTH_MODE``. Returns whether it was turned on.
+    """
+    import secrets
+    import sys
+
+    if cfg.simulation.ray_address or "ray" in sys.modules or "RAY_AUTH_MODE" in os.environ:
+        return False
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    return True
+
+
 def _simulate(
     cfg: Config,
     out_dir: str | Path,
@@ -133,6 +202,7 @@ def _simulate(
     resume: ResumePoint | None,
     stop: threading.Event | None,
 ) -> None:
+    protect_local_ray(cfg)  # before flwr imports Ray
     from flwr.simulation import run_simulation
 
     from clients.client_app import make_client_app

@@ -23,7 +23,7 @@ from flwr.app import ArrayRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedsim.audit.canaries import federation_size
-from fedsim.checkpoint import ResumePoint
+from fedsim.checkpoint import STATE_DIR, ResumePoint
 from fedsim.config import Config, from_run_config
 from fedsim.devices import pick_device
 from fedsim.errors import RunError
@@ -88,6 +88,10 @@ def run_server(
         device = pick_device()
         model = build_model(cfg.model.name, bundle.input_shape, bundle.num_classes, seed=cfg.seed)
         directory = discover_clients(grid, federation_size(cfg), node_timeout, stop)
+        if seeded:  # a simulation: note its Ray processes for a resume after a crash
+            from fedsim.procs import record
+
+            record(writer.dir / STATE_DIR)
         log = RoundLog()
         # the strategy Flower runs (maybe a central-DP wrapper), and the fedsim one inside
         outer = build_strategy(StrategyContext(cfg, directory, log, bundle), seeded=seeded)
