@@ -71,6 +71,8 @@ class RoundRecord:
     clients: tuple[ClientRoundRecord, ...] = field(default_factory=tuple)
     seconds: float = 0.0
     selection_epsilon: float | None = None
+    #: why the round's aggregate is not the aggregation rule's own (``None``: it is)
+    aggregation_note: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The ``metrics.jsonl`` object (DESIGN.md, run directory contract)."""
@@ -86,5 +88,7 @@ class RoundRecord:
         doc["seconds"] = self.seconds
         if self.selection_epsilon is not None:
             doc["selection_epsilon"] = self.selection_epsilon
+        if self.aggregation_note is not None:
+            doc["aggregation_note"] = self.aggregation_note
         doc["clients"] = {str(c.client_id): c.to_json() for c in self.clients}
         return doc

@@ -32,6 +32,10 @@ class RoundEntry:
         One record per sampled client (and any other client that replied).
     selection_epsilon
         ε a private selection rule spent this round (``None``: no private selection).
+    aggregation_note
+        Why the round's aggregate is not the rule's own (too few updates for the rule:
+        a fallback, or the global model kept; a non-finite aggregate discarded);
+        ``None`` for a normal round.
     """
 
     round: int
@@ -39,6 +43,7 @@ class RoundEntry:
     selected: tuple[int, ...] = ()
     clients: tuple[ClientRoundRecord, ...] = field(default_factory=tuple)
     selection_epsilon: float | None = None
+    aggregation_note: str | None = None
 
 
 class RoundLog:

@@ -83,6 +83,7 @@ def metrics_line_schema() -> dict[str, Any]:
         "selected": ids,
         "seconds": number,
         "selection_epsilon": number,
+        "aggregation_note": {"type": "string"},
         "clients": {
             "type": "object",
             "patternProperties": {"^[0-9]+$": client},

@@ -27,11 +27,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 
@@ -45,8 +45,10 @@ from fedsim.seeding import numpy_rng
 from strategies.clipping import round_clip_bounds
 from strategies.cohorts import CohortSampler, FixedSizeCohort
 from strategies.directory import ClientDirectory
-from strategies.replies import screen_update
+from strategies.guards import RoundOutcome, common_metric_keys, fallback, guarded
+from strategies.replies import ReplyRules, Verdict, check_reply, record_from_metrics
 from strategies.rewards import RewardBook, RewardNote
+from strategies.uploads import model_norm
 
 logger = logging.getLogger(__name__)
 
@@ -97,50 +99,6 @@ class Selection:
     epsilon: float | None = None
 
 
-def _metric(metrics: MetricRecord, key: str) -> Any:
-    return metrics.get(key)
-
-
-def _relation(metrics: MetricRecord) -> Any:
-    code = metrics.get(keys.RELATION)
-    return None if code is None else keys.RELATION_NAMES.get(int(code))  # type: ignore[arg-type]
-
-
-def record_from_metrics(
-    client_id: int, status: str, metrics: MetricRecord | None, reason: str | None = None
-) -> ClientRoundRecord:
-    """A :class:`ClientRoundRecord` from a reply's MetricRecord."""
-    if metrics is None:
-        return ClientRoundRecord(
-            client_id=client_id,
-            status=status,  # type: ignore[arg-type]
-            rejected_reason=reason,
-        )
-    loss = _metric(metrics, keys.TRAIN_LOSS)
-    steps = _metric(metrics, keys.STEPS)
-    pruned = _metric(metrics, keys.NUM_PRUNED)
-    n = _metric(metrics, keys.NUM_EXAMPLES)
-    return ClientRoundRecord(
-        client_id=client_id,
-        status=status,  # type: ignore[arg-type]
-        num_examples=None if n is None else int(n),
-        train_loss=None if loss is None or not math.isfinite(float(loss)) else float(loss),
-        epsilon=_metric(metrics, keys.EPSILON),
-        epsilon_total=_metric(metrics, keys.EPSILON_TOTAL),
-        delta=_metric(metrics, keys.DELTA),
-        relation=None if _metric(metrics, keys.EPSILON) is None else _relation(metrics),
-        noise_multiplier=_metric(metrics, keys.NOISE_MULTIPLIER),
-        sample_rate=_metric(metrics, keys.SAMPLE_RATE),
-        steps=None if steps is None else int(steps),
-        train_seconds=_metric(metrics, keys.TRAIN_SECONDS),
-        rejected_reason=reason,
-        valuation=_metric(metrics, keys.VALUATION),
-        valuation_variance=_metric(metrics, keys.VALUATION_VARIANCE),
-        valuation_epsilon=_metric(metrics, keys.VALUATION_EPSILON),
-        num_pruned=None if pruned is None else int(pruned),
-    )
-
-
 class FedsimStrategy:
     """Seeded cohorts, reply screening, records, ledgers and the aggregation template.
 
@@ -175,6 +133,9 @@ class FedsimStrategy:
         #: called with (this round's global arrays, accepted replies) after screening; a
         #: privacy auditor watches the updates the server receives through it
         self.reply_observers: list[Callable[[ArrayRecord | None, Accepted], None]] = []
+        #: this round's global model (what replies are checked against) and its norm
+        self._reference: dict[str, np.ndarray] = {}
+        self._reference_norm = 0.0
         self._reference_shapes: dict[str, tuple[int, ...]] = {}
         self._round_arrays: ArrayRecord | None = None
 
@@ -221,6 +182,8 @@ class FedsimStrategy:
         """Messages to the sampled clients carrying the global model and round config."""
         self._reference_shapes = {k: tuple(a.shape) for k, a in arrays.items()}
         self._round_arrays = arrays
+        self._reference = {k: a.numpy() for k, a in arrays.items()}
+        self._reference_norm = model_norm(self._reference)
         clients = self.sample_clients(server_round)
         self.log.sampled(server_round, tuple(clients))
         if not clients:
@@ -277,15 +240,25 @@ class FedsimStrategy:
     def screen_replies(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[Accepted, list[ClientRoundRecord]]:
-        """Split replies into accepted ``(client_id, message)`` pairs and records for all."""
+        """Split replies into accepted ``(client_id, message)`` pairs and records for all.
+
+        Every field of a reply is checked (:func:`strategies.replies.check_reply`) before
+        anything is computed from it; a reply failing a check is recorded ``rejected`` with
+        the reason. A second reply from the same client, or one from a client outside
+        this round's cohort, is not used either.
+        """
         accepted: Accepted = []
         records: list[ClientRoundRecord] = []
         seen: set[int] = set()
+        cohort = set(self.log.cohort(server_round))
         for msg in replies:
             node = msg.metadata.src_node_id
             cid = self.directory.client_of.get(node)
             if cid is None:
                 logger.warning("round %d: reply from unknown node %d ignored", server_round, node)
+                continue
+            if cid in seen:
+                logger.warning("round %d: second reply from client %d ignored", server_round, cid)
                 continue
             seen.add(cid)
             if msg.has_error():
@@ -293,26 +266,29 @@ class FedsimStrategy:
                 logger.warning("round %d: client %d failed: %s", server_round, cid, reason)
                 records.append(record_from_metrics(cid, "failed", None, reason))
                 continue
-            content = msg.content
-            metrics = content.metric_records.get(keys.METRICS)
-            status_rec = content.config_records.get(keys.STATUS)
-            status = str(status_rec[keys.STATUS_CODE]) if status_rec else keys.STATUS_OK
-            if status in (keys.STATUS_BUDGET_EXHAUSTED, keys.STATUS_REFUSED):
+            verdict = self.check_reply(cid, msg.content)
+            if cohort and cid not in cohort:
+                verdict = dataclasses.replace(
+                    verdict, status="rejected", reason="not sampled this round", ledger=None
+                )
+            if verdict.ledger is not None:
+                self.client_ledgers[cid] = verdict.ledger
+            if verdict.status in (keys.STATUS_BUDGET_EXHAUSTED, keys.STATUS_REFUSED):
                 # the client will not train again in this run: stop sampling it
                 self.exhausted.add(cid)
-                why = str(status_rec[keys.STATUS_REASON]) if status_rec else status
-                if status == keys.STATUS_REFUSED:
-                    logger.warning("round %d: client %d refused: %s", server_round, cid, why)
-                records.append(record_from_metrics(cid, status, metrics, why))
-                continue
-            self._remember_ledger(cid, status_rec)
-            malformed = self.malformed_reason(content)
-            if malformed is not None:
-                logger.warning("round %d: rejected client %d: %s", server_round, cid, malformed)
-                records.append(record_from_metrics(cid, "rejected", metrics, malformed))
-                continue
-            accepted.append((cid, msg))
-            records.append(record_from_metrics(cid, "ok", metrics))
+                if verdict.status == keys.STATUS_REFUSED:
+                    logger.warning(
+                        "round %d: client %d refused: %s", server_round, cid, verdict.reason
+                    )
+            elif verdict.status == "rejected":
+                logger.warning(
+                    "round %d: rejected client %d: %s", server_round, cid, verdict.reason
+                )
+            else:
+                accepted.append((cid, msg))
+            records.append(
+                record_from_metrics(cid, verdict.status, verdict.metrics, verdict.reason)
+            )
         for cid in self.log.cohort(server_round):
             if cid not in seen:
                 records.append(record_from_metrics(cid, "failed", None, "no reply before timeout"))
@@ -322,57 +298,79 @@ class FedsimStrategy:
             observe(self._round_arrays, accepted)
         return accepted, records
 
-    def _remember_ledger(self, cid: int, status_rec: ConfigRecord | None) -> None:
-        text = None if status_rec is None else status_rec.get(keys.STATUS_LEDGER)
-        if text is None:
-            return
-        try:
-            self.client_ledgers[cid] = PrivacyLedger.from_json(str(text))
-        except (ValueError, KeyError, TypeError) as exc:
-            logger.warning("client %d sent an unreadable privacy ledger: %s", cid, exc)
-
-    def malformed_reason(self, content: RecordDict) -> str | None:
-        """Why a reply's content cannot be aggregated (``None``: well formed)."""
-        arrays = content.array_records.get(keys.ARRAYS)
-        metrics = content.metric_records.get(keys.METRICS)
-        if arrays is None or len(content.array_records) != 1:
-            return "reply must carry exactly one ArrayRecord named 'arrays'"
-        if metrics is None or len(content.metric_records) != 1:
-            return "reply must carry exactly one MetricRecord named 'metrics'"
+    def check_reply(self, cid: int, content: RecordDict) -> Verdict:
+        """What the server makes of one reply of client ``cid`` this round (every field
+        checked against this round's global model, weight key and the client's declared
+        size; see :mod:`strategies.replies`)."""
         weight_key = str(getattr(self, "weighted_by_key", keys.NUM_EXAMPLES))
-        weight = metrics.get(weight_key)
-        if not isinstance(weight, (int, float)):
-            return f"metric {weight_key} must be a number; got {weight!r}"
-        try:
-            update = {k: a.numpy() for k, a in arrays.items()}
-        except Exception as exc:  # an undecodable array is a malformed upload
-            return f"arrays cannot be decoded: {exc}"
-        return screen_update(update, self._reference_shapes, float(weight), weight_key)
+        rules = ReplyRules(
+            reference=self._reference,
+            reference_norm=self._reference_norm,
+            weight_key=weight_key,
+            client_id=cid,
+            declared_examples=self.directory.num_examples.get(cid),
+        )
+        return check_reply(
+            content.array_records,
+            content.metric_records,
+            content.config_records,
+            rules,
+            decode=lambda record: {k: a.numpy() for k, a in record.items()},
+        )
 
     # ------------------------------------------------------------------ the template
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Screen, select, value, report the round, then :meth:`aggregate` (do not override)."""
+        """Screen, select, value, :meth:`aggregate` with guards, report (do not override).
+
+        With fewer accepted updates than :meth:`min_updates`, or an aggregate that must
+        not become the global model, :mod:`strategies.guards` decides the round (median
+        fallback or the global model kept) and the round's entry says why.
+        """
         accepted, records = self.screen_replies(server_round, replies)
-        selection = self.select(server_round, accepted)
+        need = self.min_updates()
+        short = 0 < len(accepted) < need
+        selection = Selection(list(accepted)) if short else self.select(server_round, accepted)
         paid = self.value_updates(server_round, accepted, selection)
+        if short:
+            f, rule = self.cfg.strategy.num_malicious, self.cfg.strategy.name
+            outcome = fallback(selection.chosen, need, f, rule, self._reference)
+        else:
+            outcome = self._aggregated(server_round, selection.chosen)
+        if outcome.note is not None:
+            logger.warning("round %d: %s", server_round, outcome.note)
         final = tuple(self._finish(r, selection.notes, paid) for r in records)
         self.log.close(
             RoundEntry(
                 round=server_round,
                 sampled=self.log.cohort(server_round),
-                selected=self.kept_by_rule(selection.chosen),
+                selected=outcome.used,
                 clients=final,
                 selection_epsilon=selection.epsilon,
+                aggregation_note=outcome.note,
             )
         )
-        if not selection.chosen:
+        return outcome.arrays, outcome.metrics
+
+    def _aggregated(self, server_round: int, chosen: Accepted) -> RoundOutcome:
+        """The rule's aggregate of ``chosen``, checked (:func:`strategies.guards.guarded`)."""
+        if not chosen:
             logger.warning(
                 "round %d: no update accepted; the global model is unchanged", server_round
             )
-            return None, None
-        return self.aggregate(server_round, selection.chosen)
+            return RoundOutcome()
+        used = self.kept_by_rule(chosen)
+        dropped = common_metric_keys(chosen)
+        if dropped:
+            logger.warning("round %d: metrics %s not sent by every client", server_round, dropped)
+        arrays, metrics = self.aggregate(server_round, chosen)
+        return guarded(RoundOutcome(arrays, metrics, used), self._reference)
+
+    def min_updates(self) -> int:
+        """Accepted updates the rule needs to keep its guarantee (1; Krum-style rules
+        more). With fewer, :func:`strategies.guards.fallback` decides the round."""
+        return 1
 
     def select(self, server_round: int, accepted: Accepted) -> Selection:
         """Which accepted updates enter aggregation: all of them (SecProbe, random K and

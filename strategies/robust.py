@@ -9,7 +9,15 @@
 - :class:`Bulyan` (El Mhamdi et al., ICML 2018): MultiKrum selection of ``M - 2f`` then a
   coordinate-wise trimmed mean around the median; needs ``M >= 4f + 3``.
 
-The rules are Flower's own; the mixin only screens malformed replies first. ``selected``
+The rules are Flower's own; :class:`~strategies.base.FedsimStrategy` screens every reply
+first. When screening leaves fewer updates than a rule needs for its guarantee
+(:meth:`min_updates`: ``2f + 3`` for Krum and MultiKrum, ``4f + 3`` for Bulyan — one
+rejected reply in a cohort of exactly that size is enough), the round does not run the
+rule on too few updates (Flower's Bulyan would skip every such round, Krum's scores
+would be meaningless): it aggregates the coordinate-wise median of the accepted updates
+if at least ``2f + 1`` remain, and keeps the global model otherwise
+(:func:`strategies.guards.fallback`; ``aggregation_note`` in metrics.jsonl says which).
+Median and trimmed mean need no minimum. ``selected``
 in metrics.jsonl lists the updates the rule used: for Krum and MultiKrum the ones Flower's
 ``select_multikrum`` keeps (found here with the same function, then handed to Flower's
 rule, which keeps all of them again), for Bulyan the ``M - 2f`` its selection rule keeps
@@ -41,6 +49,10 @@ def _kept(chosen: Accepted, num_malicious: int, keep: int) -> Accepted:
 class MultiKrum(FedsimStrategy, FlowerMultiKrum):
     """Flower's MultiKrum; sampling and screening from :class:`FedsimStrategy`."""
 
+    def min_updates(self) -> int:
+        """Krum's scores tolerate ``f`` malicious updates among ``M >= 2f + 3``."""
+        return 2 * self.num_malicious_nodes + 3
+
     def select(self, server_round: int, accepted: Accepted) -> Selection:
         """The updates Krum's scores keep (Flower's rule then averages exactly these)."""
         keep = min(self.num_nodes_to_select, len(accepted))
@@ -61,6 +73,10 @@ class FedTrimmedAvg(FedsimStrategy, FlowerFedTrimmedAvg):
 
 class Bulyan(FedsimStrategy, FlowerBulyan):
     """Flower's Bulyan; sampling and screening from :class:`FedsimStrategy`."""
+
+    def min_updates(self) -> int:
+        """Bulyan tolerates ``f`` malicious updates among ``M >= 4f + 3``."""
+        return 4 * self.num_malicious_nodes + 3
 
     def kept_by_rule(self, chosen: Accepted) -> tuple[int, ...]:
         """The ``M - 2f`` updates Bulyan's selection rule keeps (none if ``M < 4f + 3``)."""

@@ -16,7 +16,8 @@ from fedsim.records import ClientRoundRecord, EvalResult, RoundRecord
 from fedsim.registry import Registry
 from fedsim.rundir import RunWriter, read_metrics
 from fedsim.seeding import derive_seed, numpy_rng, torch_generator
-from strategies.replies import screen_update
+from strategies.replies import weight_problem
+from strategies.uploads import update_problem
 
 
 def test_derived_seeds_are_stable_and_distinct() -> None:
@@ -38,15 +39,16 @@ def test_no_global_rng_touched() -> None:
 
 
 def test_screen_update_reasons() -> None:
-    ref = {"w": (2, 2), "b": (2,)}
+    ref = {"w": np.zeros((2, 2), np.float32), "b": np.zeros(2, np.float32)}
     good = {"w": np.zeros((2, 2), np.float32), "b": np.zeros(2, np.float32)}
-    assert screen_update(good, ref, 10) is None
-    assert "non-finite" in str(screen_update({**good, "b": np.array([np.inf, 0.0])}, ref, 10))
-    assert "shape (3,)" in str(screen_update({**good, "b": np.zeros(3)}, ref, 10))
-    assert "missing ['b']" in str(screen_update({"w": good["w"]}, ref, 10))
-    assert "unexpected ['z']" in str(screen_update({**good, "z": np.zeros(1)}, ref, 10))
-    assert "num-examples" in str(screen_update(good, ref, 0))
-    assert "num-examples" in str(screen_update(good, ref, float("nan")))
+    assert update_problem(good, ref) is None
+    bad_b = np.array([np.inf, 0.0], np.float32)
+    assert "non-finite" in str(update_problem({**good, "b": bad_b}, ref))
+    assert "shape (3,)" in str(update_problem({**good, "b": np.zeros(3, np.float32)}, ref))
+    assert "missing ['b']" in str(update_problem({"w": good["w"]}, ref))
+    assert "unexpected ['z']" in str(update_problem({**good, "z": np.zeros(1)}, ref))
+    assert "num-examples" in str(weight_problem("num-examples", 0, None))
+    assert "num-examples" in str(weight_problem("num-examples", float("nan"), None))
 
 
 def test_roc_auc_matches_pairwise_definition() -> None:
