@@ -36,8 +36,8 @@ def check_classes(source: SourceSplits, where: str) -> None:
     if len(seen) < 2:
         only = ", ".join(_name(names, int(c)) for c in seen) or "none"
         raise DataError(
-            f"{where}: the training data has {len(seen)} class ({only}); a classifier needs "
-            "at least 2 classes"
+            f"{where}: the training data has {len(seen)} class{'es' if len(seen) != 1 else ''} "
+            f"({only}); a classifier needs at least 2 classes"
         )
     for split_name, split in (("validation", source.val), ("test", source.test)):
         if split is None:

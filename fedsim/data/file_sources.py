@@ -18,7 +18,7 @@ from fedsim.data.convert import make_split
 from fedsim.data.idx import read_idx
 from fedsim.data.limits import MAX_CLASSES
 from fedsim.data.npzfile import read_npz_arrays
-from fedsim.data.types import SourceArgs, SourceSplits, Split
+from fedsim.data.types import SourceArgs, SourceSplits, Split, max_label
 from fedsim.errors import DataError
 
 __all__ = [
@@ -110,13 +110,11 @@ def read_npz(file: Path, where: str, class_names: tuple[str, ...] | None = None)
                 f"{where}: key {x_key!r} holds images of shape {split.x.shape[1:]} (C, H, W) "
                 f"but the training images are {train.x.shape[1:]}"
             )
-    present = [s for s in splits.values() if s is not None]
-    max_label = max(int(s.y.max()) for s in present)
-    names = stored_names or class_names or _numbered_names(max_label, where)
-    if max_label >= len(names):
+    top = max_label(s for s in splits.values() if s is not None)
+    names = stored_names or class_names or _numbered_names(top, where)
+    if top >= len(names):
         raise DataError(
-            f"{where}: labels must be < the number of class names ({len(names)}); "
-            f"got label {max_label}"
+            f"{where}: labels must be < the number of class names ({len(names)}); got label {top}"
         )
     return SourceSplits(train=train, val=splits["val"], test=splits["test"], class_names=names)
 
@@ -224,7 +222,7 @@ def load_fashion_mnist(args: SourceArgs) -> SourceSplits:
         splits[split_name] = make_split(
             images, labels, f"data.root ({root})", f"file {x_name}", f"file {y_name}"
         )
-    if int(max(s.y.max() for s in splits.values())) >= len(FASHION_MNIST_CLASSES):
+    if max_label(splits.values()) >= len(FASHION_MNIST_CLASSES):
         raise DataError(f"data.root ({root}): Fashion-MNIST labels must be in 0..9")
     logger.debug("read Fashion-MNIST from %s", root)
     return SourceSplits(
