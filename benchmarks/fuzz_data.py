@@ -43,7 +43,7 @@ def _good_npz() -> bytes:
     return _npz_bytes(train_images=x, train_labels=np.arange(20) % 2)
 
 
-def _png_bytes(mode: str = "L", size: tuple[int, int] = (6, 5)) -> bytes:
+def _png_bytes(mode: str = "L", size: tuple[int, int] = (16, 16)) -> bytes:
     buf = io.BytesIO()
     rng = np.random.default_rng(0)
     if mode == "I;16":
@@ -68,7 +68,7 @@ def npz_case(content: bytes) -> Callable[[Path], dict[str, str]]:
 
 
 def folder_case(bad: bytes, suffix: str = ".png") -> Callable[[Path], dict[str, str]]:
-    """Two good classes of PNGs plus one hostile file in the first class."""
+    """Two good classes of 16×16 PNGs plus one hostile file in the first class."""
 
     def write(d: Path) -> dict[str, str]:
         for cls in ("a", "b"):
@@ -173,7 +173,7 @@ def catalogue() -> list[Case]:
     png = _png_bytes()
     cases += [
         ("png 0-byte", folder_case(b"")),
-        ("png truncated", folder_case(_png_bytes(size=(64, 64))[:300])),
+        ("png truncated", folder_case(_png_bytes()[:120])),
         ("png text file", folder_case(b"not an image", ".jpg")),
         ("png bomb 8000x8000", folder_case(_png_bytes("1", (8000, 8000)))),
         ("png other size", folder_case(_png_bytes(size=(7, 7)))),
@@ -202,7 +202,7 @@ def random_cases(n: int, rng: np.random.Generator) -> list[Case]:
         "idx": _idx_bytes(np.zeros((10, 28, 28))),
         "pickle": pickle.dumps({"data": np.zeros((10, 3072), np.uint8), "labels": [0] * 10}),
     }
-    make = {
+    make: dict[str, Callable[[bytes], Callable[[Path], dict[str, str]]]] = {
         "npz": npz_case,
         "png": folder_case,
         "png16": folder_case,
