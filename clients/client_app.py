@@ -28,6 +28,8 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.clientapp import ClientApp
 
 from clients.audit_canaries import canary_upload
+from clients.client_store import CarriedState, RoundStore
+from clients.faults import inject_fault
 from clients.local_round import LocalOutcome, LocalTask, run_local_round
 from fedsim import keys
 from fedsim.audit.canaries import canary_of
@@ -170,12 +172,20 @@ def outcome_metrics(cfg: Config, client_id: int, outcome: LocalOutcome) -> Metri
     return MetricRecord(metrics)
 
 
-def handle_train(cfg: Config, msg: Message, context: Context, seeded_noise: bool) -> Message:
+def handle_train(
+    cfg: Config,
+    msg: Message,
+    context: Context,
+    seeded_noise: bool,
+    store: RoundStore | None = None,
+) -> Message:
     """Train one round and build the reply.
 
     ``seeded_noise``: draw batches and DP noise from the config's root seed (``fedsim
     run`` simulations, reproducible); otherwise from a secret this site draws from OS
-    entropy every round, which nobody else holds.
+    entropy every round, which nobody else holds. ``store``: where a simulated client
+    keeps its carried state per round (``fedsim run``; it makes runs resumable); without
+    it the state lives in Flower's ``context.state`` or, on a deployed site, its state file.
     """
     site = site_from_node_config(context.node_config)
     canary = canary_of(cfg, site.client_id)
@@ -185,9 +195,22 @@ def handle_train(cfg: Config, msg: Message, context: Context, seeded_noise: bool
     if broken is not None:
         logger.warning("client %d: %s", site.client_id, broken)
         return _reply(cfg, site.client_id, msg, _refused(broken))
+    secret = None if seeded_noise else secrets.randbits(63)
+    if store is not None:
+        server_round = int(msg.content.config_records[keys.CONFIG][keys.SERVER_ROUND])  # type: ignore[arg-type]
+        inject_fault(cfg, site.client_id, server_round)  # roles.faulty (simulation only)
+        carried = store.load(site.client_id, before_round=server_round)
+        outcome = train_round(
+            cfg, msg, site, carried.ledger, carried.pruned, carried.vog, secret, policy
+        )
+        store.save(
+            site.client_id,
+            server_round,
+            CarriedState(outcome.ledger, outcome.pruned, outcome.vog_state),
+        )
+        return _reply(cfg, site.client_id, msg, outcome)
     pruned = load_pruned(context)  # this run's pruning decision lives in context.state
     vog = load_vog_state(context)  # so do VoG's statistics (vog_checkpoints: rounds)
-    secret = None if seeded_noise else secrets.randbits(63)
     if site.state_dir is None:
         ledger = load_ledger(context)
         outcome = train_round(cfg, msg, site, ledger, pruned, vog, secret, policy)
@@ -304,13 +327,18 @@ def handle_query(cfg: Config, msg: Message, context: Context) -> Message:
     return Message(content=RecordDict({keys.METRICS: metrics}), reply_to=msg)
 
 
-def make_client_app(cfg: Config | None = None, *, seeded_noise: bool = False) -> ClientApp:
+def make_client_app(
+    cfg: Config | None = None, *, seeded_noise: bool = False, state_root: Path | None = None
+) -> ClientApp:
     """A ClientApp for ``cfg``; with ``None`` the config comes from ``context.run_config``.
 
     ``seeded_noise=True`` only for ``fedsim run`` simulations (reproducible from the seed,
     whose ε assumes the seed is secret); every other use — ``flwr run`` on a deployed
     SuperNode in particular — draws sampling and noise from the site's own entropy.
+    ``state_root``: keep simulated clients' carried state per round there
+    (:mod:`clients.client_store`; ``fedsim run`` passes ``<run dir>/state/clients``).
     """
+    store = None if state_root is None else RoundStore(state_root)
     app = ClientApp()
 
     def resolve(context: Context) -> Config:
@@ -318,7 +346,7 @@ def make_client_app(cfg: Config | None = None, *, seeded_noise: bool = False) ->
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        return handle_train(resolve(context), msg, context, seeded_noise)
+        return handle_train(resolve(context), msg, context, seeded_noise, store)
 
     @app.query()
     def query(msg: Message, context: Context) -> Message:

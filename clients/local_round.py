@@ -208,7 +208,7 @@ def run_local_round(
     ledger = task.ledger
     if plan is not None and ledger.noise_multiplier is None:
         ledger = ledger.with_noise_multiplier(plan.noise_multiplier)
-    refused = _gate(cfg, client_id, ledger, plan, tasks.events(), task.server_events, policy)
+    refused = budget_gate(cfg, client_id, ledger, plan, tasks.events(), task.server_events, policy)
     if refused is not None:
         return dataclasses.replace(refused, pruned=task.pruned)
 
@@ -349,7 +349,7 @@ def _own_data(
     return split, kept
 
 
-def _gate(
+def budget_gate(
     cfg: Config,
     client_id: int,
     ledger: PrivacyLedger,

@@ -40,3 +40,8 @@ class DataError(FedsimError):
 
 class RunError(FedsimError):
     """A run could not complete (e.g. no client could train)."""
+
+
+class RunInterruptedError(RunError):
+    """The run was asked to stop (SIGINT/SIGTERM); its completed rounds are checkpointed,
+    so ``fedsim run --resume RUN_DIR`` continues it."""

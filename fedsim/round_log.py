@@ -68,6 +68,12 @@ class RoundLog:
         closed = self._entries.get(server_round)
         return closed if closed is not None else RoundEntry(server_round, self.cohort(server_round))
 
+    def restore(self, entries: tuple[RoundEntry, ...]) -> None:
+        """Take the completed rounds of an interrupted run (``fedsim run --resume``)."""
+        for entry in entries:
+            self._sampled[entry.round] = entry.sampled
+            self._entries[entry.round] = entry
+
     def rounds(self) -> tuple[int, ...]:
         """Closed rounds, in order."""
         return tuple(sorted(self._entries))

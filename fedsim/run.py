@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fedsim.config import Config
 from fedsim.devices import gpu_visible
-from fedsim.errors import ConfigError, RunError
+from fedsim.errors import ConfigError, FedsimError, RunError, RunInterruptedError
 from fedsim.preflight import PreflightReport, preflight
 from fedsim.records import RoundRecord
+
+if TYPE_CHECKING:
+    from fedsim.checkpoint import ResumePoint
 
 logger = logging.getLogger(__name__)
 
@@ -38,9 +42,52 @@ def backend_config(cfg: Config) -> dict[str, Any]:
     else:
         init_args["num_cpus"] = max(1, os.cpu_count() or 1)
     return {
-        "client_resources": {"num_cpus": sim.num_cpus_per_client, "num_gpus": gpus},
+        # max_restarts: Ray restarts a client worker that died (crash, OOM kill) instead
+        # of leaving a dead actor in Flower's pool, which would fail every later message
+        "client_resources": {
+            "num_cpus": sim.num_cpus_per_client,
+            "num_gpus": gpus,
+            "max_restarts": -1,
+        },
         "init_args": init_args,
     }
+
+
+#: Seconds :func:`check_ray_address` waits for a Ray head to answer.
+RAY_CONNECT_TIMEOUT = 5.0
+
+
+def check_ray_address(address: str | None, timeout: float = RAY_CONNECT_TIMEOUT) -> None:
+    """Fail fast when ``simulation.ray_address`` names a Ray head nobody answers at
+    (Ray itself would retry for minutes).
+
+    ``None``, ``"auto"`` and ``"local"`` are left to Ray; ``host:port`` and
+    ``ray://host:port`` must accept a TCP connection within ``timeout`` seconds.
+
+    Raises
+    ------
+    FedsimError
+        Naming the field, the address and the connection error.
+    """
+    import socket
+
+    if address is None or address in ("auto", "local"):
+        return
+    bare = address.removeprefix("ray://")
+    host, sep, port_text = bare.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise FedsimError(
+            f"simulation.ray_address must be 'auto', 'local', 'HOST:PORT' or "
+            f"'ray://HOST:PORT'; got {address!r}"
+        )
+    try:
+        with socket.create_connection((host.strip("[]"), int(port_text)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise FedsimError(
+            f"simulation.ray_address {address!r}: no Ray head answers there within "
+            f"{timeout:g} s ({exc}); start it (ray start --head) or fix the address"
+        ) from None
 
 
 def config_problems(cfg: Config) -> list[str]:
@@ -69,43 +116,114 @@ def run_experiment(
     out_dir: str | Path,
     on_round: Any = None,
     verbose: bool = False,
+    *,
+    resume: bool = False,
+    stop: threading.Event | None = None,
 ) -> dict[str, Any]:
     """Run ``cfg`` into ``out_dir``; returns the summary (also in ``summary.json``).
+
+    ``resume``: continue the interrupted run in ``out_dir`` from its last checkpoint
+    (:mod:`fedsim.checkpoint`; ``cfg`` must be the config it started with). ``stop``: set
+    it (e.g. from a signal handler) to end the run within a second after its last
+    checkpoint; the run then raises :class:`RunInterruptedError`.
 
     Raises
     ------
     ConfigError
         If the preflight finds a problem (nothing is started then).
+    FedsimError
+        If ``resume`` and the directory cannot be resumed (the message says why).
+    RunInterruptedError
+        If ``stop`` was set.
     RunError
         If the federation ends without a summary.
     """
     check_plan(cfg)
+    check_ray_address(cfg.simulation.ray_address)
+    point = None
+    if resume:
+        from fedsim.checkpoint import read_resume_point
+        from fedsim.rundir import METRICS_FILE, config_text
+
+        point = read_resume_point(out_dir, config_text(cfg), METRICS_FILE)
+        from fedsim.checkpoint import STATE_DIR
+        from fedsim.procs import reap
+
+        reap(Path(out_dir) / STATE_DIR)  # Ray agents a killed driver left behind
     holder: dict[str, Any] = {}
-    with warnings.catch_warnings():
-        # Ray's notice about a future change of CUDA_VISIBLE_DEVICES handling: today's
-        # behaviour (clients with num_gpus=0 see no GPU) is the one we want.
-        warnings.filterwarnings("ignore", category=FutureWarning, module=r"ray\.")
-        _simulate(cfg, out_dir, on_round, verbose, holder)
+    try:
+        with warnings.catch_warnings():
+            # Ray's notice about a future change of CUDA_VISIBLE_DEVICES handling: today's
+            # behaviour (clients with num_gpus=0 see no GPU) is the one we want.
+            warnings.filterwarnings("ignore", category=FutureWarning, module=r"ray\.")
+            _simulate(cfg, out_dir, on_round, verbose, holder, point, stop)
+    finally:
+        _stop_ray()
     if "summary" not in holder:
         raise RunError("the federation ended without a summary; see the log above")
     return dict(holder["summary"])
 
 
+def _stop_ray() -> None:
+    """Shut the local Ray instance down (also after an error or an interruption)."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def protect_local_ray(cfg: Config) -> bool:
+    """Turn on Ray's token authentication for the local Ray this process will start.
+
+    Ray 2.55 binds its gRPC servers to every interface and maps ``127.0.0.1`` to the
+    machine's address (``ray._private.services.resolve_ip_for_localhost``), so a local
+    simulation cannot be kept on loopback; with ``RAY_AUTH_MODE=token`` and a fresh
+    random ``RAY_AUTH_TOKEN`` that only this process and its Ray children hold, nobody
+    else can attach to it or submit work. Done only when this process starts Ray itself
+    (no ``simulation.ray_address``), Ray is not yet imported (its mode is fixed at import)
+    and the user set no ``RAY_AUTH_MODE``. Returns whether it was turned on.
+    """
+    import secrets
+    import sys
+
+    if cfg.simulation.ray_address or "ray" in sys.modules or "RAY_AUTH_MODE" in os.environ:
+        return False
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    return True
+
+
 def _simulate(
-    cfg: Config, out_dir: str | Path, on_round: Any, verbose: bool, holder: dict[str, Any]
+    cfg: Config,
+    out_dir: str | Path,
+    on_round: Any,
+    verbose: bool,
+    holder: dict[str, Any],
+    resume: ResumePoint | None,
+    stop: threading.Event | None,
 ) -> None:
+    protect_local_ray(cfg)  # before flwr imports Ray
     from flwr.simulation import run_simulation
 
     from clients.client_app import make_client_app
     from fedsim.audit.canaries import federation_size
+    from fedsim.checkpoint import STATE_DIR
     from strategies.server_app import make_server_app
 
     run_simulation(
         # a simulation: reproducible from the root seed (its ε assumes the seed is secret)
         server_app=make_server_app(
-            cfg, out_dir, on_round, on_summary=lambda s: holder.update(summary=s), seeded_noise=True
+            cfg,
+            out_dir,
+            on_round,
+            on_summary=lambda s: holder.update(summary=s),
+            seeded_noise=True,
+            resume=resume,
+            stop=stop,
         ),
-        client_app=make_client_app(cfg, seeded_noise=True),
+        client_app=make_client_app(
+            cfg, seeded_noise=True, state_root=Path(out_dir) / STATE_DIR / "clients"
+        ),
         num_supernodes=federation_size(cfg),  # a user-level audit adds its canary clients
         backend_config=backend_config(cfg),  # type: ignore[arg-type]
         verbose_logging=verbose,
@@ -114,6 +232,7 @@ def _simulate(
 
 __all__ = [
     "RoundRecord",
+    "RunInterruptedError",
     "backend_config",
     "check_config",
     "check_plan",

@@ -1,8 +1,11 @@
 """The run directory contract (DESIGN.md): config.yaml, metrics.jsonl, summary.json,
-model.pt, tb/.
+model.pt, tb/, and the resume checkpoint in state/.
 
 :class:`RunWriter` is the only code that writes these files. ``metrics.jsonl`` is appended
-and flushed after every round, so an interrupted run keeps every completed round.
+and flushed after every round and the server's checkpoint written after it
+(:mod:`fedsim.checkpoint`), so an interrupted run keeps every completed round and can be
+resumed. A fresh run in a directory that held an earlier one first removes that run's
+outputs, so no old ``summary.json`` or ``model.pt`` can stand beside new metrics.
 """
 
 from __future__ import annotations
@@ -10,14 +13,24 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fedsim import __version__
+from fedsim.checkpoint import (
+    MODEL_STATE_FILE,
+    SERVER_STATE_FILE,
+    STATE_DIR,
+    ResumePoint,
+    ServerCheckpoint,
+    sha256_file,
+    sha256_text,
+)
 from fedsim.config import Config, to_yaml
 from fedsim.files import write_atomic
-from fedsim.records import RoundRecord
+from fedsim.records import EvalResult, RoundRecord
 
 if TYPE_CHECKING:
     from fedsim.summary import RunSummary
@@ -37,6 +50,14 @@ MODEL_FILE = "model.pt"
 AUDIT_FILE = "audit.json"
 TB_DIR = "tb"
 CHECKPOINT_DIR = "checkpoints"
+#: What a run writes besides config.yaml and metrics.jsonl (cleared before a fresh run).
+OUTPUT_FILES = (SUMMARY_FILE, MODEL_FILE, AUDIT_FILE, "rewards.csv", "report.md")
+OUTPUT_DIRS = (TB_DIR, CHECKPOINT_DIR, STATE_DIR, "analysis")
+
+
+def config_text(cfg: Config) -> str:
+    """The ``config.yaml`` a run writes: the resolved config plus the fedsim version."""
+    return to_yaml(cfg, {"fedsim_version": __version__})
 
 
 def _clean(value: Any) -> Any:
@@ -69,13 +90,26 @@ class RunWriter:
         Also write TensorBoard events under ``tb/``.
     """
 
-    def __init__(self, out_dir: str | Path, cfg: Config, *, tensorboard: bool = True) -> None:
+    def __init__(
+        self,
+        out_dir: str | Path,
+        cfg: Config,
+        *,
+        tensorboard: bool = True,
+        resume: ResumePoint | None = None,
+    ) -> None:
         self.dir = Path(out_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.cfg = cfg
-        (self.dir / CONFIG_FILE).write_text(to_yaml(cfg, {"fedsim_version": __version__}))
+        self.config_text = config_text(cfg)
         self._metrics_path = self.dir / METRICS_FILE
-        self._metrics_path.write_text("")
+        if resume is None:
+            self._clear_outputs()
+            (self.dir / CONFIG_FILE).write_text(self.config_text)
+            self._metrics_path.write_text("")
+        else:  # keep the completed rounds only (drop an interrupted round's line)
+            lines = "".join(json.dumps(m, allow_nan=False) + "\n" for m in resume.lines)
+            write_atomic(self._metrics_path, lines.encode())
         self._tb: Any = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -100,6 +134,45 @@ class RunWriter:
                 if c.train_loss is not None:
                     self._tb.add_scalar(f"train_loss/client_{c.client_id}", c.train_loss, step)
             self._tb.flush()
+
+    def _clear_outputs(self) -> None:
+        """Remove the outputs of an earlier run in this directory (``--overwrite``)."""
+        for name in OUTPUT_FILES:
+            (self.dir / name).unlink(missing_ok=True)
+        for pattern in ("*.png", "robustness.*"):
+            for path in self.dir.glob(pattern):
+                path.unlink()
+        for name in OUTPUT_DIRS:
+            if (self.dir / name).is_dir():
+                shutil.rmtree(self.dir / name)
+
+    def write_state(
+        self,
+        server_round: int,
+        state_dict: Mapping[str, torch.Tensor],
+        strategy_state: Mapping[str, Any],
+        wall_seconds: float,
+        initial: EvalResult | None,
+    ) -> None:
+        """The resume checkpoint after ``server_round``: ``state/model.pt`` then
+        ``state/server.json`` (both atomic; the JSON names the model's digest)."""
+        import io
+
+        import torch
+
+        buffer = io.BytesIO()
+        torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, buffer)
+        model_path = self.dir / STATE_DIR / MODEL_STATE_FILE
+        write_atomic(model_path, buffer.getvalue())
+        checkpoint = ServerCheckpoint(
+            round=server_round,
+            wall_seconds=wall_seconds,
+            initial=initial,
+            strategy=strategy_state,
+            model_sha256=sha256_file(model_path),
+            config_sha256=sha256_text(self.config_text),
+        )
+        write_json_atomic(self.dir / STATE_DIR / SERVER_STATE_FILE, checkpoint.to_json())
 
     def save_model(self, state_dict: Mapping[str, torch.Tensor]) -> None:
         """Save a plain ``state_dict`` (no Opacus ``_module.`` prefixes) to ``model.pt``."""

@@ -126,6 +126,13 @@ def summary_schema() -> dict[str, Any]:
             "patternProperties": {"^[0-9]+$": client},
             "additionalProperties": False,
         },
+        "client_faults": {
+            "type": "object",
+            "properties": {"failed": {"type": "integer"}, "rejected": {"type": "integer"}},
+            "required": ["failed", "rejected"],
+            "additionalProperties": False,
+        },
+        "ended_early": {"type": ["string", "null"]},
         "valuation": section,
         "robustness": section,
         "audit": section,

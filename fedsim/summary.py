@@ -116,6 +116,10 @@ class RunSummary:
     dp: DpSummary
     selection_epsilon_total: float | None
     clients: Mapping[int, ClientSummary]
+    #: client rounds that ended ``failed`` (error, timeout, crash) or ``rejected``
+    client_faults: Mapping[str, int] = field(default_factory=dict)
+    #: why the run ended before ``cfg.rounds`` (``None`` when every round ran)
+    ended_early: str | None = None
     valuation: Mapping[str, Any] | None = None
     audit: Mapping[str, Any] | None = None
     robustness: Mapping[str, Any] | None = None
@@ -134,6 +138,8 @@ class RunSummary:
             "dp": dict(vars(self.dp)),
             "selection_epsilon_total": self.selection_epsilon_total,
             "clients": {str(cid): c.to_json() for cid, c in sorted(self.clients.items())},
+            "client_faults": dict(self.client_faults),
+            "ended_early": self.ended_early,
         }
         for name in ("valuation", "robustness", "audit"):
             section = getattr(self, name)
@@ -240,6 +246,16 @@ def build_summary(
             float(sum(selection_epsilon.values())) if selection_epsilon else None
         ),
         clients=clients,
+        client_faults={
+            status: sum(r.status == status for rnd in round_records.values() for r in rnd)
+            for status in ("failed", "rejected")
+        },
+        ended_early=(
+            None
+            if completed >= cfg.rounds
+            else f"no client could train after round {completed} of {cfg.rounds} "
+            "(budgets exhausted or training refused)"
+        ),
         valuation=valuation_section,
         audit=audit,
         robustness=robustness,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, Message
@@ -43,6 +44,15 @@ class UserLevelAuditor:
         self.scores = CanaryScores(cfg.seed, cfg.audit.canaries, layout_of(initial), sign=1.0)
         self._previous = {k: np.asarray(v, dtype=np.float64) for k, v in initial.items()}
 
+    def export_state(self) -> dict[str, Any]:
+        """The scores so far (the previous model is the checkpoint's model)."""
+        return self.scores.export_state()
+
+    def restore_state(self, doc: Mapping[str, Any], model: Mapping[str, np.ndarray]) -> None:
+        """Take the scores :meth:`export_state` wrote and the checkpoint's model."""
+        self.scores.restore_state(doc)
+        self._previous = {k: np.asarray(v, dtype=np.float64) for k, v in model.items()}
+
     def on_release(self, arrays: ArrayRecord) -> None:
         """Observe one released model (after a round)."""
         now = {k: v.astype(np.float64) for k, v in _numpy(arrays).items()}
@@ -61,6 +71,15 @@ class SampleLevelAuditor:
         self.cfg = cfg
         self.client = cfg.audit.client
         self.scores = CanaryScores(cfg.seed, cfg.audit.canaries, layout_of(trainable), sign=-1.0)
+
+    def export_state(self) -> dict[str, Any]:
+        """The scores so far."""
+        return self.scores.export_state()
+
+    def restore_state(self, doc: Mapping[str, Any], model: Mapping[str, np.ndarray]) -> None:
+        """Take the scores :meth:`export_state` wrote."""
+        del model
+        self.scores.restore_state(doc)
 
     def on_accepted(
         self, global_arrays: ArrayRecord | None, accepted: list[tuple[int, Message]]

@@ -178,6 +178,34 @@ class FedsimStrategy:
         self._reference_shapes: dict[str, tuple[int, ...]] = {}
         self._round_arrays: ArrayRecord | None = None
 
+    # ------------------------------------------------------------------ resume
+    def export_state(self) -> dict[str, Any]:
+        """Everything this strategy carries between rounds, as JSON (the checkpoint)."""
+        return {
+            "exhausted": sorted(self.exhausted),
+            "client_ledgers": {str(c): led.to_json() for c, led in self.client_ledgers.items()},
+            "selection_ledgers": {
+                str(c): led.to_json() for c, led in self.selection_ledgers.items()
+            },
+            "rewards": None if self.rewards is None else self.rewards.export_state(),
+        }
+
+    def restore_state(self, doc: Mapping[str, Any]) -> None:
+        """Take the state :meth:`export_state` wrote (an interrupted run's checkpoint)."""
+        self.exhausted = {int(c) for c in doc["exhausted"]}
+        self.client_ledgers = {
+            int(c): PrivacyLedger.from_json(t) for c, t in doc["client_ledgers"].items()
+        }
+        self.selection_ledgers = {
+            int(c): PrivacyLedger.from_json(t) for c, t in doc["selection_ledgers"].items()
+        }
+        if self.rewards is not None and doc.get("rewards") is not None:
+            self.rewards.restore_state(doc["rewards"])
+
+    def can_continue(self) -> bool:
+        """Whether any client may still train."""
+        return bool(self.eligible_clients())
+
     # ------------------------------------------------------------------ sampling
     def eligible_clients(self) -> list[int]:
         """Clients that may still train (budget not exhausted, not refusing)."""

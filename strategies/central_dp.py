@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -111,6 +111,26 @@ class CentralDP(Strategy):
             p.denominator,
             p.noise_multiplier,
         )
+
+    def export_state(self) -> dict[str, Any]:
+        """The wrapper's and the wrapped strategy's state, as JSON (the checkpoint)."""
+        return {
+            "core": self.core.export_state(),
+            "ledger": self.ledger.to_json(),
+            "round_epsilon": {str(r): e for r, e in self.round_epsilon.items()},
+            "exhausted": self._exhausted,
+        }
+
+    def restore_state(self, doc: Mapping[str, Any]) -> None:
+        """Take the state :meth:`export_state` wrote."""
+        self.core.restore_state(doc["core"])
+        self.ledger = PrivacyLedger.from_json(doc["ledger"])
+        self.round_epsilon = {int(r): float(e) for r, e in doc["round_epsilon"].items()}
+        self._exhausted = bool(doc["exhausted"])
+
+    def can_continue(self) -> bool:
+        """Whether another release may happen (budget left, someone to sample)."""
+        return not self._exhausted and self.core.can_continue()
 
     def epsilon(self) -> float:
         """The federation's ε spent so far (user-level)."""

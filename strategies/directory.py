@@ -7,6 +7,7 @@ query message) for its client id and data size.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 
@@ -14,7 +15,8 @@ from flwr.app import Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from fedsim import keys
-from fedsim.errors import RunError
+from fedsim.errors import RunError, RunInterruptedError
+from strategies.rounds import exchange
 
 logger = logging.getLogger(__name__)
 
@@ -34,10 +36,14 @@ class ClientDirectory:
         return tuple(sorted(self.node_of))
 
 
-def wait_for_nodes(grid: Grid, expected: int, timeout: float) -> list[int]:
+def wait_for_nodes(
+    grid: Grid, expected: int, timeout: float, stop: threading.Event | None = None
+) -> list[int]:
     """Node ids once ``expected`` nodes are connected (raises after ``timeout`` seconds)."""
     deadline = time.monotonic() + timeout
     while True:
+        if stop is not None and stop.is_set():
+            raise RunInterruptedError("stopped while waiting for the clients to connect")
         nodes = sorted(grid.get_node_ids())
         if len(nodes) >= expected:
             return nodes
@@ -49,14 +55,16 @@ def wait_for_nodes(grid: Grid, expected: int, timeout: float) -> list[int]:
         time.sleep(0.2)
 
 
-def discover_clients(grid: Grid, expected: int, timeout: float) -> ClientDirectory:
+def discover_clients(
+    grid: Grid, expected: int, timeout: float, stop: threading.Event | None = None
+) -> ClientDirectory:
     """Query every node for its client id; duplicate or out-of-range ids are errors."""
-    nodes = wait_for_nodes(grid, expected, timeout)
+    nodes = wait_for_nodes(grid, expected, timeout, stop)
     messages = [
         Message(content=RecordDict(), message_type=MessageType.QUERY, dst_node_id=node)
         for node in nodes
     ]
-    replies = list(grid.send_and_receive(messages, timeout=timeout))
+    replies = exchange(grid, messages, timeout, stop)
     node_of: dict[int, int] = {}
     client_of: dict[int, int] = {}
     sizes: dict[int, int] = {}

@@ -171,6 +171,16 @@ class RewardBook:
                     }
                 )
 
+    # ------------------------------------------------------------------ resume
+    def export_state(self) -> dict[str, Any]:
+        """The rows so far, as JSON (the run's checkpoint)."""
+        return {"rows": list(self.rows), "extra_rows": dict(self.extra_rows)}
+
+    def restore_state(self, doc: Mapping[str, Any]) -> None:
+        """Take the rows :meth:`export_state` wrote."""
+        self.rows = [dict(r) for r in doc["rows"]]
+        self.extra_rows = {m: [dict(r) for r in rows] for m, rows in doc["extra_rows"].items()}
+
     # ------------------------------------------------------------------ outputs
     def write_csv(self, run_dir: str | Path) -> Path:
         """Write the ledger ``rewards.csv`` (one row per client and round valued)."""

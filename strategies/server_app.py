@@ -12,16 +12,18 @@ serves ``flwr run .`` and reads ``config-path``/``overrides``/``out-dir`` from t
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.app import ArrayRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedsim.audit.canaries import federation_size
+from fedsim.checkpoint import STATE_DIR, ResumePoint
 from fedsim.config import Config, from_run_config
 from fedsim.devices import pick_device
 from fedsim.errors import RunError
@@ -37,6 +39,7 @@ from strategies.base import StrategyContext
 from strategies.central_dp import CentralDP, fedsim_core
 from strategies.directory import ClientDirectory, discover_clients
 from strategies.registry import build_strategy
+from strategies.rounds import run_rounds
 
 logger = logging.getLogger(__name__)
 
@@ -67,19 +70,28 @@ def run_server(
     on_round: RoundCallback | None = None,
     node_timeout: float = 300.0,
     seeded: bool = False,
+    resume: ResumePoint | None = None,
+    stop: threading.Event | None = None,
 ) -> dict[str, Any]:
     """Run the whole federation from the server side; returns the summary.
 
     ``seeded``: the server's secret randomness (central DP's cohorts and noise) comes from
     the root seed — for ``fedsim run`` simulations only; otherwise from OS entropy.
+    ``resume``: continue an interrupted run from its last checkpoint
+    (:mod:`fedsim.checkpoint`). ``stop``: set it to end the run within a second, after
+    the last completed round's checkpoint (raises :class:`RunInterruptedError`).
     """
     started = time.perf_counter()
-    writer = RunWriter(out_dir, cfg)
+    writer = RunWriter(out_dir, cfg, resume=resume)
     try:
         bundle = dataset_for(cfg.data, cfg.seed)
         device = pick_device()
         model = build_model(cfg.model.name, bundle.input_shape, bundle.num_classes, seed=cfg.seed)
-        directory = discover_clients(grid, federation_size(cfg), node_timeout)
+        directory = discover_clients(grid, federation_size(cfg), node_timeout, stop)
+        if seeded:  # a simulation: note its Ray processes for a resume after a crash
+            from fedsim.procs import record
+
+            record(writer.dir / STATE_DIR)
         log = RoundLog()
         # the strategy Flower runs (maybe a central-DP wrapper), and the fedsim one inside
         outer = build_strategy(StrategyContext(cfg, directory, log, bundle), seeded=seeded)
@@ -87,52 +99,68 @@ def run_server(
         auditor = _auditor(cfg, model, seeded)
         if isinstance(auditor, SampleLevelAuditor):
             strategy.reply_observers.append(auditor.on_accepted)
-
         evaluations: dict[int, EvalResult] = {}
+        earlier_seconds = 0.0
+        if resume is None:
+            evaluations[0] = evaluate(model, bundle.test, device)
+            first_round = 1
+        else:
+            import torch
+
+            model.load_state_dict(torch.load(resume.model_path, weights_only=True))
+            evaluations = resume.evaluations()
+            log.restore(resume.entries())
+            state = resume.checkpoint.strategy
+            outer.restore_state(state["strategy"])  # type: ignore[attr-defined]
+            if auditor is not None:
+                numpy_model = {k: v.numpy() for k, v in model.state_dict().items()}
+                auditor.restore_state(state["audit"], numpy_model)
+            earlier_seconds = resume.checkpoint.wall_seconds
+            first_round = resume.round + 1
+            logger.warning("resuming %s after round %d", writer.dir, resume.round)
         round_clock = [time.perf_counter()]
 
-        def central_evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        def after_round(server_round: int, arrays: ArrayRecord) -> None:
             model.load_state_dict(arrays.to_torch_state_dict())
-            if cfg.save_checkpoints and server_round > 0:
+            if cfg.save_checkpoints:
                 writer.save_checkpoint(server_round, model.state_dict())
             result = evaluate(model, bundle.test, device)
             evaluations[server_round] = result
-            if server_round > 0 and isinstance(auditor, UserLevelAuditor):
+            if isinstance(auditor, UserLevelAuditor):
                 auditor.on_release(arrays)
-            if server_round > 0:
-                now = time.perf_counter()
-                entry = log.entry(server_round)
-                record = RoundRecord(
-                    round=server_round,
-                    test=result,
-                    sampled=entry.sampled,
-                    selected=entry.selected,
-                    clients=entry.clients,
-                    seconds=now - round_clock[0],
-                    selection_epsilon=entry.selection_epsilon,
-                )
-                round_clock[0] = now
-                writer.append_round(record)
-                if on_round is not None:
-                    on_round(record)
-            metrics: dict[str, int | float | list[int] | list[float]] = {
-                "accuracy": result.accuracy,
-                "loss": result.loss,
+            now = time.perf_counter()
+            entry = log.entry(server_round)
+            record = RoundRecord(
+                round=server_round,
+                test=result,
+                sampled=entry.sampled,
+                selected=entry.selected,
+                clients=entry.clients,
+                seconds=now - round_clock[0],
+                selection_epsilon=entry.selection_epsilon,
+            )
+            round_clock[0] = now
+            writer.append_round(record)
+            state = {
+                "strategy": outer.export_state(),  # type: ignore[attr-defined]
+                "audit": None if auditor is None else auditor.export_state(),
             }
-            if result.auc is not None:
-                metrics["auc"] = result.auc
-            return MetricRecord(metrics)
+            wall = earlier_seconds + time.perf_counter() - started
+            writer.write_state(server_round, model.state_dict(), state, wall, evaluations.get(0))
+            if on_round is not None:
+                on_round(record)
 
-        result = outer.start(
-            grid=grid,
-            initial_arrays=ArrayRecord(model.state_dict()),
-            num_rounds=cfg.rounds,
-            timeout=cfg.strategy.round_timeout,
-            train_config=ConfigRecord(),
-            evaluate_fn=central_evaluate,
+        final = run_rounds(
+            outer,
+            grid,
+            ArrayRecord(model.state_dict()),
+            range(first_round, cfg.rounds + 1),
+            cfg.strategy.round_timeout,
+            after_round,
+            outer.can_continue,  # type: ignore[attr-defined]
+            stop,
         )
-        final_state = result.arrays.to_torch_state_dict() if result.arrays else model.state_dict()
-        writer.save_model(final_state)
+        writer.save_model(final.to_torch_state_dict())
         valuations, valuation_section = None, None
         if strategy.rewards is not None:
             strategy.rewards.write_csv(writer.dir)
@@ -157,7 +185,7 @@ def run_server(
             log.client_records(),
             directory.num_examples,
             directory.client_ids,
-            wall_seconds=time.perf_counter() - started,
+            wall_seconds=earlier_seconds + time.perf_counter() - started,
             selection_epsilon=log.selection_epsilons(),
             central_epsilon=outer.epsilon() if isinstance(outer, CentralDP) else None,
             valuations=valuations,
@@ -205,6 +233,8 @@ def make_server_app(
     on_summary: Callable[[dict[str, Any]], None] | None = None,
     *,
     seeded_noise: bool = False,
+    resume: ResumePoint | None = None,
+    stop: threading.Event | None = None,
 ) -> ServerApp:
     """A ServerApp for ``cfg``; with ``None`` the config comes from ``context.run_config``.
 
@@ -217,7 +247,9 @@ def make_server_app(
     def main(grid: Grid, context: Context) -> None:
         run_cfg = cfg if cfg is not None else from_run_config(context.run_config, APP_DIR)
         target = out_dir or deployment_out_dir(context, run_cfg)
-        summary = run_server(grid, run_cfg, str(target), on_round, seeded=seeded_noise)
+        summary = run_server(
+            grid, run_cfg, str(target), on_round, seeded=seeded_noise, resume=resume, stop=stop
+        )
         if on_summary is not None:
             on_summary(summary)
 

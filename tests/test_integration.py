@@ -133,7 +133,8 @@ def test_epsilon_is_cumulative_and_meets_target(dp_runs) -> None:
 
 def test_max_epsilon_stops_training(tmp_path) -> None:
     # sigma 1.0 with max_epsilon between the 1-round and 2-round spend: every client trains
-    # in round 1, then refuses; the global model stays unchanged in rounds 2 and 3.
+    # in round 1, then refuses; the global model stays unchanged in round 2, after which no
+    # client can train and the run ends early, saying why.
     raw = small_config(noise_multiplier=1.0)
     raw["rounds"] = 3
     raw["data"]["partition"] = "iid"  # equal sizes: one threshold fits every client
@@ -153,9 +154,11 @@ def test_max_epsilon_stops_training(tmp_path) -> None:
     lines = read_metrics(tmp_path)
     assert lines[0]["selected"] == [0, 1, 2]
     assert [c["status"] for c in lines[1]["clients"].values()] == ["budget-exhausted"] * 3
-    assert lines[1]["selected"] == [] and lines[2]["sampled"] == []
-    assert lines[2]["test_accuracy"] == lines[0]["test_accuracy"]
+    assert lines[1]["selected"] == [] and len(lines) == 2
+    assert lines[1]["test_accuracy"] == lines[0]["test_accuracy"]
     summary = read_summary(tmp_path)
+    assert summary["rounds"] == 2
+    assert summary["ended_early"].startswith("no client could train after round 2 of 3")
     for c in summary["clients"].values():
         assert c["epsilon_spent"] <= cfg.dp.max_epsilon
         assert c["rounds_trained"] == 1

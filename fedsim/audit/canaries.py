@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -112,6 +113,15 @@ class CanaryScores:
     def __post_init__(self) -> None:
         self.total = np.zeros(self.count)
         self.observations = 0
+
+    def export_state(self) -> dict[str, Any]:
+        """The running totals, as JSON."""
+        return {"total": [float(x) for x in self.total], "observations": self.observations}
+
+    def restore_state(self, doc: Mapping[str, Any]) -> None:
+        """Take the totals :meth:`export_state` wrote."""
+        self.total = np.asarray(doc["total"], dtype=np.float64)
+        self.observations = int(doc["observations"])
 
     def add(self, delta: Mapping[str, np.ndarray | torch.Tensor]) -> None:
         """Score one observed release ``delta`` (arrays by name)."""

@@ -21,6 +21,8 @@ Handler = Callable[[argparse.Namespace], int]
 EXIT_USAGE = 2
 #: A privacy audit measured more leakage than the run claims.
 EXIT_VIOLATION = 3
+#: The run completed, but some client rounds failed or were rejected.
+EXIT_CLIENT_FAULTS = 4
 EXIT_INTERRUPTED = 130
 
 
@@ -45,10 +47,17 @@ class Command:
 
 
 def add_config_args(
-    p: argparse.ArgumentParser, help_config: str = "YAML experiment config"
+    p: argparse.ArgumentParser,
+    help_config: str = "YAML experiment config",
+    *,
+    optional: bool = False,
 ) -> None:
-    """Add the ``CONFIG`` positional, ``-o KEY=VALUE`` overrides and ``-v``."""
-    p.add_argument("config", help=help_config)
+    """Add the ``CONFIG`` positional (``optional``: may be left out), ``-o KEY=VALUE``
+    overrides and ``-v``."""
+    if optional:
+        p.add_argument("config", nargs="?", default=None, help=help_config)
+    else:
+        p.add_argument("config", help=help_config)
     p.add_argument(
         "-o",
         "--override",

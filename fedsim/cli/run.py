@@ -8,16 +8,27 @@ the preflight. :func:`run_command` is shared with ``fedsim audit``.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import shlex
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
 from fedsim import __version__
-from fedsim.cli.base import EXIT_VIOLATION, Command, add_config_args
-from fedsim.config import RELATION_TEXT, Config, load
+from fedsim.cli.base import (
+    EXIT_CLIENT_FAULTS,
+    EXIT_INTERRUPTED,
+    EXIT_VIOLATION,
+    Command,
+    add_config_args,
+)
+from fedsim.config import RELATION_TEXT, Config, from_dict, load, read_yaml
 from fedsim.errors import FedsimError
 from fedsim.records import RoundRecord
-from fedsim.rundir import METRICS_FILE
+from fedsim.rundir import CONFIG_FILE, METRICS_FILE
 
 
 class Progress:
@@ -92,19 +103,60 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    if args.resume is not None:
+        if args.config is not None or args.override or args.out is not None:
+            raise FedsimError(
+                "--resume RUN_DIR takes the run's own config.yaml: give no CONFIG, -o or --out"
+            )
+        run_dir = Path(args.resume)
+        cfg = load_resolved(run_dir)
+        return run_command(args, cfg, out_dir=run_dir, resume=True)
+    if args.config is None:
+        raise FedsimError("fedsim run needs a CONFIG (or --resume RUN_DIR)")
     return run_command(args, load(args.config, args.override))
 
 
-def run_command(args: argparse.Namespace, cfg: Config) -> int:
-    """Run ``cfg`` as ``fedsim run`` does: progress, report, the final line; exit code 3
-    when the run's privacy audit (``audit.enabled``) finds a violation."""
-    from fedsim.run import run_experiment
+def load_resolved(run_dir: Path) -> Config:
+    """The resolved config a run directory ran with (its ``config.yaml``)."""
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        raise FedsimError(f"--resume {str(run_dir)!r}: no {CONFIG_FILE}; not a run directory")
+    raw = read_yaml(path)
+    raw.pop("fedsim_version", None)
+    return from_dict(raw)
 
-    out_dir = resolve_out_dir(cfg, args.out, args.overwrite)
+
+def run_command(
+    args: argparse.Namespace, cfg: Config, out_dir: Path | None = None, resume: bool = False
+) -> int:
+    """Run ``cfg`` as ``fedsim run`` does: progress, report, the final line.
+
+    Exit codes: 0 done; 3 the run's privacy audit found a violation; 4 done, but some
+    client rounds failed (errors, timeouts) or were rejected; 130 interrupted by
+    SIGINT/SIGTERM after the last completed round's checkpoint (resume with
+    ``fedsim run --resume``). A first signal stops the run within about a second; a
+    second one aborts at once.
+    """
+    from fedsim.run import RunInterruptedError, run_experiment
+
+    if out_dir is None:
+        out_dir = resolve_out_dir(cfg, args.out, args.overwrite)
     progress = Progress(cfg, sys.stderr)
     if progress.enabled:
-        sys.stderr.write(f"fedsim {__version__}: running {cfg.name!r} into {out_dir}\n")
-    summary = run_experiment(cfg, out_dir, on_round=progress, verbose=args.verbose)
+        verb = "resuming" if resume else "running"
+        sys.stderr.write(f"fedsim {__version__}: {verb} {cfg.name!r} into {out_dir}\n")
+    stop = threading.Event()
+    try:
+        with stop_on_signals(stop):
+            summary = run_experiment(
+                cfg, out_dir, on_round=progress, verbose=args.verbose, resume=resume, stop=stop
+            )
+    except RunInterruptedError:
+        sys.stderr.write(
+            f"fedsim: interrupted; completed rounds are checkpointed in {out_dir}. Continue "
+            f"with: fedsim run --resume {shlex.quote(str(out_dir))}\n"
+        )
+        return EXIT_INTERRUPTED
     from fedsim.report import write_report_safely
 
     write_report_safely(out_dir)  # logs (never raises): the run directory is the result
@@ -117,15 +169,49 @@ def run_command(args: argparse.Namespace, cfg: Config) -> int:
         f"{summary['wall_seconds']:.1f} s"
     )
     audit = summary.get("audit")
-    if audit is None:
-        return 0
-    print(
-        f"privacy audit ({audit['level']} level, {audit['canaries']} canaries): claimed "
-        f"epsilon {audit['claimed_epsilon_add_remove']:.4g} (add/remove), estimate "
-        f"{audit['estimate']:.4g}, lower bound {audit['lower_bound']:.4g} at "
-        f"{100 * audit['confidence']:g}% -> {audit['verdict']} (see {out_dir / 'audit.json'})"
-    )
-    return EXIT_VIOLATION if audit["verdict"] == "VIOLATION" else 0
+    if audit is not None:
+        print(
+            f"privacy audit ({audit['level']} level, {audit['canaries']} canaries): claimed "
+            f"epsilon {audit['claimed_epsilon_add_remove']:.4g} (add/remove), estimate "
+            f"{audit['estimate']:.4g}, lower bound {audit['lower_bound']:.4g} at "
+            f"{100 * audit['confidence']:g}% -> {audit['verdict']} (see {out_dir / 'audit.json'})"
+        )
+        if audit["verdict"] == "VIOLATION":
+            return EXIT_VIOLATION
+    faults = summary.get("client_faults") or {}
+    if any(faults.values()):
+        print(
+            f"client faults: {faults.get('failed', 0)} failed and {faults.get('rejected', 0)} "
+            "rejected client rounds (reasons in metrics.jsonl, clients.<id>.rejected_reason)"
+        )
+        return EXIT_CLIENT_FAULTS
+    return 0
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """While active, SIGINT/SIGTERM set ``stop`` (the run ends after its checkpoint within
+    about a second); a second signal raises :class:`KeyboardInterrupt` at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be installed by the main thread
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        del frame
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        sys.stderr.write(
+            f"fedsim: {signal.Signals(signum).name} received: stopping after the current "
+            "round's checkpoint (again to abort at once)\n"
+        )
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def final_epsilon_text(cfg: Config, summary: dict[str, object]) -> str:
@@ -148,7 +234,12 @@ def final_epsilon_text(cfg: Config, summary: dict[str, object]) -> str:
 
 
 def _configure_run(p: argparse.ArgumentParser) -> None:
-    add_config_args(p)
+    add_config_args(p, "YAML experiment config (none with --resume)", optional=True)
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue an interrupted run from its last completed round (its own config)",
+    )
     p.add_argument("--out", help="run directory (default: runs/<name>, made unique)")
     p.add_argument(
         "--overwrite",

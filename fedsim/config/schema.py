@@ -25,6 +25,7 @@ StrategyName = Literal[
 SensitivityName = Literal["paper", "tight"]
 UnreliableKind = Literal["noise", "label_flip"]
 MaliciousKind = Literal["random", "sign_flip", "scale", "nan"]
+FaultKind = Literal["crash", "straggle", "exit"]
 AccountantName = Literal["rdp", "pld"]
 #: The neighbouring relation every ε is stated under (see fedsim.privacy.accounting).
 Relation = Literal["replace_one", "add_remove"]
@@ -165,6 +166,21 @@ class MaliciousConfig:
 
 
 @dataclass(frozen=True)
+class FaultyConfig:
+    """Clients whose site fails (``fedsim run`` simulations only; :mod:`clients.faults`).
+
+    ``round(fraction · N)`` clients, chosen from the seed independently of the other
+    roles, fail in each round with probability ``probability``: ``crash`` (the ClientApp
+    raises), ``straggle`` (it answers only after ``strategy.round_timeout``) or ``exit``
+    (its worker process dies and is replaced).
+    """
+
+    fraction: float = field(default=0.0, metadata=_bounds(ge=0, le=1))
+    kind: FaultKind = "crash"
+    probability: float = field(default=1.0, metadata=_bounds(ge=0, le=1))
+
+
+@dataclass(frozen=True)
 class AttackConfig:
     """One evasion attack and its budget (:mod:`fedsim.robustness`); L∞ units for all but
     ``pgd_l2``, whose ``epsilon``/``step_size`` are L2 radii."""
@@ -192,6 +208,7 @@ class RolesConfig:
     unreliable: UnreliableConfig = field(default_factory=UnreliableConfig)
     malicious: MaliciousConfig = field(default_factory=MaliciousConfig)
     adversarial: AdversarialRoleConfig = field(default_factory=AdversarialRoleConfig)
+    faulty: FaultyConfig = field(default_factory=FaultyConfig)
 
 
 @dataclass(frozen=True)

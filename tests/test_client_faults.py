@@ -1,0 +1,187 @@
+"""Client faults through the real code path: a site that crashes, straggles past the
+round's timeout or whose worker process dies costs only its own contribution; the run
+finishes, says so in its exit code (4) and leaves no Ray process behind. SIGINT stops a
+run within seconds, leaving a directory ``fedsim run --resume`` continues."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_resume import ray_processes
+
+from clients.faults import FAULT_KINDS, faulty_clients
+from fedsim.checkpoint import SERVER_STATE_FILE, STATE_DIR
+from fedsim.config import from_dict, load
+from fedsim.rundir import read_metrics, read_summary
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CONFIG = """\
+name: faults
+seed: 1
+rounds: {rounds}
+data: {{name: pneumoniamnist, num_clients: 4, train_samples: 200, test_samples: 100}}
+model: {{name: mlp}}
+client: {{local_epochs: 1, batch_size: 32, lr: 0.1}}
+dp: {{enabled: false}}
+strategy: {{name: fedavg, clients_per_round: 4, round_timeout: {timeout}}}
+roles: {{faulty: {{fraction: {fraction}, kind: {kind}}}}}
+"""
+
+
+def _cli(args: list[str], cwd: Path, **kw: object) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "fedsim.cli", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kw,  # type: ignore[call-overload]
+    )
+
+
+def _gcs_address_below(pid: int) -> str:
+    """The GCS address of the Ray that process ``pid`` started."""
+    from fedsim.procs import descendants
+
+    for proc in descendants(pid):
+        try:
+            args = Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        for arg in args:
+            if arg.startswith(b"--gcs-address="):
+                return arg.split(b"=", 1)[1].decode()
+    raise AssertionError("no Ray process below the run")
+
+
+def test_fault_kinds_are_the_config_literal() -> None:
+    import typing
+
+    from fedsim.config import FaultKind
+
+    assert sorted(typing.get_args(FaultKind)) == list(FAULT_KINDS.names())
+
+
+def test_faulty_sites_are_seeded_and_independent_of_other_roles() -> None:
+    base = {
+        "data": {"num_clients": 20},
+        "dp": {"enabled": False},
+        "roles": {"faulty": {"fraction": 0.2}},
+    }
+    cfg = from_dict(base)
+    assert len(faulty_clients(cfg)) == 4
+    assert faulty_clients(cfg) == faulty_clients(from_dict(base))
+    other = from_dict({**base, "roles": {**base["roles"], "unreliable": {"fraction": 0.5}}})
+    assert faulty_clients(other) == faulty_clients(cfg)
+    assert faulty_clients(from_dict({**base, "seed": 9})) != faulty_clients(cfg)
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("kind", ["crash", "straggle", "exit"])
+def test_a_failing_site_costs_only_its_own_rounds(kind: str, tmp_path: Path) -> None:
+    before = ray_processes()
+    timeout = 10
+    cfg_path = tmp_path / "f.yaml"
+    cfg_path.write_text(CONFIG.format(rounds=3, timeout=timeout, fraction=0.25, kind=kind))
+    (bad,) = faulty_clients(load(cfg_path))
+    started = time.monotonic()
+    proc = _cli(["run", str(cfg_path), "--out", str(tmp_path / "run")], tmp_path)
+    out, _ = proc.communicate(timeout=500)
+    took = time.monotonic() - started
+    assert proc.returncode == 4, out[-3000:]
+    assert "client faults: 3 failed" in out
+    lines = read_metrics(tmp_path / "run")
+    assert [m["round"] for m in lines] == [1, 2, 3]
+    for m in lines:
+        statuses = {int(c): r["status"] for c, r in m["clients"].items()}
+        assert statuses.pop(bad) == "failed", m["clients"]
+        assert set(statuses.values()) == {"ok"}, f"round {m['round']}: {m['clients']}"
+        assert m["clients"][str(bad)]["rejected_reason"]
+        assert bad not in m["selected"]
+    summary = read_summary(tmp_path / "run")
+    assert summary["client_faults"] == {"failed": 3, "rejected": 0}
+    assert summary["final"]["test_accuracy"] > 0
+    if kind == "straggle":
+        # three rounds of waiting for the straggler, then the process ends at once
+        assert took < 3 * timeout + 120, took
+    time.sleep(2)
+    assert ray_processes() <= before, "Ray processes left behind"
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(600)
+def test_sigint_stops_a_run_within_seconds_and_it_resumes(tmp_path: Path) -> None:
+    before = ray_processes()
+    cfg_path = tmp_path / "f.yaml"
+    cfg_path.write_text(CONFIG.format(rounds=60, timeout=60, fraction=0.0, kind="crash"))
+    run_dir = tmp_path / "run"
+    proc = _cli(["run", str(cfg_path), "--out", str(run_dir)], tmp_path)
+    state = run_dir / STATE_DIR / SERVER_STATE_FILE
+    deadline = time.monotonic() + 300
+    while not state.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint written"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    signalled = time.monotonic()
+    out, _ = proc.communicate(timeout=60)
+    stopped_in = time.monotonic() - signalled
+    assert proc.returncode == 130, out[-3000:]
+    assert stopped_in < 15, stopped_in
+    assert "fedsim run --resume" in out and "Traceback" not in out
+    done = json.loads(state.read_text())["round"]
+    assert 1 <= done < 60 and not (run_dir / "summary.json").exists()
+    time.sleep(2)
+    assert ray_processes() <= before, "Ray processes left behind"
+
+    # the run resumes where it stopped and finishes
+    proc = _cli(["run", "--resume", str(run_dir)], tmp_path)
+    while json.loads(state.read_text())["round"] == done:
+        assert proc.poll() is None and time.monotonic() < deadline + 300, "no resumed round"
+        time.sleep(0.2)
+    # the simulation's Ray accepts no one without its token (fedsim.run.protect_local_ray)
+    gcs = _gcs_address_below(proc.pid)
+    outsider = subprocess.Popen(
+        [sys.executable, "-c", f"import ray; ray.init(address={gcs!r}); print('ATTACHED')"],
+        env={k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:  # refused, or still retrying after 30 s (without auth it attaches in seconds)
+        attached = "ATTACHED" in outsider.communicate(timeout=30)[0]
+    except subprocess.TimeoutExpired:
+        outsider.kill()
+        attached = False
+    assert not attached, "an outsider attached to the simulation's Ray"
+    out, _ = proc.communicate(timeout=500)
+    assert proc.returncode == 0, out[-3000:]
+    rounds = [m["round"] for m in read_metrics(run_dir)]
+    assert rounds == list(range(1, 61))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_asks_the_run_to_stop_and_a_second_aborts(sig: signal.Signals) -> None:
+    import threading
+
+    from fedsim.cli.run import stop_on_signals
+
+    stop = threading.Event()
+    with stop_on_signals(stop):
+        os.kill(os.getpid(), sig)
+        time.sleep(0.05)
+        assert stop.is_set()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), sig)
+            time.sleep(0.05)
+    assert signal.getsignal(sig) is not None  # the previous handler is back
