@@ -372,7 +372,7 @@ def test_npz_train_only_carves_test_then_val(tmp_path: Path) -> None:
 
 def test_npz_val_fraction_and_default(tmp_path: Path) -> None:
     n = 200
-    path = write_npz(tmp_path / "d.npz", x_train=id_images(n), y_train=np.zeros(n, np.int64))
+    path = write_npz(tmp_path / "d.npz", x_train=id_images(n), y_train=np.arange(n) % 2)
     b = load_dataset("npz", path=path, val_size=0.1)
     assert (len(b.test), len(b.val), len(b.train)) == (20, 18, 162)
     d = load_dataset("npz", path=path)
@@ -465,12 +465,13 @@ def test_npz_missing_unreadable_and_unset(tmp_path: Path) -> None:
         load_dataset("npz", path=str(tmp_path / "nope.npz"))
     junk = tmp_path / "junk.npz"
     junk.write_bytes(b"not a zip")
-    with pytest.raises(DataError, match=r"not a readable .npz archive"):
+    with pytest.raises(DataError, match=r"junk.npz\): not an .npz archive \(not a zip file"):
         load_dataset("npz", path=str(junk))
 
 
 def test_npz_invalid_val_size(tmp_path: Path) -> None:
-    path = write_npz(tmp_path / "d.npz", train_images=id_images(20), train_labels=np.zeros(20))
+    labels = np.arange(20) % 2
+    path = write_npz(tmp_path / "d.npz", train_images=id_images(20), train_labels=labels)
     with pytest.raises(FedsimError, match=r"data.val_size must leave at least one .*got 18"):
         load_dataset("npz", path=path, val_size=18)
     with pytest.raises(FedsimError, match=r"data.val_size must be a fraction .*; got 2.5"):
@@ -580,7 +581,8 @@ def _write_cifar(root: Path, per_batch: int = 4, n_test: int = 6) -> None:
         data[:, :1024] = 10 * b  # red plane
         data[:, 1024:2048] = 7  # green plane
         data[:, 1] = np.arange(n)  # red pixel (0, 1) encodes the position in the batch
-        entry = {"data": data, "labels": [(b + i) % 10 for i in range(n)], "batch_label": name}
+        start = b if name == "test_batch" else 2 * b  # the training batches cover all classes
+        entry = {"data": data, "labels": [(start + i) % 10 for i in range(n)], "batch_label": name}
         (folder / name).write_bytes(pickle.dumps(entry))
     (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": names}))
 

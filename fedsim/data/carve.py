@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedsim.errors import FedsimError
+from fedsim.errors import DataError, FedsimError
 
 __all__ = ["DEFAULT_HOLDOUT", "holdout_count", "stratified_holdout"]
 
@@ -31,11 +31,13 @@ def holdout_count(size: int | float | None, n: int, field: str = "data.val_size"
 
     Raises
     ------
+    DataError
+        If the split has fewer than 2 samples (nothing could be carved).
     FedsimError
         If the size is not a positive count or fraction, or would leave no sample behind.
     """
     if n < 2:
-        raise FedsimError(
+        raise DataError(
             f"{field}: need at least 2 training samples to carve a held-out split; got {n}"
         )
     if size is None:

@@ -11,9 +11,10 @@ import numpy as np
 from fedsim.data.types import Split
 from fedsim.errors import DataError
 
-__all__ = ["images_to_nchw_float", "labels_to_int64", "make_split"]
+__all__ = ["check_unit_range", "images_to_nchw_float", "labels_to_int64", "make_split"]
 
 _CHANNELS = (1, 3)
+_INTEGER_SCALE = {"u1": 255.0, "u2": 65535.0}  # dtype code -> value of full intensity
 
 
 def images_to_nchw_float(
@@ -24,7 +25,11 @@ def images_to_nchw_float(
     Parameters
     ----------
     images
-        ``uint8`` (0..255) or floating-point (already in ``[0, 1]``) images of shape
+        ``uint8`` (0..255, divided by 255), ``uint16`` (0..65535, divided by 65535, e.g.
+        16-bit X-rays; 12-bit data stored in 16 bits comes out darker but with the right
+        relative values) or floating-point images already in ``[0, 1]`` (values outside
+        are rejected, not rescaled: a rescaling guess could silently change the data) of
+        shape
         ``(N, H, W)`` (grey), ``(N, H, W, C)`` or ``(N, C, H, W)`` with ``C`` in {1, 3}.
         When both layouts fit (e.g. ``(N, 3, 32, 3)``), NCHW is assumed if the last two
         axes are equal, else NHWC if the middle two are, else the shape is rejected.
@@ -45,31 +50,52 @@ def images_to_nchw_float(
         On an unsupported dtype, shape or value range.
     """
     arr = np.asarray(images)
-    if arr.dtype == np.uint8:
-        scaled = False
-    elif np.issubdtype(arr.dtype, np.floating):
-        scaled = True
-    else:
+    scale = _INTEGER_SCALE.get(arr.dtype.str.lstrip("<>|="))
+    if scale is None and not (np.issubdtype(arr.dtype, np.floating) and arr.dtype.itemsize <= 8):
         raise DataError(
-            f"{where}: images must be uint8 (0..255) or float in [0, 1]; got dtype {arr.dtype}"
+            f"{where}: images must be uint8 (0..255), uint16 (0..65535) or float in [0, 1]; "
+            f"got dtype {arr.dtype}"
         )
     arr = _to_nchw(arr, where, channels_first)
     out = arr.astype(np.float32)  # always a copy
-    if scaled:
-        if out.size and not np.isfinite(out).all():
-            raise DataError(f"{where}: float images must be finite; found NaN or Inf")
-        if out.size and (out.min() < 0.0 or out.max() > 1.0):
-            raise DataError(
-                f"{where}: float images must be in [0, 1]; got values in "
-                f"[{float(out.min()):g}, {float(out.max()):g}] (store uint8 0..255 or rescale)"
-            )
-    else:
-        out /= 255.0
+    if scale is not None:
+        out /= scale
+    elif out.size:
+        check_unit_range(out, where)
     return out
 
 
+def check_unit_range(images: np.ndarray, where: str) -> None:
+    """Raise :class:`DataError` unless every value of ``images`` (N, ...) is in ``[0, 1]``.
+
+    The message counts the offending values and images and names the first image.
+    """
+    finite = np.isfinite(images)
+    if not finite.all():
+        per_image = (~finite).reshape(len(images), -1).sum(axis=1)
+        raise DataError(
+            f"{where}: float images must be finite; found {int(per_image.sum())} NaN/Inf "
+            f"values in {int((per_image > 0).sum())} images (first: image "
+            f"{int(np.flatnonzero(per_image)[0])})"
+        )
+    low, high = float(images.min()), float(images.max())
+    if low < 0.0 or high > 1.0:
+        outside = (images < 0.0) | (images > 1.0)
+        raise DataError(
+            f"{where}: float images must be in [0, 1]; got values in [{low:g}, {high:g}] "
+            f"({int(outside.sum())} values outside; store uint8 0..255 or rescale to [0, 1])"
+        )
+
+
 def _to_nchw(arr: np.ndarray, where: str, channels_first: bool | None) -> np.ndarray:
-    """Return a view of ``arr`` in NCHW layout."""
+    """Return a view of ``arr`` in NCHW layout, with non-empty images."""
+    out = _layout(arr, where, channels_first)
+    if out.shape[2] == 0 or out.shape[3] == 0:
+        raise DataError(f"{where}: images must be at least 1×1 pixels; got shape {arr.shape}")
+    return out
+
+
+def _layout(arr: np.ndarray, where: str, channels_first: bool | None) -> np.ndarray:
     if arr.ndim == 3:
         return arr[:, None, :, :]
     if arr.ndim != 4:
@@ -122,13 +148,23 @@ def labels_to_int64(labels: np.ndarray, where: str) -> np.ndarray:
     if arr.ndim != 1:
         raise DataError(f"{where}: labels must have shape (N,) or (N, 1); got shape {arr.shape}")
     if np.issubdtype(arr.dtype, np.floating):
-        if arr.size and not (np.isfinite(arr).all() and (arr == np.round(arr)).all()):
-            raise DataError(f"{where}: labels must be whole numbers; got non-integral values")
+        bad = np.flatnonzero(~(np.isfinite(arr) & (arr == np.round(arr))))
+        if bad.size:
+            raise DataError(
+                f"{where}: labels must be whole numbers; got {bad.size} non-integral "
+                f"values, first {float(arr[bad[0]])!r} at index {int(bad[0])}"
+            )
+        if arr.size and arr.max() > np.iinfo(np.int64).max:
+            raise DataError(f"{where}: labels must be class indices; got {float(arr.max()):g}")
     elif not np.issubdtype(arr.dtype, np.integer):
         raise DataError(f"{where}: labels must be integers; got dtype {arr.dtype}")
+    elif arr.dtype == np.uint64 and arr.size and arr.max() > np.iinfo(np.int64).max:
+        raise DataError(f"{where}: labels must be class indices; got {int(arr.max())}")
     out = arr.astype(np.int64)
     if out.size and out.min() < 0:
-        raise DataError(f"{where}: labels must be >= 0; got {int(out.min())}")
+        raise DataError(
+            f"{where}: labels must be >= 0; got {int(out.min())} at index {int(out.argmin())}"
+        )
     return out
 
 

@@ -8,7 +8,7 @@ the missing validation/test splits.
 from __future__ import annotations
 
 import logging
-import zipfile
+from collections import Counter
 from importlib import resources
 from pathlib import Path
 
@@ -16,7 +16,9 @@ import numpy as np
 
 from fedsim.data.convert import make_split
 from fedsim.data.idx import read_idx
-from fedsim.data.types import SourceArgs, SourceSplits, Split
+from fedsim.data.limits import MAX_CLASSES
+from fedsim.data.npzfile import read_npz_arrays
+from fedsim.data.types import SourceArgs, SourceSplits, Split, max_label
 from fedsim.errors import DataError
 
 __all__ = [
@@ -86,21 +88,15 @@ def read_npz(file: Path, where: str, class_names: tuple[str, ...] | None = None)
         If the file is missing or unreadable, or a key is missing or malformed; the
         message names the file, the key, the rule and the value.
     """
-    if not file.is_file():
-        raise DataError(f"{where}: file not found")
-    try:
-        with np.load(file, allow_pickle=False) as archive:
-            keys = set(archive.files)
-            splits: dict[str, Split | None] = {}
-            for split_name, candidates in _NPZ_KEYS.items():
-                splits[split_name] = _read_npz_split(archive, keys, split_name, candidates, where)
-            stored_names = (
-                _read_class_names(archive[_CLASS_NAMES_KEY], where)
-                if _CLASS_NAMES_KEY in keys
-                else None
-            )
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{where}: not a readable .npz archive ({exc})") from exc
+    wanted = [k for pairs in _NPZ_KEYS.values() for pair in pairs for k in pair]
+    keys, arrays = read_npz_arrays(file, where, [*wanted, _CLASS_NAMES_KEY])
+    splits: dict[str, Split | None] = {
+        split_name: _read_npz_split(arrays, keys, split_name, candidates, where)
+        for split_name, candidates in _NPZ_KEYS.items()
+    }
+    stored_names = (
+        _read_class_names(arrays[_CLASS_NAMES_KEY], where) if _CLASS_NAMES_KEY in arrays else None
+    )
     train = splits["train"]
     if train is None:
         raise DataError(
@@ -114,20 +110,18 @@ def read_npz(file: Path, where: str, class_names: tuple[str, ...] | None = None)
                 f"{where}: key {x_key!r} holds images of shape {split.x.shape[1:]} (C, H, W) "
                 f"but the training images are {train.x.shape[1:]}"
             )
-    present = [s for s in splits.values() if s is not None]
-    max_label = max(int(s.y.max()) for s in present)
-    names = stored_names or class_names or tuple(str(i) for i in range(max_label + 1))
-    if max_label >= len(names):
+    top = max_label(s for s in splits.values() if s is not None)
+    names = stored_names or class_names or _numbered_names(top, where)
+    if top >= len(names):
         raise DataError(
-            f"{where}: labels must be < the number of class names ({len(names)}); "
-            f"got label {max_label}"
+            f"{where}: labels must be < the number of class names ({len(names)}); got label {top}"
         )
     return SourceSplits(train=train, val=splits["val"], test=splits["test"], class_names=names)
 
 
 def _read_npz_split(
-    archive: np.lib.npyio.NpzFile,
-    keys: set[str],
+    arrays: dict[str, np.ndarray],
+    keys: frozenset[str],
     split_name: str,
     candidates: tuple[tuple[str, str], ...],
     where: str,
@@ -136,7 +130,7 @@ def _read_npz_split(
     for x_key, y_key in candidates:
         if x_key in keys and y_key in keys:
             split = make_split(
-                archive[x_key], archive[y_key], where, f"key {x_key!r}", f"key {y_key!r}"
+                arrays[x_key], arrays[y_key], where, f"key {x_key!r}", f"key {y_key!r}"
             )
             if len(split) == 0:
                 raise DataError(f"{where}: key {x_key!r} must hold at least one image; got 0")
@@ -154,7 +148,24 @@ def _read_class_names(value: np.ndarray, where: str) -> tuple[str, ...]:
             f"{where}: key {_CLASS_NAMES_KEY!r} must be a non-empty 1-D array of strings; "
             f"got {value.dtype} array of shape {value.shape}"
         )
-    return tuple(str(v.decode() if isinstance(v, bytes) else v) for v in value.tolist())
+    names = tuple(str(v.decode() if isinstance(v, bytes) else v) for v in value.tolist())
+    duplicates = sorted(n for n, count in Counter(names).items() if count > 1)
+    if duplicates:
+        raise DataError(
+            f"{where}: key {_CLASS_NAMES_KEY!r} must name each class once; repeated: "
+            f"{', '.join(map(repr, duplicates))}"
+        )
+    return names
+
+
+def _numbered_names(max_label: int, where: str) -> tuple[str, ...]:
+    """Class names ``"0", "1", ...`` up to ``max_label``, within :data:`MAX_CLASSES`."""
+    if max_label >= MAX_CLASSES:
+        raise DataError(
+            f"{where}: labels must be < {MAX_CLASSES} (the most classes fedsim infers without "
+            f"a {_CLASS_NAMES_KEY!r} key); got label {max_label}"
+        )
+    return tuple(str(i) for i in range(max_label + 1))
 
 
 def load_npz(args: SourceArgs) -> SourceSplits:
@@ -211,7 +222,7 @@ def load_fashion_mnist(args: SourceArgs) -> SourceSplits:
         splits[split_name] = make_split(
             images, labels, f"data.root ({root})", f"file {x_name}", f"file {y_name}"
         )
-    if int(max(s.y.max() for s in splits.values())) >= len(FASHION_MNIST_CLASSES):
+    if max_label(splits.values()) >= len(FASHION_MNIST_CLASSES):
         raise DataError(f"data.root ({root}): Fashion-MNIST labels must be in 0..9")
     logger.debug("read Fashion-MNIST from %s", root)
     return SourceSplits(

@@ -7,25 +7,35 @@
     <data.path>/test/<class>/...              (optional)
 
 Class indices follow the sorted class-folder names of ``train/``; ``val/`` and ``test/``
-may hold a subset of those classes but no other. All images must have the same size
-(no resizing is done: a differing image is an error naming that file). Images stay one
-grey channel when every image is mode ``"L"``; otherwise all are converted to RGB.
+may hold a subset of those classes but no other. Every class folder must hold at least
+one image (files are found recursively by extension, as torchvision does). All images
+must have the same size (no resizing is done: a differing image is an error naming that
+file). Images stay one grey channel when every image has a grey mode (8-bit, 16-bit,
+32-bit integer or float, see :mod:`fedsim.data.imagefile` for their scaling to
+``[0, 1]``); otherwise all are read as RGB. Headers are all checked (sizes, pixel and
+memory limits) before any image is decoded.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-from fedsim.data.convert import make_split
+from fedsim.data.imagefile import GREY_MODES, Channels, ImageHeader, read_header, read_pixels
+from fedsim.data.limits import check_bytes
 from fedsim.data.types import SourceArgs, SourceSplits, Split
 from fedsim.errors import DataError
 
-__all__ = ["load_imagefolder"]
+__all__ = ["IMG_EXTENSIONS", "load_imagefolder"]
+
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+"""File extensions read as images (torchvision's list), case-insensitive."""
 
 _SPLITS = ("train", "val", "test")
+
+Samples = list[tuple[str, int]]
 
 
 def load_imagefolder(args: SourceArgs) -> SourceSplits:
@@ -34,11 +44,10 @@ def load_imagefolder(args: SourceArgs) -> SourceSplits:
     Raises
     ------
     DataError
-        If ``data.path`` is unset or lacks ``train/``, a split has an unknown or empty class
-        folder, an image cannot be read, or images differ in size.
+        If ``data.path`` is unset or lacks ``train/``, a split has no class folder or an
+        unknown or empty one, an image cannot be read or is too large, or images differ
+        in size. Messages name the folder or file.
     """
-    from torchvision.datasets import ImageFolder  # imported on use: torchvision is slow to load
-
     if args.path is None:
         raise DataError(
             "data.path is required for dataset 'imagefolder': a folder with train/<class>/ "
@@ -48,86 +57,110 @@ def load_imagefolder(args: SourceArgs) -> SourceSplits:
     where = f"data.path ({folder})"
     if not (folder / "train").is_dir():
         raise DataError(f"{where}: needs a 'train' subfolder with one folder per class")
-    try:
-        train = ImageFolder(str(folder / "train"))
-    except (FileNotFoundError, OSError) as exc:
-        raise DataError(f"{where}: train/: {exc}") from exc
-    classes: tuple[str, ...] = tuple(train.classes)
-    samples: dict[str, list[tuple[str, int]]] = {"train": list(train.samples)}
+    classes = _class_folders(folder / "train", where)
+    class_to_idx = {name: i for i, name in enumerate(classes)}
+    samples = {"train": _samples(folder / "train", classes, class_to_idx, where)}
     for split_name in _SPLITS[1:]:
         split_dir = folder / split_name
         if split_dir.is_dir():
-            samples[split_name] = _split_samples(split_dir, train.class_to_idx, where)
+            names = _class_folders(split_dir, where)
+            unknown = sorted(set(names) - set(class_to_idx))
+            if unknown:
+                raise DataError(
+                    f"{where}: {split_name}/ has class folders not in train/: {', '.join(unknown)}"
+                )
+            samples[split_name] = _samples(split_dir, names, class_to_idx, where)
 
-    mode = "L" if _scan_modes(samples, where) == {"L"} else "RGB"
-    splits: dict[str, Split] = {}
-    for split_name, items in samples.items():
-        images = np.stack([_read(path, mode, where) for path, _ in items])
-        if images.ndim == 3:
-            images = images[:, None]
-        labels = np.array([label for _, label in items], dtype=np.int64)
-        splits[split_name] = make_split(
-            images.transpose(0, 3, 1, 2) if mode == "RGB" else images,
-            labels,
-            where,
-            f"{split_name}/ images",
-            f"{split_name}/ labels",
-            channels_first=True,
-        )
+    headers = {split: [read_header(p, where) for p, _ in items] for split, items in samples.items()}
+    size = width, height = _common_size(samples, headers, where)
+    grey = all(h.mode in GREY_MODES for hs in headers.values() for h in hs)
+    channels: Channels = "grey" if grey else "rgb"
+    total = sum(len(items) for items in samples.values())
+    check_bytes(total * (1 if grey else 3) * height * width * 4, where, f"{total} images")
+    splits = {name: _decode(items, channels, size, where) for name, items in samples.items()}
     return SourceSplits(
         train=splits["train"], val=splits.get("val"), test=splits.get("test"), class_names=classes
     )
 
 
-def _split_samples(
-    split_dir: Path, class_to_idx: dict[str, int], where: str
-) -> list[tuple[str, int]]:
-    """List ``(file, label)`` pairs of a ``val/`` or ``test/`` folder with train's labels."""
-    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
-
+def _class_folders(split_dir: Path, where: str) -> tuple[str, ...]:
+    """Sorted names of the class folders of ``split_dir``; at least one."""
     try:
-        names, _ = find_classes(split_dir)
-    except FileNotFoundError as exc:
-        raise DataError(f"{where}: {split_dir.name}/: {exc}") from exc
-    unknown = sorted(set(names) - set(class_to_idx))
-    if unknown:
+        names = sorted(e.name for e in os.scandir(split_dir) if e.is_dir())
+    except OSError as exc:
+        raise DataError(f"{where}: cannot list {split_dir.name}/: {exc}") from exc
+    if not names:
         raise DataError(
-            f"{where}: {split_dir.name}/ has class folders not in train/: {', '.join(unknown)}"
+            f"{where}: {split_dir.name}/ has no class folders; put each class's images in "
+            f"{split_dir.name}/<class>/"
         )
+    return tuple(names)
+
+
+def _samples(
+    split_dir: Path, names: tuple[str, ...], class_to_idx: dict[str, int], where: str
+) -> Samples:
+    """``(file, label)`` pairs of a split's class folders, each of which must hold images."""
+    out: Samples = []
+    empty: list[str] = []
+    for name in names:
+        files = _image_files(split_dir / name, where)
+        if not files:
+            empty.append(f"{split_dir.name}/{name}/")
+        out.extend((f, class_to_idx[name]) for f in files)
+    if empty:
+        raise DataError(
+            f"{where}: class folders without image files ({', '.join(IMG_EXTENSIONS)}): "
+            f"{', '.join(empty)}"
+        )
+    return out
+
+
+def _image_files(class_dir: Path, where: str) -> list[str]:
+    """Image files under ``class_dir``, recursively, in sorted order."""
+    found: list[str] = []
     try:
-        return make_dataset(
-            split_dir, {n: class_to_idx[n] for n in names}, extensions=IMG_EXTENSIONS
-        )
-    except FileNotFoundError as exc:
-        raise DataError(f"{where}: {split_dir.name}/: {exc}") from exc
+        for root, _, files in sorted(os.walk(class_dir, onerror=_raise)):
+            found.extend(
+                os.path.join(root, f) for f in sorted(files) if f.lower().endswith(IMG_EXTENSIONS)
+            )
+    except OSError as exc:
+        raise DataError(f"{where}: cannot list {class_dir}: {exc}") from exc
+    return found
 
 
-def _scan_modes(samples: dict[str, list[tuple[str, int]]], where: str) -> set[str]:
-    """Return the set of image modes, checking that all sizes agree; reads headers only."""
-    modes: set[str] = set()
-    first: tuple[str, tuple[int, int]] | None = None
-    for items in samples.values():
-        for path, _ in items:
-            try:
-                with Image.open(path) as img:
-                    mode, size = img.mode, img.size
-            except (OSError, UnidentifiedImageError) as exc:
-                raise DataError(f"{where}: cannot read image {path}: {exc}") from exc
-            modes.add(mode)
-            if first is None:
-                first = (path, size)
-            elif size != first[1]:
+def _raise(exc: OSError) -> None:
+    raise exc
+
+
+def _common_size(
+    samples: dict[str, Samples], headers: dict[str, list[ImageHeader]], where: str
+) -> tuple[int, int]:
+    """The ``(width, height)`` shared by all images, or an error naming one that differs."""
+    first_path, _ = samples["train"][0]
+    first = headers["train"][0]
+    for split, items in samples.items():
+        for (path, _), header in zip(items, headers[split], strict=True):
+            if (header.width, header.height) != (first.width, first.height):
                 raise DataError(
                     f"{where}: all images must have the same size; {path} is "
-                    f"{size[0]}×{size[1]} but {first[0]} is {first[1][0]}×{first[1][1]}"
+                    f"{header.width}×{header.height} but {first_path} is "
+                    f"{first.width}×{first.height}"
                 )
-    return modes
+    return first.width, first.height
 
 
-def _read(path: str, mode: str, where: str) -> np.ndarray:
-    """Read one image as a ``uint8`` HWC (RGB) or HW (grey) array."""
-    try:
-        with Image.open(path) as img:
-            return np.asarray(img.convert(mode), dtype=np.uint8)
-    except (OSError, UnidentifiedImageError) as exc:
-        raise DataError(f"{where}: cannot read image {path}: {exc}") from exc
+def _decode(items: Samples, channels: Channels, size: tuple[int, int], where: str) -> Split:
+    """Decode a split's images into one ``float32`` NCHW array."""
+    width, height = size
+    images = np.empty((len(items), 1 if channels == "grey" else 3, height, width), np.float32)
+    for i, (path, _) in enumerate(items):
+        pixels = read_pixels(path, channels, where)
+        if pixels.shape != images.shape[1:]:
+            raise DataError(
+                f"{where}: image {path} decodes to shape {pixels.shape} (C, H, W) but its "
+                f"header declares {images.shape[1:]}"
+            )
+        images[i] = pixels
+    labels = np.array([label for _, label in items], dtype=np.int64)
+    return Split(x=images, y=labels)

@@ -23,6 +23,7 @@ from collections.abc import Callable
 import numpy as np
 
 from fedsim.data.carve import holdout_count, stratified_holdout
+from fedsim.data.checks import check_classes
 from fedsim.data.file_sources import load_fashion_mnist, load_npz, load_pneumoniamnist
 from fedsim.data.imagefolder import load_imagefolder
 from fedsim.data.torchvision_sources import load_cifar10, load_mnist, load_svhn
@@ -97,10 +98,15 @@ def load_dataset(
     FedsimError
         Unknown ``name`` (the message lists the valid names) or invalid ``val_size``.
     DataError
-        Missing or malformed data files (a :class:`FedsimError`).
+        Missing or malformed data files (a :class:`FedsimError`), fewer than 2 training
+        classes, or a validation/test class absent from training.
     """
     loader = DATASETS.get(name)
     source = loader(SourceArgs(path=path, root=root, download=download))
+    where = (
+        f"data.path ({path})" if path else f"data.root ({root})" if root else f"dataset {name!r}"
+    )
+    check_classes(source, where)
     rng = np.random.default_rng(seed)
     train = source.train
     test = source.test

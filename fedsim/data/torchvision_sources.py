@@ -2,13 +2,11 @@
 
 The default root is ``~/.cache/fedsim/<name>``; ``data.root`` overrides it.
 
-- MNIST is read through :class:`torchvision.datasets.MNIST`, which only checks that the
-  uncompressed IDX files ``<root>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte``
-  exist.
-- CIFAR-10 and SVHN: torchvision refuses files whose md5 differs from the official
-  release, so fedsim reads the files itself, in the same format torchvision reads
-  (``<root>/cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}`` pickles;
-  ``<root>/{train,test}_32x32.mat`` MATLAB files), and uses torchvision only to download
+- MNIST, CIFAR-10 and SVHN: torchvision refuses files whose md5 differs from the official
+  release (and its MNIST reader fails with assertions on damaged files), so fedsim reads
+  the files itself, in the same format torchvision reads (``<root>/MNIST/raw/*-ubyte``
+  IDX files; ``<root>/cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}``
+  pickles; ``<root>/{train,test}_32x32.mat`` MATLAB files), and uses torchvision only to download
   missing files (which then are md5-checked by torchvision). CIFAR-10 batches are Python
   pickles: load only files you trust, as with torchvision.
 
@@ -27,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from fedsim.data.convert import make_split
-from fedsim.data.types import SourceArgs, SourceSplits, Split
+from fedsim.data.idx import read_idx
+from fedsim.data.types import SourceArgs, SourceSplits, Split, max_label
 from fedsim.errors import DataError
 
 __all__ = ["default_root", "load_cifar10", "load_mnist", "load_svhn"]
@@ -67,24 +66,40 @@ def _missing(name: str, looked: Path, args: SourceArgs, exc: BaseException | Non
     )
 
 
+MNIST_FILES = {
+    True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
 def load_mnist(args: SourceArgs) -> SourceSplits:
-    """Load MNIST (LeCun et al., 1998) via :class:`torchvision.datasets.MNIST`: 60k/10k."""
+    """Load MNIST (LeCun et al., 1998): 60k/10k 28×28 grey digits.
+
+    The uncompressed IDX files
+    ``<root>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte`` are read by fedsim
+    (:func:`~fedsim.data.idx.read_idx`, which checks them);
+    :class:`torchvision.datasets.MNIST` only downloads missing files.
+    """
     import torchvision.datasets  # imported on use: torchvision is slow to load
 
     root = _root(args, "mnist")
+    raw = root / "MNIST" / "raw"
     splits: dict[bool, Split] = {}
-    for train in (True, False):
-        try:
-            ds = torchvision.datasets.MNIST(str(root), train=train, download=args.download)
-        except _LOAD_ERRORS as exc:
-            raise _missing("mnist", root / "MNIST" / "raw", args, exc) from exc
+    for train, (x_name, y_name) in MNIST_FILES.items():
+        if not ((raw / x_name).is_file() and (raw / y_name).is_file()):
+            fetch = functools.partial(
+                torchvision.datasets.MNIST, str(root), train=train, download=True
+            )
+            _download(fetch, "mnist", raw, args)
         splits[train] = make_split(
-            ds.data.numpy(),
-            ds.targets.numpy(),
+            read_idx(raw / x_name, ndim=3),
+            read_idx(raw / y_name, ndim=1),
             f"data.root ({root})",
-            "MNIST/raw images",
-            "MNIST/raw labels",
+            f"MNIST/raw/{x_name}",
+            f"MNIST/raw/{y_name}",
         )
+    if max_label(splits.values()) > 9:
+        raise DataError(f"data.root ({root}): MNIST labels must be in 0..9")
     return SourceSplits(train=splits[True], val=None, test=splits[False], class_names=DIGITS)
 
 
@@ -120,7 +135,7 @@ def load_cifar10(args: SourceArgs) -> SourceSplits:
         channels_first=True,
     )
     names = _read_cifar_meta(folder / CIFAR10_META)
-    top = int(max(train.y.max(), test.y.max()))
+    top = max_label((train, test))
     if top >= len(names):
         raise DataError(f"{where}: CIFAR-10 labels must be < {len(names)}; got {top}")
     return SourceSplits(train=train, val=None, test=test, class_names=names)
@@ -151,7 +166,7 @@ def _unpickle(file: Path) -> dict[str, Any]:
     try:
         with file.open("rb") as fh:
             entry = pickle.load(fh, encoding="latin1")
-    except (OSError, pickle.UnpicklingError, EOFError, ValueError) as exc:
+    except Exception as exc:  # unpickling a damaged file can raise any exception type
         raise DataError(f"cannot read {file}: {exc}") from exc
     if not isinstance(entry, dict):
         raise DataError(f"{file}: expected a pickled dict; got {type(entry).__name__}")
@@ -177,7 +192,7 @@ def load_svhn(args: SourceArgs) -> SourceSplits:
             _download(fetch, "svhn", file, args)
         try:
             mat = scipy.io.loadmat(str(file))
-        except (OSError, ValueError, TypeError) as exc:
+        except Exception as exc:  # scipy's MATLAB reader raises many types on damaged files
             raise DataError(f"data.root ({root}): cannot read {filename}: {exc}") from exc
         x, y = mat.get("X"), mat.get("y")
         if not isinstance(x, np.ndarray) or x.ndim != 4 or x.shape[2] != 3:
@@ -187,7 +202,7 @@ def load_svhn(args: SourceArgs) -> SourceSplits:
             )
         if not isinstance(y, np.ndarray):
             raise DataError(f"data.root ({root}): {filename} needs a key 'y'")
-        labels = y.astype(np.int64).reshape(-1) if y.size == x.shape[3] else y
+        labels = y.reshape(-1) if y.size == x.shape[3] else y  # make_split checks values
         labels = np.where(labels == 10, 0, labels)
         splits[split_name] = make_split(
             x.transpose(3, 2, 0, 1),
@@ -197,7 +212,7 @@ def load_svhn(args: SourceArgs) -> SourceSplits:
             f"{filename} key 'y'",
             channels_first=True,
         )
-        if int(splits[split_name].y.max()) > 9:
+        if max_label([splits[split_name]]) > 9:
             raise DataError(f"data.root ({root}): {filename} labels must be in 1..10")
     return SourceSplits(train=splits["train"], val=None, test=splits["test"], class_names=DIGITS)
 

@@ -7,13 +7,14 @@ All images are ``float32`` arrays in NCHW layout with values in ``[0, 1]``; all 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 
 from fedsim.errors import DataError
 
-__all__ = ["DatasetBundle", "SourceArgs", "SourceSplits", "Split"]
+__all__ = ["DatasetBundle", "SourceArgs", "SourceSplits", "Split", "max_label"]
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,11 @@ class SourceSplits:
     val: Split | None
     test: Split | None
     class_names: tuple[str, ...]
+
+
+def max_label(splits: Iterable[Split]) -> int:
+    """The largest label of ``splits``, or ``-1`` when they hold no sample."""
+    return max((int(s.y.max()) for s in splits if len(s)), default=-1)
 
 
 def _describe(value: object) -> str:
