@@ -37,7 +37,7 @@ from fedsim.config import Config, from_run_config
 from fedsim.deploy.policy import DEFAULT_POLICY, SitePolicy, load_policy
 from fedsim.deploy.site import SiteConfig, SiteData, load_site_data, site_from_node_config
 from fedsim.deploy.state import load_state, record_round, save_state, site_lock
-from fedsim.errors import FedsimError
+from fedsim.errors import FedsimError, RunError
 from fedsim.privacy import DpEvent, PrivacyLedger, PureDp
 from fedsim.workload import client_split, simulated_client_data
 
@@ -198,6 +198,11 @@ def handle_train(
     secret = None if seeded_noise else secrets.randbits(63)
     if store is not None:
         server_round = int(msg.content.config_records[keys.CONFIG][keys.SERVER_ROUND])  # type: ignore[arg-type]
+        if not store.first_attempt(site.client_id, server_round, str(msg.metadata.run_id)):
+            raise RunError(
+                f"client {site.client_id}: its worker died during round {server_round}; "
+                "the round is not trained twice"
+            )
         inject_fault(cfg, site.client_id, server_round)  # roles.faulty (simulation only)
         carried = store.load(site.client_id, before_round=server_round)
         outcome = train_round(

@@ -75,6 +75,23 @@ class RoundStore:
             vog=vog,
         )
 
+    def first_attempt(self, client_id: int, server_round: int, run_id: str) -> bool:
+        """Note that ``client_id`` starts ``server_round`` of run ``run_id``; ``False`` if
+        it had already started it (an attempt whose worker died: the server sent the
+        message again, not knowing whether it ran). A resumed run has a new ``run_id``.
+        """
+        marker = self._dir(client_id) / f"attempt-{server_round:06d}"
+        try:
+            if marker.read_text("utf-8") == run_id:
+                return False
+        except OSError:
+            pass
+        write_atomic(marker, run_id.encode())
+        for old in self._dir(client_id).glob("attempt-*"):
+            if old.name < f"attempt-{server_round - KEEP:06d}":
+                old.unlink(missing_ok=True)
+        return True
+
     def save(self, client_id: int, server_round: int, state: CarriedState) -> None:
         """Keep ``state`` as ``client_id``'s state after ``server_round`` (atomic writes;
         the arrays before the JSON that names them)."""

@@ -46,7 +46,13 @@ from strategies.clipping import round_clip_bounds
 from strategies.cohorts import CohortSampler, FixedSizeCohort
 from strategies.directory import ClientDirectory
 from strategies.guards import RoundOutcome, common_metric_keys, fallback, guarded
-from strategies.replies import ReplyRules, Verdict, check_reply, record_from_metrics
+from strategies.replies import (
+    ReplyRules,
+    client_error_text,
+    Verdict,
+    check_reply,
+    record_from_metrics,
+)
 from strategies.rewards import RewardBook, RewardNote
 from strategies.uploads import model_norm
 
@@ -262,7 +268,7 @@ class FedsimStrategy:
                 continue
             seen.add(cid)
             if msg.has_error():
-                reason = f"client error: {msg.error.reason}"
+                reason = f"client error: {client_error_text(msg.error.reason)}"
                 logger.warning("round %d: client %d failed: %s", server_round, cid, reason)
                 records.append(record_from_metrics(cid, "failed", None, reason))
                 continue

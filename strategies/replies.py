@@ -24,6 +24,7 @@ Rules (examples below; the catalogue of hostile replies in ``tests/test_hostile_
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -288,6 +289,26 @@ def check_reply(
     if problem is not None:
         return Verdict("rejected", checked.values, problem, ledger)
     return Verdict(keys.STATUS_OK, checked.values, None, ledger, update)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_RAISED = re.compile(r"^([\w.]*(?:Error|Exception|Interrupt|Exit))(?:\([\w.]+\))?: (\S.*)$")
+
+
+def client_error_text(reason: str | None, limit: int = 300) -> str:
+    """The line that says what went wrong in a client's error reply (Flower sends a whole
+    traceback, with terminal colours): the first ``SomeError: message`` line, else the
+    first line; at most ``limit`` characters.
+
+    >>> client_error_text("ray::Actor.run()\\n  File x\\nfoo.BarError: disk gone\\nmore")
+    'foo.BarError: disk gone'
+    """
+    text = _ANSI.sub("", (reason or "").replace("\\n", "\n"))
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for line in lines:
+        if _RAISED.match(line):
+            return line[:limit]
+    return (lines[0] if lines else "no reason given")[:limit]
 
 
 def _first(problems: tuple[str, ...], *more: str | None) -> str | None:

@@ -121,14 +121,14 @@ def test_sweep_runs_points_writes_csv_and_resumes(tmp_path: Path, capsys) -> Non
     first_dir = out / rows[0]["run_dir"]
     assert (first_dir / "summary.json").exists() and (first_dir / "metrics.jsonl").exists()
 
-    # resume: the finished first point is skipped, the "interrupted" second runs again
+    # resume: the finished first point is skipped, the "interrupted" second resumes
     second_dir = out / rows[1]["run_dir"]
     (second_dir / "summary.json").unlink()
     stamp = (first_dir / "summary.json").stat().st_mtime_ns
     capsys.readouterr()
     assert main(["sweep", str(cfg), "--out", str(out)]) == 0
     err = capsys.readouterr().err
-    assert "finished, skipped" in err and err.count(": running") == 1
+    assert "finished, skipped" in err and err.count(": resuming") == 1  # from its checkpoint
     assert (first_dir / "summary.json").stat().st_mtime_ns == stamp
     assert (second_dir / "summary.json").exists()
     assert len(_read_csv(out / "sweep.csv")) == 2
@@ -148,3 +148,39 @@ def test_dry_run_lists_points_and_bad_sweep_exits_2(tmp_path: Path, capsys) -> N
     assert not (tmp_path / "o").exists()
     assert main(["sweep", str(cfg), "-o", "sweep.grid.rounds=[0]"]) == 2
     assert "sweep point 0 (rounds=0, seed=0): rounds must be >= 1; got 0" in capsys.readouterr().err
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(600)
+def test_sigint_stops_a_sweep_within_seconds_and_it_resumes(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = tmp_path / "sweep.yaml"
+    raw = {**BASE, "rounds": 40, "dp": {"enabled": False}, "sweep": {"seeds": [0, 1]}}
+    cfg.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "fedsim.cli", "sweep", str(cfg), "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    deadline = time.monotonic() + 300
+    while not list(out.glob("points/*/state/server.json")):
+        assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    signalled = time.monotonic()
+    text, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, text[-2000:]
+    assert time.monotonic() - signalled < 15
+    assert "sweep interrupted" in text and "Traceback" not in text
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=500)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert ": resuming" in again.stderr
+    rows = _read_csv(out / "sweep.csv")
+    assert [r["status"] for r in rows] == ["done", "done"]

@@ -6,7 +6,8 @@ command again resumes) is laid out as :mod:`fedsim.sweep` describes: ``sweep.yam
 (:data:`~fedsim.sweep.SWEEP_TABLE_FILE`).
 
 A point whose directory holds a ``summary.json`` written for the same resolved config is
-finished and skipped; an interrupted point is run again from scratch. A point that fails
+finished and skipped; an interrupted point resumes from its last checkpoint (SIGINT or
+SIGTERM stop the sweep within seconds, exit code 130). A point that fails
 is recorded with ``status=failed`` and the sweep goes on; the exit code is then 1.
 """
 
@@ -17,6 +18,7 @@ import csv
 import io
 import logging
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ import yaml
 
 from fedsim.cli.base import Command, add_config_args
 from fedsim.config import Config, apply_overrides, from_dict, read_yaml
-from fedsim.errors import ConfigError, FedsimError
+from fedsim.errors import ConfigError, FedsimError, RunInterruptedError
 from fedsim.files import write_atomic
 from fedsim.rundir import CONFIG_FILE, SUMMARY_FILE, read_summary
 from fedsim.sweep import (
@@ -89,14 +91,32 @@ def write_csv(path: Path, spec: SweepSpec, rows: Sequence[Mapping[str, Any]]) ->
     write_atomic(path, buffer.getvalue().encode())
 
 
+def _resumable(point_dir: Path, cfg: Config) -> bool:
+    """Whether ``point_dir`` holds an interrupted run of ``cfg`` with a checkpoint."""
+    from fedsim.checkpoint import read_resume_point
+    from fedsim.rundir import METRICS_FILE, config_text
+
+    try:
+        read_resume_point(point_dir, config_text(cfg), METRICS_FILE)
+    except FedsimError:
+        return False
+    return True
+
+
 def run_sweep(
     points: Sequence[SweepPoint],
     spec: SweepSpec,
     out: Path,
     verbose: bool = False,
     stream: Any = None,
+    stop: threading.Event | None = None,
 ) -> list[dict[str, Any]]:
-    """Run (or skip, when finished) every point; returns the ``sweep.csv`` rows."""
+    """Run (or skip, when finished) every point; returns the ``sweep.csv`` rows.
+
+    An interrupted point with a checkpoint resumes from it. ``stop`` (set by SIGINT or
+    SIGTERM) ends the sweep within seconds with :class:`RunInterruptedError`, after the
+    running point's last checkpoint.
+    """
     from fedsim.run import run_experiment
 
     stream = stream if stream is not None else sys.stderr
@@ -109,10 +129,19 @@ def run_sweep(
             stream.write(f"[{point.index + 1}/{len(points)}] {point.slug}: finished, skipped\n")
             rows.append(csv_row(point, "done", rel, summary))
             continue
-        stream.write(f"[{point.index + 1}/{len(points)}] {point.slug}: running\n")
+        if stop is not None and stop.is_set():
+            raise RunInterruptedError(f"stopped before sweep point {point.slug}")
+        resume = _resumable(point_dir, point.config)
+        verb = "resuming" if resume else "running"
+        stream.write(f"[{point.index + 1}/{len(points)}] {point.slug}: {verb}\n")
         stream.flush()
         try:
-            summary = run_experiment(point.config, point_dir, verbose=verbose)
+            summary = run_experiment(
+                point.config, point_dir, verbose=verbose, resume=resume, stop=stop
+            )
+        except RunInterruptedError:
+            write_csv(out / SWEEP_TABLE_FILE, spec, rows)
+            raise
         except FedsimError as exc:
             logger.error("sweep point %s failed: %s", point.slug, exc)
             stream.write(f"[{point.index + 1}/{len(points)}] {point.slug}: failed: {exc}\n")
@@ -144,12 +173,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     _check_same_sweep(out, definition)
     out.mkdir(parents=True, exist_ok=True)
     (out / SWEEP_DEFINITION_FILE).write_text(yaml.safe_dump(definition, sort_keys=False))
+    from fedsim.cli.run import stop_on_signals
+
+    stop = threading.Event()
     try:
-        rows = run_sweep(points, spec, out, verbose=args.verbose)
-    except KeyboardInterrupt:
+        with stop_on_signals(stop):
+            rows = run_sweep(points, spec, out, verbose=args.verbose, stop=stop)
+    except (KeyboardInterrupt, RunInterruptedError):
         print(
-            f"fedsim: sweep interrupted; finished points are kept in {out}; "
-            "run the same command again to resume",
+            f"fedsim: sweep interrupted; finished points and the running point's last "
+            f"checkpoint are kept in {out}; run the same command again to resume",
             file=sys.stderr,
         )
         return 130
