@@ -48,9 +48,9 @@ from strategies.directory import ClientDirectory
 from strategies.guards import RoundOutcome, common_metric_keys, fallback, guarded
 from strategies.replies import (
     ReplyRules,
-    client_error_text,
     Verdict,
     check_reply,
+    client_error_text,
     record_from_metrics,
 )
 from strategies.rewards import RewardBook, RewardNote
