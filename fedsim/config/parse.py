@@ -67,6 +67,10 @@ class _InvalidError(Exception):
     """Internal: a value failed to convert; carries a message without the path."""
 
 
+class _OutOfRangeError(_InvalidError):
+    """Internal: a value of the right type that no field accepts (non-finite, > 64 bits)."""
+
+
 def _convert(tp: Any, value: Any, path: str, problems: list[str]) -> Any:
     """Convert ``value`` to type ``tp``, appending problems; returns the value or a sentinel."""
     origin = typing.get_origin(tp)
@@ -83,16 +87,15 @@ def _convert(tp: Any, value: Any, path: str, problems: list[str]) -> Any:
             if type(None) in args:
                 return None
             raise _InvalidError(f"must be {_type_name(tp)}; got null")
-        errors = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _convert(arg, value, path, problems)
-            except _InvalidError as exc:
-                errors.append(str(exc))
-        if len(errors) == 1:  # X | None: X's own message
-            raise _InvalidError(errors[0])
+            except _OutOfRangeError:
+                raise
+            except _InvalidError:
+                continue
         raise _InvalidError(f"must be {_type_name(tp)}; got {describe(value)}")
     if origin in (tuple, list):
         (item_tp, *_rest) = typing.get_args(tp) or (Any,)
@@ -113,7 +116,7 @@ def _convert(tp: Any, value: Any, path: str, problems: list[str]) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             raise _InvalidError(f"must be an integer; got {describe(value)}")
         if abs(value) > _INT_MAX:
-            raise _InvalidError(f"must be an integer of at most 64 bits; got {describe(value)}")
+            raise _OutOfRangeError(f"must be an integer of at most 64 bits; got {describe(value)}")
         return value
     if tp is float:
         return _finite_float(value)
@@ -129,7 +132,7 @@ def _convert(tp: Any, value: Any, path: str, problems: list[str]) -> Any:
 def _finite_float(value: Any) -> float:
     """``value`` as a finite float; every float field of the schema is finite."""
     if isinstance(value, str) and value.strip().lstrip("+-.").lower() in _NON_FINITE:
-        raise _InvalidError(f"must be a finite number; got {describe(value)}")
+        raise _OutOfRangeError(f"must be a finite number; got {describe(value)}")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _InvalidError(f"must be a number; got {describe(value)}")
     try:
@@ -137,7 +140,7 @@ def _finite_float(value: Any) -> float:
     except OverflowError:
         out = math.inf
     if not math.isfinite(out):
-        raise _InvalidError(f"must be a finite number; got {describe(value)}")
+        raise _OutOfRangeError(f"must be a finite number; got {describe(value)}")
     return out
 
 
