@@ -15,7 +15,13 @@ from fedsim.errors import ConfigError, FedsimError
 from fedsim.models import build_model, is_dp_compatible
 from fedsim.privacy.accounting import Accounting
 from fedsim.privacy.central import CentralDpPlan, central_epsilon, plan_central_dp
-from fedsim.privacy.planning import DpSgdPlan, epsilon_after_rounds, plan_dp_sgd
+from fedsim.privacy.planning import (
+    MAX_DP_SGD_STEPS,
+    DpSgdPlan,
+    epsilon_after_rounds,
+    plan_dp_sgd,
+    planned_dp_sgd_steps,
+)
 from fedsim.workload import dataset_for, partitions_for
 
 logger = logging.getLogger(__name__)
@@ -115,6 +121,18 @@ def preflight(cfg: Config) -> PreflightReport:
                 + "; ".join(dp_errors[:3])
             )
         nonempty = sorted({n for n in sizes if n > 0})
+        largest = nonempty[-1] if nonempty else 0
+        steps = planned_dp_sgd_steps(cfg, largest) if largest else 0
+        if steps > MAX_DP_SGD_STEPS:
+            problems.append(
+                f"rounds: the config is too large to account: rounds ({cfg.rounds}) x "
+                f"client.local_epochs ({cfg.client.local_epochs}) x steps per epoch "
+                f"(ceil(examples / client.batch_size), for the largest client's {largest} "
+                f"examples) = {steps} DP-SGD steps; the accountant's limit is "
+                f"{MAX_DP_SGD_STEPS} (use fewer rounds or local epochs, or a larger "
+                "client.batch_size)"
+            )
+            nonempty = []
         for n in {nonempty[0], nonempty[-1]} if nonempty else set():
             try:
                 plan = plan_dp_sgd(cfg, n)

@@ -19,7 +19,7 @@ from strategies.central_dp import CentralDP, central_dp_rules
 from strategies.fedavg import FedAvg
 from strategies.random_k import RandomK
 from strategies.robust import Bulyan, FedMedian, FedTrimmedAvg, Krum, MultiKrum
-from strategies.secprobe import SecProbe
+from strategies.secprobe import SecProbe, secprobe_rules
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,6 @@ def _plain(cls: Callable[..., Strategy]) -> StrategyFactory:
 
 for _name, _cls in (
     ("fedavg", FedAvg),
-    ("secprobe", SecProbe),
     ("random_k", RandomK),
     ("median", FedMedian),
 ):
@@ -134,6 +133,7 @@ def _bulyan(ctx: StrategyContext) -> Strategy:
     return Bulyan(ctx, **_common(cfg), num_malicious_nodes=cfg.strategy.num_malicious)
 
 
+STRATEGIES.register("secprobe")(StrategySpec(_plain(SecProbe), secprobe_rules))
 STRATEGIES.register("krum")(StrategySpec(_krum, _min_cohort(2)))
 STRATEGIES.register("multikrum")(StrategySpec(_multikrum, _min_cohort(2)))
 STRATEGIES.register("trimmed_mean")(StrategySpec(_trimmed_mean))

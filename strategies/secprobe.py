@@ -30,6 +30,7 @@ import logging
 import numpy as np
 from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 
+from fedsim.config import Config
 from fedsim.seeding import numpy_rng
 from fedsim.selection import (
     accuracy_sensitivity,
@@ -100,3 +101,27 @@ class SecProbe(FedsimStrategy, FlowerFedAvg):
             sens,
         )
         return Selection([accepted[i] for i in chosen], notes, spent)
+
+
+def secprobe_rules(cfg: Config) -> list[str]:
+    """SecProbe's config rule: a DP-SGD budget that leaves room for the selection charges.
+
+    With ``dp.epsilon``, σ is calibrated so that DP-SGD alone spends ``dp.epsilon`` over
+    all rounds; when SecProbe keeps K < M updates each round also charges every scored
+    participant at least ``strategy.selection_epsilon``
+    (:func:`fedsim.selection.participant_epsilon`, Δu ≤ 1/2). A ``dp.max_epsilon`` of at
+    most ``dp.epsilon`` then stops every client before the planned rounds are done.
+    """
+    dp, st = cfg.dp, cfg.strategy
+    charged = st.k is not None and st.k < cfg.clients_per_round
+    if not (dp.enabled and dp.mode == "sample" and charged):
+        return []
+    if dp.epsilon is None or dp.max_epsilon is None or dp.max_epsilon > dp.epsilon:
+        return []
+    return [
+        "dp.max_epsilon must be > dp.epsilon for strategy.name 'secprobe' with strategy.k < "
+        "strategy.clients_per_round (DP-SGD alone spends dp.epsilon over the rounds and each "
+        f"selection charges at least strategy.selection_epsilon={st.selection_epsilon} more, "
+        f"so clients would stop training early); got dp.max_epsilon={dp.max_epsilon}, "
+        f"dp.epsilon={dp.epsilon}"
+    ]

@@ -75,7 +75,7 @@ def test_invalid_points_are_named_before_anything_runs() -> None:
         expand(base, spec)
     (problem,) = info.value.problems
     assert problem.startswith("sweep point 1 (dp.noise_multiplier=-2):")
-    assert "dp.noise_multiplier must be > 0; got -2.0" in problem
+    assert "dp.noise_multiplier must be >= 0.2; got -2.0" in problem
 
 
 def test_csv_rows_flatten_the_summary_without_clients() -> None:

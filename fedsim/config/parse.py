@@ -3,8 +3,9 @@
 Owns the generic builder: :func:`build_dataclass` turns a nested mapping (parsed YAML)
 into any tree of frozen dataclasses, checking each field against its type annotation
 (``bool``, ``int``, ``float``, ``str``, ``Literal``, ``X | None``, ``tuple[X, ...]``,
-nested dataclasses) and against the numeric bounds in its field metadata (``ge``, ``gt``,
-``le``, ``lt``), and rejecting unknown keys. It never stops at the first problem: all of
+nested dataclasses; integers fit in 64 bits, every float is finite) and against the
+numeric bounds in its field metadata (``ge``, ``gt``, ``le``, ``lt``), and rejecting
+unknown keys. It never stops at the first problem: all of
 them are collected, each with its dotted path, and raised together as one
 :class:`~fedsim.errors.ConfigError`. :func:`from_dict` applies it to
 :class:`~fedsim.config.schema.Config` and then runs the cross-field rules of
@@ -14,6 +15,7 @@ them are collected, each with its dotted path, and raised together as one
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -26,9 +28,26 @@ from fedsim.errors import ConfigError
 _T = TypeVar("_T")
 
 
+#: Longest shown value in a message (longer ones are cut, with ``...``).
+_SHOWN_CHARS = 80
+#: Integer fields hold 64-bit values (what NumPy and torch take as seeds and sizes).
+_INT_MAX = 2**63 - 1
+#: Spellings of infinity and NaN (strings under YAML 1.2; no float field accepts them).
+_NON_FINITE = frozenset({"inf", "infinity", "nan"})
+
+
 def describe(value: Any) -> str:
-    """Show a received value in an error message (strings quoted, the rest as ``str``)."""
-    return repr(value) if isinstance(value, str) else str(value)
+    """Show a received value in an error message (strings quoted, the rest as ``str``).
+
+    Long values are cut to :data:`_SHOWN_CHARS` characters:
+
+    >>> describe(list(range(30)))[-24:]
+    '1, 2... (110 characters)'
+    """
+    text = repr(value) if isinstance(value, str) else str(value)
+    if len(text) > _SHOWN_CHARS:
+        return f"{text[:_SHOWN_CHARS]}... ({len(text)} characters)"
+    return text
 
 
 def _type_name(tp: Any) -> str:
@@ -48,6 +67,10 @@ class _InvalidError(Exception):
     """Internal: a value failed to convert; carries a message without the path."""
 
 
+class _OutOfRangeError(_InvalidError):
+    """Internal: a value of the right type that no field accepts (non-finite, > 64 bits)."""
+
+
 def _convert(tp: Any, value: Any, path: str, problems: list[str]) -> Any:
     """Convert ``value`` to type ``tp``, appending problems; returns the value or a sentinel."""
     origin = typing.get_origin(tp)
@@ -64,14 +87,15 @@ def _convert(tp: Any, value: Any, path: str, problems: list[str]) -> Any:
             if type(None) in args:
                 return None
             raise _InvalidError(f"must be {_type_name(tp)}; got null")
-        errors = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _convert(arg, value, path, problems)
-            except _InvalidError as exc:
-                errors.append(str(exc))
+            except _OutOfRangeError:
+                raise
+            except _InvalidError:
+                continue
         raise _InvalidError(f"must be {_type_name(tp)}; got {describe(value)}")
     if origin in (tuple, list):
         (item_tp, *_rest) = typing.get_args(tp) or (Any,)
@@ -91,11 +115,11 @@ def _convert(tp: Any, value: Any, path: str, problems: list[str]) -> Any:
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise _InvalidError(f"must be an integer; got {describe(value)}")
+        if abs(value) > _INT_MAX:
+            raise _OutOfRangeError(f"must be an integer of at most 64 bits; got {describe(value)}")
         return value
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _InvalidError(f"must be a number; got {describe(value)}")
-        return float(value)
+        return _finite_float(value)
     if tp is str:
         if not isinstance(value, str):
             raise _InvalidError(f"must be a string; got {describe(value)}")
@@ -103,6 +127,21 @@ def _convert(tp: Any, value: Any, path: str, problems: list[str]) -> Any:
     if tp is Any:
         return value
     raise TypeError(f"unsupported config type {tp!r} at {path}")  # programming error
+
+
+def _finite_float(value: Any) -> float:
+    """``value`` as a finite float; every float field of the schema is finite."""
+    if isinstance(value, str) and value.strip().lstrip("+-.").lower() in _NON_FINITE:
+        raise _OutOfRangeError(f"must be a finite number; got {describe(value)}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _InvalidError(f"must be a number; got {describe(value)}")
+    try:
+        out = float(value)
+    except OverflowError:
+        out = math.inf
+    if not math.isfinite(out):
+        raise _OutOfRangeError(f"must be a finite number; got {describe(value)}")
+    return out
 
 
 def _check_bounds(meta: Mapping[str, Any], value: Any) -> str | None:

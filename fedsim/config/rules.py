@@ -2,19 +2,49 @@
 
 Owns the cross-field validation. Types, single-field bounds and unknown keys are checked
 while the tree is built (:mod:`fedsim.config.parse`); what is left is one function per
-section — :func:`dp_checks`, :func:`data_checks`, :func:`selection_checks`,
-:func:`valuation_checks`, :func:`audit_checks` — each a pure function of the built
-config that returns its problems as messages naming the parameter, the rule and the
-value received (empty when the section is consistent). :func:`cross_checks` runs them
-all, in the order of :data:`SECTION_RULES`, so that the messages always come in the same
-order.
+section — :func:`run_checks`, :func:`dp_checks`, :func:`data_checks`,
+:func:`selection_checks`, :func:`valuation_checks`, :func:`audit_checks` — each a pure
+function of the built config that returns its problems as messages naming the
+parameter, the rule and the value received (empty when the section is consistent).
+:func:`cross_checks` runs them all, in the order of :data:`SECTION_RULES`, so that the
+messages always come in the same order.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from fedsim.config.schema import Config, DPConfig
+from fedsim.config.schema import MIN_RESOURCE_FRACTION, Config, DPConfig
+
+#: Longest run name (the run directory ``runs/<name>-<n>`` must fit a file name).
+MAX_NAME_CHARS = 200
+
+
+def _name_problem(name: str) -> str | None:
+    """Why ``name`` is not a plain file name, or ``None``."""
+    if not name or name in (".", ".."):
+        return "must not be empty, '.' or '..'"
+    if any(c in name for c in "/\\") or any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "must be a plain file name (no '/', '\\' or control characters)"
+    if len(name) > MAX_NAME_CHARS:
+        return f"must be at most {MAX_NAME_CHARS} characters"
+    return None
+
+
+def run_checks(cfg: Config) -> list[str]:
+    """Rules of the top level and the simulation: a run name that stays inside ``runs/``,
+    client resources Ray can schedule."""
+    problems = []
+    name_problem = _name_problem(cfg.name)
+    if name_problem:
+        shown = cfg.name if len(cfg.name) <= 80 else cfg.name[:80] + "..."
+        problems.append(f"name {name_problem}; got {shown!r}")
+    gpus = cfg.simulation.num_gpus_per_client
+    if gpus is not None and 0 < gpus < MIN_RESOURCE_FRACTION:
+        problems.append(
+            f"simulation.num_gpus_per_client must be 0 or >= {MIN_RESOURCE_FRACTION}; got {gpus}"
+        )
+    return problems
 
 
 def _dp_budget_checks(dp: DPConfig) -> list[str]:
@@ -240,6 +270,7 @@ def audit_checks(cfg: Config) -> list[str]:
 
 #: Every section's rules, in the order their messages are reported.
 SECTION_RULES: tuple[Callable[[Config], list[str]], ...] = (
+    run_checks,
     dp_checks,
     data_checks,
     selection_checks,

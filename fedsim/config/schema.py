@@ -48,6 +48,32 @@ def _bounds(**kw: float) -> dict[str, float]:
     return kw
 
 
+# Upper bounds on sizes. Every number in a config is bounded so that no file can ask for
+# unbounded work or memory before anything checks it: integers fit in 64 bits and floats
+# are finite (fedsim.config.parse), and the counts below carry limits far above any
+# experiment here (quickstart: 5 clients, 8 rounds). Batch sizes need none: a batch
+# larger than a client's data is one full batch. Seeds need none beyond 64 bits.
+#: Most clients in a federation (the simulation holds one node and one partition each).
+MAX_CLIENTS = 10_000
+#: Most federated rounds.
+MAX_ROUNDS = 100_000
+#: Most local epochs per round.
+MAX_LOCAL_EPOCHS = 1_000
+#: Most steps of an iterative attack.
+MAX_ATTACK_STEPS = 10_000
+#: Largest ε a run may target: beyond it DP-SGD protects nothing, and the accountant's
+#: work grows without bound as σ shrinks.
+MAX_TARGET_EPSILON = 100.0
+#: Smallest DP-SGD noise multiplier (σ = 0.2 spends ε ≈ 150 in 160 steps at q = 1/32).
+MIN_NOISE_MULTIPLIER = 0.2
+#: Largest pure-DP ε of one release or selection.
+MAX_EVENT_EPSILON = 1_000.0
+#: Smallest fraction of a CPU or GPU a client can ask for (Ray's granularity is 1e-4).
+MIN_RESOURCE_FRACTION = 0.01
+#: Most CPUs or GPUs one client can ask for.
+MAX_CLIENT_RESOURCES = 1_024.0
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Which data, and how it is split across clients."""
@@ -56,7 +82,7 @@ class DataConfig:
     path: str | None = None
     root: str | None = None
     download: bool = True
-    num_clients: int = field(default=5, metadata=_bounds(ge=1))
+    num_clients: int = field(default=5, metadata=_bounds(ge=1, le=MAX_CLIENTS))
     partition: PartitionName = "iid"
     alpha: float = field(default=1.0, metadata=_bounds(gt=0))
     shards_per_client: int = field(default=2, metadata=_bounds(ge=1))
@@ -80,7 +106,7 @@ class ModelConfig:
 class ClientConfig:
     """Local training on each client."""
 
-    local_epochs: int = field(default=1, metadata=_bounds(ge=1))
+    local_epochs: int = field(default=1, metadata=_bounds(ge=1, le=MAX_LOCAL_EPOCHS))
     batch_size: int = field(default=64, metadata=_bounds(ge=1))
     lr: float = field(default=0.1, metadata=_bounds(gt=0))
     momentum: float = field(default=0.0, metadata=_bounds(ge=0, lt=1))
@@ -95,9 +121,9 @@ class DPConfig:
     """
 
     enabled: bool = True
-    epsilon: float | None = field(default=None, metadata=_bounds(gt=0))
+    epsilon: float | None = field(default=None, metadata=_bounds(gt=0, le=MAX_TARGET_EPSILON))
     delta: float = field(default=1e-5, metadata=_bounds(gt=0, lt=1))
-    noise_multiplier: float | None = field(default=None, metadata=_bounds(gt=0))
+    noise_multiplier: float | None = field(default=None, metadata=_bounds(ge=MIN_NOISE_MULTIPLIER))
     max_grad_norm: float = field(default=1.0, metadata=_bounds(gt=0))
     max_epsilon: float | None = field(default=None, metadata=_bounds(gt=0))
     #: ``pld`` (dp-accounting's privacy loss distributions, tight) or ``rdp`` (Rényi DP;
@@ -139,7 +165,7 @@ class StrategyConfig:
     round_timeout: float = field(default=3600.0, metadata=_bounds(gt=0))
     # SecProbe / random_k: keep k of the M = clients_per_round updates (None = all M)
     k: int | None = field(default=None, metadata=_bounds(ge=1))
-    selection_epsilon: float = field(default=1.0, metadata=_bounds(gt=0))
+    selection_epsilon: float = field(default=1.0, metadata=_bounds(gt=0, le=MAX_EVENT_EPSILON))
     sensitivity: SensitivityName = "paper"
     # Krum, MultiKrum, Bulyan: assumed number f of malicious updates per round
     num_malicious: int = field(default=0, metadata=_bounds(ge=0))
@@ -188,7 +214,7 @@ class AttackConfig:
     name: AttackName = "pgd"
     epsilon: float = field(default=8 / 255, metadata=_bounds(gt=0))
     step_size: float = field(default=2 / 255, metadata=_bounds(gt=0))
-    steps: int = field(default=10, metadata=_bounds(ge=1))
+    steps: int = field(default=10, metadata=_bounds(ge=1, le=MAX_ATTACK_STEPS))
 
 
 @dataclass(frozen=True)
@@ -219,8 +245,13 @@ class SimulationConfig:
     (two clients share one GPU). ``ray_address`` attaches to an existing Ray cluster.
     """
 
-    num_cpus_per_client: float = field(default=1.0, metadata=_bounds(gt=0))
-    num_gpus_per_client: float | None = field(default=None, metadata=_bounds(ge=0))
+    num_cpus_per_client: float = field(
+        default=1.0, metadata=_bounds(ge=MIN_RESOURCE_FRACTION, le=MAX_CLIENT_RESOURCES)
+    )
+    #: 0 or at least ``MIN_RESOURCE_FRACTION`` (checked in :mod:`fedsim.config.rules`).
+    num_gpus_per_client: float | None = field(
+        default=None, metadata=_bounds(ge=0, le=MAX_CLIENT_RESOURCES)
+    )
     ray_address: str | None = None
 
 
@@ -271,7 +302,7 @@ class ValuationConfig:
 
     enabled: bool = False
     metric: ScoreMetric = "loss"
-    epsilon: float = field(default=1.0, metadata=_bounds(gt=0))
+    epsilon: float = field(default=1.0, metadata=_bounds(gt=0, le=MAX_EVENT_EPSILON))
     bound: float = field(default=1.0, metadata=_bounds(gt=0))
     release_rounds: tuple[int, ...] | None = None
     #: Also release these metrics (each at ``epsilon``, accounted) and report how rewards
@@ -319,7 +350,7 @@ class RobustnessEvaluationConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     epsilon: float = field(default=8 / 255, metadata=_bounds(gt=0))
     step_size: float = field(default=2 / 255, metadata=_bounds(gt=0))
-    steps: int = field(default=10, metadata=_bounds(ge=1))
+    steps: int = field(default=10, metadata=_bounds(ge=1, le=MAX_ATTACK_STEPS))
     #: L2 radius and step of ``pgd_l2`` (the L∞ numbers above are far too small in L2).
     l2_epsilon: float = field(default=0.5, metadata=_bounds(gt=0))
     l2_step_size: float = field(default=0.125, metadata=_bounds(gt=0))
@@ -355,7 +386,7 @@ class AuditConfig:
     """
 
     enabled: bool = False
-    canaries: int = field(default=500, metadata=_bounds(ge=10))
+    canaries: int = field(default=500, metadata=_bounds(ge=10, le=MAX_CLIENTS * 10))
     client: int = field(default=0, metadata=_bounds(ge=0))
     confidence: float = field(default=0.95, metadata=_bounds(gt=0, lt=1))
     #: The canary's raw norm as a multiple of the clipping bound (> 1: it is clipped to it).
@@ -368,7 +399,7 @@ class Config:
 
     name: str = "run"
     seed: int = field(default=0, metadata=_bounds(ge=0))
-    rounds: int = field(default=3, metadata=_bounds(ge=1))
+    rounds: int = field(default=3, metadata=_bounds(ge=1, le=MAX_ROUNDS))
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     client: ClientConfig = field(default_factory=ClientConfig)
