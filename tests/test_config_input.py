@@ -150,7 +150,7 @@ def test_preflight_accepts_a_large_but_accountable_plan() -> None:
     [
         ("simulation.num_cpus_per_client=1e-320", "num_cpus_per_client must be >= 0.01"),
         ("simulation.num_gpus_per_client=0.001", "num_gpus_per_client must be 0 or >= 0.01"),
-        ("data.num_clients=1000000", "data.num_clients must be <= 10000"),
+        ("data.num_clients=1000000", "data.num_clients must be <= 100000"),
         ("rounds=1000000000", "rounds must be <= 100000"),
         ("client.local_epochs=100000", "client.local_epochs must be <= 1000"),
         ("seed=100000000000000000000", "seed must be an integer of at most 64 bits"),
