@@ -54,7 +54,7 @@ from strategies.replies import (
     record_from_metrics,
 )
 from strategies.rewards import RewardBook, RewardNote
-from strategies.uploads import model_norm
+from strategies.uploads import MAX_STEP_RATIO, model_norm
 
 logger = logging.getLogger(__name__)
 
@@ -139,6 +139,9 @@ class FedsimStrategy:
         #: called with (this round's global arrays, accepted replies) after screening; a
         #: privacy auditor watches the updates the server receives through it
         self.reply_observers: list[Callable[[ArrayRecord | None, Accepted], None]] = []
+        #: an upload's step may be at most this many times max(‖global‖, 1)
+        #: (:mod:`strategies.uploads`; a wrapper that clips every update lifts it)
+        self.max_step_ratio = MAX_STEP_RATIO
         #: this round's global model (what replies are checked against) and its norm
         self._reference: dict[str, np.ndarray] = {}
         self._reference_norm = 0.0
@@ -315,6 +318,7 @@ class FedsimStrategy:
             weight_key=weight_key,
             client_id=cid,
             declared_examples=self.directory.num_examples.get(cid),
+            max_step_ratio=self.max_step_ratio,
         )
         return check_reply(
             content.array_records,

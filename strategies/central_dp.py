@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import secrets
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -92,6 +93,9 @@ class CentralDP(Strategy):
         self._exhausted = False
         rng = (lambda r: numpy_rng(cfg.seed, "client-sampling", r)) if seeded else _secret_rng
         strategy.cohort = PoissonCohort(plan.sample_rate, rng)  # what the accountant assumes
+        # every finite update is clipped to the plan's norm: no step bound is needed, and
+        # a diverging honest client is clipped rather than rejected
+        strategy.max_step_ratio = math.inf
 
     @property
     def core(self) -> FedsimStrategy:

@@ -35,7 +35,7 @@ from fedsim import keys
 from fedsim.privacy import PrivacyLedger
 from fedsim.records import ClientRoundRecord
 from strategies.ledger_check import LedgerLimits, read_ledger
-from strategies.uploads import update_problem
+from strategies.uploads import MAX_STEP_RATIO, update_problem
 
 #: Largest count (examples, steps, ids) a reply may claim: what a signed 32-bit count
 #: holds, far beyond any client's data or a run's steps.
@@ -225,6 +225,9 @@ class ReplyRules:
     client_id: int
     declared_examples: int | None = None
     ledger_limits: LedgerLimits = field(default_factory=LedgerLimits)
+    #: bound on an upload's step relative to the global model (``inf``: none, where every
+    #: update is clipped anyway, as under central DP)
+    max_step_ratio: float = MAX_STEP_RATIO
 
 
 @dataclass(frozen=True)
@@ -285,7 +288,7 @@ def check_reply(
         update = decode(arrays[keys.ARRAYS])
     except Exception as exc:  # any undecodable payload is the client's fault: rejected
         return Verdict("rejected", checked.values, f"arrays cannot be decoded: {exc}"[:300], ledger)
-    problem = update_problem(update, rules.reference, rules.reference_norm)
+    problem = update_problem(update, rules.reference, rules.reference_norm, rules.max_step_ratio)
     if problem is not None:
         return Verdict("rejected", checked.values, problem, ledger)
     return Verdict(keys.STATUS_OK, checked.values, None, ledger, update)

@@ -159,6 +159,9 @@ CATALOGUE: dict[str, Case] = {
     "upload-float-max": _arrays(_first_layer(lambda a: np.full_like(a, np.finfo(np.float32).max))),
 }
 
+#: cases that only break the step bound (finite, right shapes and dtypes)
+STEP_CASES = {"upload-times-1e30", "upload-times-1e6", "upload-float-max"}
+
 #: cases where the reply is a failure rather than a rejection
 FAILED = {"client-error"}
 
@@ -277,10 +280,11 @@ def _assert_sound(ctx: Any, state: State, new: State, expect: dict[int, str]) ->
     wrong = {
         c: (records[c].status, records[c].rejected_reason)
         for c, status in expect.items()
-        if records[c].status != status or not records[c].rejected_reason
+        if records[c].status != status or (status != "ok" and not records[c].rejected_reason)
     }
     assert not wrong, f"hostile replies not refused with a reason: {wrong}"
-    assert not set(expect) & set(entry.selected)
+    refused = {c for c, status in expect.items() if status != "ok"}
+    assert not refused & set(entry.selected)
     good = {c: records[c].status for c in range(GOOD)}
     assert set(good.values()) == {"ok"}, good
 
@@ -298,7 +302,10 @@ def test_hostile_replies_cost_only_their_senders(name: str, message_identity: No
         for i, case in enumerate(cases)
     }
     ctx, state, new = _round(name, hostile)
-    _assert_sound(ctx, state, new, dict.fromkeys(hostile, "rejected"))
+    # under central DP every finite update is clipped, so a far step is clipped, not refused
+    clipped = STEP_CASES if name.endswith("+central") else set()
+    expect = {GOOD + i: "ok" if case in clipped else "rejected" for i, case in enumerate(cases)}
+    _assert_sound(ctx, state, new, expect)
 
 
 @pytest.mark.parametrize("name", NAMES)

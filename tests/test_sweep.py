@@ -161,7 +161,8 @@ def test_sigint_stops_a_sweep_within_seconds_and_it_resumes(tmp_path: Path) -> N
 
     root = Path(__file__).resolve().parents[1]
     cfg = tmp_path / "sweep.yaml"
-    raw = {**BASE, "rounds": 40, "dp": {"enabled": False}, "sweep": {"seeds": [0, 1]}}
+    raw = {**BASE, "rounds": 40, "dp": {"enabled": False}}
+    raw["sweep"] = {"grid": {"client.lr": [0.1, 0.05]}}
     cfg.write_text(yaml.safe_dump(raw))
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "fedsim.cli", "sweep", str(cfg), "--out", str(out)]
