@@ -4,9 +4,10 @@ Every extension point of fedsim is one: models (``fedsim.models.MODELS``), datas
 (``fedsim.data.sources.DATASETS``), partitioners (``fedsim.data.partition.PARTITIONERS``),
 strategies (``strategies.registry.STRATEGIES``), valuation scores
 (``fedsim.valuation.registry.SCORES``), attacks (``fedsim.robustness.ATTACKS``), attacker
-kinds (``fedsim.attackers``), report sections (``fedsim.report.sections``) and CLI
-commands (``fedsim.cli.commands.COMMANDS``). ``tests/test_contracts.py`` discovers the
-members of each and checks that every one keeps its registry's contract.
+kinds (``fedsim.attackers``), simulated site faults (``clients.faults.FAULT_KINDS``),
+report sections (``fedsim.report.sections``) and CLI commands
+(``fedsim.cli.commands.COMMANDS``). ``tests/test_contracts.py`` discovers the members of
+each and checks that every one keeps its registry's contract.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from test_resume import ray_processes
 
-from clients.faults import FAULT_KINDS, faulty_clients
+from clients.faults import faulty_clients
 from fedsim.checkpoint import SERVER_STATE_FILE, STATE_DIR
 from fedsim.config import from_dict, load
 from fedsim.rundir import read_metrics, read_summary
@@ -62,14 +62,6 @@ def _gcs_address_below(pid: int) -> str:
             if arg.startswith(b"--gcs-address="):
                 return arg.split(b"=", 1)[1].decode()
     raise AssertionError("no Ray process below the run")
-
-
-def test_fault_kinds_are_the_config_literal() -> None:
-    import typing
-
-    from fedsim.config import FaultKind
-
-    assert sorted(typing.get_args(FaultKind)) == list(FAULT_KINDS.names())
 
 
 def test_faulty_sites_are_seeded_and_independent_of_other_roles() -> None:
@@ -185,3 +177,25 @@ def test_a_signal_asks_the_run_to_stop_and_a_second_aborts(sig: signal.Signals) 
             os.kill(os.getpid(), sig)
             time.sleep(0.05)
     assert signal.getsignal(sig) is not None  # the previous handler is back
+
+
+def test_an_unreachable_ray_address_fails_fast_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fedsim.cli import main
+    from fedsim.errors import FedsimError
+    from fedsim.run import check_ray_address
+
+    check_ray_address(None)
+    check_ray_address("auto")
+    with pytest.raises(FedsimError, match="must be 'auto', 'local', 'HOST:PORT'"):
+        check_ray_address("no-port-here")
+    cfg_path = tmp_path / "f.yaml"
+    cfg_path.write_text(CONFIG.format(rounds=1, timeout=10, fraction=0.0, kind="crash"))
+    started = time.monotonic()
+    code = main(["run", str(cfg_path), "--out", str(tmp_path / "run"),
+                 "-o", "simulation.ray_address=127.0.0.1:1"])  # fmt: skip
+    assert code == 2 and time.monotonic() - started < 30
+    err = capsys.readouterr().err
+    assert "simulation.ray_address '127.0.0.1:1': no Ray head answers" in err
+    assert "Traceback" not in err

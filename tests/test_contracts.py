@@ -22,12 +22,14 @@ import torch
 from PIL import Image
 
 import fedsim
+from clients.faults import FAULT_KINDS
 from fedsim.attackers import MALICIOUS_KINDS, UNRELIABLE_KINDS
 from fedsim.cli import build_parser, main
 from fedsim.cli.commands import COMMANDS
 from fedsim.config import (
     AttackName,
     DatasetName,
+    FaultKind,
     MaliciousKind,
     ModelName,
     PartitionName,
@@ -59,6 +61,7 @@ LITERALS_AND_REGISTRIES = [
     (AttackName, ATTACKS),
     (MaliciousKind, MALICIOUS_KINDS),
     (UnreliableKind, UNRELIABLE_KINDS),
+    (FaultKind, FAULT_KINDS),
 ]
 
 
