@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from privacy_oracle import epsilon_bounds
@@ -22,6 +23,7 @@ from fedsim.privacy import Accounting, LaplaceRelease, PrivacyLedger, PureDp, Su
 from fedsim.privacy.planning import DpSgdPlan
 
 
+@pytest.mark.slow
 @settings(max_examples=12, deadline=None, derandomize=True)
 @given(
     sigma=st.floats(0.8, 3.0),
