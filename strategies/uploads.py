@@ -56,16 +56,20 @@ def step_norm(update: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarr
     return math.sqrt(total)
 
 
+def _non_finite(arr: np.ndarray) -> int:
+    """How many values of a float or complex array are NaN or infinite (0 otherwise)."""
+    if arr.dtype.kind not in "fc":
+        return 0
+    return int(arr.size - np.count_nonzero(np.isfinite(arr)))
+
+
 def _array_problem(name: str, arr: np.ndarray, ref: np.ndarray) -> str | None:
     if tuple(arr.shape) != tuple(ref.shape):
         return f"array {name} has shape {tuple(arr.shape)}, expected {tuple(ref.shape)}"
     if arr.dtype != ref.dtype:
         return f"array {name} has dtype {arr.dtype}, expected {ref.dtype}"
-    if arr.dtype.kind in "fc":
-        bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
-        if bad:
-            return f"array {name} has {bad} non-finite values"
-    return None
+    bad = _non_finite(arr)
+    return f"array {name} has {bad} non-finite values" if bad else None
 
 
 def update_problem(
@@ -132,10 +136,9 @@ def aggregate_problem(
         arr = np.asarray(arrays[name])
         if tuple(arr.shape) != tuple(np.shape(ref)):
             return f"the aggregate's {name} has shape {tuple(arr.shape)}"
-        if arr.dtype.kind in "fc":
-            bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
-            if bad:
-                return f"the aggregate has {bad} non-finite values in {name}"
+        bad = _non_finite(arr)
+        if bad:
+            return f"the aggregate has {bad} non-finite values in {name}"
     return None
 
 

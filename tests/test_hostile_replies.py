@@ -11,14 +11,13 @@ and close to the good clients' updates. (Real runs with NaN uploads are in
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
 from strategy_harness import strategy_context
 
 from fedsim import keys
@@ -166,15 +165,6 @@ STEP_CASES = {"upload-times-1e30", "upload-times-1e6", "upload-float-max"}
 FAILED = {"client-error"}
 
 
-@pytest.fixture
-def message_identity() -> Iterator[None]:
-    """Flower messages need a task identity outside a running app."""
-    saved = (TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id)
-    TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 1
-    yield
-    TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id = saved
-
-
 def _good(cid: int, state: State) -> State:
     gen = torch.Generator().manual_seed(1000 + cid)
     return {k: v + 0.01 * torch.randn(v.shape, generator=gen) for k, v in state.items()}
@@ -294,7 +284,7 @@ def _tolerance(ctx: Any) -> float:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_hostile_replies_cost_only_their_senders(name: str, message_identity: None) -> None:
+def test_hostile_replies_cost_only_their_senders(name: str, task_identity: None) -> None:
     """Every case of the catalogue at once, one hostile client each, in one round."""
     cases = sorted(CATALOGUE)
     hostile: dict[int, Hostile] = {
@@ -310,7 +300,7 @@ def test_hostile_replies_cost_only_their_senders(name: str, message_identity: No
 
 @pytest.mark.parametrize("name", NAMES)
 def test_a_client_error_or_a_duplicate_reply_costs_only_its_sender(
-    name: str, message_identity: None
+    name: str, task_identity: None
 ) -> None:
     def failed(m: Message, cid: int, s: State, w: str) -> Message:
         return Message(Error(code=0, reason="worker died"), reply_to=m)
@@ -330,7 +320,7 @@ def test_a_client_error_or_a_duplicate_reply_costs_only_its_sender(
 
 @pytest.mark.parametrize("name", ["bulyan", "krum", "multikrum"])
 def test_one_nan_client_at_the_minimum_cohort_keeps_the_rule_going(
-    name: str, message_identity: None
+    name: str, task_identity: None
 ) -> None:
     """Bulyan at exactly 4f + 3 clients (Krum 2f + 3) with one NaN upload: the round still
     updates the model (median fallback) and says why, instead of never aggregating."""

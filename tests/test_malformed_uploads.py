@@ -8,13 +8,10 @@ runs, through metrics.jsonl.)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
 from strategy_harness import strategy_context
 
 from fedsim import keys
@@ -25,15 +22,6 @@ from strategies.registry import STRATEGIES, build_strategy
 
 N = 11  # 4 malformed + 7 good: Bulyan with f = 1 needs 4f + 3 = 7
 NAN, WRONG_KEY, WRONG_SHAPE, ZERO_EXAMPLES = 0, 1, 2, 3
-
-
-@pytest.fixture
-def message_identity() -> Iterator[None]:
-    """Flower messages need a task identity outside a running app."""
-    saved = (TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id)
-    TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 1
-    yield
-    TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id = saved
 
 
 def upload(cid: int, state: dict[str, torch.Tensor], rnd: int) -> dict[str, torch.Tensor]:
@@ -62,7 +50,7 @@ def reply(msg: Message, cid: int, rnd: int, state: dict[str, torch.Tensor]) -> M
 
 
 @pytest.mark.parametrize("name", STRATEGIES.names())
-def test_strategy_rejects_malformed_uploads(name: str, message_identity: None) -> None:
+def test_strategy_rejects_malformed_uploads(name: str, task_identity: None) -> None:
     cfg = from_dict(
         {
             "seed": 3,
@@ -101,7 +89,7 @@ def test_strategy_rejects_malformed_uploads(name: str, message_identity: None) -
         state = {k: v.clone() for k, v in new.items()}
 
 
-def test_krum_and_bulyan_report_what_their_rule_kept(message_identity: None) -> None:
+def test_krum_and_bulyan_report_what_their_rule_kept(task_identity: None) -> None:
     # Three far-off updates among seven: Krum keeps one update, MultiKrum k=3, Bulyan
     # M - 2f = 5 — none of them one of the far-off ones.
     counts = {}
