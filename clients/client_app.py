@@ -32,7 +32,7 @@ from clients.client_store import CarriedState, RoundStore
 from clients.faults import inject_fault
 from clients.local_round import LocalOutcome, LocalTask, run_local_round
 from fedsim import keys
-from fedsim.audit.canaries import canary_of
+from fedsim.audit.canaries import canary_of, federation_size
 from fedsim.config import Config, from_run_config
 from fedsim.deploy.policy import DEFAULT_POLICY, SitePolicy, load_policy
 from fedsim.deploy.site import SiteConfig, SiteData, load_site_data, site_from_node_config
@@ -51,6 +51,23 @@ APP_DIR = Path(__file__).resolve().parents[1]
 def client_id_of(context: Context) -> int:
     """The stable client id of this node (``client-id`` or ``partition-id`` in its node config)."""
     return site_from_node_config(context.node_config).client_id
+
+
+def pooled_site(msg: Message, num_clients: int) -> SiteConfig:
+    """The virtual client a pooled simulation's message is for (named in its group id,
+    :func:`fedsim.keys.client_tag`): a simulated client, no deployed site.
+
+    Raises
+    ------
+    RunError
+        If the message names no client of the run.
+    """
+    cid = keys.tagged_client(msg.metadata.group_id, num_clients)
+    if cid is None:
+        raise RunError(
+            f"message group id {msg.metadata.group_id!r} names no client in [0, {num_clients})"
+        )
+    return SiteConfig(client_id=cid, deployed=False)
 
 
 def site_data_of(site: SiteConfig) -> SiteData | None:
@@ -178,6 +195,7 @@ def handle_train(
     context: Context,
     seeded_noise: bool,
     store: RoundStore | None = None,
+    pooled: bool = False,
 ) -> Message:
     """Train one round and build the reply.
 
@@ -186,8 +204,14 @@ def handle_train(
     entropy every round, which nobody else holds. ``store``: where a simulated client
     keeps its carried state per round (``fedsim run``; it makes runs resumable); without
     it the state lives in Flower's ``context.state`` or, on a deployed site, its state file.
+    ``pooled``: the node serves many virtual clients; the message names which
+    (:func:`pooled_site`; needs ``store``).
     """
-    site = site_from_node_config(context.node_config)
+    site = (
+        pooled_site(msg, federation_size(cfg))
+        if pooled
+        else site_from_node_config(context.node_config)
+    )
     canary = canary_of(cfg, site.client_id)
     if canary is not None:  # a user-level audit's canary client: no data, no training
         return _canary_reply(cfg, msg, site.client_id, canary)
@@ -333,7 +357,11 @@ def handle_query(cfg: Config, msg: Message, context: Context) -> Message:
 
 
 def make_client_app(
-    cfg: Config | None = None, *, seeded_noise: bool = False, state_root: Path | None = None
+    cfg: Config | None = None,
+    *,
+    seeded_noise: bool = False,
+    state_root: Path | None = None,
+    pooled: bool = False,
 ) -> ClientApp:
     """A ClientApp for ``cfg``; with ``None`` the config comes from ``context.run_config``.
 
@@ -342,7 +370,11 @@ def make_client_app(
     SuperNode in particular — draws sampling and noise from the site's own entropy.
     ``state_root``: keep simulated clients' carried state per round there
     (:mod:`clients.client_store`; ``fedsim run`` passes ``<run dir>/state/clients``).
+    ``pooled``: each node serves many virtual clients (``fedsim run``; needs
+    ``state_root``), each train message names its client (:func:`pooled_site`).
     """
+    if pooled and state_root is None:
+        raise ValueError("pooled clients keep their state in a store: give state_root")
     store = None if state_root is None else RoundStore(state_root)
     app = ClientApp()
 
@@ -351,7 +383,7 @@ def make_client_app(
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        return handle_train(resolve(context), msg, context, seeded_noise, store)
+        return handle_train(resolve(context), msg, context, seeded_noise, store, pooled)
 
     @app.query()
     def query(msg: Message, context: Context) -> Message:

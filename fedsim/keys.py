@@ -83,3 +83,33 @@ NODE_DATA_FORMAT: Final = "data-format"
 NODE_STATE_DIR: Final = "state-dir"
 #: The site's privacy policy file (YAML, :mod:`fedsim.deploy.policy`)
 NODE_POLICY_PATH: Final = "policy-path"
+
+
+#: Prefix of a train message's ``group_id`` naming its virtual client when many
+#: simulated clients share a node (``fedsim run``); Flower copies it into the reply.
+CLIENT_TAG: Final = "fedsim-client-"
+
+
+def client_tag(client_id: int) -> str:
+    """The ``group_id`` of a pooled train message to ``client_id``.
+
+    >>> client_tag(7)
+    'fedsim-client-7'
+    """
+    return f"{CLIENT_TAG}{int(client_id)}"
+
+
+def tagged_client(group_id: str, num_clients: int) -> int | None:
+    """The client a ``group_id`` names (:func:`client_tag`), or ``None`` when it names none
+    in ``[0, num_clients)``.
+
+    >>> tagged_client("fedsim-client-7", 10), tagged_client("fedsim-client-7", 5)
+    (7, None)
+    """
+    if not group_id.startswith(CLIENT_TAG):
+        return None
+    digits = group_id[len(CLIENT_TAG) :]
+    if not digits.isascii() or not digits.isdigit() or len(digits) > 9:
+        return None
+    cid = int(digits)
+    return cid if cid < num_clients else None

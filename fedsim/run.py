@@ -90,6 +90,25 @@ def check_ray_address(address: str | None, timeout: float = RAY_CONNECT_TIMEOUT)
         ) from None
 
 
+#: Most SuperNodes a simulation starts: its virtual clients share them
+#: (:mod:`strategies.directory`), so that set-up and rounds cost the same for any N.
+POOL_SIZE = 16
+
+
+def pool_size(num_clients: int) -> int:
+    """How many SuperNodes simulate ``num_clients`` virtual clients.
+
+    Ray's actors, not the nodes, decide how many clients train at once; a node is only a
+    mailbox, which Flower's simulation engine polls every 0.1 s for one message. Up to
+    :data:`POOL_SIZE` nodes keep a round's messages flowing without the per-node cost of
+    one node per client.
+
+    >>> pool_size(5), pool_size(10_000)
+    (5, 16)
+    """
+    return max(1, min(int(num_clients), POOL_SIZE))
+
+
 def config_problems(cfg: Config) -> list[str]:
     """The rules the configured strategy declares (``strategies.registry``), which the
     config package cannot see (import direction)."""
@@ -210,6 +229,7 @@ def _simulate(
     from fedsim.checkpoint import STATE_DIR
     from strategies.server_app import make_server_app
 
+    nodes = pool_size(federation_size(cfg))  # a user-level audit adds its canary clients
     run_simulation(
         # a simulation: reproducible from the root seed (its ε assumes the seed is secret)
         server_app=make_server_app(
@@ -220,11 +240,12 @@ def _simulate(
             seeded_noise=True,
             resume=resume,
             stop=stop,
+            pool_size=nodes,
         ),
         client_app=make_client_app(
-            cfg, seeded_noise=True, state_root=Path(out_dir) / STATE_DIR / "clients"
+            cfg, seeded_noise=True, state_root=Path(out_dir) / STATE_DIR / "clients", pooled=True
         ),
-        num_supernodes=federation_size(cfg),  # a user-level audit adds its canary clients
+        num_supernodes=nodes,
         backend_config=backend_config(cfg),  # type: ignore[arg-type]
         verbose_logging=verbose,
     )

@@ -147,6 +147,8 @@ class FedsimStrategy:
         self._reference_norm = 0.0
         self._reference_shapes: dict[str, tuple[int, ...]] = {}
         self._round_arrays: ArrayRecord | None = None
+        #: (node id, group id) of this round's train messages -> their client
+        self._addressed: dict[tuple[int, str], int] = {}
 
     # ------------------------------------------------------------------ resume
     def export_state(self) -> dict[str, Any]:
@@ -193,6 +195,7 @@ class FedsimStrategy:
         self._round_arrays = arrays
         self._reference = {k: a.numpy() for k, a in arrays.items()}
         self._reference_norm = model_norm(self._reference)
+        self._addressed = {}
         clients = self.sample_clients(server_round)
         self.log.sampled(server_round, tuple(clients))
         if not clients:
@@ -203,15 +206,18 @@ class FedsimStrategy:
             config[key] = value
         logger.info("round %d: training clients %s", server_round, clients)
         ahead = self.selection_epsilon_ahead(len(clients))
+        addresses = self.directory.addresses(clients)
+        self._addressed = {address: c for address, c in zip(addresses, clients, strict=True)}
         return [
             Message(
                 content=RecordDict(
                     {keys.ARRAYS: arrays, keys.CONFIG: self._client_config(config, c, ahead)}
                 ),
                 message_type=MessageType.TRAIN,
-                dst_node_id=self.directory.node_of[c],
+                dst_node_id=node,
+                group_id=group,
             )
-            for c in clients
+            for (node, group), c in zip(addresses, clients, strict=True)
         ]
 
     def _client_config(self, config: ConfigRecord, cid: int, ahead: float) -> ConfigRecord:
@@ -261,10 +267,13 @@ class FedsimStrategy:
         seen: set[int] = set()
         cohort = set(self.log.cohort(server_round))
         for msg in replies:
-            node = msg.metadata.src_node_id
-            cid = self.directory.client_of.get(node)
+            cid = self.directory.sender(msg, self._addressed)
             if cid is None:
-                logger.warning("round %d: reply from unknown node %d ignored", server_round, node)
+                logger.warning(
+                    "round %d: reply from node %d answers no message sent to it; ignored",
+                    server_round,
+                    msg.metadata.src_node_id,
+                )
                 continue
             if cid in seen:
                 logger.warning("round %d: second reply from client %d ignored", server_round, cid)

@@ -1,7 +1,19 @@
-"""Map Flower's random node ids to fedsim's stable client ids 0..N-1.
+"""Who the server's messages go to: fedsim's stable client ids 0..N-1 and Flower nodes.
 
-At start the server waits until all N nodes are connected, then asks each (a Flower
-query message) for its client id and data size.
+Two layouts:
+
+- **Dedicated** (deployment, ``flwr run``): one SuperNode per site. At start the server
+  waits until all N nodes are connected, then asks each (a Flower query message) for its
+  client id and data size (:func:`discover_clients`). A reply's sender node names its
+  client.
+- **Pooled** (``fedsim run`` simulations): N virtual clients share a small pool of
+  SuperNodes (:func:`pooled_directory`). Each train message names its client in its
+  ``group_id`` (:func:`fedsim.keys.client_tag`), which Flower copies into the reply; the
+  server accepts a reply only from the node it sent that client's message to this round.
+  Client sizes come from the simulated partitions on the server (no query of N
+  clients), and a client's state between rounds lives in its per-client store
+  (:mod:`clients.client_store`), not in a node. Set-up and per-round cost then do not
+  grow with N, and neither does Flower's per-node bookkeeping.
 """
 
 from __future__ import annotations
@@ -9,7 +21,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from flwr.app import Message, MessageType, RecordDict
 from flwr.serverapp import Grid
@@ -23,17 +36,52 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ClientDirectory:
-    """Bidirectional node id ↔ client id map, plus each client's example count (the
-    clients that reveal it: none under ``dp.neighbouring: add_remove``)."""
+    """Where each client is reached, plus each client's example count (the clients that
+    reveal it: none under ``dp.neighbouring: add_remove``).
+
+    Dedicated: ``node_of``/``client_of`` map client ids and node ids one to one. Pooled:
+    ``pool`` lists the shared nodes and ``num_clients`` the virtual clients.
+    """
 
     node_of: dict[int, int]
     client_of: dict[int, int]
     num_examples: dict[int, int]
+    pool: tuple[int, ...] = ()
+    num_clients: int = 0
+    _ids: tuple[int, ...] = field(default=(), init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        ids = tuple(range(self.num_clients)) if self.pool else tuple(sorted(self.node_of))
+        object.__setattr__(self, "_ids", ids)
+
+    @property
+    def pooled(self) -> bool:
+        """Whether clients share a pool of nodes (simulation)."""
+        return bool(self.pool)
 
     @property
     def client_ids(self) -> tuple[int, ...]:
         """All known client ids, sorted."""
-        return tuple(sorted(self.node_of))
+        return self._ids
+
+    def addresses(self, clients: Sequence[int]) -> list[tuple[int, str]]:
+        """``(node id, group id)`` of the messages to ``clients`` (a sorted cohort): their
+        own nodes, or the pool's nodes in turn with the client named in the group id."""
+        if not self.pool:
+            return [(self.node_of[c], "") for c in clients]
+        size = len(self.pool)
+        return [(self.pool[i % size], keys.client_tag(c)) for i, c in enumerate(clients)]
+
+    def sender(self, reply: Message, addressed: Mapping[tuple[int, str], int]) -> int | None:
+        """The client a reply comes from, or ``None`` if it answers nothing sent to it.
+
+        ``addressed`` maps ``(node id, group id)`` of this round's messages to their
+        clients: a pooled reply counts only from the node its client's message went to.
+        """
+        node = reply.metadata.src_node_id
+        if not self.pool:
+            return self.client_of.get(node)
+        return addressed.get((node, reply.metadata.group_id))
 
 
 def wait_for_nodes(
@@ -49,10 +97,30 @@ def wait_for_nodes(
             return nodes
         if time.monotonic() > deadline:
             raise RunError(
-                f"only {len(nodes)} of data.num_clients={expected} nodes connected "
-                f"within {timeout:.0f} s"
+                f"only {len(nodes)} of {expected} expected nodes connected within {timeout:.0f} s"
             )
         time.sleep(0.2)
+
+
+def pooled_directory(
+    grid: Grid,
+    pool_size: int,
+    num_clients: int,
+    num_examples: Mapping[int, int],
+    timeout: float,
+    stop: threading.Event | None = None,
+) -> ClientDirectory:
+    """The directory of ``num_clients`` virtual clients on ``pool_size`` shared nodes,
+    with the sizes the server computed (``num_examples``; empty when sizes are private)."""
+    nodes = wait_for_nodes(grid, pool_size, timeout, stop)
+    logger.info("%d virtual clients on %d nodes", num_clients, len(nodes))
+    return ClientDirectory(
+        node_of={},
+        client_of={},
+        num_examples=dict(num_examples),
+        pool=tuple(nodes),
+        num_clients=num_clients,
+    )
 
 
 def discover_clients(

@@ -37,7 +37,7 @@ from fedsim.workload import dataset_for, partitions_for
 from strategies.audit import Auditor, SampleLevelAuditor, UserLevelAuditor, finish_audit
 from strategies.base import StrategyContext
 from strategies.central_dp import CentralDP, fedsim_core
-from strategies.directory import ClientDirectory, discover_clients
+from strategies.directory import ClientDirectory, discover_clients, pooled_directory
 from strategies.registry import build_strategy
 from strategies.rounds import run_rounds
 
@@ -72,6 +72,7 @@ def run_server(
     seeded: bool = False,
     resume: ResumePoint | None = None,
     stop: threading.Event | None = None,
+    pool_size: int | None = None,
 ) -> dict[str, Any]:
     """Run the whole federation from the server side; returns the summary.
 
@@ -80,6 +81,9 @@ def run_server(
     ``resume``: continue an interrupted run from its last checkpoint
     (:mod:`fedsim.checkpoint`). ``stop``: set it to end the run within a second, after
     the last completed round's checkpoint (raises :class:`RunInterruptedError`).
+    ``pool_size``: the simulation's virtual clients share this many nodes
+    (:func:`strategies.directory.pooled_directory`); ``None``: one node per client, asked
+    for its id (deployment).
     """
     started = time.perf_counter()
     writer = RunWriter(out_dir, cfg, resume=resume)
@@ -87,7 +91,12 @@ def run_server(
         bundle = dataset_for(cfg.data, cfg.seed)
         device = pick_device()
         model = build_model(cfg.model.name, bundle.input_shape, bundle.num_classes, seed=cfg.seed)
-        directory = discover_clients(grid, federation_size(cfg), node_timeout, stop)
+        if pool_size is None:
+            directory = discover_clients(grid, federation_size(cfg), node_timeout, stop)
+        else:
+            directory = pooled_directory(
+                grid, pool_size, federation_size(cfg), _server_sizes(cfg), node_timeout, stop
+            )
         if seeded:  # a simulation: note its Ray processes for a resume after a crash
             from fedsim.procs import record
 
@@ -217,6 +226,15 @@ def _auditor(cfg: Config, model: torch.nn.Module, seeded: bool) -> Auditor | Non
     return SampleLevelAuditor(cfg, trainable)
 
 
+def _server_sizes(cfg: Config) -> dict[int, int]:
+    """The simulated clients' sizes, computed by the server from the seed (what a
+    dedicated node would have answered: nothing when sizes are private, nothing for a
+    canary client)."""
+    if cfg.hides_client_size:
+        return {}
+    return {cid: len(part) for cid, part in enumerate(partitions_for(cfg.data, cfg.seed))}
+
+
 def _true_sizes(cfg: Config, directory: ClientDirectory) -> dict[int, int]:
     """Clients' sizes for the simulation's ground truth (clean fractions): as reported,
     or — where clients keep them private — the simulated partitions' sizes."""
@@ -235,11 +253,13 @@ def make_server_app(
     seeded_noise: bool = False,
     resume: ResumePoint | None = None,
     stop: threading.Event | None = None,
+    pool_size: int | None = None,
 ) -> ServerApp:
     """A ServerApp for ``cfg``; with ``None`` the config comes from ``context.run_config``.
 
     ``on_round`` is called with each round's record, ``on_summary`` with the final summary;
-    ``seeded_noise`` only for ``fedsim run`` simulations (see :func:`run_server`).
+    ``seeded_noise`` only for ``fedsim run`` simulations, and ``pool_size`` (virtual
+    clients on that many nodes) with it (see :func:`run_server`).
     """
     app = ServerApp()
 
@@ -248,7 +268,14 @@ def make_server_app(
         run_cfg = cfg if cfg is not None else from_run_config(context.run_config, APP_DIR)
         target = out_dir or deployment_out_dir(context, run_cfg)
         summary = run_server(
-            grid, run_cfg, str(target), on_round, seeded=seeded_noise, resume=resume, stop=stop
+            grid,
+            run_cfg,
+            str(target),
+            on_round,
+            seeded=seeded_noise,
+            resume=resume,
+            stop=stop,
+            pool_size=pool_size,
         )
         if on_summary is not None:
             on_summary(summary)

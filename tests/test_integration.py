@@ -17,6 +17,7 @@ import pytest
 import torch
 from privacy_oracle import epsilon_bounds
 
+import fedsim.run
 from fedsim.config import from_dict
 from fedsim.models import build_model
 from fedsim.run import run_experiment
@@ -49,8 +50,10 @@ def dp_runs(tmp_path_factory):
     cfg = from_dict(small_config(epsilon=2.0))
     a = tmp_path_factory.mktemp("run_a")
     b = tmp_path_factory.mktemp("run_b")
-    run_experiment(cfg, a)
-    run_experiment(cfg, b)
+    run_experiment(cfg, a)  # 3 virtual clients on 3 nodes
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fedsim.run, "POOL_SIZE", 1)
+        run_experiment(cfg, b)  # all 3 on one node: where a client runs changes nothing
     return cfg, a, b
 
 
