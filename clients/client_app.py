@@ -39,7 +39,7 @@ from fedsim.deploy.site import SiteConfig, SiteData, load_site_data, site_from_n
 from fedsim.deploy.state import load_state, record_round, save_state, site_lock
 from fedsim.errors import FedsimError, RunError
 from fedsim.privacy import DpEvent, PrivacyLedger, PureDp
-from fedsim.workload import client_split, simulated_client_data
+from fedsim.workload import client_split, partitions_for, simulated_client_data
 
 logger = logging.getLogger(__name__)
 
@@ -344,6 +344,13 @@ def server_privacy_events(train_config: ConfigRecord) -> tuple[DpEvent, ...]:
     return events
 
 
+def handle_warm_up(cfg: Config, msg: Message) -> Message:
+    """A pooled simulation's start: load the run's data (and, by running at all, the
+    client code's imports) in this worker, so that round 1 starts warm; replies empty."""
+    partitions_for(cfg.data, cfg.seed)
+    return Message(content=RecordDict({keys.METRICS: MetricRecord({})}), reply_to=msg)
+
+
 def handle_query(cfg: Config, msg: Message, context: Context) -> Message:
     """Tell the server which client this node is and how much data it holds."""
     site = site_from_node_config(context.node_config)
@@ -387,6 +394,8 @@ def make_client_app(
 
     @app.query()
     def query(msg: Message, context: Context) -> Message:
+        if pooled:  # no node stands for a client: the query only warms the worker up
+            return handle_warm_up(resolve(context), msg)
         return handle_query(resolve(context), msg, context)
 
     return app

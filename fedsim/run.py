@@ -90,23 +90,44 @@ def check_ray_address(address: str | None, timeout: float = RAY_CONNECT_TIMEOUT)
         ) from None
 
 
-#: Most SuperNodes a simulation starts: its virtual clients share them
-#: (:mod:`strategies.directory`), so that set-up and rounds cost the same for any N.
+#: SuperNodes a simulation starts at least (up to its number of clients): its virtual
+#: clients share them (:mod:`strategies.directory`), so set-up and rounds cost the same
+#: for any N.
 POOL_SIZE = 16
 
+#: Workers assumed on an existing Ray cluster (``simulation.ray_address``), whose size
+#: is not known before Ray starts: a node more than needed costs a few bytes.
+CLUSTER_WORKERS = 256
 
-def pool_size(num_clients: int) -> int:
-    """How many SuperNodes simulate ``num_clients`` virtual clients.
+
+def expected_workers(cfg: Config) -> int:
+    """How many client workers (Ray actors) will train at once: this machine's CPUs (and
+    GPUs, when clients ask for them) divided by each client's share."""
+    sim = cfg.simulation
+    if sim.ray_address:
+        return CLUSTER_WORKERS
+    workers = int((os.cpu_count() or 1) // sim.num_cpus_per_client)
+    gpus = backend_config(cfg)["client_resources"]["num_gpus"]
+    if gpus > 0:
+        import torch
+
+        workers = min(workers, int(torch.cuda.device_count() // gpus))
+    return max(1, workers)
+
+
+def pool_size(num_clients: int, workers: int = 1) -> int:
+    """How many SuperNodes simulate ``num_clients`` virtual clients for ``workers``.
 
     Ray's actors, not the nodes, decide how many clients train at once; a node is only a
-    mailbox, which Flower's simulation engine polls every 0.1 s for one message. Up to
-    :data:`POOL_SIZE` nodes keep a round's messages flowing without the per-node cost of
-    one node per client.
+    mailbox, which Flower's simulation engine polls every 0.1 s for one message. At least
+    :data:`POOL_SIZE` nodes, and one per worker (so that every worker is warmed up at the
+    start, :func:`strategies.directory.pooled_directory`), keep messages flowing without
+    the per-node cost of one node per client.
 
-    >>> pool_size(5), pool_size(10_000)
-    (5, 16)
+    >>> pool_size(5), pool_size(10_000), pool_size(10_000, workers=64)
+    (5, 16, 64)
     """
-    return max(1, min(int(num_clients), POOL_SIZE))
+    return max(1, min(int(num_clients), max(POOL_SIZE, int(workers))))
 
 
 def config_problems(cfg: Config) -> list[str]:
@@ -184,10 +205,13 @@ def run_experiment(
 
 
 def _stop_ray() -> None:
-    """Shut the local Ray instance down (also after an error or an interruption)."""
+    """Shut the local Ray instance down (also after an error or an interruption), unless
+    a :func:`fedsim.raypool.reuse_actors` block keeps it for the next run."""
     import ray
 
-    if ray.is_initialized():
+    from fedsim.raypool import actors_kept
+
+    if ray.is_initialized() and not actors_kept():
         ray.shutdown()
 
 
@@ -229,7 +253,8 @@ def _simulate(
     from fedsim.checkpoint import STATE_DIR
     from strategies.server_app import make_server_app
 
-    nodes = pool_size(federation_size(cfg))  # a user-level audit adds its canary clients
+    # a user-level audit adds its canary clients
+    nodes = pool_size(federation_size(cfg), expected_workers(cfg))
     run_simulation(
         # a simulation: reproducible from the root seed (its ε assumes the seed is secret)
         server_app=make_server_app(

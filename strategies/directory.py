@@ -111,8 +111,34 @@ def pooled_directory(
     stop: threading.Event | None = None,
 ) -> ClientDirectory:
     """The directory of ``num_clients`` virtual clients on ``pool_size`` shared nodes,
-    with the sizes the server computed (``num_examples``; empty when sizes are private)."""
+    with the sizes the server computed (``num_examples``; empty when sizes are private).
+
+    Every node is sent a query first, which the client workers answer once they have
+    imported the client code and loaded the data: the workers' cold start is paid here,
+    under ``timeout``, not inside round 1's ``strategy.round_timeout``. (With at least as
+    many nodes as workers, each worker takes one query.)
+
+    Raises
+    ------
+    RunError
+        If a node does not answer within ``timeout`` or answers with an error.
+    """
     nodes = wait_for_nodes(grid, pool_size, timeout, stop)
+    queries = [
+        Message(content=RecordDict(), message_type=MessageType.QUERY, dst_node_id=node)
+        for node in nodes
+    ]
+    replies = exchange(grid, queries, timeout, stop)
+    for reply in replies:
+        if reply.has_error():
+            raise RunError(
+                f"node {reply.metadata.src_node_id} could not start a client: {reply.error.reason}"
+            )
+    if len(replies) < len(nodes):
+        raise RunError(
+            f"{len(nodes) - len(replies)} of {len(nodes)} nodes did not start a client "
+            f"within {timeout:.0f} s"
+        )
     logger.info("%d virtual clients on %d nodes", num_clients, len(nodes))
     return ClientDirectory(
         node_of={},

@@ -52,7 +52,7 @@ def dp_runs(tmp_path_factory):
     b = tmp_path_factory.mktemp("run_b")
     run_experiment(cfg, a)  # 3 virtual clients on 3 nodes
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(fedsim.run, "POOL_SIZE", 1)
+        patch.setattr(fedsim.run, "pool_size", lambda clients, workers=1: 1)
         run_experiment(cfg, b)  # all 3 on one node: where a client runs changes nothing
     return cfg, a, b
 

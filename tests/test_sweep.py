@@ -185,3 +185,41 @@ def test_sigint_stops_a_sweep_within_seconds_and_it_resumes(tmp_path: Path) -> N
     assert ": resuming" in again.stderr
     rows = _read_csv(out / "sweep.csv")
     assert [r["status"] for r in rows] == ["done", "done"]
+
+
+@pytest.mark.e2e
+def test_runs_share_warm_actors_and_match_a_fresh_run(tmp_path: Path) -> None:
+    """Inside ``reuse_actors`` a second run takes over the first run's Ray and actor pool
+    (the same actors), and its results equal those of the same config run on its own."""
+    import json
+
+    import ray
+
+    from fedsim.config import from_dict
+    from fedsim.run import protect_local_ray, run_experiment
+    from fedsim.rundir import read_metrics
+
+    first = from_dict({**BASE, "dp": {"noise_multiplier": 2.0, "delta": 1e-4}})
+    second = from_dict({**BASE, "rounds": 2, "seed": 5})
+    protect_local_ray(first)
+    from fedsim.raypool import reuse_actors
+
+    with reuse_actors() as pools:
+        run_experiment(first, tmp_path / "a")
+        assert ray.is_initialized() and len(pools) == 1
+        (pool,) = pools.kept()
+        actors = list(pool.pool)
+        run_experiment(second, tmp_path / "b")
+        assert pools.kept() == (pool,) and sorted(map(id, pool.pool)) == sorted(map(id, actors))
+    assert not ray.is_initialized()
+    run_experiment(second, tmp_path / "fresh")
+
+    def strip(run: Path) -> str:
+        lines = read_metrics(run)
+        for m in lines:
+            m.pop("seconds")
+            for c in m["clients"].values():
+                c.pop("train_seconds", None)
+        return json.dumps(lines, sort_keys=True)
+
+    assert strip(tmp_path / "b") == strip(tmp_path / "fresh")

@@ -115,8 +115,27 @@ def run_sweep(
 
     An interrupted point with a checkpoint resumes from it. ``stop`` (set by SIGINT or
     SIGTERM) ends the sweep within seconds with :class:`RunInterruptedError`, after the
-    running point's last checkpoint.
+    running point's last checkpoint. Ray and the client actors start once and serve
+    every point (:func:`fedsim.raypool.reuse_actors`).
     """
+    from fedsim.run import protect_local_ray
+
+    if points:
+        protect_local_ray(points[0].config)  # before Ray is imported
+    from fedsim.raypool import reuse_actors
+
+    with reuse_actors():  # one Ray and one warm actor pool for all points
+        return _run_points(points, spec, out, verbose, stream, stop)
+
+
+def _run_points(
+    points: Sequence[SweepPoint],
+    spec: SweepSpec,
+    out: Path,
+    verbose: bool,
+    stream: Any,
+    stop: threading.Event | None,
+) -> list[dict[str, Any]]:
     from fedsim.run import run_experiment
 
     stream = stream if stream is not None else sys.stderr

@@ -1,0 +1,94 @@
+"""Resident memory of each Ray client actor, round after round, in one ``fedsim run``.
+
+Runs a config (default ``experiments/quickstart.yaml``) in a subprocess and samples,
+every 0.25 s from ``/proc``, the RSS of every process whose command line names Flower's
+``ClientAppActor`` and of the whole process tree. At each new line of ``metrics.jsonl``
+(a finished round) it notes the actors' RSS; it prints them per round, the growth from
+the end of round 1 to the last round, and the peak of the tree.
+
+    PYTHONPATH=. python benchmarks/actor_memory.py [CONFIG] [-o rounds=12] [--json F]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.scale import tree_rss
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def actor_rss() -> dict[int, int]:
+    """pid -> RSS bytes of every live client actor process."""
+    out: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = Path(entry.path, "cmdline").read_bytes()
+            if b"ClientAppActor" not in cmd:
+                continue
+            out[int(entry.name)] = int(Path(entry.path, "statm").read_text().split()[1]) * PAGE
+        except OSError:
+            continue
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("config", nargs="?", default=str(ROOT / "experiments/quickstart.yaml"))
+    parser.add_argument("-o", "--override", action="append", default=[])
+    parser.add_argument("--quick", action="store_true", help="rounds=4")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    overrides = list(args.override) + (["rounds=4"] if args.quick else [])
+    with tempfile.TemporaryDirectory(prefix="fedsim-mem-") as tmp:
+        out = Path(tmp) / "run"
+        cmd = [sys.executable, "-m", "fedsim.cli", "run", args.config, "--out", str(out)]
+        for item in overrides:
+            cmd += ["-o", item]
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        metrics = out / "metrics.jsonl"
+        per_round: list[dict[int, int]] = []
+        peak = 0
+        while proc.poll() is None:
+            peak = max(peak, tree_rss(proc.pid))
+            done = len(metrics.read_text().splitlines()) if metrics.exists() else 0
+            if done > len(per_round):
+                per_round.append(actor_rss())
+            time.sleep(0.25)
+        if proc.returncode != 0:
+            raise SystemExit(f"fedsim run failed:\n{proc.stderr.read()[-2000:]}")
+    rows = []
+    for r, sample in enumerate(per_round, start=1):
+        gib = sorted(round(v / 2**30, 3) for v in sample.values())
+        rows.append({"round": r, "actors_gib": gib})
+        print(f"after round {r:>2}: actors {', '.join(f'{g:.2f}' for g in gib)} GiB", flush=True)
+    first, last = sum(rows[0]["actors_gib"]), sum(rows[-1]["actors_gib"])
+    result = {
+        "benchmark": "actor_memory",
+        "config": args.config,
+        "overrides": overrides,
+        "rounds": rows,
+        "growth_gib": round(last - first, 3),
+        "peak_tree_gib": round(peak / 2**30, 3),
+    }
+    print(
+        f"actors' growth round 1 -> {len(rows)}: {result['growth_gib']:+.2f} GiB in total; "
+        f"peak of the process tree {result['peak_tree_gib']:.2f} GiB"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
