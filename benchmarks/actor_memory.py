@@ -13,33 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.scale import tree_rss
+from procmem import actor_rss, tree_rss
 
-PAGE = os.sysconf("SC_PAGE_SIZE")
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def actor_rss() -> dict[int, int]:
-    """pid -> RSS bytes of every live client actor process."""
-    out: dict[int, int] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = Path(entry.path, "cmdline").read_bytes()
-            if b"ClientAppActor" not in cmd:
-                continue
-            out[int(entry.name)] = int(Path(entry.path, "statm").read_text().split()[1]) * PAGE
-        except OSError:
-            continue
-    return out
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -34,39 +33,9 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from procmem import tree_rss
 
-PAGE = os.sysconf("SC_PAGE_SIZE")
 VAL_SIZE = 200
-
-
-def _children() -> dict[int, list[int]]:
-    """Parent pid -> child pids, from ``/proc``."""
-    tree: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(entry.path, "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        tree.setdefault(ppid, []).append(int(entry.name))
-    return tree
-
-
-def tree_rss(root: int) -> int:
-    """Bytes of resident memory of ``root`` and all its descendants."""
-    tree = _children()
-    total, todo = 0, [root]
-    while todo:
-        pid = todo.pop()
-        todo.extend(tree.get(pid, []))
-        try:
-            fields = Path(f"/proc/{pid}/statm").read_text().split()
-        except OSError:
-            continue
-        total += int(fields[1]) * PAGE
-    return total
 
 
 def write_dataset(path: Path, num_clients: int, per_client: int, seed: int = 0) -> None:

@@ -40,6 +40,9 @@ def backend_config(cfg: Config) -> dict[str, Any]:
     if sim.ray_address:
         init_args["address"] = sim.ray_address
     else:
+        # a Ray of our own, never a cluster that `ray start` left on this machine (Ray
+        # would attach to the one its ray_current_cluster file names)
+        init_args["address"] = "local"
         init_args["num_cpus"] = max(1, os.cpu_count() or 1)
     return {
         # max_restarts: Ray restarts a client worker that died (crash, OOM kill) instead

@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -146,9 +147,24 @@ def test_a_run_attaches_to_an_existing_ray_cluster(tmp_path: Path) -> None:
         summary = read_summary(tmp_path / "run")
         assert summary["rounds"] == 2 and 0 < summary["final"]["test_accuracy"] <= 1
         assert head.poll() is None, "the run must not stop a cluster it did not start"
+        # a run without ray_address starts its own Ray, not attaching to this cluster
+        # (which `ray start` noted for every later ray.init() on this machine)
+        local = subprocess.run(
+            [sys.executable, "-m", "fedsim.cli", "run", str(cfg), "--out", str(tmp_path / "own")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert local.returncode == 0, local.stderr[-3000:]
+        assert head.poll() is None
     finally:
         os.killpg(head.pid, 15)
         head.wait(timeout=60)
+        # `ray start` notes its cluster for later ray.init() calls; remove the note
+        note = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+        if note.is_file() and note.read_text().strip().endswith(f":{port}"):
+            note.unlink()
     deadline = time.monotonic() + 30
     while ray_processes() - before and time.monotonic() < deadline:
         time.sleep(1)

@@ -1,0 +1,55 @@
+"""Resident memory of process trees and of Flower's client actors, read from ``/proc``
+(shared by the benchmarks; run them as scripts, ``python benchmarks/NAME.py``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _children() -> dict[int, list[int]]:
+    """Parent pid -> child pids, from ``/proc``."""
+    tree: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        tree.setdefault(ppid, []).append(int(entry.name))
+    return tree
+
+
+def tree_rss(root: int) -> int:
+    """Bytes of resident memory of ``root`` and all its descendants."""
+    tree = _children()
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        todo.extend(tree.get(pid, []))
+        try:
+            fields = Path(f"/proc/{pid}/statm").read_text().split()
+        except OSError:
+            continue
+        total += int(fields[1]) * PAGE
+    return total
+
+
+def actor_rss() -> dict[int, int]:
+    """pid -> RSS bytes of every live client actor process."""
+    out: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = Path(entry.path, "cmdline").read_bytes()
+            if b"ClientAppActor" not in cmd:
+                continue
+            out[int(entry.name)] = int(Path(entry.path, "statm").read_text().split()[1]) * PAGE
+        except OSError:
+            continue
+    return out
