@@ -204,8 +204,10 @@ def run_local_round(
     # The audited client plans for its n records plus every possible audit canary.
     audited = is_audited(cfg, client_id)
     planned_n = len(split) + cfg.audit.canaries if audited else len(split)
-    plan = plan_dp_sgd(cfg, planned_n) if cfg.dp.enabled and cfg.dp.mode == "sample" else None
     ledger = task.ledger
+    sample_dp = cfg.dp.enabled and cfg.dp.mode == "sample"
+    # σ is calibrated once, in the client's first round; later rounds take it from the ledger
+    plan = plan_dp_sgd(cfg, planned_n, ledger.noise_multiplier) if sample_dp else None
     if plan is not None and ledger.noise_multiplier is None:
         ledger = ledger.with_noise_multiplier(plan.noise_multiplier)
     refused = budget_gate(cfg, client_id, ledger, plan, tasks.events(), task.server_events, policy)

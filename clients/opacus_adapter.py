@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 
 from clients.secure_rng import SecurePrivacyEngine, is_secure
 from fedsim.config import GradSampleMode
+from fedsim.models.base import prefers_ghost_clipping
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +33,6 @@ logger = logging.getLogger(__name__)
 #: ``hooks`` materialises them (any clipping); ``ghost`` computes their norms without
 #: materialising them (flat clipping only).
 ResolvedGradSampleMode = Literal["hooks", "ghost"]
-_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 @dataclass(frozen=True)
@@ -183,12 +183,21 @@ def resolve_grad_sample_mode(
 ) -> ResolvedGradSampleMode:
     """The mode to use for ``dp.grad_sample_mode`` = ``requested``.
 
-    ``auto`` picks ghost for flat clipping on models without convolutions, where it was
-    measured clearly faster (``benchmarks/ghost_clipping.py``: 0.10–0.61× the step time
-    of hooks on the MLP), when Opacus supports every layer, and hooks otherwise: on the
-    small CNN ghost norms of convolutions were not reliably faster (0.54× with one
-    thread, 1.02× with two). ``ghost`` falls back to hooks, with a warning, where it
-    cannot be used.
+    ``auto`` picks ghost where it can be used — flat clipping and every trainable layer
+    supported by Opacus' ghost clipping — and was measured faster: the model declares
+    :func:`~fedsim.models.base.prefers_ghost_clipping`. Elsewhere (per-layer clipping, an
+    unsupported layer, an undeclared model) it picks hooks. Measured on the 2-core
+    machine (torch 2.14.1, opacus 1.6) with
+    ``PYTHONPATH=. python benchmarks/ghost_clipping.py --threads T --repeats 5`` (batch
+    64, 28×28, 10 classes, median of 20 steps × 5 alternating repeats), ghost/hooks step
+    time: CNN 0.40 (T=1) and 0.43 (T=2), MLP 0.06 and 0.10. The resnets keep hooks: at
+    batch 32 on 32×32×3 ghost took 1.19× the time of hooks on resnet9 and ran out of
+    memory under an 8 GB limit on resnet18 (its GroupNorm layers still materialise
+    per-sample gradients, next to the ghost norms of large convolutions).
+
+    ``ghost`` falls back to hooks, with a warning, where it cannot be used. The privacy
+    audit needs per-sample gradients and asks for ``hooks`` itself
+    (:func:`override_grad_samples`).
     """
     if requested == "hooks":
         return "hooks"
@@ -197,8 +206,7 @@ def resolve_grad_sample_mode(
         if not usable:
             logger.warning("ghost clipping cannot be used here; falling back to hooks")
         return "ghost" if usable else "hooks"
-    has_conv = any(isinstance(m, _CONV) for m in model.modules())
-    return "ghost" if usable and not has_conv else "hooks"
+    return "ghost" if usable and prefers_ghost_clipping(model) else "hooks"
 
 
 def override_grad_samples(model: nn.Module, rows: torch.Tensor, values: list[torch.Tensor]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy.stats import rankdata
 from torch import nn
 
 from fedsim.data import Split
@@ -14,24 +15,26 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
     """Area under the ROC curve of ``scores`` for binary ``labels`` (Mann–Whitney U, ties
     counted half). ``None`` when only one class is present.
 
+    Tied scores share their average rank (:func:`scipy.stats.rankdata`); a NaN score
+    ranks above every number and apart from other NaNs (in input order), as a stable
+    sort would place it.
+
     >>> roc_auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1]))
     0.75
+    >>> roc_auc(np.array([0.5, 0.5, 0.2, 0.9]), np.array([1, 0, 0, 1]))  # one tie: 3.5 of 4
+    0.875
+    >>> roc_auc(np.array([0.3, 0.7]), np.array([1, 1])) is None
+    True
     """
     labels = np.asarray(labels).astype(bool)
     n_pos, n_neg = int(labels.sum()), int((~labels).sum())
     if n_pos == 0 or n_neg == 0:
         return None
-    order = np.argsort(scores, kind="mergesort")
+    scores = np.asarray(scores)
+    nan = np.isnan(scores)
     ranks = np.empty(len(scores), dtype=np.float64)
-    sorted_scores = np.asarray(scores)[order]
-    # average ranks over ties
-    i = 0
-    while i < len(sorted_scores):
-        j = i
-        while j + 1 < len(sorted_scores) and sorted_scores[j + 1] == sorted_scores[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
-        i = j + 1
+    ranks[~nan] = rankdata(scores[~nan], method="average")
+    ranks[nan] = np.count_nonzero(~nan) + np.arange(1, np.count_nonzero(nan) + 1)
     u = ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0
     return float(u / (n_pos * n_neg))
 

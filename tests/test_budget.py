@@ -11,15 +11,26 @@ event (Laplace release or selection) is the ε-randomized-response pair that dom
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import pytest
+from client_harness import simulated_round
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from privacy_oracle import epsilon_bounds
 
 from clients.local_round import budget_gate
 from fedsim.config import from_dict
-from fedsim.privacy import Accounting, LaplaceRelease, PrivacyLedger, PureDp, SubsampledGaussian
+from fedsim.models import build_model
+from fedsim.privacy import (
+    Accounting,
+    LaplaceRelease,
+    PrivacyLedger,
+    PureDp,
+    SubsampledGaussian,
+    accounting,
+    clear_caches,
+)
 from fedsim.privacy.planning import DpSgdPlan
 
 
@@ -74,3 +85,43 @@ def test_spend_never_passes_the_cap(
     low, _ = epsilon_bounds(gaussians, 1e-5)
     _, high = epsilon_bounds([*gaussians, *pure], 1e-5)
     assert low * 0.999 <= reported <= high * 1.001
+
+
+def test_local_rounds_calibrate_sigma_once_and_compose_epsilon_once_per_round(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A ClientApp process may start fresh every round (caches cleared here): σ comes from
+    # the ledger after the first round, and a round without releases composes its ε once
+    # (the budget check's projection is the ε the round then reports).
+    cfg = from_dict(
+        {
+            "seed": 3,
+            "rounds": 4,
+            "data": {"name": "pneumoniamnist", "num_clients": 20},
+            "model": {"name": "mlp"},
+            "client": {"batch_size": 32, "lr": 0.05, "local_epochs": 1},
+            "dp": {"epsilon": 4.0, "delta": 1e-4, "max_epsilon": 4.0},
+        }
+    )
+    calls = 0
+    real = accounting._pld_epsilon
+
+    def counting(*args: Any) -> float:
+        nonlocal calls
+        calls += 1
+        return real(*args)
+
+    monkeypatch.setattr(accounting, "_pld_epsilon", counting)
+    state = build_model("mlp", (1, 28, 28), 2, seed=0).state_dict()
+    ledger, per_round = PrivacyLedger(), []
+    for rnd in (1, 2, 3):
+        clear_caches()
+        calls = 0
+        out = simulated_round(cfg, 0, state, rnd, ledger)
+        assert out.status == "ok" and out.epsilon == out.epsilon_total
+        ledger = out.ledger
+        per_round.append(calls)
+    assert per_round[0] > 5  # the first round's binary search for σ
+    assert per_round[1:] == [1, 1]
+    expected = accounting.epsilon(ledger.events, 1e-4)
+    assert out.epsilon == pytest.approx(expected)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import json
 import os
 import subprocess
 import sys
@@ -311,17 +312,52 @@ def test_command_has_help(name: str, capsys: pytest.CaptureFixture[str]) -> None
         assert f"usage: fedsim {' '.join(path)}" in capsys.readouterr().out
 
 
-def test_building_the_parser_imports_nothing_heavy() -> None:
+def _heavy_modules_after(code: str, cwd: Path) -> list[str]:
+    """Run ``code`` in a fresh interpreter; the heavy packages it left in sys.modules."""
     root = Path(fedsim.__file__).resolve().parents[1]
-    code = (
-        "import sys; from fedsim.cli import build_parser; build_parser(); "
-        "print(sorted(m for m in ('torch', 'flwr', 'ray', 'opacus') if m in sys.modules))"
+    probe = (
+        f"{code}\nimport json, sys\n"
+        "heavy = ('torch', 'flwr', 'ray', 'opacus')\n"
+        "print(json.dumps(sorted(m for m in heavy if m in sys.modules)))"
     )
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
     }
     done = subprocess.run(
-        [sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-c", probe], cwd=cwd, env=env, capture_output=True, text=True, check=True
     )
-    assert done.stdout.strip() == "[]"
+    return typing.cast(list[str], json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def test_building_the_parser_imports_nothing_heavy() -> None:
+    root = Path(fedsim.__file__).resolve().parents[1]
+    code = "from fedsim.cli import build_parser; build_parser()"
+    assert _heavy_modules_after(code, root) == []
+
+
+_HELP_AND_LIGHT_COMMANDS = """
+import contextlib, io
+from fedsim.cli import main
+with contextlib.redirect_stdout(io.StringIO()):
+    for path in {paths!r}:
+        try:
+            main([*path, "--help"])
+        except SystemExit as exc:
+            assert exc.code == 0, (path, exc.code)
+    assert main(["certs", "c"]) == 0
+    assert main(["node", "keygen", "k/key"]) == 0
+    assert main(["superlink", "--certs", "c", "--dry-run"]) == 0
+"""
+
+
+def test_help_and_light_commands_import_nothing_heavy(tmp_path: Path) -> None:
+    # `fedsim --help`, `fedsim CMD [SUB] --help` and the commands that need neither torch
+    # nor Flower (certificates, node keys, the printed SuperLink command line) start fast
+    # only while torch and flwr stay unimported (benchmarks/cli_startup.py times them).
+    paths = [
+        (),
+        *dict.fromkeys(p[:i] for p, _ in _leaf_parsers(build_parser(), ()) for i in (1, len(p))),
+    ]
+    assert _heavy_modules_after(_HELP_AND_LIGHT_COMMANDS.format(paths=paths), tmp_path) == []
+    assert (tmp_path / "c" / "ca.crt").is_file() and (tmp_path / "k" / "key.pub").is_file()

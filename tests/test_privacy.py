@@ -5,6 +5,8 @@ independent RDP analysis (add/remove) and the worst-case pair computed directly
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -18,7 +20,9 @@ from fedsim.privacy import (
     LaplaceRelease,
     PrivacyLedger,
     SubsampledGaussian,
+    accounting,
     calibrate_noise_multiplier,
+    clear_caches,
     dp_sgd_schedule,
     epsilon,
 )
@@ -141,3 +145,47 @@ def test_plan_spends_target_over_all_rounds() -> None:
     assert epsilon_after_rounds(plan, 4, acct) < 4.0
     fixed = plan_dp_sgd(from_dict({"dp": {"noise_multiplier": 1.5}}), 900)
     assert fixed.noise_multiplier == 1.5
+
+
+def test_plan_takes_a_fixed_sigma_without_calibrating(monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = from_dict({"rounds": 8, "dp": {"epsilon": 4.0, "delta": 1e-4}})
+    calibrated = plan_dp_sgd(cfg, 900)
+    searches = _count_pld_compositions(monkeypatch)
+    clear_caches()
+    again = plan_dp_sgd(cfg, 900, calibrated.noise_multiplier)
+    assert searches() == 0  # no binary search over the accountant
+    assert again == calibrated  # the same plan: σ, q, steps and normaliser
+    assert plan_dp_sgd(cfg, 900, 3.0).noise_multiplier == 3.0
+    assert searches() == 0
+
+
+def test_epsilon_is_cached_and_equal_to_a_fresh_computation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    events = [SubsampledGaussian(1.2, 0.05, 200), LaplaceRelease(0.5, 2)]
+    clear_caches()
+    fresh = epsilon(events, 1e-5)
+    compositions = _count_pld_compositions(monkeypatch)
+    assert epsilon(tuple(events), 1e-5) == fresh  # list or tuple: one cache entry
+    assert epsilon(list(events), 1e-5) == fresh
+    assert compositions() == 0
+    assert epsilon(events, 1e-6) > fresh  # other δ: computed
+    assert epsilon(events, 1e-5, relation="add_remove") < fresh  # other relation: computed
+    assert compositions() == 2 + 2  # each with its Gaussian-only part (basic composition)
+    clear_caches()
+    assert epsilon(events, 1e-5) == fresh
+    assert compositions() == 4 + 2
+
+
+def _count_pld_compositions(monkeypatch: pytest.MonkeyPatch) -> Callable[[], int]:
+    """Count fedsim's PLD ε computations from now on (the accountant's real work)."""
+    calls = 0
+    real = accounting._pld_epsilon
+
+    def counting(*args: Any) -> float:
+        nonlocal calls
+        calls += 1
+        return real(*args)
+
+    monkeypatch.setattr(accounting, "_pld_epsilon", counting)
+    return lambda: calls

@@ -51,14 +51,55 @@ def test_screen_update_reasons() -> None:
     assert "num-examples" in str(weight_problem("num-examples", float("nan"), None))
 
 
+def _pairwise_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """The definition: P(positive score > negative score) + half P(tie), over all pairs."""
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    pairs = [(1.0 if p > n else 0.5 if p == n else 0.0) for p, n in itertools.product(pos, neg)]
+    return float(np.mean(pairs))
+
+
 def test_roc_auc_matches_pairwise_definition() -> None:
     rng = np.random.default_rng(0)
     scores = rng.integers(0, 5, 40).astype(float)  # many ties
     labels = rng.integers(0, 2, 40)
-    pos, neg = scores[labels == 1], scores[labels == 0]
-    pairs = [(1.0 if p > n else 0.5 if p == n else 0.0) for p, n in itertools.product(pos, neg)]
-    assert roc_auc(scores, labels) == pytest.approx(np.mean(pairs))
+    assert roc_auc(scores, labels) == pytest.approx(_pairwise_auc(scores, labels))
     assert roc_auc(scores, np.ones(40)) is None
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_roc_auc_matches_pairwise_count_on_random_ties(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 120))
+    levels = int(rng.integers(1, 8))  # 1 level: every score tied
+    scores = rng.integers(0, levels, n) / levels + (rng.random(n) if seed % 3 == 0 else 0.0)
+    labels = rng.integers(0, 2, n)
+    labels[:2] = [0, 1]  # both classes present
+    dtype = np.float32 if seed % 2 else np.float64
+    assert roc_auc(scores.astype(dtype), labels) == pytest.approx(
+        _pairwise_auc(scores.astype(dtype), labels), abs=1e-12
+    )
+
+
+def test_roc_auc_hand_computed_cases() -> None:
+    labels = np.array([0, 0, 1, 1])
+    assert roc_auc(np.array([0.1, 0.2, 0.3, 0.4]), labels) == 1.0
+    assert roc_auc(np.array([0.4, 0.3, 0.2, 0.1]), labels) == 0.0
+    assert roc_auc(np.full(4, 0.7), labels) == 0.5  # all tied: every pair counts half
+    assert roc_auc(np.array([0.1, 0.5, 0.5, 0.9]), labels) == 0.875  # one tied pair of 4
+    assert roc_auc(np.array([0.1, 0.2]), np.array([False, True])) == 1.0  # boolean labels
+    assert roc_auc(np.array([0.1, 0.2]), np.zeros(2)) is None
+    # NaN ranks above every number, NaNs apart in input order (as a stable sort puts them)
+    assert roc_auc(np.array([np.nan, 0.1, 0.2]), np.array([1, 0, 0])) == 1.0
+    assert roc_auc(np.array([np.nan, np.nan, 0.2]), np.array([1, 0, 1])) == 0.0  # 2nd NaN > 1st
+
+
+def test_roc_auc_docstring_examples() -> None:
+    import doctest
+
+    import fedsim.evaluation
+
+    result = doctest.testmod(fedsim.evaluation)
+    assert result.attempted >= 3 and result.failed == 0
 
 
 def test_registry_unknown_name_lists_valid() -> None:

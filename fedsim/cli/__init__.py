@@ -61,9 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _setup_logging(verbose: bool) -> None:
+def _setup_logging(verbose: bool, flower: bool) -> None:
     level = logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if not flower:
+        return  # importing flwr costs ~0.3 s: only commands that run Flower pay for it
     # Flower's logger has its own console handler (and resets its level on import):
     # keep it, quieter unless --verbose, and stop it propagating to ours (no duplicates).
     from flwr.common.logger import FLOWER_LOGGER, console_handler
@@ -75,7 +77,7 @@ def _setup_logging(verbose: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fedsim`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
-    _setup_logging(getattr(args, "verbose", False))
+    _setup_logging(getattr(args, "verbose", False), COMMANDS.get(args.command).runs_flower)
     try:
         handler: Handler = args.handler
         return handler(args)

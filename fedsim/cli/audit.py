@@ -33,4 +33,5 @@ AUDIT = Command(
     help="run an experiment with audit canaries and check its epsilon empirically "
     "(exit 3 on a violation)",
     configure=_configure,
+    runs_flower=True,
 )

@@ -254,5 +254,5 @@ def _configure_validate(p: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=_cmd_validate)
 
 
-RUN = Command(help="run an experiment", configure=_configure_run)
+RUN = Command(help="run an experiment", configure=_configure_run, runs_flower=True)
 VALIDATE = Command(help="check a config and run the preflight only", configure=_configure_validate)

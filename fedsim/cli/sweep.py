@@ -221,5 +221,7 @@ def _configure(p: argparse.ArgumentParser) -> None:
 
 
 SWEEP = Command(
-    help="run a grid of experiments (config with a sweep: section)", configure=_configure
+    help="run a grid of experiments (config with a sweep: section)",
+    configure=_configure,
+    runs_flower=True,
 )

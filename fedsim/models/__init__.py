@@ -33,6 +33,7 @@ from fedsim.models.base import (
     build_model,
     group_norm,
     is_dp_compatible,
+    prefers_ghost_clipping,
 )
 from fedsim.models.cnn import TanhCNN
 from fedsim.models.mlp import MLP
@@ -49,4 +50,5 @@ __all__ = [
     "build_model",
     "group_norm",
     "is_dp_compatible",
+    "prefers_ghost_clipping",
 ]

@@ -104,6 +104,14 @@ def is_dp_compatible(model: nn.Module) -> list[str]:
     return [str(err) for err in ModuleValidator.validate(model, strict=False)]
 
 
+def prefers_ghost_clipping(model: nn.Module) -> bool:
+    """Whether ``model`` declares Opacus' ghost clipping faster than per-sample-gradient
+    hooks for it (class attribute ``ghost_clipping_faster = True``, set from a measurement
+    with ``benchmarks/ghost_clipping.py``); ``dp.grad_sample_mode: auto`` then uses ghost
+    under flat clipping. Undeclared models keep hooks."""
+    return bool(getattr(model, "ghost_clipping_faster", False))
+
+
 def declares_dp_compatible(factory: ModelFactory) -> bool:
     """Whether a registered factory's models are meant for Opacus (``True`` unless the
     factory sets ``dp_compatible = False``; every model fedsim ships is)."""

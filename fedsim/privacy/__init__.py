@@ -11,6 +11,7 @@ from fedsim.privacy.accounting import (
     Relation,
     SubsampledGaussian,
     calibrate_noise_multiplier,
+    clear_caches,
     dp_sgd_schedule,
     epsilon,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "Relation",
     "SubsampledGaussian",
     "calibrate_noise_multiplier",
+    "clear_caches",
     "dp_sgd_schedule",
     "epsilon",
 ]
