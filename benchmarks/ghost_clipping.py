@@ -10,9 +10,11 @@ timed alternately, so that a busy machine slows both alike.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 import warnings
+from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, TensorDataset
@@ -56,29 +58,43 @@ def time_steps(
     return statistics.median(times)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
+    parser.add_argument("--quick", action="store_true", help="10 steps x 2 repeats")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.steps, args.repeats = 10, 2
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     print(
         f"batch {args.batch}, {args.steps} steps x {args.repeats} repeats, "
         f"{args.threads} thread(s), torch {torch.__version__}"
     )
+    results = {}
     for model_name in ("mlp", "cnn"):
         runs: dict[str, list[float]] = {"hooks": [], "ghost": []}
         for _ in range(args.repeats):
             for mode in ("hooks", "ghost"):
                 runs[mode].append(time_steps(model_name, mode, args.batch, args.steps))
         hooks, ghost = statistics.median(runs["hooks"]), statistics.median(runs["ghost"])
+        results[model_name] = {
+            "hooks_ms": round(hooks * 1e3, 2),
+            "ghost_ms": round(ghost * 1e3, 2),
+            "ghost_over_hooks": round(ghost / hooks, 3),
+        }
         print(
             f"{model_name}: hooks {hooks * 1e3:.1f} ms/step, ghost {ghost * 1e3:.1f} ms/step, "
             f"ghost/hooks {ghost / hooks:.2f}"
         )
+    if args.json:
+        out = {"benchmark": "ghost_clipping", "threads": args.threads, "results": results}
+        args.json.write_text(json.dumps(out, indent=2))
+    return results
 
 
 if __name__ == "__main__":
