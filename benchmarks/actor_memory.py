@@ -3,8 +3,9 @@
 Runs a config (default ``experiments/quickstart.yaml``) in a subprocess and samples,
 every 0.25 s from ``/proc``, the RSS of every process whose command line names Flower's
 ``ClientAppActor`` and of the whole process tree. At each new line of ``metrics.jsonl``
-(a finished round) it notes the actors' RSS; it prints them per round, the growth from
-the end of round 1 to the last round, and the peak of the tree.
+(a finished round) it notes the actors' RSS and PSS (shared library pages divided among
+the processes using them: what each actor really adds); it prints them per round, the
+growth from the end of round 1 to the last round, and the peak of the tree.
 
     PYTHONPATH=. python benchmarks/actor_memory.py [CONFIG] [-o rounds=12] [--json F]
 """
@@ -19,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from procmem import actor_rss, tree_rss
+from procmem import actor_rss, pss, tree_rss
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,20 +41,28 @@ def main(argv: list[str] | None = None) -> dict:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         metrics = out / "metrics.jsonl"
         per_round: list[dict[int, int]] = []
+        proportional: list[dict[int, int]] = []
         peak = 0
         while proc.poll() is None:
             peak = max(peak, tree_rss(proc.pid))
             done = len(metrics.read_text().splitlines()) if metrics.exists() else 0
             if done > len(per_round):
-                per_round.append(actor_rss())
+                sample = actor_rss()
+                per_round.append(sample)
+                proportional.append({pid: pss(pid) for pid in sample})
             time.sleep(0.25)
         if proc.returncode != 0:
             raise SystemExit(f"fedsim run failed:\n{proc.stderr.read()[-2000:]}")
     rows = []
-    for r, sample in enumerate(per_round, start=1):
+    for r, (sample, shares) in enumerate(zip(per_round, proportional, strict=True), start=1):
         gib = sorted(round(v / 2**30, 3) for v in sample.values())
-        rows.append({"round": r, "actors_gib": gib})
-        print(f"after round {r:>2}: actors {', '.join(f'{g:.2f}' for g in gib)} GiB", flush=True)
+        pss_gib = sorted(round(v / 2**30, 3) for v in shares.values())
+        rows.append({"round": r, "actors_gib": gib, "actors_pss_gib": pss_gib})
+        print(
+            f"after round {r:>2}: actors RSS {', '.join(f'{g:.2f}' for g in gib)} GiB, "
+            f"PSS {', '.join(f'{g:.2f}' for g in pss_gib)} GiB",
+            flush=True,
+        )
     first, last = sum(rows[0]["actors_gib"]), sum(rows[-1]["actors_gib"])
     result = {
         "benchmark": "actor_memory",

@@ -53,3 +53,15 @@ def actor_rss() -> dict[int, int]:
         except OSError:
             continue
     return out
+
+
+def pss(pid: int) -> int:
+    """Proportional set size of ``pid`` in bytes (shared pages divided among their
+    users: what the process really adds to the machine), 0 if it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
