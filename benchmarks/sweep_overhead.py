@@ -42,7 +42,8 @@ BASE = {
 def sweep(points: int, work: Path) -> tuple[float, float]:
     """Wall seconds of a sweep of ``points`` seeds, and the seconds of all its rounds."""
     cfg = work / f"sweep-{points}.yaml"
-    cfg.write_text(yaml.safe_dump({**BASE, "sweep": {"seeds": list(range(points))}}))
+    grid = {"client.lr": [0.1]}  # a sweep needs a grid; the points differ by seed
+    cfg.write_text(yaml.safe_dump({**BASE, "sweep": {"grid": grid, "seeds": list(range(points))}}))
     out = work / f"out-{points}"
     started = time.perf_counter()
     proc = subprocess.run(
