@@ -64,11 +64,19 @@ class ActorPools:
             return tuple(self._pools.values())
 
     def close(self) -> None:
-        """Terminate every kept actor."""
+        """Terminate every kept actor (their resources return to Ray)."""
         with self._lock:
             pools, self._pools = list(self._pools.values()), {}
         for pool in pools:
-            pool.terminate_all_actors()
+            try:
+                pool.terminate_all_actors()
+            except Exception as exc:  # actors of a Ray that is gone
+                logger.debug("could not terminate kept actors: %s", exc)
+
+    def forget(self) -> None:
+        """Drop every kept pool without a word to its actors (Ray is going down)."""
+        with self._lock:
+            self._pools = {}
 
 
 #: The pools of the active :func:`reuse_actors` block (``None`` outside one).
@@ -84,13 +92,20 @@ class KeptRayBackend(_FlowerRayBackend):  # type: ignore[misc, valid-type]
     """Flower's Ray backend whose actor pool outlives the run (see the module doc)."""
 
     def __init__(self, backend_config: dict[str, Any]) -> None:
-        super().__init__(backend_config)
-        self._key = json.dumps(backend_config, sort_keys=True, default=str)
+        super().__init__(backend_config)  # starts Ray unless it is up
+        import ray
+
+        # the Ray instance is part of the key: actors of a Ray that was shut down since
+        # are never handed out
+        session = ray.get_runtime_context().get_job_id()
+        self._key = json.dumps([session, backend_config], sort_keys=True, default=str)
 
     def build(self, app_fn: Callable[[], ClientApp]) -> None:
         pools = _ACTIVE[-1] if _ACTIVE else None
         pool = pools.take(self._key) if pools is not None else None
         if pool is None:
+            if pools is not None:
+                pools.close()  # other settings' actors would hold the CPUs this pool needs
             super().build(app_fn)
             return
         self.pool = pool
@@ -102,6 +117,8 @@ class KeptRayBackend(_FlowerRayBackend):  # type: ignore[misc, valid-type]
         if pools is not None and self.pool is not None and _idle(self.pool):
             pools.give_back(self._key, self.pool)  # Ray and the actors stay up
             return
+        if pools is not None:
+            pools.forget()  # Flower's terminate shuts Ray down with every actor
         super().terminate()
 
 
@@ -109,8 +126,12 @@ class KeptRayBackend(_FlowerRayBackend):  # type: ignore[misc, valid-type]
 def reuse_actors() -> Iterator[ActorPools]:
     """Runs started inside share Ray and a warm actor pool; shut down on leaving.
 
-    Not re-entrant across threads: one sweep per process at a time.
+    Re-entrant: a block inside another shares the outer one's pools and leaves them to it.
+    One thread at a time (one sweep per process).
     """
+    if _ACTIVE:
+        yield _ACTIVE[-1]
+        return
     pools = ActorPools()
     _ACTIVE.append(pools)
     raybackend.RayBackend = KeptRayBackend  # type: ignore[misc]
@@ -118,8 +139,7 @@ def reuse_actors() -> Iterator[ActorPools]:
         yield pools
     finally:
         _ACTIVE.remove(pools)
-        if not _ACTIVE:
-            raybackend.RayBackend = _FlowerRayBackend  # type: ignore[misc]
+        raybackend.RayBackend = _FlowerRayBackend  # type: ignore[misc]
         pools.close()
         import ray
 

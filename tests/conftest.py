@@ -12,3 +12,18 @@ def task_identity(monkeypatch: pytest.MonkeyPatch) -> None:
 
     for name in ("_run_id", "_node_id", "_task_id"):
         monkeypatch.setattr(TaskIdentity, name, 1, raising=False)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def shared_ray(request: pytest.FixtureRequest):
+    """In a module that sets ``SHARED_RAY = True``, its in-process runs share one Ray and
+    one warm actor pool (:func:`fedsim.raypool.reuse_actors`, as a sweep's points do),
+    shut down when the module's tests are done. Modules that count Ray's processes or
+    test the start-up itself do not set it."""
+    if not getattr(request.module, "SHARED_RAY", False):
+        yield
+        return
+    from fedsim.raypool import reuse_actors
+
+    with reuse_actors():
+        yield

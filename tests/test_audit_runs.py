@@ -26,6 +26,7 @@ from fedsim.seeding import numpy_rng
 from strategies.audit import SampleLevelAuditor, UserLevelAuditor, finish_audit
 from strategies.registry import build_strategy
 
+SHARED_RAY = True  # its in-process runs share one Ray and warm workers (conftest)
 DIM = 2000
 
 

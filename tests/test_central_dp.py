@@ -25,6 +25,8 @@ from strategies.central_dp import CentralDP, fedsim_core
 from strategies.cohorts import PoissonCohort
 from strategies.registry import build_strategy
 
+SHARED_RAY = True  # its in-process runs share one Ray and warm workers (conftest)
+
 
 def central_config(**over: object) -> dict:
     dp = {"enabled": True, "mode": "central", "delta": 1e-4, "max_grad_norm": 1.0}

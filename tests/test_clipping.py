@@ -25,6 +25,9 @@ from strategies.clipping import round_clip_bounds
 # ------------------------------------------------------------------ threshold math
 
 
+SHARED_RAY = True  # its in-process runs share one Ray and warm workers (conftest)
+
+
 def test_flat_threshold_is_the_bound() -> None:
     assert C.flat_thresholds(2.0) == 2.0
     with pytest.raises(ValueError, match="max_grad_norm"):

@@ -23,6 +23,7 @@ from fedsim.models import build_model
 from fedsim.run import run_experiment
 from fedsim.rundir import read_metrics, read_summary
 
+SHARED_RAY = True  # its in-process runs share one Ray and warm workers (conftest)
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[1]
 

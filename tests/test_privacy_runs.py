@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from fedsim import keys
 from fedsim.config import from_dict
 
+SHARED_RAY = True  # its in-process runs share one Ray and warm workers (conftest)
 DELTA = 1e-5
 
 

@@ -14,6 +14,8 @@ from fedsim.report import render_sections, write_report, write_report_safely
 from fedsim.report.run import overview_section
 from fedsim.report.sweep import aggregate_points, swept_keys
 
+SHARED_RAY = True  # its in-process runs share one Ray and warm workers (conftest)
+
 
 def _client(eps: float, steps: int) -> dict:
     return {

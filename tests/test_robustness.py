@@ -30,6 +30,7 @@ from fedsim.robustness.training import replace_with_adversarial, replacement_mas
 from fedsim.roles import assign_roles
 from fedsim.workload import dataset_for
 
+SHARED_RAY = True  # its in-process runs share one Ray and warm workers (conftest)
 EPS = 8 / 255
 SHAPE = (1, 28, 28)
 

@@ -13,6 +13,7 @@ from fedsim.config import from_dict
 from fedsim.run import run_experiment
 from fedsim.rundir import read_metrics, read_summary
 
+SHARED_RAY = True  # its in-process runs share one Ray and warm workers (conftest)
 pytestmark = pytest.mark.e2e
 
 ALL_STRATEGIES = [

@@ -22,6 +22,8 @@ from fedsim.valuation.consistency import (
     top_k_per_class,
 )
 
+SHARED_RAY = True  # its in-process runs share one Ray and warm workers (conftest)
+
 
 def test_top_k_per_class_hand_computed() -> None:
     scores = np.array([0.1, 0.9, 0.5, 0.7, 0.2, 0.8])

@@ -12,6 +12,7 @@ from fedsim.run import run_experiment
 from fedsim.rundir import read_metrics, read_summary
 from fedsim.valuation.report import report_section
 
+SHARED_RAY = True  # its in-process runs share one Ray and warm workers (conftest)
 pytestmark = pytest.mark.e2e
 
 
