@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from procmem import actor_rss, pss, tree_rss
+from benchtools import actor_rss, pss, tree_rss
 
 ROOT = Path(__file__).resolve().parents[1]
 

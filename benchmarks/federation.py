@@ -20,13 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import yaml
+from benchtools import timed_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,14 +80,6 @@ def plain_loop(config_path: str) -> None:
     print(json.dumps({"accuracy": result.accuracy}))
 
 
-def _timed(cmd: list[str]) -> float:
-    started = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    if proc.returncode != 0:
-        raise SystemExit(f"{cmd} failed:\n{proc.stderr[-2000:]}")
-    return time.perf_counter() - started
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=2)
@@ -109,20 +100,11 @@ def main(argv: list[str] | None = None) -> dict:
             fed, plain = [], []
             for r in range(repeats):
                 out = Path(tmp) / f"run-{dp}-{r}"
-                fed.append(
-                    _timed(
-                        [
-                            sys.executable,
-                            "-m",
-                            "fedsim.cli",
-                            "run",
-                            str(cfg_file),
-                            "--out",
-                            str(out),
-                        ]
-                    )
+                run = [sys.executable, "-m", "fedsim.cli", "run", str(cfg_file), "--out", str(out)]
+                fed.append(timed_run(run, "fedsim run"))
+                plain.append(
+                    timed_run([sys.executable, __file__, "--plain", str(cfg_file)], "plain loop")
                 )
-                plain.append(_timed([sys.executable, __file__, "--plain", str(cfg_file)]))
             name = "dp" if dp else "non_private"
             row = {
                 "federation_s": [round(t, 2) for t in fed],

@@ -12,35 +12,19 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from benchtools import timed_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def once(out: Path) -> dict:
     """One timed quickstart run into ``out``."""
-    started = time.perf_counter()
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fedsim.cli",
-            "run",
-            "experiments/quickstart.yaml",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
-    wall = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise SystemExit(f"quickstart failed:\n{proc.stderr[-2000:]}")
+    cmd = [sys.executable, "-m", "fedsim.cli", "run", "experiments/quickstart.yaml"]
+    wall = timed_run([*cmd, "--out", str(out)], "quickstart")
     summary = json.loads((out / "summary.json").read_text())
     eps = max(c["epsilon_spent"] for c in summary["clients"].values())
     return {

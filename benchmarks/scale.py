@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from procmem import tree_rss
+from benchtools import tree_rss
 
 VAL_SIZE = 200
 

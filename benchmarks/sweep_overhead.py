@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import yaml
+from benchtools import timed_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,16 +44,8 @@ def sweep(points: int, work: Path) -> tuple[float, float]:
     grid = {"client.lr": [0.1]}  # a sweep needs a grid; the points differ by seed
     cfg.write_text(yaml.safe_dump({**BASE, "sweep": {"grid": grid, "seeds": list(range(points))}}))
     out = work / f"out-{points}"
-    started = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "fedsim.cli", "sweep", str(cfg), "--out", str(out)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
-    wall = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise SystemExit(f"fedsim sweep failed:\n{proc.stderr[-2000:]}")
+    cmd = [sys.executable, "-m", "fedsim.cli", "sweep", str(cfg), "--out", str(out)]
+    wall = timed_run(cmd, "fedsim sweep")
     rounds = 0.0
     for metrics in out.rglob("metrics.jsonl"):
         for line in metrics.read_text().splitlines():

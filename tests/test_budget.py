@@ -11,9 +11,9 @@ event (Laplace release or selection) is the ε-randomized-response pair that dom
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 import pytest
+from accounting_probe import count_pld_compositions
 from client_harness import simulated_round
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -103,24 +103,16 @@ def test_local_rounds_calibrate_sigma_once_and_compose_epsilon_once_per_round(
             "dp": {"epsilon": 4.0, "delta": 1e-4, "max_epsilon": 4.0},
         }
     )
-    calls = 0
-    real = accounting._pld_epsilon
-
-    def counting(*args: Any) -> float:
-        nonlocal calls
-        calls += 1
-        return real(*args)
-
-    monkeypatch.setattr(accounting, "_pld_epsilon", counting)
+    compositions = count_pld_compositions(monkeypatch)
     state = build_model("mlp", (1, 28, 28), 2, seed=0).state_dict()
     ledger, per_round = PrivacyLedger(), []
     for rnd in (1, 2, 3):
         clear_caches()
-        calls = 0
+        before = compositions()
         out = simulated_round(cfg, 0, state, rnd, ledger)
         assert out.status == "ok" and out.epsilon == out.epsilon_total
         ledger = out.ledger
-        per_round.append(calls)
+        per_round.append(compositions() - before)
     assert per_round[0] > 5  # the first round's binary search for σ
     assert per_round[1:] == [1, 1]
     expected = accounting.epsilon(ledger.events, 1e-4)

@@ -5,10 +5,9 @@ independent RDP analysis (add/remove) and the worst-case pair computed directly
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any
 
 import pytest
+from accounting_probe import count_pld_compositions
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opacus.accountants.analysis import rdp as opacus_rdp
@@ -20,7 +19,6 @@ from fedsim.privacy import (
     LaplaceRelease,
     PrivacyLedger,
     SubsampledGaussian,
-    accounting,
     calibrate_noise_multiplier,
     clear_caches,
     dp_sgd_schedule,
@@ -150,7 +148,7 @@ def test_plan_spends_target_over_all_rounds() -> None:
 def test_plan_takes_a_fixed_sigma_without_calibrating(monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = from_dict({"rounds": 8, "dp": {"epsilon": 4.0, "delta": 1e-4}})
     calibrated = plan_dp_sgd(cfg, 900)
-    searches = _count_pld_compositions(monkeypatch)
+    searches = count_pld_compositions(monkeypatch)
     clear_caches()
     again = plan_dp_sgd(cfg, 900, calibrated.noise_multiplier)
     assert searches() == 0  # no binary search over the accountant
@@ -165,7 +163,7 @@ def test_epsilon_is_cached_and_equal_to_a_fresh_computation(
     events = [SubsampledGaussian(1.2, 0.05, 200), LaplaceRelease(0.5, 2)]
     clear_caches()
     fresh = epsilon(events, 1e-5)
-    compositions = _count_pld_compositions(monkeypatch)
+    compositions = count_pld_compositions(monkeypatch)
     assert epsilon(tuple(events), 1e-5) == fresh  # list or tuple: one cache entry
     assert epsilon(list(events), 1e-5) == fresh
     assert compositions() == 0
@@ -175,17 +173,3 @@ def test_epsilon_is_cached_and_equal_to_a_fresh_computation(
     clear_caches()
     assert epsilon(events, 1e-5) == fresh
     assert compositions() == 4 + 2
-
-
-def _count_pld_compositions(monkeypatch: pytest.MonkeyPatch) -> Callable[[], int]:
-    """Count fedsim's PLD ε computations from now on (the accountant's real work)."""
-    calls = 0
-    real = accounting._pld_epsilon
-
-    def counting(*args: Any) -> float:
-        nonlocal calls
-        calls += 1
-        return real(*args)
-
-    monkeypatch.setattr(accounting, "_pld_epsilon", counting)
-    return lambda: calls

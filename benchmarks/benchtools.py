@@ -1,10 +1,15 @@
-"""Resident memory of process trees and of Flower's client actors, read from ``/proc``
-(shared by the benchmarks; run them as scripts, ``python benchmarks/NAME.py``)."""
+"""What the benchmarks share: timing a command in a fresh process, and the resident
+memory of process trees and of Flower's client actors, read from ``/proc``. (Run the
+benchmarks as scripts, ``python benchmarks/NAME.py``, so that this module is importable.)"""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import time
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -65,3 +70,14 @@ def pss(pid: int) -> int:
     except OSError:
         pass
     return 0
+
+
+def timed_run(cmd: list[str], what: str) -> float:
+    """Wall seconds of ``cmd`` run to its end from the repository root (exits naming
+    ``what`` with the end of its stderr if it fails)."""
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"{what} failed:\n{proc.stderr[-2000:]}")
+    return wall
