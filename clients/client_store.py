@@ -7,7 +7,7 @@ privacy ledger, the samples it pruned, VoG's running statistics — under
 reads the newest version *older than itself*: a run resumed after round R re-runs round
 R + 1 from the state its clients had after R, whatever an interrupted round R + 1 wrote,
 so the resumed run reproduces the uninterrupted one exactly (in simulation the re-run's
-noise is the same, so nothing is released twice). The two newest versions are kept.
+noise is the same, so nothing is released twice). The three newest versions are kept.
 
 Nothing here is per-run memory: a client's state lives in files, not in the process that
 ran it, which is also what lets many simulated clients share a few workers.
@@ -28,7 +28,9 @@ from fedsim.files import write_atomic
 from fedsim.privacy import PrivacyLedger
 
 _VERSION = re.compile(r"round-(\d{6})\.json$")
-KEEP = 2
+#: Versions kept per client: a resumed run restarts at most two rounds back (the server's
+#: checkpoint of a round is written while the next one trains, strategies.background).
+KEEP = 3
 
 
 @dataclass(frozen=True)

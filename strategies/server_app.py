@@ -11,6 +11,7 @@ serves ``flwr run .`` and reads ``config-path``/``overrides``/``out-dir`` from t
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -30,11 +31,12 @@ from fedsim.errors import RunError
 from fedsim.evaluation import evaluate
 from fedsim.models import build_model
 from fedsim.records import EvalResult, RoundRecord
-from fedsim.round_log import RoundLog
+from fedsim.round_log import RoundEntry, RoundLog
 from fedsim.rundir import RunWriter
 from fedsim.summary import build_summary
 from fedsim.workload import dataset_for, partitions_for
 from strategies.audit import Auditor, SampleLevelAuditor, UserLevelAuditor, finish_audit
+from strategies.background import RoundPipeline
 from strategies.base import StrategyContext
 from strategies.central_dp import CentralDP, fedsim_core
 from strategies.directory import ClientDirectory, discover_clients, pooled_directory
@@ -87,6 +89,7 @@ def run_server(
     """
     started = time.perf_counter()
     writer = RunWriter(out_dir, cfg, resume=resume)
+    closers: list[Callable[[], None]] = []
     try:
         bundle = dataset_for(cfg.data, cfg.seed)
         device = pick_device()
@@ -128,36 +131,53 @@ def run_server(
             first_round = resume.round + 1
             logger.warning("resuming %s after round %d", writer.dir, resume.round)
         round_clock = [time.perf_counter()]
+        # round r's evaluation, metrics line and checkpoint run while round r + 1 trains,
+        # on a model of their own (strategies.background)
+        eval_model = copy.deepcopy(model)
+        pipeline = RoundPipeline()
+        closers.append(pipeline.close)
 
-        def after_round(server_round: int, arrays: ArrayRecord) -> None:
-            model.load_state_dict(arrays.to_torch_state_dict())
+        def finish_round(
+            server_round: int,
+            arrays: ArrayRecord,
+            entry: RoundEntry,
+            seconds: float,
+            state: dict[str, Any],
+        ) -> None:
+            eval_model.load_state_dict(arrays.to_torch_state_dict())
             if cfg.save_checkpoints:
-                writer.save_checkpoint(server_round, model.state_dict())
-            result = evaluate(model, bundle.test, device)
+                writer.save_checkpoint(server_round, eval_model.state_dict())
+            result = evaluate(eval_model, bundle.test, device)
             evaluations[server_round] = result
-            if isinstance(auditor, UserLevelAuditor):
-                auditor.on_release(arrays)
-            now = time.perf_counter()
-            entry = log.entry(server_round)
             record = RoundRecord(
                 round=server_round,
                 test=result,
                 sampled=entry.sampled,
                 selected=entry.selected,
                 clients=entry.clients,
-                seconds=now - round_clock[0],
+                seconds=seconds,
                 selection_epsilon=entry.selection_epsilon,
             )
-            round_clock[0] = now
             writer.append_round(record)
-            state = {
+            wall = earlier_seconds + time.perf_counter() - started
+            writer.write_state(
+                server_round, eval_model.state_dict(), state, wall, evaluations.get(0)
+            )
+            if on_round is not None:
+                on_round(record)
+
+        def after_round(server_round: int, arrays: ArrayRecord) -> None:
+            if isinstance(auditor, UserLevelAuditor):
+                auditor.on_release(arrays)
+            now = time.perf_counter()
+            seconds, round_clock[0] = now - round_clock[0], now
+            state = {  # the strategy's state now, before the next round changes it
                 "strategy": outer.export_state(),  # type: ignore[attr-defined]
                 "audit": None if auditor is None else auditor.export_state(),
             }
-            wall = earlier_seconds + time.perf_counter() - started
-            writer.write_state(server_round, model.state_dict(), state, wall, evaluations.get(0))
-            if on_round is not None:
-                on_round(record)
+            pipeline.submit(
+                finish_round, server_round, arrays, log.entry(server_round), seconds, state
+            )
 
         final = run_rounds(
             outer,
@@ -169,6 +189,7 @@ def run_server(
             outer.can_continue,  # type: ignore[attr-defined]
             stop,
         )
+        pipeline.close()  # the last round's line and checkpoint
         writer.save_model(final.to_torch_state_dict())
         valuations, valuation_section = None, None
         if strategy.rewards is not None:
@@ -205,6 +226,11 @@ def run_server(
         writer.write_summary(summary)  # the one write of summary.json
         return summary.to_json()
     finally:
+        for close in closers:  # a pending round's line and checkpoint, even on errors
+            try:
+                close()
+            except Exception:  # the error in flight is the one to report
+                logger.exception("the last round's evaluation or checkpoint failed")
         writer.close()
 
 
