@@ -79,7 +79,8 @@ class ActorPools:
             self._pools = {}
 
 
-#: The pools of the active :func:`reuse_actors` block (``None`` outside one).
+#: The pools of the active :func:`reuse_actors` block (empty outside one; blocks inside
+#: it share its pools, so it holds at most one).
 _ACTIVE: list[ActorPools] = []
 
 

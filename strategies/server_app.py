@@ -89,7 +89,9 @@ def run_server(
     """
     started = time.perf_counter()
     writer = RunWriter(out_dir, cfg, resume=resume)
-    closers: list[Callable[[], None]] = []
+    # round r's evaluation, metrics line and checkpoint run while round r + 1 trains
+    # (strategies.background)
+    pipeline = RoundPipeline()
     try:
         bundle = dataset_for(cfg.data, cfg.seed)
         device = pick_device()
@@ -131,11 +133,7 @@ def run_server(
             first_round = resume.round + 1
             logger.warning("resuming %s after round %d", writer.dir, resume.round)
         round_clock = [time.perf_counter()]
-        # round r's evaluation, metrics line and checkpoint run while round r + 1 trains,
-        # on a model of their own (strategies.background)
-        eval_model = copy.deepcopy(model)
-        pipeline = RoundPipeline()
-        closers.append(pipeline.close)
+        eval_model = copy.deepcopy(model)  # the background's own model
 
         def finish_round(
             server_round: int,
@@ -226,11 +224,10 @@ def run_server(
         writer.write_summary(summary)  # the one write of summary.json
         return summary.to_json()
     finally:
-        for close in closers:  # a pending round's line and checkpoint, even on errors
-            try:
-                close()
-            except Exception:  # the error in flight is the one to report
-                logger.exception("the last round's evaluation or checkpoint failed")
+        try:  # a pending round's line and checkpoint, even on errors
+            pipeline.close()
+        except Exception:  # the error in flight is the one to report
+            logger.exception("the last round's evaluation or checkpoint failed")
         writer.close()
 
 
@@ -252,13 +249,15 @@ def _auditor(cfg: Config, model: torch.nn.Module, seeded: bool) -> Auditor | Non
     return SampleLevelAuditor(cfg, trainable)
 
 
-def _server_sizes(cfg: Config) -> dict[int, int]:
-    """The simulated clients' sizes, computed by the server from the seed (what a
-    dedicated node would have answered: nothing when sizes are private, nothing for a
-    canary client)."""
-    if cfg.hides_client_size:
-        return {}
+def _partition_sizes(cfg: Config) -> dict[int, int]:
+    """The simulated clients' partition sizes, from the seed (canary clients have none)."""
     return {cid: len(part) for cid, part in enumerate(partitions_for(cfg.data, cfg.seed))}
+
+
+def _server_sizes(cfg: Config) -> dict[int, int]:
+    """The simulated clients' sizes as the server may know them: what a dedicated node
+    would have answered (nothing when sizes are private)."""
+    return {} if cfg.hides_client_size else _partition_sizes(cfg)
 
 
 def _true_sizes(cfg: Config, directory: ClientDirectory) -> dict[int, int]:
@@ -266,8 +265,8 @@ def _true_sizes(cfg: Config, directory: ClientDirectory) -> dict[int, int]:
     or — where clients keep them private — the simulated partitions' sizes."""
     if len(directory.num_examples) == len(directory.client_ids):
         return dict(directory.num_examples)
-    parts = partitions_for(cfg.data, cfg.seed)
-    return {cid: len(parts[cid]) for cid in directory.client_ids if cid < len(parts)}
+    sizes = _partition_sizes(cfg)
+    return {cid: sizes[cid] for cid in directory.client_ids if cid in sizes}
 
 
 def make_server_app(
