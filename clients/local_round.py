@@ -20,6 +20,12 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from clients.audit_canaries import CanaryRecords, canary_records
+from clients.functional_round import (
+    FunctionalPlan,
+    functional_units,
+    plan_functional,
+    train_functional,
+)
 from clients.opacus_adapter import (
     make_private,
     override_grad_samples,
@@ -41,6 +47,7 @@ from fedsim.privacy.planning import DpSgdPlan, plan_dp_sgd
 from fedsim.robustness.training import AdversarialBatches, plan_for
 from fedsim.roles import client_data, client_upload
 from fedsim.seeding import torch_generator
+from fedsim.tasks import loss_module
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +159,9 @@ def _refusal(
     if policy is None:
         return None
     sample_dp = cfg.dp.enabled and cfg.dp.mode == "sample"
-    mechanisms: list[Mechanism] = ["dpsgd"] if sample_dp else []
+    mechanisms: list[Mechanism] = []
+    if sample_dp:
+        mechanisms.append("functional" if cfg.functional_mechanism else "dpsgd")
     if own_events:
         mechanisms.append("valuation_release")
     if server_events:
@@ -205,14 +214,11 @@ def run_local_round(
     audited = is_audited(cfg, client_id)
     planned_n = len(split) + cfg.audit.canaries if audited else len(split)
     ledger = task.ledger
-    sample_dp = cfg.dp.enabled and cfg.dp.mode == "sample"
+    sample_dp = cfg.dp.enabled and cfg.dp.mode == "sample" and not cfg.functional_mechanism
     # σ is calibrated once, in the client's first round; later rounds take it from the ledger
     plan = plan_dp_sgd(cfg, planned_n, ledger.noise_multiplier) if sample_dp else None
     if plan is not None and ledger.noise_multiplier is None:
         ledger = ledger.with_noise_multiplier(plan.noise_multiplier)
-    refused = budget_gate(cfg, client_id, ledger, plan, tasks.events(), task.server_events, policy)
-    if refused is not None:
-        return dataclasses.replace(refused, pruned=task.pruned)
 
     started = time.perf_counter()
     model = build_model(cfg.model.name, data.input_shape, data.num_classes, seed=0)
@@ -223,7 +229,19 @@ def run_local_round(
             f"client {client_id}: the global model does not fit this client's data "
             f"(input {data.input_shape}, {data.num_classes} classes): {exc}"
         ) from exc
+    fm_plan = (
+        plan_functional(cfg, *functional_units(model), split.task)
+        if cfg.functional_mechanism
+        else None
+    )
+    this_round = fm_plan.round_event() if fm_plan is not None else None
+    refused = budget_gate(
+        cfg, client_id, ledger, plan, tasks.events(), task.server_events, policy, this_round
+    )
+    if refused is not None:
+        return dataclasses.replace(refused, pruned=task.pruned)
     model.to(device)
+    loss_fn = loss_module(split.task)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.client.lr, momentum=cfg.client.momentum)
     canaries = canary_records(cfg, client_id, model) if plan is not None else None
     x, y = torch.from_numpy(split.x), torch.from_numpy(split.y)
@@ -248,6 +266,10 @@ def run_local_round(
         vog_state=task.vog_state,
     )
     adversarial = plan_for(cfg, client_id, task.server_round, root)
+    if fm_plan is not None:
+        return _functional_round(
+            cfg, client_id, task, model, loader, fm_plan, ledger, split, root, device, started
+        )
     if plan is None:
         result = train_epochs(
             model,
@@ -257,6 +279,7 @@ def run_local_round(
             device,
             on_epoch_end=scorer.epoch_hook(lambda: plain_state_dict(model)),
             batch_transform=_adversarial_transform(model, adversarial),
+            loss_fn=loss_fn,
         )
         trained = plain_state_dict(model)
         val = scorer.finish(tasks, trained, client_id, task.server_round)
@@ -298,6 +321,7 @@ def run_local_round(
         steps_per_epoch=plan.steps_per_epoch if cfg.hides_client_size or audited else None,
         expected_batch_size=plan.expected_batch_size,
         secure=cfg.dp.secure_rng,  # noise and Poisson masks from the OS CSPRNG
+        loss_fn=loss_fn,
     )
     # Adversarial examples replace samples of the Poisson batch (never add any): the
     # accounting below is unchanged, see fedsim.robustness.training.
@@ -311,6 +335,7 @@ def run_local_round(
         on_epoch_end=scorer.epoch_hook(lambda: plain_state_dict(private.model)),
         batch_transform=_adversarial_transform(private.model, adversarial),
         after_backward=None if canaries is None else _canary_hook(private.model, canaries),
+        loss_fn=loss_fn,
     )
     acc_sigma, acc_q = private.accounted_schedule()
     ledger = ledger.with_event(SubsampledGaussian(acc_sigma, acc_q, private.steps_taken()))
@@ -326,7 +351,7 @@ def run_local_round(
         train_loss=result.mean_loss,
         noise_multiplier=acc_sigma,
         sample_rate=acc_q,
-        epsilon=ledger.epsilon_dp_sgd(acct),
+        epsilon=ledger.epsilon_training(acct),
         epsilon_total=ledger.epsilon_total(acct),
         train_seconds=time.perf_counter() - started,
         valuation=None if released is None else released.mean,
@@ -359,14 +384,21 @@ def budget_gate(
     own_events: Sequence[DpEvent],
     server_events: Sequence[DpEvent],
     policy: SitePolicy | None,
+    functional: DpEvent | None = None,
 ) -> LocalOutcome | None:
-    """The refusal of this round (site policy, then budget), or ``None`` to train."""
+    """The refusal of this round (site policy, then budget), or ``None`` to train.
+
+    ``functional`` is this round's functional-mechanism event (``client.mechanism:
+    functional``; ``plan`` is then ``None``).
+    """
     acct = Accounting.of(cfg.dp)
     projected: float | None = None
+    this_round: DpEvent | None = functional
     if plan is not None:
         sigma = ledger.noise_multiplier
         assert sigma is not None  # fixed by the caller
         this_round = SubsampledGaussian(sigma, plan.sample_rate, plan.steps_per_round)
+    if this_round is not None:
         projected = ledger.with_events((this_round, *own_events, *server_events)).epsilon_total(
             acct
         )
@@ -377,7 +409,7 @@ def budget_gate(
         selection = " (incl. the server's selection events)" if server_events else ""
         refused = (
             "budget-exhausted",
-            f"budget exhausted: epsilon {ledger.epsilon_dp_sgd(acct):.4g} spent, one more "
+            f"budget exhausted: epsilon {ledger.epsilon_training(acct):.4g} spent, one more "
             f"round would reach {projected:.4g}{selection} > dp.max_epsilon {cap}",
         )
     if refused is None:
@@ -390,7 +422,46 @@ def budget_gate(
         num_examples=0,
         noise_multiplier=ledger.noise_multiplier,
         sample_rate=None if plan is None else plan.sample_rate,
-        epsilon=ledger.epsilon_dp_sgd(acct) if plan is not None else None,
-        epsilon_total=ledger.epsilon_total(acct) if plan is not None else None,
+        epsilon=ledger.epsilon_training(acct) if this_round is not None else None,
+        epsilon_total=ledger.epsilon_total(acct) if this_round is not None else None,
         reason=reason,
+    )
+
+
+def _functional_round(
+    cfg: Config,
+    client_id: int,
+    task: LocalTask,
+    model: torch.nn.Module,
+    loader: DataLoader,
+    plan: FunctionalPlan,
+    ledger: PrivacyLedger,
+    split: Split,
+    root: int,
+    device: torch.device,
+    started: float,
+) -> LocalOutcome:
+    """Train the output layer with the functional mechanism and account its epochs."""
+    train_functional(
+        model,
+        loader,
+        plan,
+        split.task,
+        lr=cfg.client.lr,
+        momentum=cfg.client.momentum,
+        noise=torch_generator(root, "fm-noise", client_id, task.server_round, device=device.type),
+        device=device,
+    )
+    ledger = ledger.with_event(plan.round_event())
+    acct = Accounting.of(cfg.dp)
+    trained = plain_state_dict(model)
+    return LocalOutcome(
+        status="ok",
+        ledger=ledger,
+        num_examples=len(split),
+        state_dict=client_upload(cfg, client_id, task.server_round, task.global_state, trained),
+        epsilon=ledger.epsilon_training(acct),
+        epsilon_total=ledger.epsilon_total(acct),
+        train_seconds=time.perf_counter() - started,
+        pruned=task.pruned,
     )

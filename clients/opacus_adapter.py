@@ -81,6 +81,7 @@ def make_private(
     steps_per_epoch: int | None = None,
     expected_batch_size: int | None = None,
     secure: bool = False,
+    loss_fn: nn.Module | None = None,
 ) -> PrivateTraining:
     """Attach DP-SGD (Poisson sampling) to fresh training objects.
 
@@ -108,6 +109,8 @@ def make_private(
     (:mod:`clients.secure_rng`, fedsim's stand-in for Opacus' ``secure_mode``, with its
     floating-point-attack mitigation): same noise std, batch distribution and accounting,
     but not reproducible — ``noise_generator`` and the loader's generator are not used.
+
+    ``loss_fn`` is the training loss ghost clipping wraps (default cross-entropy).
     """
     if steps_per_epoch is not None:
         loader = _public_schedule_loader(loader, steps_per_epoch)
@@ -136,7 +139,9 @@ def make_private(
     }
     if grad_sample_mode == "ghost":
         wrapped, dp_optimizer, criterion, dp_loader = engine.make_private(
-            **common, grad_sample_mode="ghost", criterion=nn.CrossEntropyLoss()
+            **common,
+            grad_sample_mode="ghost",
+            criterion=loss_fn if loss_fn is not None else nn.CrossEntropyLoss(),
         )
     else:
         wrapped, dp_optimizer, dp_loader = engine.make_private(**common)

@@ -32,8 +32,10 @@ def train_epochs(
     batch_transform: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
     | None = None,
     after_backward: Callable[[torch.Tensor], None] | None = None,
+    loss_fn: nn.Module | None = None,
 ) -> TrainResult:
-    """Train ``model`` for ``epochs`` passes over ``loader`` with cross-entropy.
+    """Train ``model`` for ``epochs`` passes over ``loader`` with ``loss_fn`` (default
+    cross-entropy; :func:`fedsim.tasks.loss_module` gives the task's).
 
     ``batch_transform`` (e.g. adversarial examples, :mod:`fedsim.robustness.training`) maps
     each non-empty batch ``(x, y)`` to the batch actually trained on, of the same size.
@@ -42,7 +44,7 @@ def train_epochs(
     an optimizer step, so that noise is added and the accountant counts the step, as
     DP-SGD requires. A given ``criterion`` (Opacus' ghost-clipping loss wrapper) is used
     for every batch, empty ones included (its per-sample loss is then empty and the step
-    adds noise alone); without one, cross-entropy, and an empty batch gets a zero loss.
+    adds noise alone); without one, ``loss_fn``, and an empty batch gets a zero loss.
     ``on_epoch_end(epoch)`` (0-based) is called after each epoch, e.g. to take a VoG
     checkpoint. ``after_backward(y)`` is called with each batch's labels after the backward
     pass and before the optimizer step (the privacy audit sets its canaries' per-sample
@@ -51,7 +53,8 @@ def train_epochs(
     """
     model.train()
     wrapped = criterion is not None
-    criterion = criterion if criterion is not None else nn.CrossEntropyLoss()
+    if criterion is None:
+        criterion = loss_fn if loss_fn is not None else nn.CrossEntropyLoss()
     total_loss, total_examples, steps = 0.0, 0, 0
     for epoch in range(epochs):
         for x, y in loader:

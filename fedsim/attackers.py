@@ -53,10 +53,17 @@ def noise_images(
     rng: np.random.Generator,
     num_classes: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The images at ``idx`` become uniform noise in [0, 1] (the data range); labels kept."""
+    """The images at ``idx`` become uniform noise in [0, 1] (the data range); labels kept.
+
+    Regression targets (float) at ``idx`` become uniform noise in (0, 1] as well: the
+    whole record is noise, as in SecProbe's experiments.
+    """
     out = x.copy()
     out[idx] = rng.random(size=(len(idx), *x.shape[1:]), dtype=np.float32)
-    return out, y.copy()
+    targets = y.copy()
+    if y.dtype == np.float32:
+        targets[idx] = 1.0 - rng.random(size=len(idx), dtype=np.float32)
+    return out, targets
 
 
 @UNRELIABLE_KINDS.register("label_flip")
@@ -67,13 +74,18 @@ def flip_labels(
     rng: np.random.Generator,
     num_classes: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The labels at ``idx`` become ``num_classes - 1 - y``; images kept.
+    """The labels at ``idx`` become ``num_classes - 1 - y``; images kept. Regression
+    targets (float, in (0, 1]) become ``1 - y``: the target range mirrored.
 
     Raises
     ------
     ValueError
-        If ``num_classes`` is missing or below 2.
+        If ``num_classes`` is missing or below 2 (classification).
     """
+    if y.dtype == np.float32:
+        targets = y.copy()
+        targets[idx] = 1.0 - y[idx]
+        return x.copy(), targets
     if num_classes is None or num_classes < 2:
         raise ValueError(f"label_flip needs num_classes >= 2; got {num_classes}")
     out = y.copy()

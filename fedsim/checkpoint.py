@@ -52,7 +52,7 @@ def sha256_text(text: str) -> str:
 def _eval_doc(result: EvalResult | None) -> dict[str, Any] | None:
     return None if result is None else {
         "accuracy": result.accuracy, "loss": result.loss, "auc": result.auc,
-        "num_examples": result.num_examples,
+        "num_examples": result.num_examples, "mre": result.mre,
     }  # fmt: skip
 
 
@@ -64,6 +64,7 @@ def _eval_of(doc: Mapping[str, Any] | None) -> EvalResult | None:
         loss=float(doc["loss"]),
         auc=None if doc.get("auc") is None else float(doc["auc"]),
         num_examples=int(doc.get("num_examples", 0)),
+        mre=None if doc.get("mre") is None else float(doc["mre"]),
     )
 
 
@@ -130,6 +131,7 @@ class ResumePoint:
                 accuracy=float(m["test_accuracy"]),
                 loss=float(m["test_loss"]),
                 auc=None if m.get("test_auc") is None else float(m["test_auc"]),
+                mre=None if m.get("test_mre") is None else float(m["test_mre"]),
             )
             for m in self.lines
         }

@@ -1,4 +1,5 @@
-"""Central evaluation of a model on a data split (accuracy, loss, AUC for binary tasks)."""
+"""Central evaluation of a model on a data split (accuracy, loss, AUC for binary tasks; for
+regression the mean relative error and SecProbe's accuracy score)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from torch import nn
 
 from fedsim.data import Split
 from fedsim.records import EvalResult
+from fedsim.selection import regression_utility
+from fedsim.tasks import predict
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
@@ -43,7 +46,12 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
 def evaluate(
     model: nn.Module, split: Split, device: torch.device | str = "cpu", batch_size: int = 512
 ) -> EvalResult:
-    """Accuracy, mean cross-entropy loss and (binary tasks) ROC AUC of ``model`` on ``split``."""
+    """Accuracy, mean cross-entropy loss and (binary tasks) ROC AUC of ``model`` on ``split``.
+
+    For regression targets (:attr:`Split.task`), see :func:`evaluate_regression`.
+    """
+    if split.task == "regression":
+        return evaluate_regression(model, split, device, batch_size)
     model.eval()
     model.to(device)
     total_loss, correct = 0.0, 0
@@ -60,3 +68,26 @@ def evaluate(
     n = len(split)
     auc = roc_auc(np.concatenate(positive_scores), split.y) if positive_scores else None
     return EvalResult(accuracy=correct / n, loss=total_loss / n, auc=auc, num_examples=n)
+
+
+@torch.no_grad()
+def evaluate_regression(
+    model: nn.Module, split: Split, device: torch.device | str = "cpu", batch_size: int = 512
+) -> EvalResult:
+    """Mean relative error, mean squared error and SecProbe's accuracy score (``accuracy``:
+    the mean of ``1 - min(1, |ŷ - y| / y)``) of ``model``'s predictions ``sigmoid(g)``."""
+    model.eval()
+    model.to(device)
+    preds = []
+    for start in range(0, len(split), batch_size):
+        x = torch.tensor(split.x[start : start + batch_size], device=device)
+        preds.append(predict(model(x), "regression").double().cpu().numpy())
+    z = np.concatenate(preds) if preds else np.empty(0)
+    y = split.y.astype(np.float64)
+    n = len(split)
+    return EvalResult(
+        accuracy=regression_utility(z, y),
+        loss=float(np.mean((z - y) ** 2)),
+        num_examples=n,
+        mre=float(np.mean(np.abs(z - y) / y)),
+    )

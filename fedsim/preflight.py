@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from fedsim.config import RELATION_TEXT, Config
 from fedsim.errors import ConfigError, FedsimError
 from fedsim.models import build_model, is_dp_compatible
-from fedsim.privacy.accounting import Accounting
+from fedsim.privacy.accounting import Accounting, FunctionalMechanism
 from fedsim.privacy.central import CentralDpPlan, central_epsilon, plan_central_dp
 from fedsim.privacy.planning import (
     MAX_DP_SGD_STEPS,
@@ -113,6 +113,8 @@ def preflight(cfg: Config) -> PreflightReport:
                     f"dp.max_epsilon {cfg.dp.max_epsilon} is below the epsilon of a single "
                     f"central-DP round ({one_round:.4g}): no round could run"
                 )
+    elif cfg.functional_mechanism:
+        problems += _functional_problems(cfg)
     elif cfg.dp.enabled:
         dp_errors = is_dp_compatible(model)
         if dp_errors:
@@ -163,3 +165,19 @@ def preflight(cfg: Config) -> PreflightReport:
         central_plan=central,
         relation=RELATION_TEXT[cfg.dp.neighbouring],
     )
+
+
+def _functional_problems(cfg: Config) -> list[str]:
+    """A run cap that no functional-mechanism round fits under (ε per epoch × epochs)."""
+    if cfg.dp.max_epsilon is None or cfg.dp.epsilon is None:
+        return []
+    event = FunctionalMechanism(
+        cfg.dp.epsilon / (cfg.rounds * cfg.client.local_epochs), cfg.client.local_epochs
+    )
+    one_round = Accounting.of(cfg.dp).epsilon([event])
+    if one_round <= cfg.dp.max_epsilon:
+        return []
+    return [
+        f"dp.max_epsilon {cfg.dp.max_epsilon} is below the epsilon of a single functional-"
+        f"mechanism round ({one_round:.4g}): no client could train"
+    ]

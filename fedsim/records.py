@@ -52,12 +52,19 @@ class ClientRoundRecord:
 
 @dataclass(frozen=True)
 class EvalResult:
-    """Central evaluation of the global model on one split."""
+    """Central evaluation of the global model on one split.
+
+    For a regression task ``accuracy`` is SecProbe's accuracy score, the mean over records
+    of ``1 - min(1, |ŷ - y| / y)`` (:func:`fedsim.selection.regression_utility`), ``loss``
+    the mean squared error and ``mre`` the mean relative error ``|ŷ - y| / y`` (the paper's
+    Eq. 18); for classification ``mre`` is ``None``.
+    """
 
     accuracy: float
     loss: float
     auc: float | None = None
     num_examples: int = 0
+    mre: float | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,8 @@ class RoundRecord:
         }
         if self.test.auc is not None:
             doc["test_auc"] = self.test.auc
+        if self.test.mre is not None:
+            doc["test_mre"] = self.test.mre
         doc["sampled"] = list(self.sampled)
         doc["selected"] = list(self.selected)
         doc["seconds"] = self.seconds

@@ -232,3 +232,23 @@ def regression_utility(predictions: np.ndarray, targets: np.ndarray) -> float:
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         rel = np.where(np.abs(y) > 0, err / np.abs(y), np.where(err > 0, np.inf, 0.0))
     return float(np.mean(1.0 - np.minimum(1.0, rel)))
+
+
+def utility_sensitivity(n: int, mode: SensitivityName, task: str) -> float:
+    """Δu of the validation utility of ``n`` records for a ``classification`` task
+    (:func:`accuracy_sensitivity`) or a ``regression`` task (:func:`regression_utility`:
+    the paper's :data:`REGRESSION_SENSITIVITY`, or the tight 1/n — each record's score
+    lies in [0, 1], so replacing one moves the mean by at most 1/n).
+
+    >>> utility_sensitivity(10, "paper", "regression")
+    1.0
+    >>> utility_sensitivity(10, "tight", "regression")
+    0.1
+    """
+    if task == "classification":
+        return accuracy_sensitivity(n, mode)
+    if mode == "paper":
+        return REGRESSION_SENSITIVITY
+    if n < 1:
+        raise ValueError(f"n must be >= 1; got {n}")
+    return 1.0 / n

@@ -26,6 +26,8 @@ def _eval_doc(result: EvalResult | None) -> dict[str, Any] | None:
     doc: dict[str, Any] = {"test_accuracy": result.accuracy, "test_loss": result.loss}
     if result.auc is not None:
         doc["test_auc"] = result.auc
+    if result.mre is not None:
+        doc["test_mre"] = result.mre
     return doc
 
 

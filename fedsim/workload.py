@@ -32,7 +32,7 @@ def _keep(split: Split, count: int | None, field: str, seed: int) -> Split:
     if count > len(split):
         raise ConfigError([f"{field} must be at most the split's size {len(split)}; got {count}"])
     rng = np.random.default_rng(seed)
-    _, kept = stratified_holdout(split.y, count, rng)
+    _, kept = stratified_holdout(split.strata, count, rng)
     part = split.subset(kept)
     part.x.setflags(write=False)
     part.y.setflags(write=False)
@@ -53,6 +53,7 @@ def dataset_for(data: DataConfig, seed: int) -> DatasetBundle:
         download=data.download,
         val_size=_val_size(data),
         seed=derive_seed(seed, "val-split"),
+        target=data.target,
     )
     if data.train_samples is None and data.test_samples is None:
         return bundle
@@ -75,7 +76,7 @@ def partitions_for(data: DataConfig, seed: int) -> tuple[np.ndarray, ...]:
     """Index arrays of every client's partition of the training pool (cached per process)."""
     bundle = dataset_for(data, seed)
     parts = partition_indices(
-        bundle.train.y,
+        bundle.train.strata,
         data.num_clients,
         data.partition,
         alpha=data.alpha,

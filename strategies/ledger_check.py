@@ -22,7 +22,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from fedsim.privacy import PrivacyLedger
-from fedsim.privacy.accounting import DpEvent, LaplaceRelease, PureDp, SubsampledGaussian
+from fedsim.privacy.accounting import (
+    DpEvent,
+    FunctionalMechanism,
+    LaplaceRelease,
+    PureDp,
+    SubsampledGaussian,
+)
 
 
 @dataclass(frozen=True)
@@ -74,7 +80,7 @@ def _event(raw: Any, limits: LedgerLimits) -> DpEvent | str:
         if not _count(steps, limits.max_steps):
             return f"sgm steps must be an integer in [0, {limits.max_steps}]; got {steps}"
         return SubsampledGaussian(float(sigma), float(q), int(steps))
-    if kind in ("laplace", "pure"):
+    if kind in ("laplace", "pure", "fm"):
         if len(args) != 2 or not all(_real(a) for a in args):
             return f"{kind} event needs [epsilon, count]; got {raw!r:.80}"
         eps, count = args
@@ -82,8 +88,11 @@ def _event(raw: Any, limits: LedgerLimits) -> DpEvent | str:
             return f"{kind} epsilon must be in (0, {limits.max_release_epsilon:g}]; got {eps}"
         if not _count(count, limits.max_releases):
             return f"{kind} count must be an integer in [0, {limits.max_releases}]; got {count}"
-        cls = LaplaceRelease if kind == "laplace" else PureDp
-        return cls(float(eps), int(count))
+        if kind == "laplace":
+            return LaplaceRelease(float(eps), int(count))
+        if kind == "fm":
+            return FunctionalMechanism(float(eps), int(count))
+        return PureDp(float(eps), int(count))
     return f"unknown privacy event kind {kind!r:.40}"
 
 

@@ -1,10 +1,12 @@
 """SecProbe: private selection of reliable participants (Zhao et al., IEEE TIFS 2020).
 
 Each round the server scores every accepted upload by its accuracy on the server's
-auxiliary validation split, samples K of the M uploads without replacement with the
-exponential mechanism at ``strategy.selection_epsilon`` (probability
-``∝ exp(ε·u/(2KΔu))`` per draw, drawn as Gumbel-top-K, :mod:`fedsim.selection`), and
-averages the K chosen with Flower's FedAvg rule.
+auxiliary validation split (for regression: the mean of ``1 - min(1, |ŷ - y| / y)``,
+:func:`fedsim.selection.regression_utility`, Δu = 1 as in the paper), samples K of the
+M uploads without replacement with the exponential mechanism at
+``strategy.selection_epsilon`` (probability ``∝ exp(ε·u/(2KΔu))`` per draw, drawn as
+Gumbel-top-K, :mod:`fedsim.selection`), and averages the K chosen with Flower's FedAvg
+rule.
 
 Guarantee: the set of selected clients is ε-DP with respect to one validation record per
 round (K draws at ε/K each, basic composition); over R rounds the selection spends R·ε
@@ -33,10 +35,10 @@ from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 from fedsim.config import Config
 from fedsim.seeding import numpy_rng
 from fedsim.selection import (
-    accuracy_sensitivity,
     participant_epsilon,
     sample_k_gumbel,
     selection_inclusion_probabilities,
+    utility_sensitivity,
 )
 from strategies.base import Accepted, FedsimStrategy, Selection, SelectionNote
 from strategies.utility import validation_accuracies
@@ -53,9 +55,10 @@ class SecProbe(FedsimStrategy, FlowerFedAvg):
         return validation_accuracies(self.cfg.model.name, self.context.data, msgs)
 
     def sensitivity(self) -> float:
-        """Δu of the validation accuracy (``strategy.sensitivity`` over the val split)."""
-        n_val = len(self.context.data.val)
-        return accuracy_sensitivity(n_val, self.cfg.strategy.sensitivity)
+        """Δu of the validation utility (``strategy.sensitivity`` over the val split): the
+        accuracy, or for regression SecProbe's clipped relative-error score (Eq. 6)."""
+        data = self.context.data
+        return utility_sensitivity(len(data.val), self.cfg.strategy.sensitivity, data.task)
 
     def selection_epsilon_ahead(self, num_sampled: int) -> float:
         """Participant ε of this round's draw if K < M (M at most ``num_sampled``)."""

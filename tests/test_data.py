@@ -79,7 +79,7 @@ def test_split_validates_dtype_shape_and_length() -> None:
     x = np.zeros((3, 1, 2, 2), np.float32)
     with pytest.raises(DataError, match=r"Split.x must be a float32 array.*float64"):
         Split(x=x.astype(np.float64), y=np.zeros(3, np.int64))
-    with pytest.raises(DataError, match=r"Split.y must be an int64 array"):
+    with pytest.raises(DataError, match=r"Split.y must be an int64 \(labels\) or float32"):
         Split(x=x, y=np.zeros(3, np.int32))
     with pytest.raises(DataError, match="3 images but 2 labels"):
         Split(x=x, y=np.zeros(2, np.int64))
@@ -223,6 +223,8 @@ def test_registry_names_and_unknown_name() -> None:
         "mnist",
         "cifar10",
         "svhn",
+        "tabular",
+        "diabetes",
         "npz",
         "imagefolder",
     }

@@ -31,7 +31,10 @@ from fedsim.config.parse import build_dataclass, from_dict
 from fedsim.config.rules import cross_checks
 from fedsim.config.run_config import RUN_CONFIG_EXTRA_KEYS, from_run_config
 from fedsim.config.schema import (
+    FUNCTIONAL_MODELS,
+    REGRESSION_DATASETS,
     RELATION_TEXT,
+    TABULAR_MODELS,
     AccountantName,
     AdversarialRoleConfig,
     AdversarialTrainingConfig,
@@ -39,6 +42,7 @@ from fedsim.config.schema import (
     AttackName,
     AuditConfig,
     ClientConfig,
+    ClientMechanism,
     ClippingName,
     CombineRule,
     Config,
@@ -75,8 +79,11 @@ from fedsim.config.schema import (
 )
 
 __all__ = [
+    "FUNCTIONAL_MODELS",
+    "REGRESSION_DATASETS",
     "RELATION_TEXT",
     "RUN_CONFIG_EXTRA_KEYS",
+    "TABULAR_MODELS",
     "AccountantName",
     "AdversarialRoleConfig",
     "AdversarialTrainingConfig",
@@ -84,6 +91,7 @@ __all__ = [
     "AttackName",
     "AuditConfig",
     "ClientConfig",
+    "ClientMechanism",
     "ClippingName",
     "CombineRule",
     "Config",

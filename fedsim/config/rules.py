@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from fedsim.config.schema import MIN_RESOURCE_FRACTION, Config, DPConfig
+from fedsim.config.task_rules import functional_checks, regression_checks
 
 #: Longest run name (the run directory ``runs/<name>-<n>`` must fit a file name).
 MAX_NAME_CHARS = 200
@@ -276,6 +277,8 @@ SECTION_RULES: tuple[Callable[[Config], list[str]], ...] = (
     selection_checks,
     valuation_checks,
     audit_checks,
+    regression_checks,
+    functional_checks,
 )
 
 

@@ -15,10 +15,26 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 DatasetName = Literal[
-    "pneumoniamnist", "fashion-mnist", "mnist", "cifar10", "svhn", "npz", "imagefolder"
+    "pneumoniamnist",
+    "fashion-mnist",
+    "mnist",
+    "cifar10",
+    "svhn",
+    "npz",
+    "imagefolder",
+    "tabular",
+    "diabetes",
 ]
+#: Datasets whose target is a number (regression; the others are classification).
+REGRESSION_DATASETS: frozenset[str] = frozenset({"tabular", "diabetes"})
 PartitionName = Literal["iid", "dirichlet", "shards"]
-ModelName = Literal["cnn", "resnet9", "resnet18", "mlp"]
+ModelName = Literal["cnn", "resnet9", "resnet18", "mlp", "secprobe_mlp", "secprobe_mlp8"]
+#: Models whose output layer the functional mechanism can train (``functional_head``).
+FUNCTIONAL_MODELS: frozenset[str] = frozenset({"secprobe_mlp", "secprobe_mlp8"})
+#: Models that take a tabular row (a ``1 × 1 × d`` input): the perceptrons.
+TABULAR_MODELS: frozenset[str] = frozenset({"mlp", *FUNCTIONAL_MODELS})
+#: How a client protects its data: DP-SGD (Opacus) or SecProbe's functional mechanism.
+ClientMechanism = Literal["dpsgd", "functional"]
 StrategyName = Literal[
     "fedavg", "secprobe", "random_k", "krum", "multikrum", "median", "trimmed_mean", "bulyan"
 ]
@@ -93,6 +109,8 @@ class DataConfig:
     train_samples: int | None = field(default=None, metadata=_bounds(ge=1))
     #: Evaluate on a stratified, seeded subset of this many test samples (None = all).
     test_samples: int | None = field(default=None, metadata=_bounds(ge=1))
+    #: The target column of a ``tabular`` CSV file (None = the last column).
+    target: str | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +128,15 @@ class ClientConfig:
     batch_size: int = field(default=64, metadata=_bounds(ge=1))
     lr: float = field(default=0.1, metadata=_bounds(gt=0))
     momentum: float = field(default=0.0, metadata=_bounds(ge=0, lt=1))
+    #: How the client's training is made differentially private when ``dp.enabled`` (sample
+    #: mode): ``dpsgd`` (Opacus) or ``functional`` — SecProbe's functional mechanism
+    #: (:mod:`fedsim.privacy.functional`): the loss becomes its second-order Taylor
+    #: polynomial in the output layer's weights, Laplace noise of scale Δ/ε_epoch is added
+    #: to the polynomial's coefficients of every batch, and only the output layer trains
+    #: (the hidden layer stays at the global model's weights: the paper's argument does not
+    #: cover training it). ``dp.epsilon`` is split evenly over every planned epoch. Without
+    #: ``dp.enabled`` clients train every layer plainly, whatever the mechanism.
+    mechanism: ClientMechanism = "dpsgd"
 
 
 @dataclass(frozen=True)
@@ -414,6 +441,17 @@ class Config:
     valuation: ValuationConfig = field(default_factory=ValuationConfig)
     robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
+
+    @property
+    def task(self) -> Literal["classification", "regression"]:
+        """What the model predicts: a class, or a number (``tabular``, ``diabetes``)."""
+        return "regression" if self.data.name in REGRESSION_DATASETS else "classification"
+
+    @property
+    def functional_mechanism(self) -> bool:
+        """Whether clients train with SecProbe's functional mechanism instead of DP-SGD."""
+        dp = self.dp
+        return dp.enabled and dp.mode == "sample" and self.client.mechanism == "functional"
 
     @property
     def clients_per_round(self) -> int:

@@ -12,6 +12,11 @@ Registered names, their files and their own splits:
   downloadable; train / test.
 - ``npz``: the archive at ``data.path``; train [/ val] [/ test].
 - ``imagefolder``: the folder at ``data.path``; train [/ val] [/ test].
+- ``tabular``: the ``.csv``/``.npz`` table at ``data.path`` (regression); train.
+- ``diabetes``: the shipped diabetes table (regression, 442 rows); train.
+
+A regression source's validation and test splits are carved uniformly at random (there
+are no classes to stratify by).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from fedsim.data.carve import holdout_count, stratified_holdout
 from fedsim.data.checks import check_classes
 from fedsim.data.file_sources import load_fashion_mnist, load_npz, load_pneumoniamnist
 from fedsim.data.imagefolder import load_imagefolder
+from fedsim.data.tabular import load_diabetes, load_tabular
 from fedsim.data.torchvision_sources import load_cifar10, load_mnist, load_svhn
 from fedsim.data.types import DatasetBundle, SourceArgs, SourceSplits, Split
 from fedsim.registry import Registry
@@ -45,6 +51,8 @@ DATASETS.register("cifar10")(load_cifar10)
 DATASETS.register("svhn")(load_svhn)
 DATASETS.register("npz")(load_npz)
 DATASETS.register("imagefolder")(load_imagefolder)
+DATASETS.register("tabular")(load_tabular)
+DATASETS.register("diabetes")(load_diabetes)
 
 
 @functools.lru_cache(maxsize=4)
@@ -56,6 +64,7 @@ def load_dataset(
     download: bool = True,
     val_size: int | float | None = None,
     seed: int = 0,
+    target: str | None = None,
 ) -> DatasetBundle:
     """Load dataset ``name`` with its training pool, server validation and test splits.
 
@@ -84,6 +93,8 @@ def load_dataset(
         its own validation split (``pneumoniamnist``, ``npz``/``imagefolder`` with one).
     seed
         Seed of the carving (``np.random.default_rng(seed)``).
+    target
+        ``data.target``: the target column of a ``tabular`` CSV (default: the last).
 
     Returns
     -------
@@ -102,11 +113,12 @@ def load_dataset(
         classes, or a validation/test class absent from training.
     """
     loader = DATASETS.get(name)
-    source = loader(SourceArgs(path=path, root=root, download=download))
+    source = loader(SourceArgs(path=path, root=root, download=download, target=target))
     where = (
         f"data.path ({path})" if path else f"data.root ({root})" if root else f"dataset {name!r}"
     )
-    check_classes(source, where)
+    if source.train.task == "classification":
+        check_classes(source, where)
     rng = np.random.default_rng(seed)
     train = source.train
     test = source.test
@@ -143,8 +155,8 @@ def load_dataset(
 
 
 def _carve(split: Split, count: int, rng: np.random.Generator) -> tuple[Split, Split]:
-    """Return ``(rest, held_out)`` with ``count`` stratified samples held out."""
-    kept, held = stratified_holdout(split.y, count, rng)
+    """Return ``(rest, held_out)`` with ``count`` samples held out (stratified by class)."""
+    kept, held = stratified_holdout(split.strata, count, rng)
     return split.subset(kept), split.subset(held)
 
 

@@ -1,7 +1,9 @@
 """Value types of the data layer: an image split, a loaded dataset, and what a source returns.
 
-All images are ``float32`` arrays in NCHW layout with values in ``[0, 1]``; all labels are
-``int64`` class indices ``0..K-1``. The types check these invariants when built, so a
+All inputs are ``float32`` arrays in NCHW layout with values in ``[0, 1]`` (a tabular
+row of ``d`` features is a ``1 × 1 × d`` "image"). Targets are ``int64`` class indices
+``0..K-1`` for a classification task, or ``float32`` values in ``(0, 1]`` for a
+regression task (:attr:`Split.task`). The types check these invariants when built, so a
 :class:`Split` that exists is a valid one.
 """
 
@@ -9,12 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
 from fedsim.errors import DataError
 
-__all__ = ["DatasetBundle", "SourceArgs", "SourceSplits", "Split", "max_label"]
+__all__ = ["DatasetBundle", "SourceArgs", "SourceSplits", "Split", "TaskKind", "max_label"]
+
+TaskKind = Literal["classification", "regression"]
+"""What a dataset's targets are: class labels or numeric values."""
 
 
 @dataclass(frozen=True)
@@ -26,7 +32,8 @@ class Split:
     x
         ``float32`` images of shape ``(N, C, H, W)`` with values in ``[0, 1]``.
     y
-        ``int64`` labels of shape ``(N,)``.
+        ``int64`` labels of shape ``(N,)`` (classification), or ``float32`` targets of
+        shape ``(N,)`` (regression).
 
     Raises
     ------
@@ -43,9 +50,14 @@ class Split:
             raise DataError(
                 f"Split.x must be a float32 array of shape (N, C, H, W); got {_describe(self.x)}"
             )
-        if not isinstance(self.y, np.ndarray) or self.y.dtype != np.int64 or self.y.ndim != 1:
+        if (
+            not isinstance(self.y, np.ndarray)
+            or self.y.dtype not in (np.int64, np.float32)
+            or self.y.ndim != 1
+        ):
             raise DataError(
-                f"Split.y must be an int64 array of shape (N,); got {_describe(self.y)}"
+                "Split.y must be an int64 (labels) or float32 (regression targets) array of "
+                f"shape (N,); got {_describe(self.y)}"
             )
         if len(self.x) != len(self.y):
             raise DataError(
@@ -55,6 +67,17 @@ class Split:
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
+
+    @property
+    def task(self) -> TaskKind:
+        """``regression`` for float targets, ``classification`` for integer labels."""
+        return "regression" if self.y.dtype == np.float32 else "classification"
+
+    @property
+    def strata(self) -> np.ndarray:
+        """``int64`` groups to stratify or partition by: the labels, or one group of all
+        samples for regression targets."""
+        return self.y if self.task == "classification" else np.zeros(len(self), np.int64)
 
     def subset(self, idx: np.ndarray) -> Split:
         """Return the samples at ``idx`` (integer indices or a boolean mask) as a new split.
@@ -89,9 +112,11 @@ class DatasetBundle:
     test
         The server's test split.
     num_classes
-        Number of classes ``K``; every label is in ``0..K-1``.
+        Number of classes ``K``; every label is in ``0..K-1``. A regression dataset has
+        ``K = 1`` (one model output) and its targets in ``(0, 1]``.
     class_names
-        One name per class, ``len(class_names) == num_classes``.
+        One name per class, ``len(class_names) == num_classes`` (regression: the target's
+        name).
     """
 
     name: str
@@ -109,16 +134,30 @@ class DatasetBundle:
             )
         shape = self.train.x.shape[1:]
         for split_name, split in (("train", self.train), ("val", self.val), ("test", self.test)):
+            if split.task != self.train.task:
+                raise DataError(
+                    f"dataset {self.name!r}: {split_name} has {split.task} targets but train "
+                    f"has {self.train.task} targets"
+                )
             if split.x.shape[1:] != shape:
                 raise DataError(
                     f"dataset {self.name!r}: {split_name} images have shape "
                     f"{split.x.shape[1:]} but train images have {shape}"
                 )
-            if len(split) and (split.y.min() < 0 or split.y.max() >= self.num_classes):
+            if (
+                split.task == "classification"
+                and len(split)
+                and (split.y.min() < 0 or split.y.max() >= self.num_classes)
+            ):
                 raise DataError(
                     f"dataset {self.name!r}: {split_name} labels must be in "
                     f"0..{self.num_classes - 1}; got {split.y.min()}..{split.y.max()}"
                 )
+
+    @property
+    def task(self) -> TaskKind:
+        """``classification`` or ``regression`` (from the targets' dtype)."""
+        return self.train.task
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -139,11 +178,14 @@ class SourceArgs:
         ``data.root``: the folder of a downloadable or system-installed dataset.
     download
         ``data.download``: whether a missing downloadable dataset may be fetched.
+    target
+        ``data.target``: the target column of a tabular file (``None``: the last one).
     """
 
     path: str | None = None
     root: str | None = None
     download: bool = True
+    target: str | None = None
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from fedsim.config import DPMode, build_dataclass, read_yaml
 from fedsim.config import Relation as Neighbouring
 from fedsim.errors import ConfigError
 
-Mechanism = Literal["dpsgd", "valuation_release", "selection"]
+Mechanism = Literal["dpsgd", "functional", "valuation_release", "selection"]
 
 #: Every privacy mechanism a round can apply to a site's data.
 MECHANISMS: tuple[Mechanism, ...] = typing.get_args(Mechanism)
@@ -124,7 +124,8 @@ class RoundRequest:
         ``dp.delta``: the δ of the site's ε.
     mechanisms
         The mechanisms this round would apply to the site's data: ``dpsgd`` when it
-        trains with DP-SGD, ``valuation_release`` when it releases a valuation,
+        trains with DP-SGD, ``functional`` when with SecProbe's functional mechanism
+        (``client.mechanism``), ``valuation_release`` when it releases a valuation,
         ``selection`` when the server's private selection charges it ε.
     projected_epsilon
         The site's lifetime ε at ``delta`` if it takes part in this round: its ledger,
@@ -171,10 +172,12 @@ def _policy_checks(policy: SitePolicy) -> list[str]:
     problems = []
     if not policy.neighbouring:
         problems.append("neighbouring must list at least one relation; got []")
-    if policy.dp_required and not policy.allow_central and "dpsgd" not in policy.mechanisms:
+    trains = {"dpsgd", "functional"} & set(policy.mechanisms)
+    if policy.dp_required and not policy.allow_central and not trains:
         problems.append(
-            "mechanisms must include 'dpsgd' when dp_required is true and allow_central is "
-            f"false (every round would be refused); got {list(policy.mechanisms)}"
+            "mechanisms must include 'dpsgd' or 'functional' when dp_required is true and "
+            "allow_central is false (every round would be refused); got "
+            f"{list(policy.mechanisms)}"
         )
     return problems
 

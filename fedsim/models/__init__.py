@@ -1,10 +1,12 @@
 """Image classifiers for fedsim, all usable with Opacus DP-SGD.
 
 Build any of them with :func:`build_model`; the names are those of :data:`MODELS`:
-``"cnn"`` (:class:`TanhCNN`), ``"mlp"`` (:class:`MLP`), ``"resnet9"`` (:class:`ResNet9`)
-and ``"resnet18"`` (:class:`ResNet18`). Inputs are float NCHW batches in [0, 1]; outputs
-are raw logits. No model uses BatchNorm (GroupNorm instead), in-place activations or
-in-place residual additions, so Opacus' hooks, functorch, ghost and per-layer modes work.
+``"cnn"`` (:class:`TanhCNN`), ``"mlp"`` (:class:`MLP`), ``"resnet9"`` (:class:`ResNet9`),
+``"resnet18"`` (:class:`ResNet18`) and SecProbe's one-hidden-layer perceptron
+``"secprobe_mlp"`` / ``"secprobe_mlp8"`` (:class:`SecProbeMLP`, 80 / 8 hidden units).
+Inputs are float NCHW batches in [0, 1]; outputs are raw logits. No model uses BatchNorm
+(GroupNorm instead), in-place activations or in-place residual additions, so Opacus'
+hooks, functorch, ghost and per-layer modes work.
 Importing this package registers every model (importing a model module registers it).
 
 Sizes and CPU cost (measured November 2026 on the 2-core CI-class machine, torch 2.14.1,
@@ -38,6 +40,7 @@ from fedsim.models.base import (
 from fedsim.models.cnn import TanhCNN
 from fedsim.models.mlp import MLP
 from fedsim.models.resnet import ResNet9, ResNet18
+from fedsim.models.secprobe_mlp import SecProbeMLP
 
 __all__ = [
     "MLP",
@@ -46,6 +49,7 @@ __all__ = [
     "ModelFactory",
     "ResNet9",
     "ResNet18",
+    "SecProbeMLP",
     "TanhCNN",
     "build_model",
     "group_norm",

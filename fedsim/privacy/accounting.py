@@ -94,6 +94,17 @@ class PureDp:
     count: int = 1
 
 
+@dataclass(frozen=True)
+class FunctionalMechanism(PureDp):
+    """``count`` epochs of SecProbe's functional mechanism, each ``epsilon``-DP.
+
+    Accounted exactly as :class:`PureDp` (the noisy coefficients of a batch are a Laplace
+    vector of L1 sensitivity Δ, an ε-DP mechanism; the batches of an epoch are disjoint,
+    :mod:`fedsim.privacy.functional`); a type of its own so that a ledger can tell the
+    client's training events from its other pure-DP events.
+    """
+
+
 DpEvent = SubsampledGaussian | LaplaceRelease | PureDp
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from fedsim.privacy.accounting import (
     Accounting,
     DpEvent,
+    FunctionalMechanism,
     LaplaceRelease,
     PureDp,
     SubsampledGaussian,
@@ -68,6 +69,17 @@ class PrivacyLedger:
         """ε of the DP-SGD steps alone."""
         return accounting.epsilon(self.dp_sgd_events())
 
+    def training_events(self) -> tuple[DpEvent, ...]:
+        """The events of the client's private training: DP-SGD steps and functional-
+        mechanism epochs (not its valuation releases)."""
+        return tuple(
+            e for e in self.events if isinstance(e, SubsampledGaussian | FunctionalMechanism)
+        )
+
+    def epsilon_training(self, accounting: Accounting) -> float:
+        """ε of the client's private training alone (DP-SGD or the functional mechanism)."""
+        return accounting.epsilon(self.training_events())
+
     def with_events(self, events: Sequence[DpEvent]) -> PrivacyLedger:
         """Append every event of ``events`` in order (see :meth:`with_event`)."""
         ledger = self
@@ -86,6 +98,8 @@ class PrivacyLedger:
         for e in self.events:
             if isinstance(e, SubsampledGaussian):
                 evs.append(["sgm", e.noise_multiplier, e.sample_rate, e.steps])
+            elif isinstance(e, FunctionalMechanism):
+                evs.append(["fm", e.epsilon, e.count])
             elif isinstance(e, PureDp):
                 evs.append(["pure", e.epsilon, e.count])
             else:
@@ -104,6 +118,8 @@ class PrivacyLedger:
                 events.append(LaplaceRelease(float(ev[1]), int(ev[2])))
             elif ev[0] == "pure":
                 events.append(PureDp(float(ev[1]), int(ev[2])))
+            elif ev[0] == "fm":
+                events.append(FunctionalMechanism(float(ev[1]), int(ev[2])))
             else:
                 raise ValueError(f"unknown privacy event kind {ev[0]!r}")
         sigma = doc.get("sigma")

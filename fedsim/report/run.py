@@ -39,6 +39,8 @@ def overview_section(run_dir: Path) -> str:
     ]
     if "test_auc" in final:
         rows.append(("final test AUC", final["test_auc"]))
+    if "test_mre" in final:
+        rows.append(("final test mean relative error", final["test_mre"]))
     if dp.get("enabled"):
         relation = dp.get("neighbouring")
         rows += [

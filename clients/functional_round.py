@@ -1,0 +1,125 @@
+"""A client's local training with SecProbe's functional mechanism (``client.mechanism:
+functional``), independent of Flower and Opacus.
+
+Each epoch walks the client's data in disjoint batches (a seeded shuffle of positions, so
+the batch of every record is data-independent). For each batch the output layer's
+Taylor polynomial (:mod:`fedsim.privacy.functional`) is computed from the hidden
+activations of the *received* hidden weights, Laplace noise of scale ``Δ/ε_epoch`` is
+added to every coefficient, and the output layer takes one SGD step on the perturbed
+batch objective (divided by the public batch size). The hidden layer does not train.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import cast
+
+import torch
+from torch.utils.data import DataLoader
+
+from fedsim.config import Config
+from fedsim.data.types import TaskKind
+from fedsim.privacy.accounting import FunctionalMechanism
+from fedsim.privacy.functional import augment, coefficients, polynomial_gradient, sensitivity
+
+
+@dataclass(frozen=True)
+class FunctionalPlan:
+    """The functional mechanism's schedule for one client: ε per epoch and its noise."""
+
+    epsilon_per_epoch: float
+    epochs_per_round: int
+    sensitivity: float
+
+    @property
+    def noise_scale(self) -> float:
+        """Laplace scale ``Δ/ε`` of every coefficient."""
+        return self.sensitivity / self.epsilon_per_epoch
+
+    def round_event(self) -> FunctionalMechanism:
+        """The accounting event of one local round: one ε-DP release per epoch."""
+        return FunctionalMechanism(self.epsilon_per_epoch, self.epochs_per_round)
+
+
+def plan_functional(cfg: Config, units: int, outputs: int, task: TaskKind) -> FunctionalPlan:
+    """ε per epoch: ``dp.epsilon`` split evenly over every planned epoch (sequential
+    composition across epochs, as the paper accounts), for ``units`` augmented hidden
+    activations and ``outputs`` outputs.
+
+    >>> from fedsim.config import from_dict
+    >>> cfg = from_dict({"rounds": 4, "client": {"local_epochs": 2}, "dp": {"epsilon": 4}})
+    >>> plan_functional(cfg, 9, 1, "regression").epsilon_per_epoch
+    0.5
+    """
+    if cfg.dp.epsilon is None:
+        raise ValueError("client.mechanism 'functional' needs dp.epsilon")
+    epochs = cfg.client.local_epochs
+    return FunctionalPlan(
+        epsilon_per_epoch=cfg.dp.epsilon / (cfg.rounds * epochs),
+        epochs_per_round=epochs,
+        sensitivity=sensitivity(units, outputs, task),
+    )
+
+
+@dataclass(frozen=True)
+class FunctionalResult:
+    """What one functional-mechanism round did."""
+
+    steps: int
+    examples_seen: int
+
+
+def functional_units(model: torch.nn.Module) -> tuple[int, int]:
+    """``(augmented hidden units, outputs)`` of a model with a functional head."""
+    head = model.head
+    if not getattr(model, "functional_head", False) or not isinstance(head, torch.nn.Linear):
+        raise ValueError(
+            f"{type(model).__name__} has no output layer the functional mechanism "
+            "can train (a model declaring functional_head)"
+        )
+    return head.in_features + 1, head.out_features
+
+
+def train_functional(
+    model: torch.nn.Module,
+    loader: DataLoader,
+    plan: FunctionalPlan,
+    task: TaskKind,
+    *,
+    lr: float,
+    momentum: float,
+    noise: torch.Generator,
+    device: torch.device,
+) -> FunctionalResult:
+    """Train ``model``'s output layer on the perturbed polynomials of ``loader``'s batches.
+
+    ``loader`` yields disjoint batches covering the data once per epoch (no Poisson
+    sampling); ``noise`` draws the Laplace noise.
+    """
+    head = model.head
+    assert isinstance(head, torch.nn.Linear)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    optimizer = torch.optim.SGD(head.parameters(), lr=lr, momentum=momentum)
+    outputs = head.out_features
+    # declared by a functional_head model (fedsim.models.SecProbeMLP)
+    features = cast(Callable[[torch.Tensor], torch.Tensor], model.features)
+    steps = seen = 0
+    model.eval()  # no dropout/normalisation in a functional-head model; features only
+    for _ in range(plan.epochs_per_round):
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            with torch.no_grad():
+                h = augment(features(x))
+                poly = coefficients(h, y, task, outputs).perturbed(plan.noise_scale, noise)
+                weights = torch.cat([head.weight, head.bias[:, None]], dim=1)
+                grad = polynomial_gradient(poly, weights) / len(y)
+            head.weight.grad = grad[:, :-1].to(head.weight.dtype)
+            head.bias.grad = grad[:, -1].to(head.bias.dtype)
+            optimizer.step()
+            steps += 1
+            seen += len(y)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return FunctionalResult(steps=steps, examples_seen=seen)
