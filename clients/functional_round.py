@@ -18,48 +18,13 @@ from typing import cast
 import torch
 from torch.utils.data import DataLoader
 
-from fedsim.config import Config
 from fedsim.data.types import TaskKind
-from fedsim.privacy.accounting import FunctionalMechanism
-from fedsim.privacy.functional import augment, coefficients, polynomial_gradient, sensitivity
-
-
-@dataclass(frozen=True)
-class FunctionalPlan:
-    """The functional mechanism's schedule for one client: ε per epoch and its noise."""
-
-    epsilon_per_epoch: float
-    epochs_per_round: int
-    sensitivity: float
-
-    @property
-    def noise_scale(self) -> float:
-        """Laplace scale ``Δ/ε`` of every coefficient."""
-        return self.sensitivity / self.epsilon_per_epoch
-
-    def round_event(self) -> FunctionalMechanism:
-        """The accounting event of one local round: one ε-DP release per epoch."""
-        return FunctionalMechanism(self.epsilon_per_epoch, self.epochs_per_round)
-
-
-def plan_functional(cfg: Config, units: int, outputs: int, task: TaskKind) -> FunctionalPlan:
-    """ε per epoch: ``dp.epsilon`` split evenly over every planned epoch (sequential
-    composition across epochs, as the paper accounts), for ``units`` augmented hidden
-    activations and ``outputs`` outputs.
-
-    >>> from fedsim.config import from_dict
-    >>> cfg = from_dict({"rounds": 4, "client": {"local_epochs": 2}, "dp": {"epsilon": 4}})
-    >>> plan_functional(cfg, 9, 1, "regression").epsilon_per_epoch
-    0.5
-    """
-    if cfg.dp.epsilon is None:
-        raise ValueError("client.mechanism 'functional' needs dp.epsilon")
-    epochs = cfg.client.local_epochs
-    return FunctionalPlan(
-        epsilon_per_epoch=cfg.dp.epsilon / (cfg.rounds * epochs),
-        epochs_per_round=epochs,
-        sensitivity=sensitivity(units, outputs, task),
-    )
+from fedsim.privacy.functional import (
+    FunctionalPlan,
+    augment,
+    coefficients,
+    polynomial_gradient,
+)
 
 
 @dataclass(frozen=True)
@@ -68,17 +33,6 @@ class FunctionalResult:
 
     steps: int
     examples_seen: int
-
-
-def functional_units(model: torch.nn.Module) -> tuple[int, int]:
-    """``(augmented hidden units, outputs)`` of a model with a functional head."""
-    head = model.head
-    if not getattr(model, "functional_head", False) or not isinstance(head, torch.nn.Linear):
-        raise ValueError(
-            f"{type(model).__name__} has no output layer the functional mechanism "
-            "can train (a model declaring functional_head)"
-        )
-    return head.in_features + 1, head.out_features
 
 
 def train_functional(

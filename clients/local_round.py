@@ -20,12 +20,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from clients.audit_canaries import CanaryRecords, canary_records
-from clients.functional_round import (
-    FunctionalPlan,
-    functional_units,
-    plan_functional,
-    train_functional,
-)
+from clients.functional_round import train_functional
 from clients.opacus_adapter import (
     make_private,
     override_grad_samples,
@@ -41,8 +36,9 @@ from fedsim.data import Split
 from fedsim.deploy.policy import Mechanism, RoundRequest, SitePolicy, refusal
 from fedsim.deploy.site import SiteData
 from fedsim.devices import pick_device
-from fedsim.models import build_model
+from fedsim.models import build_model, functional_units
 from fedsim.privacy import Accounting, DpEvent, PrivacyLedger, SubsampledGaussian
+from fedsim.privacy.functional import FunctionalPlan, plan_functional
 from fedsim.privacy.planning import DpSgdPlan, plan_dp_sgd
 from fedsim.robustness.training import AdversarialBatches, plan_for
 from fedsim.roles import client_data, client_upload

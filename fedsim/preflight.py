@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 from fedsim.config import RELATION_TEXT, Config
 from fedsim.errors import ConfigError, FedsimError
-from fedsim.models import build_model, is_dp_compatible
-from fedsim.privacy.accounting import Accounting, FunctionalMechanism
+from fedsim.models import build_model, functional_units, is_dp_compatible
+from fedsim.privacy.accounting import Accounting
 from fedsim.privacy.central import CentralDpPlan, central_epsilon, plan_central_dp
+from fedsim.privacy.functional import FunctionalPlan, plan_functional
 from fedsim.privacy.planning import (
     MAX_DP_SGD_STEPS,
     DpSgdPlan,
@@ -42,18 +43,28 @@ class PreflightReport:
     dp_plans: tuple[tuple[int, DpSgdPlan], ...] = ()
     central_plan: CentralDpPlan | None = None
     relation: str = "replace-one"
+    task: str = "classification"
+    functional_plan: FunctionalPlan | None = None
 
     def lines(self) -> list[str]:
         """Human-readable summary."""
         sizes = self.client_sizes
         out = [
-            f"dataset {self.dataset}: input {self.input_shape}, {self.num_classes} classes, "
-            f"train pool {self.train_pool}, server validation {self.val_size}, "
+            f"dataset {self.dataset}: input {self.input_shape}, "
+            + (f"{self.num_classes} classes, " if self.task == "classification" else "regression, ")
+            + f"train pool {self.train_pool}, server validation {self.val_size}, "
             f"test {self.test_size}",
             f"{len(sizes)} clients: {min(sizes)}..{max(sizes)} examples "
             f"(mean {sum(sizes) / len(sizes):.1f})",
             f"model: {self.num_parameters:,} trainable parameters",
         ]
+        fm = self.functional_plan
+        if fm is not None:
+            out.append(
+                f"functional mechanism: epsilon {fm.epsilon_per_epoch:.4g} per epoch, "
+                f"sensitivity {fm.sensitivity:.4g}, Laplace scale {fm.noise_scale:.4g} on every "
+                f"coefficient, {fm.epochs_per_round} epoch(s) per round ({self.relation})"
+            )
         for n, plan in self.dp_plans:
             out.append(
                 f"DP-SGD for a client with {n} examples: sigma {plan.noise_multiplier:.4g}, "
@@ -101,6 +112,7 @@ def preflight(cfg: Config) -> PreflightReport:
     num_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     plans: list[tuple[int, DpSgdPlan]] = []
     central: CentralDpPlan | None = None
+    functional: FunctionalPlan | None = None
     if cfg.dp.enabled and cfg.dp.mode == "central":
         try:
             central = plan_central_dp(cfg)
@@ -114,7 +126,8 @@ def preflight(cfg: Config) -> PreflightReport:
                     f"central-DP round ({one_round:.4g}): no round could run"
                 )
     elif cfg.functional_mechanism:
-        problems += _functional_problems(cfg)
+        functional = plan_functional(cfg, *functional_units(model), bundle.task)
+        problems += _functional_problems(cfg, functional)
     elif cfg.dp.enabled:
         dp_errors = is_dp_compatible(model)
         if dp_errors:
@@ -163,18 +176,17 @@ def preflight(cfg: Config) -> PreflightReport:
         num_parameters=num_params,
         dp_plans=tuple(sorted(plans)),
         central_plan=central,
+        task=bundle.task,
+        functional_plan=functional,
         relation=RELATION_TEXT[cfg.dp.neighbouring],
     )
 
 
-def _functional_problems(cfg: Config) -> list[str]:
-    """A run cap that no functional-mechanism round fits under (ε per epoch × epochs)."""
-    if cfg.dp.max_epsilon is None or cfg.dp.epsilon is None:
+def _functional_problems(cfg: Config, plan: FunctionalPlan) -> list[str]:
+    """A run cap that no functional-mechanism round fits under."""
+    if cfg.dp.max_epsilon is None:
         return []
-    event = FunctionalMechanism(
-        cfg.dp.epsilon / (cfg.rounds * cfg.client.local_epochs), cfg.client.local_epochs
-    )
-    one_round = Accounting.of(cfg.dp).epsilon([event])
+    one_round = Accounting.of(cfg.dp).epsilon([plan.round_event()])
     if one_round <= cfg.dp.max_epsilon:
         return []
     return [

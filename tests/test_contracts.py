@@ -28,6 +28,9 @@ from fedsim.attackers import MALICIOUS_KINDS, UNRELIABLE_KINDS
 from fedsim.cli import build_parser, main
 from fedsim.cli.commands import COMMANDS
 from fedsim.config import (
+    FUNCTIONAL_MODELS,
+    REGRESSION_DATASETS,
+    TABULAR_MODELS,
     AttackName,
     DatasetName,
     FaultKind,
@@ -42,7 +45,7 @@ from fedsim.data.partition import PARTITIONERS, partition_indices
 from fedsim.data.sources import DATASETS
 from fedsim.data.types import SourceArgs, SourceSplits
 from fedsim.errors import DataError
-from fedsim.models import MODELS, build_model, is_dp_compatible
+from fedsim.models import MODELS, build_model, functional_units, is_dp_compatible
 from fedsim.models.base import declares_dp_compatible
 from fedsim.registry import Registry
 from fedsim.report.sections import RUN_SECTIONS, SWEEP_SECTIONS
@@ -94,6 +97,33 @@ def test_model_builds_and_is_opacus_compatible(
     )
     if declares_dp_compatible(MODELS.get(name)):
         assert is_dp_compatible(model) == []
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_functional_and_tabular_model_sets_match_the_models(name: str) -> None:
+    """FUNCTIONAL_MODELS are exactly the models declaring a functional head (an output layer
+    over features in [0, 1]); every TABULAR_MODELS entry takes a 1 × 1 × d row."""
+    shape = (1, 1, 10) if name in TABULAR_MODELS else (1, 28, 28)
+    model = build_model(name, shape, 1, seed=0)
+    declared = bool(getattr(model, "functional_head", False))
+    assert declared == (name in FUNCTIONAL_MODELS)
+    if declared:
+        units, outputs = functional_units(model)
+        features = model.features(torch.rand(5, 1, 1, 10))  # type: ignore[operator]
+        assert features.shape == (5, units - 1) and outputs == 1
+        assert float(features.min()) >= 0.0 and float(features.max()) <= 1.0
+    if name in TABULAR_MODELS:
+        assert model(torch.rand(3, 1, 1, 10)).shape == (3, 1)
+
+
+@pytest.mark.parametrize("name", DATASETS.names())
+def test_regression_datasets_are_the_float_target_sources(name: str, tmp_path) -> None:
+    if name not in REGRESSION_DATASETS:
+        return  # classification sources are checked by the data tests
+    path = tmp_path / "t.csv"
+    path.write_text("a,b\n" + "".join(f"{i},{i + 1}\n" for i in range(30)))
+    args = SourceArgs(path=str(path) if name == "tabular" else None)
+    assert DATASETS.get(name)(args).train.task == "regression"
 
 
 # ------------------------------------------------------------------ partitioners

@@ -21,14 +21,16 @@ import torch
 from client_harness import simulated_round
 from scipy import stats
 
-from clients.functional_round import FunctionalPlan, plan_functional, train_functional
+from clients.functional_round import train_functional
 from fedsim.config import Config, build_dataclass, cross_checks, from_dict
 from fedsim.models import SecProbeMLP, build_model
 from fedsim.privacy import Accounting, FunctionalMechanism, PrivacyLedger
 from fedsim.privacy.functional import (
+    FunctionalPlan,
     Polynomial,
     augment,
     coefficients,
+    plan_functional,
     polynomial_gradient,
     polynomial_loss,
     sensitivity,

@@ -66,7 +66,14 @@ def epsilon_text(cfg: Config, record: RoundRecord) -> str:
     if cfg.dp.mode == "central":
         return f"  eps {max(sgd):.3f} (user-level, {relation})"
     top = max(total) if total else max(sgd)
-    return f"  max eps {top:.3f} (DP-SGD {max(sgd) if sgd else 0.0:.3f}, {relation})"
+    label = training_label(cfg)
+    return f"  max eps {top:.3f} ({label} {max(sgd) if sgd else 0.0:.3f}, {relation})"
+
+
+def training_label(cfg: Config) -> str:
+    """How the clients' own training ε is named: ``DP-SGD`` or ``FM`` (functional
+    mechanism, ``client.mechanism: functional``)."""
+    return "FM" if cfg.functional_mechanism else "DP-SGD"
 
 
 def _holds_run(path: Path) -> bool:
@@ -228,7 +235,8 @@ def final_epsilon_text(cfg: Config, summary: dict[str, object]) -> str:
     if cfg.dp.mode == "central":
         return f", user-level epsilon {sgd:.3f} (delta {cfg.dp.delta:g}, {relation})"
     return (
-        f", max epsilon {total if total is not None else sgd:.3f} of which DP-SGD {sgd:.3f} "
+        f", max epsilon {total if total is not None else sgd:.3f} of which "
+        f"{training_label(cfg)} {sgd:.3f} "
         f"(delta {cfg.dp.delta:g}, {relation})"
     )
 

@@ -40,7 +40,7 @@ from fedsim.models.base import (
 from fedsim.models.cnn import TanhCNN
 from fedsim.models.mlp import MLP
 from fedsim.models.resnet import ResNet9, ResNet18
-from fedsim.models.secprobe_mlp import SecProbeMLP
+from fedsim.models.secprobe_mlp import SecProbeMLP, functional_units
 
 __all__ = [
     "MLP",
@@ -52,6 +52,7 @@ __all__ = [
     "SecProbeMLP",
     "TanhCNN",
     "build_model",
+    "functional_units",
     "group_norm",
     "is_dp_compatible",
     "prefers_ghost_clipping",

@@ -71,3 +71,14 @@ def build_secprobe_mlp(input_shape: InputShape, num_classes: int) -> nn.Module:
 def build_secprobe_mlp8(input_shape: InputShape, num_classes: int) -> nn.Module:
     """Registry factory for :class:`SecProbeMLP` with 8 hidden units."""
     return SecProbeMLP(input_shape, num_classes, NARROW_HIDDEN_UNITS)
+
+
+def functional_units(model: nn.Module) -> tuple[int, int]:
+    """``(augmented hidden units, outputs)`` of a model with a functional head."""
+    head = model.head
+    if not getattr(model, "functional_head", False) or not isinstance(head, nn.Linear):
+        raise ValueError(
+            f"{type(model).__name__} has no output layer the functional mechanism "
+            "can train (a model declaring functional_head)"
+        )
+    return head.in_features + 1, head.out_features

@@ -42,12 +42,16 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from fedsim.config import Config
 from fedsim.data.types import TaskKind
+from fedsim.privacy.accounting import FunctionalMechanism
 
 __all__ = [
+    "FunctionalPlan",
     "Polynomial",
     "augment",
     "coefficients",
+    "plan_functional",
     "polynomial_gradient",
     "polynomial_loss",
     "sensitivity",
@@ -153,3 +157,41 @@ def laplace(shape: torch.Size, scale: float, generator: torch.Generator, like: T
     first.exponential_(generator=generator)
     second.exponential_(generator=generator)
     return scale * (first - second)
+
+
+@dataclass(frozen=True)
+class FunctionalPlan:
+    """The functional mechanism's schedule for one client: ε per epoch and its noise."""
+
+    epsilon_per_epoch: float
+    epochs_per_round: int
+    sensitivity: float
+
+    @property
+    def noise_scale(self) -> float:
+        """Laplace scale ``Δ/ε`` of every coefficient."""
+        return self.sensitivity / self.epsilon_per_epoch
+
+    def round_event(self) -> FunctionalMechanism:
+        """The accounting event of one local round: one ε-DP release per epoch."""
+        return FunctionalMechanism(self.epsilon_per_epoch, self.epochs_per_round)
+
+
+def plan_functional(cfg: Config, units: int, outputs: int, task: TaskKind) -> FunctionalPlan:
+    """ε per epoch: ``dp.epsilon`` split evenly over every planned epoch (sequential
+    composition across epochs, as the paper accounts), for ``units`` augmented hidden
+    activations and ``outputs`` outputs.
+
+    >>> from fedsim.config import from_dict
+    >>> cfg = from_dict({"rounds": 4, "client": {"local_epochs": 2}, "dp": {"epsilon": 4}})
+    >>> plan_functional(cfg, 9, 1, "regression").epsilon_per_epoch
+    0.5
+    """
+    if cfg.dp.epsilon is None:
+        raise ValueError("client.mechanism 'functional' needs dp.epsilon")
+    epochs = cfg.client.local_epochs
+    return FunctionalPlan(
+        epsilon_per_epoch=cfg.dp.epsilon / (cfg.rounds * epochs),
+        epochs_per_round=epochs,
+        sensitivity=sensitivity(units, outputs, task),
+    )

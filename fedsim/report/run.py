@@ -46,7 +46,10 @@ def overview_section(run_dir: Path) -> str:
         rows += [
             ("DP mode", dp.get("mode", "sample")),
             ("neighbouring relation", RELATION_TEXT.get(str(relation), relation)),
-            ("max ε spent (DP-SGD / central)", dp.get("max_epsilon_spent")),
+            (
+                "max ε spent (training: DP-SGD, functional mechanism or central)",
+                dp.get("max_epsilon_spent"),
+            ),
             ("max ε total (all of a client's events)", dp.get("max_epsilon_total")),
             ("δ", dp.get("delta")),
         ]
