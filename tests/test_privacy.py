@@ -173,3 +173,17 @@ def test_epsilon_is_cached_and_equal_to_a_fresh_computation(
     clear_caches()
     assert epsilon(events, 1e-5) == fresh
     assert compositions() == 4 + 2
+
+
+def test_huge_pure_events_compose_basically_instead_of_overflowing() -> None:
+    # SecProbe's tight selection sensitivity charges a participant ε·n_val/2 per round
+    # (2,500 for ε = 1 and 5,000 validation records): dp-accounting's PLD of such a pure
+    # pair overflows (exp(ε)); fedsim adds it basically to the rest's composed ε.
+    from fedsim.privacy.accounting import BASIC_EPSILON, FunctionalMechanism, PureDp
+    from fedsim.privacy.accounting import epsilon as compose
+
+    rest = [FunctionalMechanism(0.2, 3)]
+    small = compose(rest, 1e-5)
+    assert compose([PureDp(2500.0, 2), *rest], 1e-5) == pytest.approx(5000.0 + small)
+    assert compose([PureDp(BASIC_EPSILON * 1.01, 1)], 1e-5) == pytest.approx(BASIC_EPSILON * 1.01)
+    assert compose([PureDp(50.0, 1)], 1e-5) < 50.0  # below the limit: the accountant's

@@ -178,3 +178,48 @@ def test_secprobe_selection_epsilon_enters_each_participants_total(tmp_path) -> 
     assert summary["dp"]["max_epsilon_total"] == max(
         c["epsilon_total"] for c in summary["clients"].values()
     )
+
+
+def test_secprobe_with_the_functional_mechanism_on_a_regression_task(tmp_path) -> None:
+    # SecProbe as published: tabular regression (the shipped diabetes data), the clients'
+    # functional mechanism, the clipped relative-error utility (Δu = 1). Each client's ε is
+    # checked against the worst-case pairs composed directly: its functional-mechanism
+    # epochs (pure ε each) and one pure ε/2 selection charge per round it was scored in.
+    import torch
+    from privacy_oracle import epsilon_bounds
+
+    from fedsim.models import build_model
+
+    raw = {
+        "name": "fm-regression",
+        "seed": 2,
+        "rounds": 2,
+        "data": {"name": "diabetes", "num_clients": 4},
+        "model": {"name": "secprobe_mlp8"},
+        "client": {"local_epochs": 2, "batch_size": 64, "lr": 0.5, "mechanism": "functional"},
+        "dp": {"epsilon": 2.0, "delta": 1e-5},
+        "strategy": {"name": "secprobe", "clients_per_round": 4, "k": 2},
+        "roles": {"unreliable": {"fraction": 0.5, "noise_fraction": 0.6}},
+    }
+    cfg = from_dict(raw)
+    summary = run_experiment(cfg, tmp_path)
+    lines = read_metrics(tmp_path)
+    assert [m["round"] for m in lines] == [1, 2]
+    assert all(m["test_mre"] > 0 and 0 <= m["test_accuracy"] <= 1 for m in lines)
+    assert summary["final"]["test_mre"] == pytest.approx(lines[-1]["test_mre"])
+    per_epoch = 2.0 / (2 * 2)
+    for cid, doc in summary["clients"].items():
+        rounds = [m["clients"][cid] for m in lines if cid in m["clients"]]
+        trained = sum(1 for r in rounds if r["status"] == "ok")
+        low, high = epsilon_bounds([("pure", per_epoch, 2 * trained)], 1e-5)
+        assert low * 0.999 <= doc["epsilon_spent"] <= min(high * 1.001, 2.0 + 1e-9)
+        low, high = epsilon_bounds(
+            [("pure", per_epoch, 2 * trained), ("pure", 0.5, len(rounds))], 1e-5
+        )
+        assert low * 0.999 <= doc["epsilon_total"] <= high * 1.001
+        assert all(r["steps"] == 0 for r in rounds if r["status"] == "ok")  # no DP-SGD step
+    # the hidden layer never trains: the final global model keeps the initial one
+    final = torch.load(tmp_path / "model.pt", weights_only=True)
+    initial = build_model("secprobe_mlp8", (1, 1, 10), 1, seed=cfg.seed).state_dict()
+    assert torch.equal(final["hidden.weight"], initial["hidden.weight"])
+    assert not torch.equal(final["head.weight"], initial["head.weight"])

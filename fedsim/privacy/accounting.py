@@ -58,6 +58,12 @@ _DP_RELATION = {
 #: upper bound; 1e-3 keeps ε within ~0.1% of the exact value at the sizes used here).
 PLD_DISCRETIZATION = 1e-3
 
+#: Pure ε-DP events of a larger ε are composed basically (their ε's added to the rest's
+#: ε): dp-accounting's PLD of a pure ε-DP pair overflows (``math.exp(ε)``) near ε = 709,
+#: and at such ε a tighter composition changes nothing that protects anyone. SecProbe's
+#: tight selection sensitivity charges each participant ε·n_val/2 per round, e.g. 2,500.
+BASIC_EPSILON = 100.0
+
 #: RDP orders. Fractional orders below 2 make dp-accounting's subsampled-Gaussian series
 #: fail to converge (it then drops them with a warning); they only tighten very large ε
 #: (> ~20), so we leave them out: ε there is slightly conservative, never optimistic.
@@ -176,8 +182,22 @@ def _epsilon_of(
     times (the budget check's projection, then the DP-SGD and the total ε of the ledger,
     which are equal without releases), each ~25 ms of PLD work for the quickstart."""
     active = [e for e in events if (e.steps if isinstance(e, SubsampledGaussian) else e.count)]
+    huge = sum(e.epsilon * e.count for e in active if _composed_basically(e))
+    active = [e for e in active if not _composed_basically(e)]
     if not active:
-        return 0.0
+        return huge
+    return huge + _composed_epsilon(active, delta, accountant, relation)
+
+
+def _composed_basically(event: DpEvent) -> bool:
+    """Whether a pure event is too large for the accountants (see :data:`BASIC_EPSILON`)."""
+    return not isinstance(event, SubsampledGaussian) and event.epsilon > BASIC_EPSILON
+
+
+def _composed_epsilon(
+    active: list[DpEvent], delta: float, accountant: AccountantName, relation: Relation
+) -> float:
+    """The accountant's ε of ``active``, or the basic composition where that is smaller."""
     composed = _accountant_epsilon(active, delta, accountant, relation)
     pure = [e for e in active if not isinstance(e, SubsampledGaussian)]
     if not pure:
