@@ -50,6 +50,12 @@ MODEL_FILE = "model.pt"
 AUDIT_FILE = "audit.json"
 TB_DIR = "tb"
 CHECKPOINT_DIR = "checkpoints"
+#: ``metrics.jsonl`` test metrics a round line carries only where they exist (AUC for
+#: binary tasks; balanced accuracy where recorded), with their display names.
+OPTIONAL_TEST_METRICS: tuple[tuple[str, str], ...] = (
+    ("test_auc", "AUC"),
+    ("test_balanced_accuracy", "balanced accuracy"),
+)
 #: What a run writes besides config.yaml and metrics.jsonl (cleared before a fresh run).
 OUTPUT_FILES = (SUMMARY_FILE, MODEL_FILE, AUDIT_FILE, "rewards.csv", "report.md")
 OUTPUT_DIRS = (TB_DIR, CHECKPOINT_DIR, STATE_DIR, "analysis")
