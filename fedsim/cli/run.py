@@ -2,7 +2,8 @@
 
 ``run`` runs an experiment (one progress line per round on a terminal, ``report.md`` at
 the end, a final line with accuracy and ε); ``validate`` runs only the config checks and
-the preflight. :func:`run_command` is shared with ``fedsim audit``.
+the preflight (of every point when CONFIG is a sweep file). :func:`run_command` is shared
+with ``fedsim audit``.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ from fedsim.cli.base import (
     Command,
     add_config_args,
 )
-from fedsim.config import RELATION_TEXT, Config, from_dict, load, read_yaml
-from fedsim.errors import FedsimError
+from fedsim.config import RELATION_TEXT, Config, apply_overrides, from_dict, load, read_yaml
+from fedsim.errors import ConfigError, FedsimError
 from fedsim.records import RoundRecord
 from fedsim.rundir import CONFIG_FILE, METRICS_FILE
+from fedsim.sweep import SWEEP_KEY, expand, point_problems, split_sweep
 
 
 class Progress:
@@ -92,13 +94,39 @@ def resolve_out_dir(cfg: Config, out: str | None, overwrite: bool) -> Path:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    raw = apply_overrides(read_yaml(args.config), args.override)
+    if SWEEP_KEY in raw:
+        return _validate_sweep(args.config, raw)
     from fedsim.run import check_plan
 
-    cfg = load(args.config, args.override)
-    report = check_plan(cfg)
+    report = check_plan(from_dict(raw))
     for line in report.lines():
         print(line)
     print(f"{args.config}: OK")
+    return 0
+
+
+def _validate_sweep(path: str, raw: dict[str, object]) -> int:
+    """``fedsim validate`` of a sweep file: every point's config and rules, each distinct
+    data section's presence (once), then every point's preflight; each problem is shown
+    once, naming the points that have it."""
+    from fedsim.preflight import check_data, preflight
+    from fedsim.run import config_problems
+
+    base, spec = split_sweep(raw)
+    points = expand(base, spec, config_problems)
+    check_data(point.config for point in points)
+    found: list[tuple[int, str, str]] = []
+    for point in points:
+        try:
+            report = preflight(point.config)
+        except ConfigError as exc:
+            found.extend((point.index, point.where, p) for p in exc.problems)
+        else:
+            print(f"{point.slug}: {report.headline()}")
+    if found:
+        raise ConfigError(point_problems(found, len(points)))
+    print(f"{path}: OK ({len(points)} sweep points)")
     return 0
 
 
@@ -250,9 +278,12 @@ def _configure_run(p: argparse.ArgumentParser) -> None:
 
 
 def _configure_validate(p: argparse.ArgumentParser) -> None:
-    add_config_args(p)
+    add_config_args(p, "YAML experiment config, or a sweep file (one with a sweep: section)")
     p.set_defaults(handler=_cmd_validate)
 
 
 RUN = Command(help="run an experiment", configure=_configure_run, runs_flower=True)
-VALIDATE = Command(help="check a config and run the preflight only", configure=_configure_validate)
+VALIDATE = Command(
+    help="check a config (or every point of a sweep) and run the preflight only",
+    configure=_configure_validate,
+)
