@@ -51,10 +51,10 @@ AUDIT_FILE = "audit.json"
 TB_DIR = "tb"
 CHECKPOINT_DIR = "checkpoints"
 #: ``metrics.jsonl`` test metrics a round line carries only where they exist (AUC for
-#: binary tasks; balanced accuracy where recorded), with their display names.
-OPTIONAL_TEST_METRICS: tuple[tuple[str, str], ...] = (
-    ("test_auc", "AUC"),
-    ("test_balanced_accuracy", "balanced accuracy"),
+#: binary tasks; balanced accuracy where recorded): key, name in reports, name in logs.
+OPTIONAL_TEST_METRICS: tuple[tuple[str, str, str], ...] = (
+    ("test_auc", "AUC", "auc"),
+    ("test_balanced_accuracy", "balanced accuracy", "bal acc"),
 )
 #: TensorBoard scalar tags of the test metrics (the HParams dashboard's metric columns).
 TB_TEST_METRICS = ("test/accuracy", "test/loss", "test/auc")

@@ -1,9 +1,9 @@
 """``fedsim run CONFIG [-o key=value ...] [--out DIR]`` and ``fedsim validate CONFIG``.
 
-``run`` runs an experiment (one progress line per round on a terminal, ``report.md`` at
-the end, a final line with accuracy and ε); ``validate`` runs only the config checks and
-the preflight (of every point when CONFIG is a sweep file). :func:`run_command` is shared
-with ``fedsim audit``.
+``run`` runs an experiment (one progress line per round on stderr, a terminal or not;
+``report.md`` at the end; a final line with accuracy and ε); ``validate`` runs only the
+config checks and the preflight (of every point when CONFIG is a sweep file).
+:func:`run_command` is shared with ``fedsim audit``.
 """
 
 from __future__ import annotations
@@ -28,47 +28,27 @@ from fedsim.cli.base import (
 )
 from fedsim.config import RELATION_TEXT, Config, apply_overrides, from_dict, load, read_yaml
 from fedsim.errors import ConfigError, FedsimError
+from fedsim.progress import RoundProgress
 from fedsim.records import RoundRecord
 from fedsim.rundir import CONFIG_FILE, METRICS_FILE
 from fedsim.sweep import SWEEP_KEY, expand, point_problems, split_sweep
 
 
 class Progress:
-    """One line per round on a terminal; silent when the stream is not a TTY."""
+    """Writes one plain line per round (:class:`~fedsim.progress.RoundProgress`) to
+    ``stream``, a terminal or not: batch jobs, ``nohup`` and CI logs see progress too.
 
-    def __init__(self, cfg: Config, stream: TextIO) -> None:
-        self.cfg = cfg
+    ``prefix`` starts every line (a sweep names its point there).
+    """
+
+    def __init__(self, cfg: Config, stream: TextIO, prefix: str = "") -> None:
+        self.lines = RoundProgress(cfg)
         self.stream = stream
-        self.enabled = stream.isatty()
+        self.prefix = prefix
 
     def __call__(self, record: RoundRecord) -> None:
-        if not self.enabled:
-            return
-        eps_text = epsilon_text(self.cfg, record)
-        auc = f"  auc {record.test.auc:.3f}" if record.test.auc is not None else ""
-        self.stream.write(
-            f"round {record.round}/{self.cfg.rounds}  acc {record.test.accuracy:.4f}  "
-            f"loss {record.test.loss:.4f}{auc}{eps_text}  "
-            f"({len(record.selected)}/{len(record.sampled)} updates, {record.seconds:.1f} s)\n"
-        )
+        self.stream.write(f"{self.prefix}{self.lines.line(record)}\n")
         self.stream.flush()
-
-
-def epsilon_text(cfg: Config, record: RoundRecord) -> str:
-    """The round line's privacy part: the largest composed ε of any client (all of its
-    events), the DP-SGD part, and the relation — or, without DP, the selection ε."""
-    if not cfg.dp.enabled:
-        sel = [c.epsilon_selection for c in record.clients if c.epsilon_selection is not None]
-        return f"  selection eps {max(sel):.3f} (no DP on updates)" if sel else ""
-    total = [c.epsilon_total for c in record.clients if c.epsilon_total is not None]
-    sgd = [c.epsilon for c in record.clients if c.epsilon is not None]
-    if not total and not sgd:
-        return ""
-    relation = RELATION_TEXT[cfg.dp.neighbouring]
-    if cfg.dp.mode == "central":
-        return f"  eps {max(sgd):.3f} (user-level, {relation})"
-    top = max(total) if total else max(sgd)
-    return f"  max eps {top:.3f} (DP-SGD {max(sgd) if sgd else 0.0:.3f}, {relation})"
 
 
 def _holds_run(path: Path) -> bool:
@@ -170,9 +150,9 @@ def run_command(
     if out_dir is None:
         out_dir = resolve_out_dir(cfg, args.out, args.overwrite)
     progress = Progress(cfg, sys.stderr)
-    if progress.enabled:
-        verb = "resuming" if resume else "running"
-        sys.stderr.write(f"fedsim {__version__}: {verb} {cfg.name!r} into {out_dir}\n")
+    verb = "resuming" if resume else "running"
+    sys.stderr.write(f"fedsim {__version__}: {verb} {cfg.name!r} into {out_dir}\n")
+    sys.stderr.flush()
     stop = threading.Event()
     try:
         with stop_on_signals(stop):
@@ -243,7 +223,7 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
 
 
 def final_epsilon_text(cfg: Config, summary: dict[str, object]) -> str:
-    """The final line's privacy part (see :func:`epsilon_text`)."""
+    """The final line's privacy part (see :func:`fedsim.progress.epsilon_text`)."""
     dp = summary["dp"]
     assert isinstance(dp, dict)  # the summary's own structure, not user input
     total, sgd = dp.get("max_epsilon_total"), dp.get("max_epsilon_spent")

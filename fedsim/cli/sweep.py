@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from fedsim.cli.base import Command, add_config_args
+from fedsim.cli.run import Progress, stop_on_signals
 from fedsim.config import Config, apply_overrides, from_dict, read_yaml
 from fedsim.errors import ConfigError, FedsimError, RunInterruptedError
 from fedsim.files import write_atomic
@@ -152,8 +153,9 @@ def _run_points(
         stream.write(f"[{point.index + 1}/{len(points)}] {point.slug}: {verb}\n")
         stream.flush()
         try:
+            progress = Progress(point.config, stream, prefix=f"[{point.index + 1}/{len(points)}] ")
             summary = run_experiment(
-                point.config, point_dir, verbose=verbose, resume=resume, stop=stop
+                point.config, point_dir, progress, verbose=verbose, resume=resume, stop=stop
             )
         except RunInterruptedError:
             write_csv(out / SWEEP_TABLE_FILE, spec, rows)
@@ -192,8 +194,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     check_data(p.config for p in points if _finished(out / POINTS_DIR / p.slug, p.config) is None)
     out.mkdir(parents=True, exist_ok=True)
     (out / SWEEP_DEFINITION_FILE).write_text(yaml.safe_dump(definition, sort_keys=False))
-    from fedsim.cli.run import stop_on_signals
-
     stop = threading.Event()
     try:
         with stop_on_signals(stop):

@@ -44,7 +44,9 @@ def overview_section(run_dir: Path) -> str:
         ("final test accuracy", final.get("test_accuracy")),
         ("final test loss", final.get("test_loss")),
     ]
-    rows += [(f"final test {label}", final[k]) for k, label in OPTIONAL_TEST_METRICS if k in final]
+    rows += [
+        (f"final test {label}", final[k]) for k, label, _ in OPTIONAL_TEST_METRICS if k in final
+    ]
     if dp.get("enabled"):
         relation = dp.get("neighbouring")
         if cfg is None:  # else the setup block above shows them
@@ -69,7 +71,7 @@ def test_curves(metrics: list[dict[str, Any]]) -> list[tuple[str, str, list[Any]
     """``(key, label, values per round)`` of test accuracy and every optional test metric
     (:data:`~fedsim.rundir.OPTIONAL_TEST_METRICS`) that some round carries."""
     curves = [("test_accuracy", "accuracy", [m.get("test_accuracy") for m in metrics])]
-    for key, label in OPTIONAL_TEST_METRICS:
+    for key, label, _ in OPTIONAL_TEST_METRICS:
         if any(m.get(key) is not None for m in metrics):
             curves.append((key, label, [m.get(key) for m in metrics]))
     return curves
