@@ -8,9 +8,10 @@ run that cannot work fails in seconds with a clear message instead of after Ray 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from fedsim.config import RELATION_TEXT, Config
+from fedsim.config import RELATION_TEXT, Config, DataConfig
 from fedsim.errors import ConfigError, FedsimError
 from fedsim.models import build_model, functional_units, is_dp_compatible
 from fedsim.privacy.accounting import Accounting
@@ -46,6 +47,22 @@ class PreflightReport:
     task: str = "classification"
     functional_plan: FunctionalPlan | None = None
 
+    def headline(self) -> str:
+        """One line: the clients' sizes and the noise the privacy plan needs."""
+        sizes = self.client_sizes
+        parts = [f"{len(sizes)} clients ({min(sizes)}..{max(sizes)} examples)"]
+        sigmas = sorted(plan.noise_multiplier for _, plan in self.dp_plans)
+        if sigmas:
+            span = (
+                f"{sigmas[0]:.4g}"
+                if len(set(sigmas)) == 1
+                else f"{sigmas[0]:.4g}..{sigmas[-1]:.4g}"
+            )
+            parts.append(f"DP-SGD sigma {span} ({self.relation})")
+        if self.central_plan is not None:
+            parts.append(f"central DP noise multiplier {self.central_plan.noise_multiplier:.4g}")
+        return ", ".join(parts)
+
     def lines(self) -> list[str]:
         """Human-readable summary."""
         sizes = self.client_sizes
@@ -79,6 +96,32 @@ class PreflightReport:
                 f"{c.noise_std:.4g} on the sum, released over {c.denominator})"
             )
         return out
+
+
+def check_data(configs: Iterable[Config]) -> None:
+    """Load the dataset of every distinct ``data`` section among ``configs`` once.
+
+    For a sweep: a missing or malformed dataset is reported once, before any point
+    starts, rather than by every point that uses it.
+
+    Raises
+    ------
+    ConfigError
+        Listing each distinct data problem once.
+    """
+    problems: list[str] = []
+    seen: set[DataConfig] = set()
+    for cfg in configs:
+        if cfg.data in seen:
+            continue
+        seen.add(cfg.data)
+        try:
+            dataset_for(cfg.data, cfg.seed)
+        except FedsimError as exc:
+            if str(exc) not in problems:
+                problems.append(str(exc))
+    if problems:
+        raise ConfigError(problems)
 
 
 def preflight(cfg: Config) -> PreflightReport:

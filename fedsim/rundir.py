@@ -50,6 +50,15 @@ MODEL_FILE = "model.pt"
 AUDIT_FILE = "audit.json"
 TB_DIR = "tb"
 CHECKPOINT_DIR = "checkpoints"
+#: ``metrics.jsonl`` test metrics a round line carries only where they exist (AUC for
+#: binary tasks; balanced accuracy where recorded): key, name in reports, name in logs.
+OPTIONAL_TEST_METRICS: tuple[tuple[str, str, str], ...] = (
+    ("test_auc", "AUC", "auc"),
+    ("test_balanced_accuracy", "balanced accuracy", "bal acc"),
+    ("test_mre", "mean relative error", "mre"),
+)
+#: TensorBoard scalar tags of the test metrics (the HParams dashboard's metric columns).
+TB_TEST_METRICS = ("test/accuracy", "test/loss", "test/auc")
 #: What a run writes besides config.yaml and metrics.jsonl (cleared before a fresh run).
 OUTPUT_FILES = (SUMMARY_FILE, MODEL_FILE, AUDIT_FILE, "rewards.csv", "report.md")
 OUTPUT_DIRS = (TB_DIR, CHECKPOINT_DIR, STATE_DIR, "analysis")
@@ -58,6 +67,28 @@ OUTPUT_DIRS = (TB_DIR, CHECKPOINT_DIR, STATE_DIR, "analysis")
 def config_text(cfg: Config) -> str:
     """The ``config.yaml`` a run writes: the resolved config plus the fedsim version."""
     return to_yaml(cfg, {"fedsim_version": __version__})
+
+
+def config_hparams(cfg: Config) -> dict[str, int | float | str]:
+    """The config as flat TensorBoard hyperparameters: dotted keys (``dp.epsilon``) to
+    numbers or text; lists as JSON text, booleans as ``"true"``/``"false"``, unset
+    (``None``) fields left out, so that sweep runs can be filtered by any key."""
+    flat: dict[str, int | float | str] = {}
+
+    def walk(doc: Mapping[str, Any], prefix: str) -> None:
+        for key, value in doc.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, Mapping):
+                walk(value, f"{name}.")
+            elif isinstance(value, bool):
+                flat[name] = str(value).lower()
+            elif isinstance(value, (int, float, str)):
+                flat[name] = value
+            elif isinstance(value, (list, tuple)):
+                flat[name] = json.dumps(list(value))
+
+    walk(cfg.to_dict(), "")
+    return flat
 
 
 def _clean(value: Any) -> Any:
@@ -115,6 +146,22 @@ class RunWriter:
             from torch.utils.tensorboard import SummaryWriter
 
             self._tb = SummaryWriter(log_dir=str(self.dir / TB_DIR))
+            if resume is None:  # a resumed run's events already hold them
+                self._write_tb_config()
+
+    def _write_tb_config(self) -> None:
+        """The config as TensorBoard text (tag ``config``) and as hyperparameters of this
+        run (the HParams dashboard then filters and compares runs of a sweep by any
+        config key, next to the test metrics this writer logs)."""
+        from torch.utils.tensorboard.summary import hparams
+
+        indented = "\n".join(f"    {line}" for line in self.config_text.splitlines())
+        self._tb.add_text("config", indented, 0)
+        metrics = {tag: 0.0 for tag in TB_TEST_METRICS}
+        experiment, session_start, _ = hparams(config_hparams(self.cfg), metrics)
+        self._tb.file_writer.add_summary(experiment)
+        self._tb.file_writer.add_summary(session_start)
+        self._tb.flush()
 
     def append_round(self, record: RoundRecord) -> None:
         """Append one line to ``metrics.jsonl`` and TensorBoard scalars."""

@@ -35,6 +35,7 @@ from fedsim.errors import ConfigError
 __all__ = [
     "POINTS_DIR",
     "SWEEP_DEFINITION_FILE",
+    "SWEEP_KEY",
     "SWEEP_TABLE_FILE",
     "SweepPoint",
     "SweepSpec",
@@ -43,6 +44,7 @@ __all__ = [
     "expand",
     "flatten_summary",
     "parse_sweep",
+    "point_problems",
     "split_sweep",
 ]
 
@@ -90,6 +92,42 @@ class SweepPoint:
         parts = [f"{key.rsplit('.', 1)[-1]}={_text(value)}" for key, value in self.values]
         slug = re.sub(r"[^A-Za-z0-9_.=+-]", "-", "_".join(parts))
         return f"{self.index:03d}-{slug}"[:120]
+
+    @property
+    def where(self) -> str:
+        """The swept values as messages name them, e.g. ``dp.epsilon=2, seed=0``."""
+        return _where(self.values)
+
+
+def _where(values: Iterable[tuple[str, Any]]) -> str:
+    return ", ".join(f"{k}={_text(v)}" for k, v in values)
+
+
+def point_problems(found: Sequence[tuple[int, str, str]], total: int) -> list[str]:
+    """Each distinct problem once, naming the sweep points that have it.
+
+    ``found`` holds ``(point index, its swept values as text, problem)``; ``total`` is the
+    number of points. A problem of one point names it with its values; one that every
+    point has (a problem of the base config) says so instead of repeating it per point.
+
+    >>> point_problems([(0, "a=1", "x"), (1, "a=2", "x"), (1, "a=2", "y")], total=2)
+    ['all 2 sweep points: x', 'sweep point 1 (a=2): y']
+    """
+    where = {i: w for i, w, _ in found}
+    points: dict[str, list[int]] = {}
+    for index, _, problem in found:
+        indices = points.setdefault(problem, [])
+        if index not in indices:
+            indices.append(index)
+    lines = []
+    for problem, indices in points.items():
+        if len(indices) == 1:
+            lines.append(f"sweep point {indices[0]} ({where[indices[0]]}): {problem}")
+        elif len(indices) == total:
+            lines.append(f"all {total} sweep points: {problem}")
+        else:
+            lines.append(f"sweep points {', '.join(map(str, indices))}: {problem}")
+    return lines
 
 
 def _text(value: Any) -> str:
@@ -195,27 +233,31 @@ def expand(
         keys.append("seed")
         axes.append(spec.seeds)
     points: list[SweepPoint] = []
-    problems: list[str] = []
+    problems: list[str] = []  # of the sweep section itself
+    found: list[tuple[int, str, str]] = []  # of a point's config
+    total = 0
     for index, combo in enumerate(itertools.product(*axes)):
+        total += 1
         values = tuple(zip(keys, combo, strict=True))
         raw = copy_raw(dict(base))
         errors = [e for k, v in values if (e := _set(raw, k, v)) is not None]
-        where = ", ".join(f"{k}={_text(v)}" for k, v in values)
+        where = _where(values)
         if errors:
             problems.extend(errors)
             continue
         try:
             cfg = from_dict(raw)
         except ConfigError as exc:
-            problems.extend(f"sweep point {index} ({where}): {p}" for p in exc.problems)
+            found.extend((index, where, p) for p in exc.problems)
             continue
         extra = [] if rules is None else rules(cfg)
         if extra:
-            problems.extend(f"sweep point {index} ({where}): {p}" for p in extra)
+            found.extend((index, where, p) for p in extra)
             continue
         points.append(SweepPoint(index=index, values=values, config=cfg))
-    if problems:
-        raise ConfigError(sorted(set(problems), key=problems.index))
+    if problems or found:
+        unique = sorted(set(problems), key=problems.index)
+        raise ConfigError(unique + point_problems(found, total))
     return points
 
 

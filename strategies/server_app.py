@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 from flwr.app import ArrayRecord, Context
+from flwr.common import log as flwr_log
 from flwr.serverapp import Grid, ServerApp
 
 from fedsim.audit.canaries import federation_size
@@ -30,6 +31,7 @@ from fedsim.devices import pick_device
 from fedsim.errors import RunError
 from fedsim.evaluation import evaluate
 from fedsim.models import build_model
+from fedsim.progress import RoundProgress
 from fedsim.records import EvalResult, RoundRecord
 from fedsim.round_log import RoundEntry, RoundLog
 from fedsim.rundir import RunWriter
@@ -269,6 +271,22 @@ def _true_sizes(cfg: Config, directory: ClientDirectory) -> dict[int, int]:
     return {cid: sizes[cid] for cid in directory.client_ids if cid in sizes}
 
 
+def log_progress(cfg: Config) -> RoundCallback:
+    """A round callback that logs each round's progress line
+    (:class:`fedsim.progress.RoundProgress`, with its ETA) at INFO.
+
+    It logs on Flower's logger: under ``flwr run`` the ServerApp's process has no logging
+    configured but Flower's, whose handler is what ``flwr run --stream`` and ``flwr log``
+    show, so the deployment's log has the same lines as ``fedsim run``'s stderr.
+    """
+    lines = RoundProgress(cfg)
+
+    def emit(record: RoundRecord) -> None:
+        flwr_log(logging.INFO, lines.line(record))
+
+    return emit
+
+
 def make_server_app(
     cfg: Config | None = None,
     out_dir: str | Path | None = None,
@@ -282,7 +300,8 @@ def make_server_app(
 ) -> ServerApp:
     """A ServerApp for ``cfg``; with ``None`` the config comes from ``context.run_config``.
 
-    ``on_round`` is called with each round's record, ``on_summary`` with the final summary;
+    ``on_round`` is called with each round's record (default: :func:`log_progress`, as
+    under ``flwr run``), ``on_summary`` with the final summary;
     ``seeded_noise`` only for ``fedsim run`` simulations, and ``pool_size`` (virtual
     clients on that many nodes) with it (see :func:`run_server`).
     """
@@ -296,7 +315,7 @@ def make_server_app(
             grid,
             run_cfg,
             str(target),
-            on_round,
+            on_round if on_round is not None else log_progress(run_cfg),
             seeded=seeded_noise,
             resume=resume,
             stop=stop,

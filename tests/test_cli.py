@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -87,13 +88,13 @@ def test_out_dir_never_clobbers_a_run(tmp_path, monkeypatch) -> None:
 
 
 @pytest.mark.e2e
-def test_fedsim_run_end_to_end_quiet_when_not_a_tty(tmp_path) -> None:
+def test_fedsim_run_end_to_end_logs_each_round_when_not_a_tty(tmp_path) -> None:
     out = tmp_path / "run"
-    proc = fedsim(
+    proc = fedsim(  # stdout and stderr are pipes, not terminals
         "run",
         QUICKSTART,
         "-o",
-        "rounds=1",
+        "rounds=2",
         "-o",
         "data.num_clients=2",
         "-o",
@@ -105,6 +106,11 @@ def test_fedsim_run_end_to_end_quiet_when_not_a_tty(tmp_path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "test accuracy" in proc.stdout and str(out) in proc.stdout
-    assert "round 1/1" not in proc.stderr  # no progress display without a terminal
+    rounds = [line for line in proc.stderr.splitlines() if line.startswith("round ")]
+    assert [line.split()[1] for line in rounds] == ["1/2", "2/2"]  # one plain line per round
+    for line in rounds:
+        assert " acc " in line and " auc " in line and "max eps" in line
+        assert re.search(r"\(2/2 updates, \d+\.\d s/round, ETA \d+(s|m\d\ds|h\d\dm)\)$", line)
+    assert rounds[-1].endswith("ETA 0s)")
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["rounds"] == 1
+    assert summary["rounds"] == 2

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import sysconfig
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +74,8 @@ class Federation:
     port: int
     certs: Path
     keys: Path
+    #: ``flwr run --stream`` output of each run, by its ``out`` name
+    streams: dict[str, str] = field(default_factory=dict)
 
     def site_spec(
         self, k: int, key: str | None = None, policy: Path | None = None
@@ -118,6 +121,7 @@ class Federation:
             timeout=RUN_TIMEOUT,
         )
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        self.streams[out] = done.stdout + done.stderr
         if not (out_dir / "summary.json").exists():
             logs = self.procs.log("superlink")[-4000:]
             pytest.fail(f"run {out} wrote no summary.json\n{done.stdout[-3000:]}\n{logs}")
@@ -225,6 +229,19 @@ def test_run_writes_the_run_directory_contract(first_run: Path) -> None:
     assert 0.0 <= summary["final"]["test_accuracy"] <= 1.0
     state = torch.load(first_run / "model.pt", map_location="cpu")
     assert all(not k.startswith("_module.") for k in state)
+
+
+def test_the_run_log_has_a_progress_line_per_round(federation: Federation, first_run: Path) -> None:
+    # Flower's stream shows each ServerApp log record twice (its console handler and its
+    # log uploader, in two formats), its own records and ours alike: compare the messages
+    found = [
+        line[line.index("round ") :]
+        for line in federation.streams["first"].splitlines()
+        if re.search(r"round \d+/2  acc ", line)
+    ]
+    rounds = list(dict.fromkeys(found))
+    assert [line.split()[1] for line in rounds] == ["1/2", "2/2"], federation.streams["first"]
+    assert all(re.search(r"max eps .* s/round, ETA \d+\w*\)$", line) for line in rounds)
 
 
 def test_unregistered_node_is_refused(federation: Federation, first_run: Path) -> None:

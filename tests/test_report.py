@@ -193,6 +193,7 @@ def test_fedsim_run_writes_the_report(
     assert main(["run", str(config), "--out", str(run)]) == 0
     text = (run / "report.md").read_text()
     assert "# Run report: tiny" in text and (run / "accuracy.png").is_file()
+    assert "| pneumoniamnist | 2 | iid | mlp | fedavg (all clients every round) | 1 | 0 |" in text
     assert "failed" not in text
     # a report that cannot be written is logged; the run and its exit code stand
     import fedsim.report
@@ -204,3 +205,148 @@ def test_fedsim_run_writes_the_report(
     again = tmp_path / "again"
     assert main(["run", str(config), "--out", str(again)]) == 0
     assert (again / "summary.json").is_file() and not (again / "report.md").exists()
+
+
+def _with_config(run: Path, raw: dict) -> Path:
+    from fedsim.config import from_dict
+    from fedsim.rundir import config_text
+
+    (run / "config.yaml").write_text(config_text(from_dict(raw)))
+    return run
+
+
+def _capture_figures(monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
+    """Keep each figure the run sections save, by file name, instead of closing it."""
+    import fedsim.report.run as run_sections
+
+    figures: dict[str, object] = {}
+    real = run_sections.save_figure
+
+    def keep(fig: object, path: Path) -> str:
+        figures[path.name] = fig
+        import matplotlib.pyplot as plt
+
+        fig.savefig(path)  # type: ignore[attr-defined]
+        plt.close(fig)  # type: ignore[arg-type]
+        return path.name
+
+    monkeypatch.setattr(run_sections, "save_figure", keep)
+    assert real is not keep
+    return figures
+
+
+def _add_to_rounds(run: Path, **values: list[float]) -> None:
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    for i, m in enumerate(lines):
+        m.update({k: v[i] for k, v in values.items()})
+    (run / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
+
+
+def test_accuracy_plot_adds_auc_and_balanced_accuracy_where_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    figures = _capture_figures(monkeypatch)
+    plain = make_run(tmp_path / "plain")
+    text = write_report(plain).read_text()
+    ax = figures["accuracy.png"].axes[0]  # type: ignore[attr-defined]
+    assert [line.get_label() for line in ax.get_lines()] == ["accuracy"]
+    assert "test AUC" not in text and "balanced" not in text
+
+    run = make_run(tmp_path / "run")
+    _add_to_rounds(run, test_auc=[0.7, 0.8, 0.9], test_balanced_accuracy=[0.55, 0.65, 0.75])
+    text = write_report(run).read_text()
+    ax = figures["accuracy.png"].axes[0]  # type: ignore[attr-defined]
+    lines = {line.get_label(): list(line.get_ydata()) for line in ax.get_lines()}
+    assert lines == {
+        "accuracy": [0.6, 0.7, 0.8],
+        "AUC": [0.7, 0.8, 0.9],
+        "balanced accuracy": [0.55, 0.65, 0.75],
+    }
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == list(lines)
+    assert "| round | test accuracy | test AUC | test balanced accuracy | test loss |" in text
+    assert "| 3 | 0.8 | 0.9 | 0.75 | 0.3333 | 2 |" in text
+
+
+def test_epsilon_plot_draws_the_budgets_and_keeps_clients_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    figures = _capture_figures(monkeypatch)
+    run = _with_config(make_run(tmp_path / "run"), {"dp": {"epsilon": 2.0, "max_epsilon": 3.0}})
+    text = write_report(run).read_text()
+    ax = figures["epsilon.png"].axes[0]  # type: ignore[attr-defined]
+    lines = ax.get_lines()
+    budgets = {
+        ln.get_label(): ln.get_ydata()[0] for ln in lines if not ln.get_label().startswith("client")
+    }
+    assert budgets == {"target ε = 2": 2.0, "max_epsilon = 3": 3.0}
+    assert "Reference lines: target ε = 2; max_epsilon = 3." in text
+    clients = [line for line in lines if line.get_label().startswith("client")]
+    assert [c.get_label() for c in clients] == ["client 0", "client 1"]
+    styles = {(c.get_marker(), c.get_linestyle()) for c in clients}
+    assert len(styles) == 2  # each client its own marker/line style
+    x0, x1 = (list(c.get_xdata()) for c in clients)
+    assert all(a < b for a, b in zip(x0, x1, strict=True))  # drawn apart along the rounds
+    assert all(abs(a - r) < 0.2 for a, r in zip(x0, (1, 2, 3), strict=True))
+
+    # a target equal to the cap is one line; without config.yaml, summary.json's dp
+    same = _with_config(make_run(tmp_path / "same"), {"dp": {"epsilon": 4.0, "max_epsilon": 4.0}})
+    write_report(same)
+    labels = [ln.get_label() for ln in figures["epsilon.png"].axes[0].get_lines()]  # type: ignore[attr-defined]
+    assert [lb for lb in labels if not lb.startswith("client")] == ["target ε = max_epsilon = 4"]
+    bare = make_run(tmp_path / "bare")
+    doc = json.loads((bare / "summary.json").read_text())
+    doc["dp"]["target_epsilon"] = 1.5
+    (bare / "summary.json").write_text(json.dumps(doc))
+    write_report(bare)
+    labels = [ln.get_label() for ln in figures["epsilon.png"].axes[0].get_lines()]  # type: ignore[attr-defined]
+    assert [lb for lb in labels if not lb.startswith("client")] == ["target ε = 1.5"]
+
+
+def test_many_clients_get_distinct_styles_and_a_legend_outside(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    figures = _capture_figures(monkeypatch)
+    run = make_run(tmp_path / "run")
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    for m in lines:
+        m["clients"] = {str(c): _client(0.5 * m["round"], 10) for c in range(20)}
+    (run / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
+    write_report(run)
+    fig = figures["epsilon.png"]
+    ax = fig.axes[0]  # type: ignore[attr-defined]
+    clients = [ln for ln in ax.get_lines() if ln.get_label().startswith("client")]
+    assert len({(c.get_marker(), c.get_linestyle()) for c in clients}) == 20
+    assert len({c.get_xdata()[0] for c in clients}) == 20  # equal ε, still apart
+    legend = ax.get_legend()
+    assert legend.get_bbox_to_anchor().x0 > ax.get_window_extent().x1  # outside the axes
+
+
+def test_report_starts_with_what_the_run_was(tmp_path: Path) -> None:
+    raw = {
+        "name": "tiny",
+        "seed": 7,
+        "rounds": 3,
+        "data": {"num_clients": 6, "partition": "dirichlet", "alpha": 0.3},
+        "model": {"name": "mlp"},
+        "strategy": {"name": "secprobe", "clients_per_round": 4, "k": 2},
+        "dp": {
+            "epsilon": 2.0,
+            "max_epsilon": 3.0,
+            "delta": 1e-4,
+            "neighbouring": "add_remove",
+            "size_bound": 200,
+        },
+    }
+    run = _with_config(make_run(tmp_path / "run"), raw)
+    text = write_report(run).read_text()
+    head = text[: text.index("Run directory")]
+    assert head.startswith("# Run report: tiny\n")
+    assert (
+        "| pneumoniamnist | 6 | dirichlet (α = 0.3) | mlp | secprobe (4 clients per round, "
+        "k = 2) | 3 | 7 |"
+    ) in head
+    assert "| sample-level DP-SGD | 2 | 3 | 0.0001 | add/remove-one |" in head
+    off = {**raw, "dp": {"enabled": False}, "strategy": {"name": "fedavg"}}
+    head = write_report(_with_config(make_run(tmp_path / "off"), off)).read_text()
+    assert "| fedavg (all clients every round) |" in head and "DP: off" in head
+    assert "target ε" not in head

@@ -150,6 +150,59 @@ def test_dry_run_lists_points_and_bad_sweep_exits_2(tmp_path: Path, capsys) -> N
     assert "sweep point 0 (rounds=0, seed=0): rounds must be >= 1; got 0" in capsys.readouterr().err
 
 
+def test_problems_of_many_points_are_shown_once() -> None:
+    base, spec = split_sweep(
+        {**BASE, "rounds": 0, "sweep": {"grid": {"dp.noise_multiplier": [1.0, -2.0]}}}
+    )
+    with pytest.raises(ConfigError) as info:
+        expand(base, spec)
+    assert info.value.problems == (
+        "all 2 sweep points: rounds must be >= 1; got 0",
+        "sweep point 1 (dp.noise_multiplier=-2): dp.noise_multiplier must be >= 0.2; got -2.0",
+    )
+
+
+def _sweep_file(tmp_path: Path, raw: dict[str, Any]) -> str:
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+def test_validate_checks_every_point_of_a_sweep_file(tmp_path: Path, capsys) -> None:
+    cfg = _sweep_file(
+        tmp_path, {**BASE, "sweep": {"grid": {"dp.noise_multiplier": [2.0, 1.0]}, "seeds": [0, 1]}}
+    )
+    assert main(["validate", cfg]) == 0
+    out = capsys.readouterr().out
+    assert "000-noise_multiplier=2_seed=0: 2 clients" in out and "DP-SGD sigma 2 " in out
+    assert "003-noise_multiplier=1_seed=1: 2 clients" in out and "DP-SGD sigma 1 " in out
+    assert out.rstrip().endswith(f"{cfg}: OK (4 sweep points)")
+    # a preflight problem of some points: exit 2, shown once, naming those points
+    grid = "sweep.grid={dp.max_epsilon: [0.05, 100.0]}"
+    assert main(["validate", cfg, "-o", grid]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("below the epsilon of a single round") == 1
+    assert "sweep points 0, 1: dp.max_epsilon 0.05 is below" in err
+
+
+def test_missing_data_fails_a_sweep_once_before_any_point(tmp_path: Path, capsys) -> None:
+    missing = tmp_path / "nope.npz"
+    raw = {
+        **BASE,
+        "data": {"name": "npz", "path": str(missing), "num_clients": 2},
+        "sweep": {"grid": {"dp.noise_multiplier": [2.0, 1.0]}, "seeds": [0, 1]},
+    }
+    cfg = _sweep_file(tmp_path, raw)
+    assert main(["validate", cfg]) == 2
+    err = capsys.readouterr().err
+    assert err.count(f"data.path ({missing}): file not found") == 1 and "Traceback" not in err
+    out = tmp_path / "out"
+    assert main(["sweep", cfg, "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count(f"data.path ({missing}): file not found") == 1
+    assert "[1/4]" not in captured.err + captured.out and not out.exists()
+
+
 @pytest.mark.e2e
 @pytest.mark.timeout(600)
 def test_sigint_stops_a_sweep_within_seconds_and_it_resumes(tmp_path: Path) -> None:

@@ -137,3 +137,27 @@ def test_run_writer_contract(tmp_path) -> None:
     assert "fedsim_version" in (tmp_path / "config.yaml").read_text()
     assert any((tmp_path / "tb").iterdir())
     json.dumps(line, allow_nan=False)
+
+
+def test_tensorboard_holds_the_config_as_text_and_hparams(tmp_path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    cfg = from_dict(
+        {"name": "tb", "seed": 3, "dp": {"epsilon": 2.5}, "valuation": {"report_metrics": ["vog"]}}
+    )
+    RunWriter(tmp_path, cfg, tensorboard=True).close()
+    events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"tensors": 0})
+    events.Reload()
+    (text,) = events.Tensors("config/text_summary")
+    shown = text.tensor_proto.string_val[0].decode()
+    assert "    name: tb" in shown and "    seed: 3" in shown and "epsilon: 2.5" in shown
+    content = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    hparams = HParamsPluginData.FromString(content).session_start_info.hparams
+    assert hparams["dp.epsilon"].number_value == 2.5 and hparams["seed"].number_value == 3
+    assert hparams["name"].string_value == "tb" and hparams["dp.enabled"].string_value == "true"
+    assert hparams["valuation.report_metrics"].string_value == '["vog"]'
+    assert "dp.noise_multiplier" not in hparams  # unset: left out
+    experiment = events.PluginTagToContent("hparams")["_hparams_/experiment"]
+    metrics = HParamsPluginData.FromString(experiment).experiment.metric_infos
+    assert {m.name.tag for m in metrics} == {"test/accuracy", "test/loss", "test/auc"}

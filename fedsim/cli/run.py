@@ -1,8 +1,9 @@
 """``fedsim run CONFIG [-o key=value ...] [--out DIR]`` and ``fedsim validate CONFIG``.
 
-``run`` runs an experiment (one progress line per round on a terminal, ``report.md`` at
-the end, a final line with accuracy and ε); ``validate`` runs only the config checks and
-the preflight. :func:`run_command` is shared with ``fedsim audit``.
+``run`` runs an experiment (one progress line per round on stderr, a terminal or not;
+``report.md`` at the end; a final line with accuracy and ε); ``validate`` runs only the
+config checks and the preflight (of every point when CONFIG is a sweep file).
+:func:`run_command` is shared with ``fedsim audit``.
 """
 
 from __future__ import annotations
@@ -25,55 +26,29 @@ from fedsim.cli.base import (
     Command,
     add_config_args,
 )
-from fedsim.config import RELATION_TEXT, Config, from_dict, load, read_yaml
-from fedsim.errors import FedsimError
+from fedsim.config import RELATION_TEXT, Config, apply_overrides, from_dict, load, read_yaml
+from fedsim.errors import ConfigError, FedsimError
+from fedsim.progress import RoundProgress, training_label
 from fedsim.records import RoundRecord
 from fedsim.rundir import CONFIG_FILE, METRICS_FILE
+from fedsim.sweep import SWEEP_KEY, expand, point_problems, split_sweep
 
 
 class Progress:
-    """One line per round on a terminal; silent when the stream is not a TTY."""
+    """Writes one plain line per round (:class:`~fedsim.progress.RoundProgress`) to
+    ``stream``, a terminal or not: batch jobs, ``nohup`` and CI logs see progress too.
 
-    def __init__(self, cfg: Config, stream: TextIO) -> None:
-        self.cfg = cfg
+    ``prefix`` starts every line (a sweep names its point there).
+    """
+
+    def __init__(self, cfg: Config, stream: TextIO, prefix: str = "") -> None:
+        self.lines = RoundProgress(cfg)
         self.stream = stream
-        self.enabled = stream.isatty()
+        self.prefix = prefix
 
     def __call__(self, record: RoundRecord) -> None:
-        if not self.enabled:
-            return
-        eps_text = epsilon_text(self.cfg, record)
-        auc = f"  auc {record.test.auc:.3f}" if record.test.auc is not None else ""
-        self.stream.write(
-            f"round {record.round}/{self.cfg.rounds}  acc {record.test.accuracy:.4f}  "
-            f"loss {record.test.loss:.4f}{auc}{eps_text}  "
-            f"({len(record.selected)}/{len(record.sampled)} updates, {record.seconds:.1f} s)\n"
-        )
+        self.stream.write(f"{self.prefix}{self.lines.line(record)}\n")
         self.stream.flush()
-
-
-def epsilon_text(cfg: Config, record: RoundRecord) -> str:
-    """The round line's privacy part: the largest composed ε of any client (all of its
-    events), the DP-SGD part, and the relation — or, without DP, the selection ε."""
-    if not cfg.dp.enabled:
-        sel = [c.epsilon_selection for c in record.clients if c.epsilon_selection is not None]
-        return f"  selection eps {max(sel):.3f} (no DP on updates)" if sel else ""
-    total = [c.epsilon_total for c in record.clients if c.epsilon_total is not None]
-    sgd = [c.epsilon for c in record.clients if c.epsilon is not None]
-    if not total and not sgd:
-        return ""
-    relation = RELATION_TEXT[cfg.dp.neighbouring]
-    if cfg.dp.mode == "central":
-        return f"  eps {max(sgd):.3f} (user-level, {relation})"
-    top = max(total) if total else max(sgd)
-    label = training_label(cfg)
-    return f"  max eps {top:.3f} ({label} {max(sgd) if sgd else 0.0:.3f}, {relation})"
-
-
-def training_label(cfg: Config) -> str:
-    """How the clients' own training ε is named: ``DP-SGD`` or ``FM`` (functional
-    mechanism, ``client.mechanism: functional``)."""
-    return "FM" if cfg.functional_mechanism else "DP-SGD"
 
 
 def _holds_run(path: Path) -> bool:
@@ -99,13 +74,39 @@ def resolve_out_dir(cfg: Config, out: str | None, overwrite: bool) -> Path:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    raw = apply_overrides(read_yaml(args.config), args.override)
+    if SWEEP_KEY in raw:
+        return _validate_sweep(args.config, raw)
     from fedsim.run import check_plan
 
-    cfg = load(args.config, args.override)
-    report = check_plan(cfg)
+    report = check_plan(from_dict(raw))
     for line in report.lines():
         print(line)
     print(f"{args.config}: OK")
+    return 0
+
+
+def _validate_sweep(path: str, raw: dict[str, object]) -> int:
+    """``fedsim validate`` of a sweep file: every point's config and rules, each distinct
+    data section's presence (once), then every point's preflight; each problem is shown
+    once, naming the points that have it."""
+    from fedsim.preflight import check_data, preflight
+    from fedsim.run import config_problems
+
+    base, spec = split_sweep(raw)
+    points = expand(base, spec, config_problems)
+    check_data(point.config for point in points)
+    found: list[tuple[int, str, str]] = []
+    for point in points:
+        try:
+            report = preflight(point.config)
+        except ConfigError as exc:
+            found.extend((point.index, point.where, p) for p in exc.problems)
+        else:
+            print(f"{point.slug}: {report.headline()}")
+    if found:
+        raise ConfigError(point_problems(found, len(points)))
+    print(f"{path}: OK ({len(points)} sweep points)")
     return 0
 
 
@@ -149,9 +150,9 @@ def run_command(
     if out_dir is None:
         out_dir = resolve_out_dir(cfg, args.out, args.overwrite)
     progress = Progress(cfg, sys.stderr)
-    if progress.enabled:
-        verb = "resuming" if resume else "running"
-        sys.stderr.write(f"fedsim {__version__}: {verb} {cfg.name!r} into {out_dir}\n")
+    verb = "resuming" if resume else "running"
+    sys.stderr.write(f"fedsim {__version__}: {verb} {cfg.name!r} into {out_dir}\n")
+    sys.stderr.flush()
     stop = threading.Event()
     try:
         with stop_on_signals(stop):
@@ -222,7 +223,7 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
 
 
 def final_epsilon_text(cfg: Config, summary: dict[str, object]) -> str:
-    """The final line's privacy part (see :func:`epsilon_text`)."""
+    """The final line's privacy part (see :func:`fedsim.progress.epsilon_text`)."""
     dp = summary["dp"]
     assert isinstance(dp, dict)  # the summary's own structure, not user input
     total, sgd = dp.get("max_epsilon_total"), dp.get("max_epsilon_spent")
@@ -258,9 +259,12 @@ def _configure_run(p: argparse.ArgumentParser) -> None:
 
 
 def _configure_validate(p: argparse.ArgumentParser) -> None:
-    add_config_args(p)
+    add_config_args(p, "YAML experiment config, or a sweep file (one with a sweep: section)")
     p.set_defaults(handler=_cmd_validate)
 
 
 RUN = Command(help="run an experiment", configure=_configure_run, runs_flower=True)
-VALIDATE = Command(help="check a config and run the preflight only", configure=_configure_validate)
+VALIDATE = Command(
+    help="check a config (or every point of a sweep) and run the preflight only",
+    configure=_configure_validate,
+)

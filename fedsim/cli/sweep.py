@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import logging
 import sys
 import threading
 from collections.abc import Mapping, Sequence
@@ -26,6 +25,7 @@ from typing import Any
 import yaml
 
 from fedsim.cli.base import Command, add_config_args
+from fedsim.cli.run import Progress, stop_on_signals
 from fedsim.config import Config, apply_overrides, from_dict, read_yaml
 from fedsim.errors import ConfigError, FedsimError, RunInterruptedError
 from fedsim.files import write_atomic
@@ -42,8 +42,6 @@ from fedsim.sweep import (
     format_cell,
     split_sweep,
 )
-
-logger = logging.getLogger(__name__)
 
 
 def _plain(value: Any) -> Any:
@@ -155,14 +153,14 @@ def _run_points(
         stream.write(f"[{point.index + 1}/{len(points)}] {point.slug}: {verb}\n")
         stream.flush()
         try:
+            progress = Progress(point.config, stream, prefix=f"[{point.index + 1}/{len(points)}] ")
             summary = run_experiment(
-                point.config, point_dir, verbose=verbose, resume=resume, stop=stop
+                point.config, point_dir, progress, verbose=verbose, resume=resume, stop=stop
             )
         except RunInterruptedError:
             write_csv(out / SWEEP_TABLE_FILE, spec, rows)
             raise
-        except FedsimError as exc:
-            logger.error("sweep point %s failed: %s", point.slug, exc)
+        except FedsimError as exc:  # shown once, on the stream (no log record as well)
             stream.write(f"[{point.index + 1}/{len(points)}] {point.slug}: failed: {exc}\n")
             rows.append(csv_row(point, "failed", rel, None))
         else:
@@ -190,10 +188,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise ConfigError([f"--out must be a directory; got {str(out)!r} (a file)"])
     _check_same_sweep(out, definition)
+    from fedsim.preflight import check_data
+
+    # missing data fails once, here, not once per point (finished points need none)
+    check_data(p.config for p in points if _finished(out / POINTS_DIR / p.slug, p.config) is None)
     out.mkdir(parents=True, exist_ok=True)
     (out / SWEEP_DEFINITION_FILE).write_text(yaml.safe_dump(definition, sort_keys=False))
-    from fedsim.cli.run import stop_on_signals
-
     stop = threading.Event()
     try:
         with stop_on_signals(stop):

@@ -182,7 +182,11 @@ def _epsilon_of(
     times (the budget check's projection, then the DP-SGD and the total ε of the ledger,
     which are equal without releases), each ~25 ms of PLD work for the quickstart."""
     active = [e for e in events if (e.steps if isinstance(e, SubsampledGaussian) else e.count)]
-    huge = sum(e.epsilon * e.count for e in active if _composed_basically(e))
+    huge = sum(
+        e.epsilon * e.count
+        for e in active
+        if not isinstance(e, SubsampledGaussian) and e.epsilon > BASIC_EPSILON
+    )
     active = [e for e in active if not _composed_basically(e)]
     if not active:
         return huge

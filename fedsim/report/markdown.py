@@ -26,6 +26,13 @@ def new_figure(width: float = 6.0, height: float = 3.6, ncols: int = 1) -> tuple
     return plt.subplots(1, ncols, figsize=(width, height))
 
 
+def integer_rounds(ax: Any) -> None:
+    """Whole-number ticks on the x axis (rounds)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def save_figure(fig: Any, path: Path) -> str:
     """Save ``fig`` as PNG to ``path``, close it, and return the file name for a link."""
     import matplotlib.pyplot as plt
