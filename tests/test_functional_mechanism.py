@@ -349,3 +349,25 @@ def test_paper_sensitivities() -> None:
     assert sensitivity(80, 1, "regression") == 80 / 2 + 80**2 / 8
     assert sensitivity(128, 10, "classification") == 10 * (128 + 128**2 / 4)
     assert math.isclose(sensitivity(81, 1, "regression"), 860.625)
+
+
+def test_classification_round_uses_the_cross_entropy_polynomial() -> None:
+    # Eq. 17 on a two-class image task: the head trains, the hidden layer does not, and
+    # the noise scale is Δ = M(b + b²/4) / ε_epoch for the 9 augmented units.
+    cfg = from_dict(
+        {
+            "rounds": 2,
+            "data": {"name": "pneumoniamnist", "num_clients": 20},
+            "model": {"name": "secprobe_mlp8"},
+            "client": {"mechanism": "functional", "batch_size": 256, "lr": 0.1},
+            "dp": {"epsilon": 2.0},
+        }
+    )
+    start = build_model("secprobe_mlp8", (1, 28, 28), 2, seed=0).state_dict()
+    out = simulated_round(cfg, 0, start, 1)
+    assert out.status == "ok" and out.state_dict is not None
+    assert torch.equal(out.state_dict["hidden.weight"], start["hidden.weight"])
+    assert not torch.equal(out.state_dict["head.weight"], start["head.weight"])
+    plan = plan_functional(cfg, 9, 2, "classification")
+    assert plan.sensitivity == 2 * (9 + 81 / 4) and plan.epsilon_per_epoch == 1.0
+    assert out.ledger.events == (FunctionalMechanism(1.0, 1),)
