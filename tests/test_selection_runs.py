@@ -218,8 +218,9 @@ def test_secprobe_with_the_functional_mechanism_on_a_regression_task(tmp_path) -
         )
         assert low * 0.999 <= doc["epsilon_total"] <= high * 1.001
         assert all(r["steps"] == 0 for r in rounds if r["status"] == "ok")  # no DP-SGD step
-    # the hidden layer never trains: the final global model keeps the initial one
+    # the hidden layer never trains: the final global model keeps the initial one (up to
+    # the float rounding of averaging equal tensors with weights n_i / n)
     final = torch.load(tmp_path / "model.pt", weights_only=True)
     initial = build_model("secprobe_mlp8", (1, 1, 10), 1, seed=cfg.seed).state_dict()
-    assert torch.equal(final["hidden.weight"], initial["hidden.weight"])
+    assert torch.allclose(final["hidden.weight"], initial["hidden.weight"], rtol=0, atol=1e-6)
     assert not torch.equal(final["head.weight"], initial["head.weight"])
