@@ -53,7 +53,17 @@ def _eval_doc(result: EvalResult | None) -> dict[str, Any] | None:
     return None if result is None else {
         "accuracy": result.accuracy, "loss": result.loss, "auc": result.auc,
         "num_examples": result.num_examples, "mre": result.mre,
+        "balanced_accuracy": result.balanced_accuracy,
+        "class_recall": None if result.class_recall is None else list(result.class_recall),
     }  # fmt: skip
+
+
+def _optional(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _recalls(values: Any) -> tuple[float | None, ...] | None:
+    return None if values is None else tuple(_optional(v) for v in values)
 
 
 def _eval_of(doc: Mapping[str, Any] | None) -> EvalResult | None:
@@ -65,6 +75,8 @@ def _eval_of(doc: Mapping[str, Any] | None) -> EvalResult | None:
         auc=None if doc.get("auc") is None else float(doc["auc"]),
         num_examples=int(doc.get("num_examples", 0)),
         mre=None if doc.get("mre") is None else float(doc["mre"]),
+        balanced_accuracy=_optional(doc.get("balanced_accuracy")),
+        class_recall=_recalls(doc.get("class_recall")),
     )
 
 
@@ -132,6 +144,8 @@ class ResumePoint:
                 loss=float(m["test_loss"]),
                 auc=None if m.get("test_auc") is None else float(m["test_auc"]),
                 mre=None if m.get("test_mre") is None else float(m["test_mre"]),
+                balanced_accuracy=_optional(m.get("test_balanced_accuracy")),
+                class_recall=_recalls(m.get("test_recall")),
             )
             for m in self.lines
         }

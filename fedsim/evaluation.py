@@ -46,7 +46,9 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
 def evaluate(
     model: nn.Module, split: Split, device: torch.device | str = "cpu", batch_size: int = 512
 ) -> EvalResult:
-    """Accuracy, mean cross-entropy loss and (binary tasks) ROC AUC of ``model`` on ``split``.
+    """Accuracy, balanced accuracy (the mean recall of the classes present), mean
+    cross-entropy loss and, for binary tasks, ROC AUC and each class's recall, of ``model``
+    on ``split``.
 
     For regression targets (:attr:`Split.task`), see :func:`evaluate_regression`.
     """
@@ -56,18 +58,45 @@ def evaluate(
     model.to(device)
     total_loss, correct = 0.0, 0
     positive_scores = []
+    predicted = []
     for start in range(0, len(split), batch_size):
         # copies: the cached dataset arrays are read-only
         x = torch.tensor(split.x[start : start + batch_size], device=device)
         y = torch.tensor(split.y[start : start + batch_size], device=device)
         logits = model(x)
         total_loss += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
-        correct += int((logits.argmax(dim=1) == y).sum())
+        hits = logits.argmax(dim=1)
+        correct += int((hits == y).sum())
+        predicted.append(hits.cpu().numpy())
         if logits.shape[1] == 2:
             positive_scores.append(torch.softmax(logits, dim=1)[:, 1].cpu().numpy())
     n = len(split)
     auc = roc_auc(np.concatenate(positive_scores), split.y) if positive_scores else None
-    return EvalResult(accuracy=correct / n, loss=total_loss / n, auc=auc, num_examples=n)
+    recalls = class_recalls(np.concatenate(predicted) if predicted else np.empty(0), split.y)
+    present = [r for r in recalls if r is not None]
+    return EvalResult(
+        accuracy=correct / n,
+        loss=total_loss / n,
+        auc=auc,
+        num_examples=n,
+        balanced_accuracy=float(np.mean(present)) if present else None,
+        class_recall=tuple(recalls) if positive_scores else None,
+    )
+
+
+def class_recalls(predicted: np.ndarray, labels: np.ndarray) -> list[float | None]:
+    """Recall of each class ``0..max(labels)`` (``None`` for a class with no sample).
+
+    >>> class_recalls(np.array([0, 1, 1, 1]), np.array([0, 0, 1, 1]))
+    [0.5, 1.0]
+    """
+    labels = np.asarray(labels)
+    classes = int(labels.max()) + 1 if labels.size else 0
+    out: list[float | None] = []
+    for c in range(classes):
+        mask = labels == c
+        out.append(float(np.mean(predicted[mask] == c)) if mask.any() else None)
+    return out
 
 
 @torch.no_grad()

@@ -57,6 +57,21 @@ def training_label(cfg: Config) -> str:
     return "FM" if cfg.functional_mechanism else "DP-SGD"
 
 
+def test_text(record: RoundRecord) -> str:
+    """The round line's evaluation part: accuracy, loss, the optional test metrics and,
+    for binary tasks, each class's recall (``recall 0.712/0.934``)."""
+    doc = record.to_json()
+    extra = "".join(
+        f"  {short} {doc[key]:.3f}"
+        for key, _, short in OPTIONAL_TEST_METRICS
+        if doc.get(key) is not None
+    )
+    recalls = record.test.class_recall
+    if recalls is not None:
+        extra += "  recall " + "/".join("-" if r is None else f"{r:.3f}" for r in recalls)
+    return f"acc {record.test.accuracy:.4f}  loss {record.test.loss:.4f}{extra}"
+
+
 class RoundProgress:
     """Formats each round's progress line; keeps the round times seen for the ETA.
 
@@ -69,19 +84,15 @@ class RoundProgress:
         self._seconds: list[float] = []
 
     def line(self, record: RoundRecord) -> str:
-        """The line of ``record`` (no newline)."""
+        """The line of ``record`` (no newline); round 0 is the initial model."""
+        if record.round == 0:
+            return f"round 0/{self.cfg.rounds}  {test_text(record)}  (initial model)"
         self._seconds.append(record.seconds)
         per_round = sum(self._seconds) / len(self._seconds)
         left = max(0, self.cfg.rounds - record.round)
-        doc = record.to_json()
-        extra = "".join(
-            f"  {short} {doc[key]:.3f}"
-            for key, _, short in OPTIONAL_TEST_METRICS
-            if doc.get(key) is not None
-        )
         return (
-            f"round {record.round}/{self.cfg.rounds}  acc {record.test.accuracy:.4f}  "
-            f"loss {record.test.loss:.4f}{extra}{epsilon_text(self.cfg, record)}  "
+            f"round {record.round}/{self.cfg.rounds}  {test_text(record)}"
+            f"{epsilon_text(self.cfg, record)}  "
             f"({len(record.selected)}/{len(record.sampled)} updates, {per_round:.1f} s/round, "
             f"ETA {duration_text(per_round * left)})"
         )

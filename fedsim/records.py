@@ -65,6 +65,10 @@ class EvalResult:
     auc: float | None = None
     num_examples: int = 0
     mre: float | None = None
+    #: mean recall over the classes present in the split (classification)
+    balanced_accuracy: float | None = None
+    #: recall of each class (binary tasks; ``None`` for a class absent from the split)
+    class_recall: tuple[float | None, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,10 @@ class RoundRecord:
             doc["test_auc"] = self.test.auc
         if self.test.mre is not None:
             doc["test_mre"] = self.test.mre
+        if self.test.balanced_accuracy is not None:
+            doc["test_balanced_accuracy"] = self.test.balanced_accuracy
+        if self.test.class_recall is not None:
+            doc["test_recall"] = list(self.test.class_recall)
         doc["sampled"] = list(self.sampled)
         doc["selected"] = list(self.selected)
         doc["seconds"] = self.seconds

@@ -58,7 +58,7 @@ OPTIONAL_TEST_METRICS: tuple[tuple[str, str, str], ...] = (
     ("test_mre", "mean relative error", "mre"),
 )
 #: TensorBoard scalar tags of the test metrics (the HParams dashboard's metric columns).
-TB_TEST_METRICS = ("test/accuracy", "test/loss", "test/auc")
+TB_TEST_METRICS = ("test/accuracy", "test/loss", "test/auc", "test/balanced_accuracy")
 #: What a run writes besides config.yaml and metrics.jsonl (cleared before a fresh run).
 OUTPUT_FILES = (SUMMARY_FILE, MODEL_FILE, AUDIT_FILE, "rewards.csv", "report.md")
 OUTPUT_DIRS = (TB_DIR, CHECKPOINT_DIR, STATE_DIR, "analysis")
@@ -171,16 +171,35 @@ class RunWriter:
             fh.flush()
         if self._tb is not None:
             step = record.round
-            self._tb.add_scalar("test/accuracy", record.test.accuracy, step)
-            self._tb.add_scalar("test/loss", record.test.loss, step)
-            if record.test.auc is not None:
-                self._tb.add_scalar("test/auc", record.test.auc, step)
+            self._test_scalars(record.test, step)
             for c in record.clients:
                 if c.epsilon is not None:
                     self._tb.add_scalar(f"epsilon/client_{c.client_id}", c.epsilon, step)
                 if c.train_loss is not None:
                     self._tb.add_scalar(f"train_loss/client_{c.client_id}", c.train_loss, step)
             self._tb.flush()
+
+    def log_initial(self, result: EvalResult) -> None:
+        """TensorBoard scalars of the initial model at step 0 (curves start where training
+        starts; ``summary.json`` keeps it as ``initial``)."""
+        if self._tb is not None:
+            self._test_scalars(result, 0)
+            self._tb.flush()
+
+    def _test_scalars(self, result: EvalResult, step: int) -> None:
+        self._tb.add_scalar("test/accuracy", result.accuracy, step)
+        self._tb.add_scalar("test/loss", result.loss, step)
+        optional = {
+            "auc": result.auc,
+            "balanced_accuracy": result.balanced_accuracy,
+            "mre": result.mre,
+        }
+        for name, value in optional.items():
+            if value is not None:
+                self._tb.add_scalar(f"test/{name}", value, step)
+        for label, recall in enumerate(result.class_recall or ()):
+            if recall is not None:
+                self._tb.add_scalar(f"test/recall_class_{label}", recall, step)
 
     def _clear_outputs(self) -> None:
         """Remove the outputs of an earlier run in this directory (``--overwrite``)."""

@@ -28,6 +28,10 @@ def _eval_doc(result: EvalResult | None) -> dict[str, Any] | None:
         doc["test_auc"] = result.auc
     if result.mre is not None:
         doc["test_mre"] = result.mre
+    if result.balanced_accuracy is not None:
+        doc["test_balanced_accuracy"] = result.balanced_accuracy
+    if result.class_recall is not None:
+        doc["test_recall"] = list(result.class_recall)
     return doc
 
 

@@ -119,6 +119,9 @@ def run_server(
         earlier_seconds = 0.0
         if resume is None:
             evaluations[0] = evaluate(model, bundle.test, device)
+            writer.log_initial(evaluations[0])
+            if on_round is not None:  # round 0: the initial model, where the curves start
+                on_round(RoundRecord(round=0, test=evaluations[0]))
             first_round = 1
         else:
             import torch

@@ -14,7 +14,7 @@ from fedsim.errors import FedsimError
 from fedsim.evaluation import roc_auc
 from fedsim.records import ClientRoundRecord, EvalResult, RoundRecord
 from fedsim.registry import Registry
-from fedsim.rundir import RunWriter, read_metrics
+from fedsim.rundir import TB_TEST_METRICS, RunWriter, read_metrics
 from fedsim.seeding import derive_seed, numpy_rng, torch_generator
 from strategies.replies import weight_problem
 from strategies.uploads import update_problem
@@ -160,4 +160,7 @@ def test_tensorboard_holds_the_config_as_text_and_hparams(tmp_path) -> None:
     assert "dp.noise_multiplier" not in hparams  # unset: left out
     experiment = events.PluginTagToContent("hparams")["_hparams_/experiment"]
     metrics = HParamsPluginData.FromString(experiment).experiment.metric_infos
-    assert {m.name.tag for m in metrics} == {"test/accuracy", "test/loss", "test/auc"}
+    assert {m.name.tag for m in metrics} == set(TB_TEST_METRICS)
+    assert {"test/accuracy", "test/loss", "test/auc", "test/balanced_accuracy"} <= set(
+        TB_TEST_METRICS
+    )

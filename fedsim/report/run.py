@@ -47,6 +47,13 @@ def overview_section(run_dir: Path) -> str:
     rows += [
         (f"final test {label}", final[k]) for k, label, _ in OPTIONAL_TEST_METRICS if k in final
     ]
+    if final.get("test_recall") is not None:
+        rows.append(
+            (
+                "final test recall per class",
+                " / ".join(f"{r:.4f}" if r is not None else "–" for r in final["test_recall"]),
+            )
+        )
     if dp.get("enabled"):
         relation = dp.get("neighbouring")
         if cfg is None:  # else the setup block above shows them
@@ -86,6 +93,9 @@ def accuracy_section(run_dir: Path) -> str | None:
     metrics = read_metrics(run_dir)
     if not metrics:
         return None
+    initial = ((_summary_or_none(run_dir) or {}).get("initial")) or None
+    if initial is not None:  # round 0: the initial model, where training starts
+        metrics = [{"round": 0, **initial, "selected": []}, *metrics]
     rounds = [m["round"] for m in metrics]
     curves = test_curves(metrics)
     fig, (ax_acc, ax_loss) = new_figure(9.0, 3.4, ncols=2)
