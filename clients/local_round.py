@@ -276,6 +276,7 @@ def run_local_round(
             on_epoch_end=scorer.epoch_hook(lambda: plain_state_dict(model)),
             batch_transform=_adversarial_transform(model, adversarial),
             loss_fn=loss_fn,
+            max_steps=cfg.client.local_steps,
         )
         trained = plain_state_dict(model)
         val = scorer.finish(tasks, trained, client_id, task.server_round)
@@ -332,6 +333,7 @@ def run_local_round(
         batch_transform=_adversarial_transform(private.model, adversarial),
         after_backward=None if canaries is None else _canary_hook(private.model, canaries),
         loss_fn=loss_fn,
+        max_steps=cfg.client.local_steps,
     )
     acc_sigma, acc_q = private.accounted_schedule()
     ledger = ledger.with_event(SubsampledGaussian(acc_sigma, acc_q, private.steps_taken()))

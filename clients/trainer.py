@@ -33,6 +33,7 @@ def train_epochs(
     | None = None,
     after_backward: Callable[[torch.Tensor], None] | None = None,
     loss_fn: nn.Module | None = None,
+    max_steps: int | None = None,
 ) -> TrainResult:
     """Train ``model`` for ``epochs`` passes over ``loader`` with ``loss_fn`` (default
     cross-entropy; :func:`fedsim.tasks.loss_module` gives the task's).
@@ -45,6 +46,8 @@ def train_epochs(
     DP-SGD requires. A given ``criterion`` (Opacus' ghost-clipping loss wrapper) is used
     for every batch, empty ones included (its per-sample loss is then empty and the step
     adds noise alone); without one, ``loss_fn``, and an empty batch gets a zero loss.
+    With ``max_steps`` (``client.local_steps``) the loader is walked as often as needed
+    for exactly that many steps, ``epochs`` ignored; ``on_epoch_end`` follows each pass.
     ``on_epoch_end(epoch)`` (0-based) is called after each epoch, e.g. to take a VoG
     checkpoint. ``after_backward(y)`` is called with each batch's labels after the backward
     pass and before the optimizer step (the privacy audit sets its canaries' per-sample
@@ -56,8 +59,12 @@ def train_epochs(
     if criterion is None:
         criterion = loss_fn if loss_fn is not None else nn.CrossEntropyLoss()
     total_loss, total_examples, steps = 0.0, 0, 0
+    if max_steps is not None:
+        epochs = math.ceil(max_steps / max(1, len(loader)))
     for epoch in range(epochs):
         for x, y in loader:
+            if max_steps is not None and steps >= max_steps:
+                break
             x, y = x.to(device), y.to(device)
             if batch_transform is not None and len(y):
                 x, y = batch_transform(x, y)

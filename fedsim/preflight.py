@@ -153,6 +153,11 @@ def preflight(cfg: Config) -> PreflightReport:
             [f"model.name {cfg.model.name!r} cannot be built for input {bundle.input_shape}: {exc}"]
         ) from None
     num_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if cfg.strategy.calibrate == "threshold" and bundle.num_classes != 2:
+        problems.append(
+            "strategy.calibrate 'threshold' needs a binary task; dataset "
+            f"{cfg.data.name!r} has {bundle.num_classes} classes"
+        )
     plans: list[tuple[int, DpSgdPlan]] = []
     central: CentralDpPlan | None = None
     functional: FunctionalPlan | None = None

@@ -41,6 +41,7 @@ from fedsim.config.schema import (
     AttackConfig,
     AttackName,
     AuditConfig,
+    CalibrationName,
     ClientConfig,
     ClientMechanism,
     ClippingName,
@@ -76,6 +77,7 @@ from fedsim.config.schema import (
     UnreliableKind,
     ValuationConfig,
     VogCheckpoints,
+    WeightingName,
 )
 
 __all__ = [
@@ -90,6 +92,7 @@ __all__ = [
     "AttackConfig",
     "AttackName",
     "AuditConfig",
+    "CalibrationName",
     "ClientConfig",
     "ClientMechanism",
     "ClippingName",
@@ -125,6 +128,7 @@ __all__ = [
     "UnreliableKind",
     "ValuationConfig",
     "VogCheckpoints",
+    "WeightingName",
     "apply_overrides",
     "build_dataclass",
     "copy_raw",

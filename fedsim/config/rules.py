@@ -95,6 +95,12 @@ def _dp_mode_checks(cfg: Config) -> list[str]:
             "valuation.prune.enabled must be false when dp.neighbouring is 'add_remove' (the "
             "kept set after a quantile cut is not an add/remove neighbour of the data); got true"
         )
+    if dp.enabled and dp.mode == "central" and cfg.strategy.calibrate != "none":
+        problems.append(
+            "strategy.calibrate must be 'none' when dp.mode is 'central' (the threshold would "
+            "be chosen from the aggregate before its noise); got "
+            f"{cfg.strategy.calibrate!r}"
+        )
     if dp.enabled and dp.mode == "central" and dp.clipping != "flat":
         problems.append(
             "dp.clipping must be 'flat' when dp.mode is 'central' (the server clips each "

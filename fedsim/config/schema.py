@@ -43,6 +43,8 @@ UnreliableKind = Literal["noise", "label_flip"]
 MaliciousKind = Literal["random", "sign_flip", "scale", "nan"]
 FaultKind = Literal["crash", "straggle", "exit"]
 AccountantName = Literal["rdp", "pld"]
+WeightingName = Literal["examples", "uniform"]
+CalibrationName = Literal["none", "threshold"]
 #: The neighbouring relation every ε is stated under (see fedsim.privacy.accounting).
 Relation = Literal["replace_one", "add_remove"]
 #: How each relation is printed next to an ε.
@@ -75,6 +77,8 @@ MAX_CLIENTS = 100_000  # issue: 10,000+ clients on one box; partitioning 1e5 ids
 MAX_ROUNDS = 100_000
 #: Most local epochs per round.
 MAX_LOCAL_EPOCHS = 1_000
+#: Most local steps per round (``client.local_steps``).
+MAX_LOCAL_STEPS = 1_000_000
 #: Most steps of an iterative attack.
 MAX_ATTACK_STEPS = 10_000
 #: Largest ε a run may target: beyond it DP-SGD protects nothing, and the accountant's
@@ -125,6 +129,10 @@ class ClientConfig:
     """Local training on each client."""
 
     local_epochs: int = field(default=1, metadata=_bounds(ge=1, le=MAX_LOCAL_EPOCHS))
+    #: A fixed number of local (DP-)SGD steps per round instead of ``local_epochs`` passes
+    #: (None): every client then moves the global model by the same number of steps, so a
+    #: large client no longer carries most of the update mass (``n_i/N`` weight × steps).
+    local_steps: int | None = field(default=None, metadata=_bounds(ge=1, le=MAX_LOCAL_STEPS))
     batch_size: int = field(default=64, metadata=_bounds(ge=1))
     lr: float = field(default=0.1, metadata=_bounds(gt=0))
     momentum: float = field(default=0.0, metadata=_bounds(ge=0, lt=1))
@@ -195,6 +203,13 @@ class StrategyConfig:
     k: int | None = field(default=None, metadata=_bounds(ge=1))
     selection_epsilon: float = field(default=1.0, metadata=_bounds(gt=0, le=MAX_EVENT_EPSILON))
     sensitivity: SensitivityName = "paper"
+    #: How FedAvg-style rules weigh the updates: by ``examples`` (n_i / N, Flower's
+    #: default) or ``uniform`` (1 each; always so under central DP or a hidden size).
+    weighting: WeightingName = "examples"
+    #: ``threshold``: after every aggregation, move a binary classifier's decision
+    #: threshold to the one with the best balanced accuracy on the server's public
+    #: validation split (:mod:`fedsim.calibration`; no privacy cost). ``none``: keep it.
+    calibrate: CalibrationName = "none"
     # Krum, MultiKrum, Bulyan: assumed number f of malicious updates per round
     num_malicious: int = field(default=0, metadata=_bounds(ge=0))
     # FedTrimmedAvg: fraction cut at each end per coordinate
@@ -466,9 +481,11 @@ class Config:
 
     @property
     def uniform_weights(self) -> bool:
-        """Whether the server averages updates with weight 1 each (central DP, or a hidden
-        client size), instead of by their example counts."""
-        return self.hides_client_size or (self.dp.enabled and self.dp.mode == "central")
+        """Whether the server averages updates with weight 1 each (central DP, a hidden
+        client size, or ``strategy.weighting: uniform``), instead of by their example
+        counts."""
+        central = self.dp.enabled and self.dp.mode == "central"
+        return self.hides_client_size or central or self.strategy.weighting == "uniform"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (YAML/JSON-serialisable)."""

@@ -43,6 +43,11 @@ def regression_checks(cfg: Config) -> list[str]:
             f"model.name must be one of {', '.join(sorted(TABULAR_MODELS))} for the tabular "
             f"dataset {data!r}; got {cfg.model.name!r}"
         )
+    if cfg.strategy.calibrate != "none":
+        problems.append(
+            f"strategy.calibrate must be 'none' for the regression dataset {data!r} (it sets a "
+            f"binary classifier's threshold); got {cfg.strategy.calibrate!r}"
+        )
     if cfg.dp.enabled and cfg.dp.clipping == "per_layer_adaptive":
         problems.append(
             "dp.clipping 'per_layer_adaptive' estimates its thresholds from classification "
@@ -87,6 +92,12 @@ def functional_checks(cfg: Config) -> list[str]:
             "client.mechanism 'functional' is accounted under dp.neighbouring 'replace_one' "
             "only (its batches partition the client's n records, which are public); got "
             f"{dp.neighbouring!r}"
+        )
+    if cfg.client.local_steps is not None:
+        problems.append(
+            "client.local_steps must be null with client.mechanism 'functional' (its ε is "
+            "per epoch: disjoint batches covering the data once); got "
+            f"{cfg.client.local_steps}"
         )
     if dp.secure_rng:
         problems.append(

@@ -64,7 +64,14 @@ def planned_dp_sgd_steps(cfg: Config, num_examples: int) -> int:
     120
     """
     schedule = dp_sgd_schedule(_planned_size(cfg, num_examples), cfg.client.batch_size)
-    return schedule.steps_per_epoch * cfg.client.local_epochs * cfg.rounds
+    return steps_per_round(cfg, schedule.steps_per_epoch) * cfg.rounds
+
+
+def steps_per_round(cfg: Config, steps_per_epoch: int) -> int:
+    """``client.local_steps``, or ``client.local_epochs`` epochs of ``steps_per_epoch``."""
+    if cfg.client.local_steps is not None:
+        return cfg.client.local_steps
+    return steps_per_epoch * cfg.client.local_epochs
 
 
 def plan_dp_sgd(cfg: Config, num_examples: int, noise_multiplier: float | None = None) -> DpSgdPlan:
@@ -83,19 +90,19 @@ def plan_dp_sgd(cfg: Config, num_examples: int, noise_multiplier: float | None =
     hidden = cfg.dp.neighbouring == "add_remove" and cfg.dp.size_bound is not None
     planned_size = _planned_size(cfg, num_examples)
     schedule = dp_sgd_schedule(planned_size, cfg.client.batch_size)
-    steps_per_round = schedule.steps_per_epoch * cfg.client.local_epochs
+    round_steps = steps_per_round(cfg, schedule.steps_per_epoch)
     if noise_multiplier is not None:
         sigma = noise_multiplier
     elif cfg.dp.noise_multiplier is not None:
         sigma = cfg.dp.noise_multiplier
     elif cfg.dp.epsilon is not None:
         sigma = Accounting.of(cfg.dp).calibrate(
-            cfg.dp.epsilon, schedule.sample_rate, steps_per_round * cfg.rounds
+            cfg.dp.epsilon, schedule.sample_rate, round_steps * cfg.rounds
         )
     else:
         raise ValueError("dp.epsilon or dp.noise_multiplier must be set")
     expected = int(planned_size * schedule.sample_rate) if hidden else None
-    return DpSgdPlan(sigma, schedule.sample_rate, steps_per_round, cfg.rounds, expected)
+    return DpSgdPlan(sigma, schedule.sample_rate, round_steps, cfg.rounds, expected)
 
 
 def epsilon_after_rounds(plan: DpSgdPlan, rounds: int, accounting: Accounting) -> float:
