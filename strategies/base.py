@@ -32,7 +32,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.serverapp import Grid
 
 from fedsim import keys
@@ -42,6 +50,7 @@ from fedsim.privacy import Accounting, PrivacyLedger, PureDp
 from fedsim.records import ClientRoundRecord
 from fedsim.round_log import RoundEntry, RoundLog
 from fedsim.seeding import numpy_rng
+from fedsim.server_opt import ServerOptimizer, ServerOptState, server_step
 from strategies.calibrate import calibrated
 from strategies.clipping import round_clip_bounds
 from strategies.cohorts import CohortSampler, FixedSizeCohort
@@ -145,6 +154,8 @@ class FedsimStrategy:
         self.max_step_ratio = MAX_STEP_RATIO
         #: this round's global model (what replies are checked against) and its norm
         self._reference: dict[str, np.ndarray] = {}
+        self._server_opt = ServerOptimizer.of(self.cfg.strategy)
+        self._server_opt_state = ServerOptState()
         self._reference_norm = 0.0
         self._reference_shapes: dict[str, tuple[int, ...]] = {}
         self._round_arrays: ArrayRecord | None = None
@@ -161,6 +172,7 @@ class FedsimStrategy:
                 str(c): led.to_json() for c, led in self.selection_ledgers.items()
             },
             "rewards": None if self.rewards is None else self.rewards.export_state(),
+            "server_optimizer": self._server_opt_state.to_json(),
         }
 
     def restore_state(self, doc: Mapping[str, Any]) -> None:
@@ -174,6 +186,7 @@ class FedsimStrategy:
         }
         if self.rewards is not None and doc.get("rewards") is not None:
             self.rewards.restore_state(doc["rewards"])
+        self._server_opt_state = ServerOptState.from_json(doc.get("server_optimizer") or {})
 
     def can_continue(self) -> bool:
         """Whether any client may still train."""
@@ -358,6 +371,8 @@ class FedsimStrategy:
             outcome = fallback(selection.chosen, need, f, rule, self._reference)
         else:
             outcome = self._aggregated(server_round, selection.chosen)
+        if outcome.arrays is not None and self._server_opt.name != "none":
+            outcome = dataclasses.replace(outcome, arrays=self._server_step(outcome.arrays))
         if outcome.arrays is not None and self.cfg.strategy.calibrate == "threshold":
             arrays = calibrated(
                 self.cfg.model.name, self.context.data, outcome.arrays, server_round
@@ -377,6 +392,14 @@ class FedsimStrategy:
             )
         )
         return outcome.arrays, outcome.metrics
+
+    def _server_step(self, arrays: ArrayRecord) -> ArrayRecord:
+        """The server optimizer's step from the global model with the aggregate."""
+        aggregate = {k: a.numpy() for k, a in arrays.items()}
+        stepped, self._server_opt_state = server_step(
+            self._server_opt, self._reference, aggregate, self._server_opt_state
+        )
+        return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in stepped.items()})
 
     def _aggregated(self, server_round: int, chosen: Accepted) -> RoundOutcome:
         """The rule's aggregate of ``chosen``, checked (:func:`strategies.guards.guarded`)."""

@@ -4,12 +4,13 @@ decision threshold set on the server's validation split."""
 from __future__ import annotations
 
 import itertools
+import json
 
 import numpy as np
 import pytest
 import torch
 from client_harness import simulated_round
-from flwr.app import ArrayRecord
+from flwr.app import Array, ArrayRecord
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -157,3 +158,80 @@ def test_every_model_ends_with_its_output_bias() -> None:
         state = build_model(name, shape, classes, seed=0).state_dict()
         key = list(state)[-1]
         assert key.endswith("bias") and tuple(state[key].shape) == (classes,), name
+
+
+# ------------------------------------------------------------------ server optimizers
+
+
+def test_server_momentum_and_adam_by_hand() -> None:
+    from fedsim.server_opt import ServerOptimizer, ServerOptState, server_step
+
+    w0 = {"w": np.array([1.0, -1.0], np.float32), "n": np.array([3], np.int64)}
+    a1 = {"w": np.array([2.0, -1.0], np.float32), "n": np.array([4], np.int64)}
+    mom = ServerOptimizer("momentum", lr=0.5, beta1=0.9)
+    w1, s1 = server_step(mom, w0, a1, ServerOptState())
+    np.testing.assert_allclose(w1["w"], [1.5, -1.0])  # m = Δ = [1, 0]
+    assert w1["n"].tolist() == [4]  # integer buffers take the aggregate
+    w2, _ = server_step(mom, w1, {"w": w1["w"] + 1, "n": a1["n"]}, s1)
+    np.testing.assert_allclose(w2["w"], w1["w"] + 0.5 * (0.9 * np.array([1, 0]) + 1))
+    adam = ServerOptimizer("adam", lr=0.1, beta1=0.9, beta2=0.99, tau=1e-3)
+    w1, s1 = server_step(adam, w0, a1, ServerOptState())
+    m, v = 0.1 * np.array([1.0, 0.0]), 0.01 * np.array([1.0, 0.0])
+    np.testing.assert_allclose(w1["w"], w0["w"] + 0.1 * m / (np.sqrt(v) + 1e-3), rtol=1e-6)
+    again = ServerOptState.from_json(json.loads(json.dumps(s1.to_json())))
+    np.testing.assert_array_equal(again.first["w"], s1.first["w"])
+    np.testing.assert_array_equal(again.second["w"], s1.second["w"])
+    same, _ = server_step(ServerOptimizer(), w0, a1, ServerOptState())
+    assert same is not a1 and np.array_equal(same["w"], a1["w"])
+
+
+def _arrays(values: dict[str, np.ndarray]) -> ArrayRecord:
+    return ArrayRecord({k: Array(v) for k, v in values.items()})
+
+
+def test_strategy_steps_with_momentum_and_keeps_it_across_a_resume(task_identity: None) -> None:
+    from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
+    from strategy_harness import strategy_context
+
+    from strategies.central_dp import fedsim_core
+    from strategies.registry import build_strategy
+
+    cfg = from_dict(
+        {
+            "data": {"name": "pneumoniamnist", "num_clients": 2},
+            "dp": {"enabled": False},
+            "strategy": {
+                "server_optimizer": "momentum",
+                "server_lr": 1.0,
+                "server_momentum": 0.5,
+                "weighting": "uniform",
+            },
+        }
+    )
+
+    def fresh():
+        return fedsim_core(build_strategy(strategy_context(cfg), seeded=True))
+
+    def round_(strategy, server_round: int, glob: np.ndarray, up: np.ndarray):
+        msgs = list(
+            strategy.configure_train(server_round, _arrays({"w": glob}), ConfigRecord(), grid=None)
+        )
+        replies = []
+        for msg in msgs:
+            cid = strategy.directory.client_of[msg.metadata.dst_node_id]
+            metrics = MetricRecord(
+                {keys.CLIENT_ID: cid, keys.NUM_EXAMPLES: 10, keys.UNIT_WEIGHT: 1}
+            )
+            content = RecordDict({keys.ARRAYS: _arrays({"w": up}), keys.METRICS: metrics})
+            replies.append(Message(content, reply_to=msg))
+        arrays, _ = strategy.aggregate_train(server_round, replies)
+        return arrays["w"].numpy()
+
+    glob = np.zeros(3, np.float32)
+    first = fresh()
+    w1 = round_(first, 1, glob, glob + 1.0)
+    np.testing.assert_allclose(w1, 1.0)  # m = Δ = 1
+    resumed = fresh()
+    resumed.restore_state(json.loads(json.dumps(first.export_state())))
+    w2 = round_(resumed, 2, w1, w1 + 1.0)
+    np.testing.assert_allclose(w2, 1.0 + 0.5 * 1.0 + 1.0)  # m = 0.5·1 + 1

@@ -45,6 +45,7 @@ FaultKind = Literal["crash", "straggle", "exit"]
 AccountantName = Literal["rdp", "pld"]
 WeightingName = Literal["examples", "uniform"]
 CalibrationName = Literal["none", "threshold"]
+ServerOptimizerName = Literal["none", "momentum", "adam"]
 #: The neighbouring relation every ε is stated under (see fedsim.privacy.accounting).
 Relation = Literal["replace_one", "add_remove"]
 #: How each relation is printed next to an ε.
@@ -210,6 +211,16 @@ class StrategyConfig:
     #: threshold to the one with the best balanced accuracy on the server's public
     #: validation split (:mod:`fedsim.calibration`; no privacy cost). ``none``: keep it.
     calibrate: CalibrationName = "none"
+    #: Step the global model with the aggregate's pseudo-gradient (:mod:`fedsim.server_opt`):
+    #: ``momentum`` (FedAvgM) or ``adam`` (FedAdam); ``none``: the aggregate is the model.
+    server_optimizer: ServerOptimizerName = "none"
+    #: η of the server optimizer (FedAvgM: 1.0 is FedAvg's step; FedAdam: ~0.01-0.1).
+    server_lr: float = field(default=1.0, metadata=_bounds(gt=0))
+    #: β₁ (momentum) of the server optimizer.
+    server_momentum: float = field(default=0.9, metadata=_bounds(ge=0, lt=1))
+    #: β₂ and τ of FedAdam.
+    server_beta2: float = field(default=0.99, metadata=_bounds(ge=0, lt=1))
+    server_tau: float = field(default=1e-3, metadata=_bounds(gt=0))
     # Krum, MultiKrum, Bulyan: assumed number f of malicious updates per round
     num_malicious: int = field(default=0, metadata=_bounds(ge=0))
     # FedTrimmedAvg: fraction cut at each end per coordinate

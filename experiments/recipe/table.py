@@ -1,0 +1,101 @@
+"""Per-seed table of the quickstart recipe and its remedies (issue 17), from a sweep directory.
+
+Usage::
+
+    python experiments/recipe/table.py experiments/results/recipe/recipe
+
+Writes ``table.md`` into the sweep directory and prints it: for every arm (the swept
+values besides the seed), each seed's final test accuracy / AUC / balanced accuracy, the
+mean ± std and minimum, how many seeds reach the bar (accuracy ≥ 0.80 and AUC ≥ 0.90),
+the paired difference in accuracy against the first arm with a 95% t interval, and the
+mean wall time per run.
+"""
+
+from __future__ import annotations
+
+import csv
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from scipy import stats
+
+BAR_ACCURACY, BAR_AUC = 0.80, 0.90
+
+
+def _arms(sweep: Path) -> dict[str, dict[int, dict[str, float]]]:
+    rows = list(csv.DictReader((sweep / "sweep.csv").open()))
+    columns = list(rows[0])
+    keys = columns[1 : columns.index("seed")]  # the swept keys, as fedsim sweep writes them
+    arms: dict[str, dict[int, dict[str, float]]] = defaultdict(dict)
+    for r in rows:
+        if r["status"] != "done":
+            continue
+        arm = ", ".join(f"{k.split('.')[-1]}={r[k] or 'null'}" for k in keys) or "recipe"
+        arms[arm][int(r["seed"])] = {
+            "acc": float(r["final.test_accuracy"]),
+            "auc": float(r["final.test_auc"]),
+            "bal": float(r["final.test_balanced_accuracy"]),
+            "wall": float(r["wall_seconds"]),
+            "eps": float(r["dp.max_epsilon_spent"] or "nan"),
+        }
+    return arms
+
+
+def _ms(values: list[float]) -> str:
+    return f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def table(sweep: Path) -> str:
+    """The Markdown tables (summary, then per seed)."""
+    arms = _arms(sweep)
+    names = list(arms)
+    base = arms[names[0]]
+    out = [
+        "| arm | accuracy | AUC | balanced accuracy | min accuracy | seeds at the bar "
+        "(acc ≥ 0.80, AUC ≥ 0.90) | Δ accuracy vs first arm (paired, 95% CI) | max ε | "
+        "s per run |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in names:
+        runs = arms[name]
+        acc = [v["acc"] for v in runs.values()]
+        bar = sum(v["acc"] >= BAR_ACCURACY and v["auc"] >= BAR_AUC for v in runs.values())
+        diffs = [runs[s]["acc"] - base[s]["acc"] for s in runs if s in base]
+        if name != names[0] and len(diffs) > 1:
+            mean = statistics.fmean(diffs)
+            half = stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / len(diffs) ** 0.5
+            paired = f"{mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}]"
+        else:
+            paired = "–"
+        out.append(
+            f"| {name} | {_ms(acc)} | {_ms([v['auc'] for v in runs.values()])} | "
+            f"{_ms([v['bal'] for v in runs.values()])} | {min(acc):.3f} | {bar}/{len(runs)} | "
+            f"{paired} | {max(v['eps'] for v in runs.values()):.3f} | "
+            f"{statistics.fmean(v['wall'] for v in runs.values()):.1f} |"
+        )
+    seeds = sorted({s for runs in arms.values() for s in runs})
+    out += ["", "Per seed: final test accuracy / AUC / balanced accuracy.", ""]
+    out.append("| seed | " + " | ".join(names) + " |")
+    out.append("|---|" + "---|" * len(names))
+    for s in seeds:
+        cells = [
+            f"{arms[n][s]['acc']:.3f} / {arms[n][s]['auc']:.3f} / {arms[n][s]['bal']:.3f}"
+            if s in arms[n]
+            else "–"
+            for n in names
+        ]
+        out.append(f"| {s} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    sweep = Path(sys.argv[1])
+    text = table(sweep)
+    (sweep / "table.md").write_text(text, encoding="utf-8")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
