@@ -277,6 +277,7 @@ def run_local_round(
             batch_transform=_adversarial_transform(model, adversarial),
             loss_fn=loss_fn,
             max_steps=cfg.client.local_steps,
+            clip_norm=cfg.client.max_grad_norm,
         )
         trained = plain_state_dict(model)
         val = scorer.finish(tasks, trained, client_id, task.server_round)

@@ -34,6 +34,7 @@ def train_epochs(
     after_backward: Callable[[torch.Tensor], None] | None = None,
     loss_fn: nn.Module | None = None,
     max_steps: int | None = None,
+    clip_norm: float | None = None,
 ) -> TrainResult:
     """Train ``model`` for ``epochs`` passes over ``loader`` with ``loss_fn`` (default
     cross-entropy; :func:`fedsim.tasks.loss_module` gives the task's).
@@ -46,8 +47,10 @@ def train_epochs(
     DP-SGD requires. A given ``criterion`` (Opacus' ghost-clipping loss wrapper) is used
     for every batch, empty ones included (its per-sample loss is then empty and the step
     adds noise alone); without one, ``loss_fn``, and an empty batch gets a zero loss.
-    With ``max_steps`` (``client.local_steps``) the loader is walked as often as needed
-    for exactly that many steps, ``epochs`` ignored; ``on_epoch_end`` follows each pass.
+    ``clip_norm`` (``client.max_grad_norm``, plain training only) clips each batch's
+    gradient norm before the step. With ``max_steps`` (``client.local_steps``) the loader
+    is walked as often as needed for exactly that many steps, ``epochs`` ignored;
+    ``on_epoch_end`` follows each pass.
     ``on_epoch_end(epoch)`` (0-based) is called after each epoch, e.g. to take a VoG
     checkpoint. ``after_backward(y)`` is called with each batch's labels after the backward
     pass and before the optimizer step (the privacy audit sets its canaries' per-sample
@@ -75,6 +78,8 @@ def train_epochs(
             loss.backward()
             if after_backward is not None:
                 after_backward(y)
+            if clip_norm is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
             optimizer.step()
             steps += 1
             real = int((y >= 0).sum()) if after_backward is not None else len(y)

@@ -137,6 +137,11 @@ class ClientConfig:
     batch_size: int = field(default=64, metadata=_bounds(ge=1))
     lr: float = field(default=0.1, metadata=_bounds(gt=0))
     momentum: float = field(default=0.0, metadata=_bounds(ge=0, lt=1))
+    #: Clip each batch's gradient to this norm when a client trains without DP-SGD
+    #: (``dp.enabled: false`` or central DP): a learning rate tuned for DP-SGD, whose
+    #: per-sample gradients are clipped, then stays sound when DP is switched off. ``None``:
+    #: no clipping. DP-SGD clients clip per sample to ``dp.max_grad_norm`` instead.
+    max_grad_norm: float | None = field(default=None, metadata=_bounds(gt=0))
     #: How the client's training is made differentially private when ``dp.enabled`` (sample
     #: mode): ``dpsgd`` (Opacus) or ``functional`` — SecProbe's functional mechanism
     #: (:mod:`fedsim.privacy.functional`): the loss becomes its second-order Taylor
