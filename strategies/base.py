@@ -51,7 +51,6 @@ from fedsim.records import ClientRoundRecord
 from fedsim.round_log import RoundEntry, RoundLog
 from fedsim.seeding import numpy_rng
 from fedsim.server_opt import ServerOptimizer, ServerOptState, server_step
-from strategies.calibrate import calibrated
 from strategies.clipping import round_clip_bounds
 from strategies.cohorts import CohortSampler, FixedSizeCohort
 from strategies.directory import ClientDirectory
@@ -373,11 +372,6 @@ class FedsimStrategy:
             outcome = self._aggregated(server_round, selection.chosen)
         if outcome.arrays is not None and self._server_opt.name != "none":
             outcome = dataclasses.replace(outcome, arrays=self._server_step(outcome.arrays))
-        if outcome.arrays is not None and self.cfg.strategy.calibrate == "threshold":
-            arrays = calibrated(
-                self.cfg.model.name, self.context.data, outcome.arrays, server_round
-            )
-            outcome = dataclasses.replace(outcome, arrays=arrays)
         if outcome.note is not None:
             logger.warning("round %d: %s", server_round, outcome.note)
         final = tuple(self._finish(r, selection.notes, paid) for r in records)

@@ -40,6 +40,7 @@ from fedsim.workload import dataset_for, partitions_for
 from strategies.audit import Auditor, SampleLevelAuditor, UserLevelAuditor, finish_audit
 from strategies.background import RoundPipeline
 from strategies.base import StrategyContext
+from strategies.calibrate import released_state
 from strategies.central_dp import CentralDP, fedsim_core
 from strategies.directory import ClientDirectory, discover_clients, pooled_directory
 from strategies.registry import build_strategy
@@ -118,7 +119,9 @@ def run_server(
         evaluations: dict[int, EvalResult] = {}
         earlier_seconds = 0.0
         if resume is None:
-            evaluations[0] = evaluate(model, bundle.test, device)
+            probe = copy.deepcopy(model)
+            probe.load_state_dict(released_state(cfg, probe, model.state_dict(), bundle))
+            evaluations[0] = evaluate(probe, bundle.test, device)
             writer.log_initial(evaluations[0])
             if on_round is not None:  # round 0: the initial model, where the curves start
                 on_round(RoundRecord(round=0, test=evaluations[0]))
@@ -139,6 +142,7 @@ def run_server(
             logger.warning("resuming %s after round %d", writer.dir, resume.round)
         round_clock = [time.perf_counter()]
         eval_model = copy.deepcopy(model)  # the background's own model
+        release_model = copy.deepcopy(model)  # the released (calibrated) copy
 
         def finish_round(
             server_round: int,
@@ -150,7 +154,13 @@ def run_server(
             eval_model.load_state_dict(arrays.to_torch_state_dict())
             if cfg.save_checkpoints:
                 writer.save_checkpoint(server_round, eval_model.state_dict())
-            result = evaluate(eval_model, bundle.test, device)
+            if cfg.strategy.calibrate != "none":  # evaluate the released model
+                release_model.load_state_dict(
+                    released_state(cfg, release_model, eval_model.state_dict(), bundle)
+                )
+                result = evaluate(release_model, bundle.test, device)
+            else:
+                result = evaluate(eval_model, bundle.test, device)
             evaluations[server_round] = result
             record = RoundRecord(
                 round=server_round,
@@ -193,7 +203,8 @@ def run_server(
             stop,
         )
         pipeline.close()  # the last round's line and checkpoint
-        writer.save_model(final.to_torch_state_dict())
+        final_state = final.to_torch_state_dict()
+        writer.save_model(released_state(cfg, copy.deepcopy(model), final_state, bundle))
         valuations, valuation_section = None, None
         if strategy.rewards is not None:
             strategy.rewards.write_csv(writer.dir)
