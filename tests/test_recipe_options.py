@@ -235,3 +235,36 @@ def test_strategy_steps_with_momentum_and_keeps_it_across_a_resume(task_identity
     resumed.restore_state(json.loads(json.dumps(first.export_state())))
     w2 = round_(resumed, 2, w1, w1 + 1.0)
     np.testing.assert_allclose(w2, 1.0 + 0.5 * 1.0 + 1.0)  # m = 0.5·1 + 1
+
+
+@pytest.mark.e2e
+def test_run_releases_the_calibrated_model_and_trains_the_other(tmp_path) -> None:
+    # model.pt and every evaluation are the calibrated model; the resume checkpoint (what
+    # the clients train from) is not; they differ in the output bias only.
+    from fedsim.run import run_experiment
+    from fedsim.rundir import read_metrics
+
+    cfg = from_dict(
+        {
+            "seed": 1,
+            "rounds": 2,
+            "data": {"name": "pneumoniamnist", "num_clients": 3, "partition": "dirichlet"},
+            "model": {"name": "mlp"},
+            "client": {"batch_size": 64, "lr": 0.1},
+            "dp": {"enabled": False},
+            "strategy": {"calibrate": "threshold"},
+        }
+    )
+    run_experiment(cfg, tmp_path)
+    released = torch.load(tmp_path / "model.pt", weights_only=True)
+    trained = torch.load(tmp_path / "state" / "model.pt", weights_only=True)
+    keys_ = list(released)
+    assert all(torch.equal(released[k], trained[k]) for k in keys_[:-1])
+    data = dataset_for(cfg.data, cfg.seed)
+    scratch = build_model("mlp", data.input_shape, 2, seed=0)
+    expected = calibrated_state(scratch, trained, data)
+    assert torch.allclose(released[keys_[-1]], expected[keys_[-1]])
+    model = build_model("mlp", data.input_shape, 2, seed=0)
+    model.load_state_dict(released)
+    last = read_metrics(tmp_path)[-1]
+    assert last["test_accuracy"] == pytest.approx(evaluate(model, data.test).accuracy)

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from fedsim.config import load
 from fedsim.evaluation import evaluate
 from fedsim.models import build_model
+from fedsim.report.setup import run_config
 from fedsim.workload import dataset_for
 from strategies.calibrate import calibrated_state
 
@@ -39,8 +39,8 @@ def main() -> None:
     for point in sorted((sweep / "points").iterdir()):
         if not (point / "model.pt").is_file():
             continue
-        cfg = load(str(point / "config.yaml"), [])
-        if cfg.strategy.calibrate != "none":
+        cfg = run_config(point)
+        if cfg is None or cfg.strategy.calibrate != "none":
             continue
         data = dataset_for(cfg.data, cfg.seed)
         model = build_model(cfg.model.name, data.input_shape, data.num_classes, seed=0)
@@ -50,7 +50,7 @@ def main() -> None:
         scratch = build_model(cfg.model.name, data.input_shape, data.num_classes, seed=0)
         model.load_state_dict(calibrated_state(scratch, state, data))
         after = evaluate(model, data.test)
-        arm = point.name.rsplit("_seed=", 1)[0]
+        arm = point.name.split("-", 1)[1].rsplit("_seed=", 1)[0]
         arms.setdefault(arm, []).append((after.accuracy, after.auc or 0.0, before.accuracy))
         rows.append(
             f"| {arm} | {cfg.seed} | {before.accuracy:.3f} → {after.accuracy:.3f} | "
