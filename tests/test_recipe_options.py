@@ -123,8 +123,8 @@ def test_uniform_weighting_sends_unit_weights() -> None:
     ("raw", "message"),
     [
         (
-            {"dp": {"mode": "central", "epsilon": 2.0}, "strategy": {"calibrate": "threshold"}},
-            "strategy.calibrate must be 'none' when dp.mode is 'central'",
+            {"dp": {"mode": "central", "epsilon": 2.0}, "strategy": {"server_optimizer": "adam"}},
+            "strategy.server_optimizer must be 'none' when dp.mode is 'central'",
         ),
         (
             {

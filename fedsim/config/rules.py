@@ -96,11 +96,6 @@ def _dp_mode_checks(cfg: Config) -> list[str]:
             "kept set after a quantile cut is not an add/remove neighbour of the data); got true"
         )
     st = cfg.strategy
-    if dp.enabled and dp.mode == "central" and st.calibrate != "none":
-        problems.append(
-            "strategy.calibrate must be 'none' when dp.mode is 'central' (the threshold would "
-            f"be chosen from the aggregate before its noise); got {st.calibrate!r}"
-        )
     if dp.enabled and dp.mode == "central" and st.server_optimizer != "none":
         problems.append(
             "strategy.server_optimizer must be 'none' when dp.mode is 'central' (it would "

@@ -212,9 +212,11 @@ class StrategyConfig:
     #: How FedAvg-style rules weigh the updates: by ``examples`` (n_i / N, Flower's
     #: default) or ``uniform`` (1 each; always so under central DP or a hidden size).
     weighting: WeightingName = "examples"
-    #: ``threshold``: after every aggregation, move a binary classifier's decision
-    #: threshold to the one with the best balanced accuracy on the server's public
-    #: validation split (:mod:`fedsim.calibration`; no privacy cost). ``none``: keep it.
+    #: ``threshold``: the model the server evaluates and releases (every round's
+    #: evaluation, the final ``model.pt``) gets the binary decision threshold with the best
+    #: balanced accuracy on the server's public validation split (:mod:`fedsim.calibration`;
+    #: post-processing of the released model, no privacy cost; the clients keep training
+    #: the uncalibrated model). ``none``: keep it.
     calibrate: CalibrationName = "none"
     #: Step the global model with the aggregate's pseudo-gradient (:mod:`fedsim.server_opt`):
     #: ``momentum`` (FedAvgM) or ``adam`` (FedAdam); ``none``: the aggregate is the model.
