@@ -71,6 +71,7 @@ def test_graded_corruption_is_the_ground_truth() -> None:
     cfg = from_dict(
         {
             "data": {"num_clients": 3},
+            "client": {"local_epochs": 2},  # VoG (the default metric) needs 2 checkpoints
             "dp": DP,
             "valuation": {"enabled": True, "graded_corruption": [0.0, 0.5, 0.9]},
         }
