@@ -370,8 +370,8 @@ class FedsimStrategy:
             outcome = fallback(selection.chosen, need, f, rule, self._reference)
         else:
             outcome = self._aggregated(server_round, selection.chosen)
-        if outcome.arrays is not None and self._server_opt.name != "none":
-            outcome = dataclasses.replace(outcome, arrays=self._server_step(outcome.arrays))
+        if outcome.arrays is not None:
+            outcome = dataclasses.replace(outcome, arrays=self.server_step(outcome.arrays))
         if outcome.note is not None:
             logger.warning("round %d: %s", server_round, outcome.note)
         final = tuple(self._finish(r, selection.notes, paid) for r in records)
@@ -387,8 +387,12 @@ class FedsimStrategy:
         )
         return outcome.arrays, outcome.metrics
 
-    def _server_step(self, arrays: ArrayRecord) -> ArrayRecord:
-        """The server optimizer's step from the global model with the aggregate."""
+    def server_step(self, arrays: ArrayRecord) -> ArrayRecord:
+        """The server optimizer's step (``strategy.server_optimizer``) from this round's
+        global model with the released aggregate ``arrays`` (unchanged without one).
+        Post-processing of the release: the central-DP wrapper calls it after the noise."""
+        if self._server_opt.name == "none":
+            return arrays
         aggregate = {k: a.numpy() for k, a in arrays.items()}
         stepped, self._server_opt_state = server_step(
             self._server_opt, self._reference, aggregate, self._server_opt_state

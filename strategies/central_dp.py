@@ -213,7 +213,7 @@ class CentralDP(Strategy):
             self.accounting.relation_text,
         )
         arrays = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in released.items()})
-        return arrays, None
+        return self.core.server_step(arrays), None  # FedAvgM/FedAdam on the noisy release
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid

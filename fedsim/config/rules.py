@@ -95,12 +95,6 @@ def _dp_mode_checks(cfg: Config) -> list[str]:
             "valuation.prune.enabled must be false when dp.neighbouring is 'add_remove' (the "
             "kept set after a quantile cut is not an add/remove neighbour of the data); got true"
         )
-    st = cfg.strategy
-    if dp.enabled and dp.mode == "central" and st.server_optimizer != "none":
-        problems.append(
-            "strategy.server_optimizer must be 'none' when dp.mode is 'central' (it would "
-            f"step with the aggregate before its noise); got {st.server_optimizer!r}"
-        )
     if dp.enabled and dp.mode == "central" and dp.clipping != "flat":
         problems.append(
             "dp.clipping must be 'flat' when dp.mode is 'central' (the server clips each "
