@@ -106,8 +106,11 @@ def test_fedsim_run_end_to_end_logs_each_round_when_not_a_tty(tmp_path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "test accuracy" in proc.stdout and str(out) in proc.stdout
-    rounds = [line for line in proc.stderr.splitlines() if line.startswith("round ")]
-    assert [line.split()[1] for line in rounds] == ["1/2", "2/2"]  # one plain line per round
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("round ")]
+    # one plain line per round, after round 0 (the initial model)
+    assert [line.split()[1] for line in lines] == ["0/2", "1/2", "2/2"]
+    assert lines[0].endswith("(initial model)") and " bal acc " in lines[0]
+    rounds = lines[1:]
     for line in rounds:
         assert " acc " in line and " auc " in line and "max eps" in line
         assert re.search(r"\(2/2 updates, \d+\.\d s/round, ETA \d+(s|m\d\ds|h\d\dm)\)$", line)

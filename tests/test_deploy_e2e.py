@@ -239,9 +239,11 @@ def test_the_run_log_has_a_progress_line_per_round(federation: Federation, first
         for line in federation.streams["first"].splitlines()
         if re.search(r"round \d+/2  acc ", line)
     ]
-    rounds = list(dict.fromkeys(found))
-    assert [line.split()[1] for line in rounds] == ["1/2", "2/2"], federation.streams["first"]
-    assert all(re.search(r"max eps .* s/round, ETA \d+\w*\)$", line) for line in rounds)
+    lines = list(dict.fromkeys(found))
+    # round 0 (the initial model), then one line per round
+    assert [line.split()[1] for line in lines] == ["0/2", "1/2", "2/2"], federation.streams["first"]
+    assert lines[0].endswith("(initial model)")
+    assert all(re.search(r"max eps .* s/round, ETA \d+\w*\)$", line) for line in lines[1:])
 
 
 def test_unregistered_node_is_refused(federation: Federation, first_run: Path) -> None:
