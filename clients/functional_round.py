@@ -53,8 +53,6 @@ def train_functional(
     """
     head = model.head
     assert isinstance(head, torch.nn.Linear)
-    for p in model.parameters():
-        p.requires_grad_(False)
     optimizer = torch.optim.SGD(head.parameters(), lr=lr, momentum=momentum)
     outputs = head.out_features
     # declared by a functional_head model (fedsim.models.SecProbeMLP)
@@ -74,6 +72,4 @@ def train_functional(
             optimizer.step()
             steps += 1
             seen += len(y)
-    for p in model.parameters():
-        p.requires_grad_(True)
     return FunctionalResult(steps=steps, examples_seen=seen)

@@ -70,6 +70,19 @@ class EvalResult:
     #: recall of each class (binary tasks; ``None`` for a class absent from the split)
     class_recall: tuple[float | None, ...] | None = None
 
+    def test_json(self) -> dict[str, Any]:
+        """The ``test_*`` fields of a ``metrics.jsonl`` line or ``summary.json`` (the
+        optional ones only when set)."""
+        doc: dict[str, Any] = {"test_accuracy": self.accuracy, "test_loss": self.loss}
+        optional = {
+            "test_auc": self.auc,
+            "test_mre": self.mre,
+            "test_balanced_accuracy": self.balanced_accuracy,
+            "test_recall": None if self.class_recall is None else list(self.class_recall),
+        }
+        doc.update({k: v for k, v in optional.items() if v is not None})
+        return doc
+
 
 @dataclass(frozen=True)
 class RoundRecord:
@@ -87,19 +100,7 @@ class RoundRecord:
 
     def to_json(self) -> dict[str, Any]:
         """The ``metrics.jsonl`` object (DESIGN.md, run directory contract)."""
-        doc: dict[str, Any] = {
-            "round": self.round,
-            "test_accuracy": self.test.accuracy,
-            "test_loss": self.test.loss,
-        }
-        if self.test.auc is not None:
-            doc["test_auc"] = self.test.auc
-        if self.test.mre is not None:
-            doc["test_mre"] = self.test.mre
-        if self.test.balanced_accuracy is not None:
-            doc["test_balanced_accuracy"] = self.test.balanced_accuracy
-        if self.test.class_recall is not None:
-            doc["test_recall"] = list(self.test.class_recall)
+        doc: dict[str, Any] = {"round": self.round, **self.test.test_json()}
         doc["sampled"] = list(self.sampled)
         doc["selected"] = list(self.selected)
         doc["seconds"] = self.seconds

@@ -21,18 +21,7 @@ from fedsim.roles import assign_roles
 
 
 def _eval_doc(result: EvalResult | None) -> dict[str, Any] | None:
-    if result is None:
-        return None
-    doc: dict[str, Any] = {"test_accuracy": result.accuracy, "test_loss": result.loss}
-    if result.auc is not None:
-        doc["test_auc"] = result.auc
-    if result.mre is not None:
-        doc["test_mre"] = result.mre
-    if result.balanced_accuracy is not None:
-        doc["test_balanced_accuracy"] = result.balanced_accuracy
-    if result.class_recall is not None:
-        doc["test_recall"] = list(result.class_recall)
-    return doc
+    return None if result is None else result.test_json()
 
 
 @dataclass(frozen=True)

@@ -32,15 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from flwr.app import (
-    Array,
-    ArrayRecord,
-    ConfigRecord,
-    Message,
-    MessageType,
-    MetricRecord,
-    RecordDict,
-)
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 
 from fedsim import keys
@@ -54,7 +46,13 @@ from fedsim.server_opt import ServerOptimizer, ServerOptState, server_step
 from strategies.clipping import round_clip_bounds
 from strategies.cohorts import CohortSampler, FixedSizeCohort
 from strategies.directory import ClientDirectory
-from strategies.guards import RoundOutcome, common_metric_keys, fallback, guarded
+from strategies.guards import (
+    RoundOutcome,
+    array_record,
+    common_metric_keys,
+    fallback,
+    guarded,
+)
 from strategies.replies import (
     ReplyRules,
     Verdict,
@@ -397,7 +395,7 @@ class FedsimStrategy:
         stepped, self._server_opt_state = server_step(
             self._server_opt, self._reference, aggregate, self._server_opt_state
         )
-        return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in stepped.items()})
+        return array_record(stepped)
 
     def _aggregated(self, server_round: int, chosen: Accepted) -> RoundOutcome:
         """The rule's aggregate of ``chosen``, checked (:func:`strategies.guards.guarded`)."""

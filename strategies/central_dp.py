@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
@@ -42,6 +42,7 @@ from fedsim.round_log import RoundEntry
 from fedsim.seeding import numpy_rng
 from strategies.base import FedsimStrategy
 from strategies.cohorts import PoissonCohort
+from strategies.guards import array_record
 
 logger = logging.getLogger(__name__)
 
@@ -212,8 +213,9 @@ class CentralDP(Strategy):
             eps,
             self.accounting.relation_text,
         )
-        arrays = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in released.items()})
-        return self.core.server_step(arrays), None  # FedAvgM/FedAdam on the noisy release
+        return self.core.server_step(
+            array_record(released)
+        ), None  # FedAvgM/FedAdam on the noisy release
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid

@@ -18,7 +18,7 @@ kept. Rounds whose rule runs normally are untouched.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,6 +46,11 @@ def _arrays(msg: Message) -> dict[str, np.ndarray]:
     return {k: a.numpy() for k, a in msg.content.array_records[keys.ARRAYS].items()}
 
 
+def array_record(arrays: Mapping[str, np.ndarray]) -> ArrayRecord:
+    """An ArrayRecord of NumPy arrays (the server's aggregates and releases)."""
+    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})
+
+
 def fallback(
     chosen: Sequence[tuple[int, Message]],
     need: int,
@@ -59,7 +64,7 @@ def fallback(
     if m < 2 * f + 1:
         return RoundOutcome(note=f"{why}, fewer than 2f + 1 = {2 * f + 1}: global model kept")
     median = coordinate_median([_arrays(msg) for _, msg in chosen])
-    arrays = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in median.items()})
+    arrays = array_record(median)
     used = tuple(cid for cid, _ in chosen)
     return guarded(
         RoundOutcome(arrays, None, used, f"{why}: aggregated with the coordinate-wise median"),

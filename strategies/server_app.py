@@ -15,7 +15,7 @@ import copy
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -118,10 +118,15 @@ def run_server(
             strategy.reply_observers.append(auditor.on_accepted)
         evaluations: dict[int, EvalResult] = {}
         earlier_seconds = 0.0
+        released = copy.deepcopy(model)  # the model the server evaluates and releases
+
+        def release(state: Mapping[str, Any]) -> torch.nn.Module:
+            """``released`` holding ``state`` as released (``strategy.calibrate``)."""
+            released.load_state_dict(released_state(cfg, released, state, bundle))
+            return released
+
         if resume is None:
-            probe = copy.deepcopy(model)
-            probe.load_state_dict(released_state(cfg, probe, model.state_dict(), bundle))
-            evaluations[0] = evaluate(probe, bundle.test, device)
+            evaluations[0] = evaluate(release(model.state_dict()), bundle.test, device)
             writer.log_initial(evaluations[0])
             if on_round is not None:  # round 0: the initial model, where the curves start
                 on_round(RoundRecord(round=0, test=evaluations[0]))
@@ -142,7 +147,6 @@ def run_server(
             logger.warning("resuming %s after round %d", writer.dir, resume.round)
         round_clock = [time.perf_counter()]
         eval_model = copy.deepcopy(model)  # the background's own model
-        release_model = copy.deepcopy(model)  # the released (calibrated) copy
 
         def finish_round(
             server_round: int,
@@ -154,13 +158,7 @@ def run_server(
             eval_model.load_state_dict(arrays.to_torch_state_dict())
             if cfg.save_checkpoints:
                 writer.save_checkpoint(server_round, eval_model.state_dict())
-            if cfg.strategy.calibrate != "none":  # evaluate the released model
-                release_model.load_state_dict(
-                    released_state(cfg, release_model, eval_model.state_dict(), bundle)
-                )
-                result = evaluate(release_model, bundle.test, device)
-            else:
-                result = evaluate(eval_model, bundle.test, device)
+            result = evaluate(release(eval_model.state_dict()), bundle.test, device)
             evaluations[server_round] = result
             record = RoundRecord(
                 round=server_round,
@@ -203,8 +201,7 @@ def run_server(
             stop,
         )
         pipeline.close()  # the last round's line and checkpoint
-        final_state = final.to_torch_state_dict()
-        writer.save_model(released_state(cfg, copy.deepcopy(model), final_state, bundle))
+        writer.save_model(release(final.to_torch_state_dict()).state_dict())
         valuations, valuation_section = None, None
         if strategy.rewards is not None:
             strategy.rewards.write_csv(writer.dir)

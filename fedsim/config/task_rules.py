@@ -13,18 +13,31 @@ from __future__ import annotations
 from fedsim.config.schema import FUNCTIONAL_MODELS, TABULAR_MODELS, Config
 
 
-def _label_features(cfg: Config) -> list[tuple[str, bool]]:
-    """``(setting, on)`` of the features that need class labels or DP-SGD's per-sample
-    gradients."""
-    rob = cfg.robustness
-    return [
-        ("valuation.enabled", cfg.valuation.enabled),
-        ("valuation.prune.enabled", cfg.valuation.prune.enabled),
-        ("audit.enabled", cfg.audit.enabled),
-        ("robustness.evaluate.enabled", rob.evaluate.enabled),
-        ("robustness.adversarial_training.fraction > 0", rob.adversarial_training.fraction > 0),
-        ("roles.adversarial.fraction > 0", cfg.roles.adversarial.fraction > 0),
-    ]
+def _dp_sgd_features(cfg: Config) -> list[str]:
+    """The settings on in ``cfg`` that need DP-SGD's per-sample scores and gradients."""
+    on = {
+        "valuation.enabled": cfg.valuation.enabled,
+        "valuation.prune.enabled": cfg.valuation.prune.enabled,
+        "audit.enabled": cfg.audit.enabled,
+    }
+    return [setting for setting, enabled in on.items() if enabled]
+
+
+def _adversarial_features(cfg: Config) -> list[str]:
+    """The settings on in ``cfg`` that make adversarial examples during training."""
+    on = {
+        "robustness.adversarial_training.fraction > 0": (
+            cfg.robustness.adversarial_training.fraction > 0
+        ),
+        "roles.adversarial.fraction > 0": cfg.roles.adversarial.fraction > 0,
+    }
+    return [setting for setting, enabled in on.items() if enabled]
+
+
+def _label_features(cfg: Config) -> list[str]:
+    """The settings on in ``cfg`` that need class labels."""
+    evaluate = ["robustness.evaluate.enabled"] if cfg.robustness.evaluate.enabled else []
+    return [*_dp_sgd_features(cfg), *evaluate, *_adversarial_features(cfg)]
 
 
 def regression_checks(cfg: Config) -> list[str]:
@@ -56,8 +69,7 @@ def regression_checks(cfg: Config) -> list[str]:
     problems += [
         f"{setting} is not supported for the regression dataset {data!r} (it needs class "
         "labels); turn it off"
-        for setting, on in _label_features(cfg)
-        if on
+        for setting in _label_features(cfg)
     ]
     return problems
 
@@ -109,13 +121,11 @@ def functional_checks(cfg: Config) -> list[str]:
     problems += [
         f"{setting} is not supported with client.mechanism 'functional' (it needs DP-SGD); "
         "turn it off"
-        for setting, on in _label_features(cfg)[:3]
-        if on
+        for setting in _dp_sgd_features(cfg)
     ]
-    adversarial = [s for s, on in _label_features(cfg)[4:] if on]
     problems += [
         f"{setting} is not supported with client.mechanism 'functional' (adversarial examples "
         "need gradients through the hidden layer of a DP-SGD client); turn it off"
-        for setting in adversarial
+        for setting in _adversarial_features(cfg)
     ]
     return problems

@@ -182,20 +182,13 @@ def _epsilon_of(
     times (the budget check's projection, then the DP-SGD and the total ε of the ledger,
     which are equal without releases), each ~25 ms of PLD work for the quickstart."""
     active = [e for e in events if (e.steps if isinstance(e, SubsampledGaussian) else e.count)]
-    huge = sum(
-        e.epsilon * e.count
-        for e in active
-        if not isinstance(e, SubsampledGaussian) and e.epsilon > BASIC_EPSILON
-    )
-    active = [e for e in active if not _composed_basically(e)]
-    if not active:
-        return huge
-    return huge + _composed_epsilon(active, delta, accountant, relation)
-
-
-def _composed_basically(event: DpEvent) -> bool:
-    """Whether a pure event is too large for the accountants (see :data:`BASIC_EPSILON`)."""
-    return not isinstance(event, SubsampledGaussian) and event.epsilon > BASIC_EPSILON
+    # pure events too large for the accountants (see BASIC_EPSILON) are added basically
+    huge = [
+        e for e in active if not isinstance(e, SubsampledGaussian) and e.epsilon > BASIC_EPSILON
+    ]
+    rest = [e for e in active if e not in huge]
+    basic = sum(e.epsilon * e.count for e in huge)
+    return basic + (_composed_epsilon(rest, delta, accountant, relation) if rest else 0.0)
 
 
 def _composed_epsilon(
