@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,31 @@ def test_bad_tracking_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "tracking.mlflow must be true or false; got 'yes'" in err and "Traceback" not in err
 
 
+def test_an_untracked_run_never_imports_mlflow(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from fedsim.config import from_dict\n"
+        "from fedsim.rundir import RunWriter\n"
+        "from fedsim.records import EvalResult, RoundRecord\n"
+        "w = RunWriter(sys.argv[1], from_dict({'dp': {'enabled': False}}), tensorboard=False)\n"
+        "w.append_round(RoundRecord(1, EvalResult(0.5, 1.0)))\n"
+        "w.close()\n"
+        "print('mlflow' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+    )
+    assert done.stdout.strip() == "False"
+    assert not (tmp_path / "run" / "state").exists() and not (tmp_path / "mlflow").exists()
+
+
 # --- the round stream -------------------------------------------------------------------
 
 
@@ -104,19 +130,54 @@ def test_round_scalars_hold_test_metrics_and_epsilon_per_client_and_max() -> Non
     }  # the NaN train loss is left out
 
 
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ``runs/`` directory whose local store (``runs/mlflow``) this module's writer
+    tests share (creating an MLflow database takes seconds)."""
+    return tmp_path_factory.mktemp("runs")
+
+
 @pytest.mark.slow
 def test_a_failing_tracker_warns_once_and_the_run_directory_is_complete(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    runs_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    cfg = from_dict({**TINY, "dp": {"enabled": False}})
-    writer = RunWriter(tmp_path / "run", cfg, tensorboard=False)
+    cfg = from_dict({**TINY, "name": "failing", "dp": {"enabled": False}})
+    writer = RunWriter(runs_dir / "failing", cfg, tensorboard=False)
     with caplog.at_level(logging.WARNING, logger="fedsim.tracking"):
         writer.tracker.log_metrics({"bad key!": 1.0}, 1)  # MLflow refuses the name
         writer.append_round(RoundRecord(1, EvalResult(0.5, 1.0)))  # silent from now on
         writer.close()
     warnings = [r for r in caplog.records if r.name.startswith("fedsim.tracking")]
     assert len(warnings) == 1 and "logging round 1 failed" in warnings[0].getMessage()
-    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 1
+    assert len((runs_dir / "failing" / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_a_resumed_run_goes_on_with_its_tracked_run(runs_dir: Path) -> None:
+    import torch
+
+    from fedsim.checkpoint import read_resume_point
+    from fedsim.rundir import METRICS_FILE, config_text
+
+    cfg = from_dict({**TINY, "name": "resumed", "dp": {"enabled": False}})
+    run_dir = runs_dir / "resumed"
+    first = RunWriter(run_dir, cfg, tensorboard=False)
+    first.append_round(RoundRecord(1, EvalResult(0.5, 1.0)))
+    first.write_state(1, {"w": torch.zeros(2)}, {}, 1.0, None)
+    first.close("KILLED")  # interrupted after round 1
+    client = _client(runs_dir / "mlflow")
+    experiment = client.get_experiment_by_name("resumed")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "KILLED"
+
+    point = read_resume_point(run_dir, config_text(cfg), METRICS_FILE)
+    second = RunWriter(run_dir, cfg, tensorboard=False, resume=point)
+    second.append_round(RoundRecord(2, EvalResult(0.75, 0.5)))
+    second.close()
+    (again,) = client.search_runs([experiment.experiment_id])  # the same run, finished
+    assert again.info.run_id == run.info.run_id and again.info.status == "FINISHED"
+    history = client.get_metric_history(run.info.run_id, "test/accuracy")
+    assert {m.step: m.value for m in history} == {1: 0.5, 2: 0.75}
 
 
 # --- real runs ----------------------------------------------------------------------------
