@@ -243,7 +243,7 @@ def run_server(
         write_report_safely(writer.dir)  # logs (never raises): the run directory is the result
         status = "FINISHED"
         return summary.to_json()
-    except RunInterruptedError:
+    except (RunInterruptedError, KeyboardInterrupt):
         status = "KILLED"
         raise
     finally:
