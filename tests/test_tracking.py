@@ -153,6 +153,28 @@ def test_a_failing_tracker_warns_once_and_the_run_directory_is_complete(
 
 
 @pytest.mark.slow
+def test_a_bad_store_uri_warns_once_and_the_run_is_untracked(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from fedsim.tracking import NULL_TRACKER
+
+    (tmp_path / "file").write_text("")
+    uri = f"sqlite:///{tmp_path / 'file' / 'mlflow.db'}"  # under a file: cannot be created
+    cfg = from_dict(
+        {**TINY, "dp": {"enabled": False}, "tracking": {"mlflow": True, "tracking_uri": uri}}
+    )
+    with caplog.at_level(logging.WARNING, logger="fedsim.tracking"):
+        writer = RunWriter(tmp_path / "run", cfg, tensorboard=False)
+        assert writer.tracker is NULL_TRACKER
+        writer.append_round(RoundRecord(1, EvalResult(0.5, 1.0)))
+        writer.close()
+    (warning,) = [r for r in caplog.records if r.name.startswith("fedsim.tracking")]
+    assert "starting the tracked run failed" in warning.getMessage()
+    assert (tmp_path / "run" / "metrics.jsonl").read_text().count("\n") == 1
+    assert (tmp_path / "file").read_text() == ""
+
+
+@pytest.mark.slow
 def test_a_resumed_run_goes_on_with_its_tracked_run(runs_dir: Path) -> None:
     import torch
 
