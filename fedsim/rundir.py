@@ -121,7 +121,7 @@ def tracked_run(cfg: Config, run_dir: Path) -> TrackedRun:
     return TrackedRun(run_dir, cfg.tracking.experiment or cfg.name, params, tags)
 
 
-def test_scalars(result: EvalResult) -> dict[str, float]:
+def eval_scalars(result: EvalResult) -> dict[str, float]:
     """The test metrics of one evaluation as scalar tags (``test/accuracy``, ...; the
     optional ones and each class's recall only where they exist)."""
     scalars = {"test/accuracy": result.accuracy, "test/loss": result.loss}
@@ -143,7 +143,7 @@ def round_scalars(record: RoundRecord) -> dict[str, float]:
     events composed ``epsilon_total/client_<id>``) and train loss, the largest ε of the
     round's clients (``epsilon/max``, ``epsilon_total/max``), the selection ε and the
     round's seconds. Non-finite values are left out."""
-    scalars = test_scalars(record.test)
+    scalars = eval_scalars(record.test)
     for c in record.clients:
         for name, value in (
             ("epsilon", c.epsilon),
@@ -257,7 +257,7 @@ class RunWriter:
     def log_initial(self, result: EvalResult) -> None:
         """The initial model's test scalars at step 0 (curves start where training
         starts; ``summary.json`` keeps it as ``initial``)."""
-        self._scalars(test_scalars(result), 0)
+        self._scalars(eval_scalars(result), 0)
 
     def _scalars(self, scalars: Mapping[str, float], step: int) -> None:
         if self._tb is not None:
