@@ -27,7 +27,6 @@ from urllib.parse import urlsplit
 from fedsim.files import write_atomic
 from fedsim.tracking import (
     NULL_TRACKER,
-    STORE_DIR,
     TRACKING_FILE,
     RunStatus,
     SweepGroup,
@@ -58,18 +57,23 @@ SWEEP_ARTIFACTS = ("sweep.csv", "sweep.yaml", "report.md", "*.png")
 _PARENTS: dict[Path, tuple[MlflowClient, str]] = {}
 
 
-def _short(exc: BaseException) -> str:
-    """An exception in one short line (MLflow's messages can be long)."""
+def _short(exc: BaseException, uri: str = "") -> str:
+    """An exception in one short line (MLflow's messages can be long), with the
+    credentials of ``uri`` (``user:password@``), should it quote them, blanked out."""
     first = (str(exc).strip().splitlines() or [""])[0]
+    parts = urlsplit(uri)
+    for secret in (parts.password, parts.username):
+        if secret:
+            first = first.replace(secret, "***")
     return f"{type(exc).__name__}: {first[:200]}"
 
 
-def _warn(what: str, where: Path, exc: BaseException) -> None:
+def _warn(what: str, where: Path, exc: BaseException, uri: str = "") -> None:
     logger.warning(
         "MLflow tracking of %s stopped: %s failed (%s); the run goes on without tracking",
         where,
         what,
-        _short(exc),
+        _short(exc, uri),
     )
 
 
@@ -178,7 +182,7 @@ class MlflowRun:
             action()
         except Exception as exc:  # tracking must never end the run: warn once, go on
             self._failed = True
-            _warn(what, self._where, exc)
+            _warn(what, self._where, exc, str(self.client.tracking_uri))
 
     def log_metrics(self, scalars: Mapping[str, float], step: int) -> None:
         """Log ``scalars`` at ``step`` in batches."""
@@ -242,7 +246,7 @@ def open_mlflow_run(
         _log_params(client, run_id, run.params)
         _write_note(note, uri, experiment_id, run_id)
     except Exception as exc:  # tracking must never end the run: warn once, go on
-        _warn("starting the tracked run", run.run_dir, exc)
+        _warn("starting the tracked run", run.run_dir, exc, uri)
         return NULL_TRACKER
     logger.info(
         "tracking %s in MLflow (experiment %r, run %s)", run.run_dir, run.experiment, run_id
@@ -261,4 +265,4 @@ def finish_parent(directory: Path, status: RunStatus) -> None:
     MlflowRun(client, run_id, directory).finish(files, status)
 
 
-__all__ = ["STORE_DIR", "MlflowRun", "check_reachable", "finish_parent", "open_mlflow_run"]
+__all__ = ["MlflowRun", "check_reachable", "finish_parent", "open_mlflow_run"]
