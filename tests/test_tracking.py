@@ -98,6 +98,14 @@ def test_an_untracked_run_never_imports_mlflow(tmp_path: Path) -> None:
     assert not (tmp_path / "run" / "state").exists() and not (tmp_path / "mlflow").exists()
 
 
+def test_tracking_warnings_never_show_a_uris_credentials() -> None:
+    from fedsim.tracking.mlflow_run import _short
+
+    exc = ConnectionError("POST http://alice:s3cret@host:5000/api/2.0/runs failed\nmore")
+    text = _short(exc, "http://alice:s3cret@host:5000")
+    assert text == "ConnectionError: POST http://***:***@host:5000/api/2.0/runs failed"
+
+
 # --- the round stream -------------------------------------------------------------------
 
 
