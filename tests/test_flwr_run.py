@@ -7,7 +7,11 @@ The runs themselves are in ``tests/test_flwr_run_e2e.py``.
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import pytest
+from flwr.app import Context, RecordDict
 from flwr.cli.run.run import _parse_federation_config_overrides
 from flwr.cli.typing import SuperLinkConnection
 from flwr.proto.federation_config_pb2 import SimulationConfig
@@ -16,6 +20,7 @@ from flwr.supercore.constant import DEFAULT_SIMULATION_CONFIG
 
 from fedsim.cli import main
 from fedsim.config import Config, from_dict
+from fedsim.errors import ConfigError
 from fedsim.flwr_run import (
     federation_config,
     federation_config_text,
@@ -126,3 +131,33 @@ def test_federation_config_command_rejects_a_bad_config(capsys) -> None:
     assert captured.out == ""
     assert "data.num_clients must be >= 1; got 0" in captured.err
     assert "Traceback" not in captured.err
+
+
+def test_a_bad_run_config_is_logged_on_flowers_logger_before_it_raises() -> None:
+    """Under ``flwr run`` the ServerApp's error must be a line of the streamed log (Flower's
+    logger), not only the tail of a traceback."""
+    from strategies.flwr_native import load_config
+
+    context = Context(
+        run_id=1,
+        node_id=0,
+        node_config={},
+        state=RecordDict(),
+        run_config={"config-path": QUICKSTART, "overrides": "rounds=0", "out-dir": ""},
+    )
+    records: list[logging.LogRecord] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Collect()
+    flower = logging.getLogger("flwr")
+    flower.addHandler(handler)
+    try:
+        with pytest.raises(ConfigError, match="rounds must be >= 1; got 0"):
+            load_config(context, Path(__file__).resolve().parents[1])
+    finally:
+        flower.removeHandler(handler)
+    errors = [r.getMessage() for r in records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "rounds must be >= 1; got 0" in errors[0]
