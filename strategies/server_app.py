@@ -27,7 +27,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedsim.audit.canaries import federation_size
 from fedsim.checkpoint import STATE_DIR, ResumePoint
-from fedsim.config import Config, from_run_config
+from fedsim.config import Config
 from fedsim.devices import pick_device
 from fedsim.errors import RunError, RunInterruptedError
 from fedsim.evaluation import evaluate
@@ -39,6 +39,7 @@ from fedsim.rundir import RunWriter
 from fedsim.summary import build_summary
 from fedsim.tracking import RunStatus
 from fedsim.workload import dataset_for, partitions_for
+from strategies import flwr_native
 from strategies.audit import Auditor, SampleLevelAuditor, UserLevelAuditor, finish_audit
 from strategies.background import RoundPipeline
 from strategies.base import StrategyContext
@@ -330,8 +331,11 @@ def make_server_app(
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        run_cfg = cfg if cfg is not None else from_run_config(context.run_config, APP_DIR)
+        # `flwr run .` (no cfg): checks, header, report and final line (strategies.flwr_native)
+        run_cfg = cfg if cfg is not None else flwr_native.load_config(context, APP_DIR)
         target = out_dir or deployment_out_dir(context, run_cfg)
+        if cfg is None:
+            flwr_native.start(grid, run_cfg, target)
         summary = run_server(
             grid,
             run_cfg,
@@ -344,6 +348,8 @@ def make_server_app(
         )
         if on_summary is not None:
             on_summary(summary)
+        if cfg is None:
+            flwr_native.finish(run_cfg, target, summary)
 
     return app
 
