@@ -155,6 +155,7 @@ def test_a_site_refuses_another_version_and_the_round_goes_on(task_identity: Non
     from strategy_harness import strategy_context
 
     from fedsim.models import build_model
+    from strategies.central_dp import fedsim_core
     from strategies.registry import build_strategy
 
     cfg = _config()
@@ -189,7 +190,7 @@ def test_a_site_refuses_another_version_and_the_round_goes_on(task_identity: Non
     )
     assert records[1].status == records[2].status == "ok"
     assert ctx.log.entry(1).selected == (1, 2)
-    assert 0 not in strategy.eligible_clients()  # not asked again in this run
+    assert 0 not in fedsim_core(strategy).eligible_clients()  # not asked again in this run
 
 
 def test_a_message_without_a_version_is_refused_by_the_client_app(task_identity: None) -> None:
