@@ -88,6 +88,13 @@ def test_summary_of_a_good_site(site: Path, tmp_path: Path, capsys) -> None:
     assert f"client 2, 1 rounds trained in 1 runs, epsilon spent {spent:.4g}" in lines[1]
     assert "delta=1e-06, replace-one, PLD accountant" in lines[1]
     assert lines[2].startswith(f"site policy {policy}: ") and "(lifetime)=8" in lines[2]
+    assert not any(line.startswith("budget:") for line in lines)
+    policy.write_text(f"max_epsilon: {spent / 2}\nmax_delta: 1e-6\n")  # already spent
+    code, out, _ = _check(
+        capsys, "--data", str(site), "--state", str(state), "--policy", str(policy)
+    )
+    assert code == 0  # the site is well formed, but the operator learns it is exhausted
+    assert f"budget: epsilon spent {spent:.4g} >= the policy's lifetime max_epsilon" in out
     assert lines[-1] == "site check passed"
     assert sorted(p.name for p in state.iterdir()) == [LOCK_FILE, state_file(state).name]
 

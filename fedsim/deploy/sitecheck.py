@@ -115,6 +115,12 @@ class SiteReport:
             )
         else:
             out.append(self.state.line())
+            cap, spent = self.policy.max_epsilon, self.state.epsilon
+            if cap is not None and spent is not None and spent >= cap:
+                out.append(
+                    f"budget: epsilon spent {spent:.4g} >= the policy's lifetime max_epsilon "
+                    f"{cap:g}: this site will refuse every round"
+                )
         if self.policy_path is None:
             out.append(f"site policy: none given, the default: {self.policy.describe()}")
         else:
