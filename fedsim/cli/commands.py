@@ -8,7 +8,7 @@ handlers (see :mod:`fedsim.cli.base`).
 
 from __future__ import annotations
 
-from fedsim.cli import analyze, audit, deploy, evaluate, report, run, site, sweep
+from fedsim.cli import analyze, audit, compose, deploy, evaluate, report, run, site, sweep
 from fedsim.cli.base import Command
 from fedsim.registry import Registry
 
@@ -25,4 +25,5 @@ COMMANDS.register("node")(deploy.NODE)
 COMMANDS.register("superlink")(deploy.SUPERLINK)
 COMMANDS.register("supernode")(deploy.SUPERNODE)
 COMMANDS.register("site")(site.SITE)
+COMMANDS.register("compose")(compose.COMPOSE)
 COMMANDS.register("audit")(audit.AUDIT)
