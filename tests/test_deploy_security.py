@@ -256,3 +256,19 @@ def test_bindings_round_trip(tmp_path: Path) -> None:
     path.write_text("[1, 2]")
     with pytest.raises(RunError, match="contents not shown"):
         load_bindings(path)
+
+
+def test_launcher_refuses_other_flower_versions_and_flower_trust(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    import flwr.supercore.version
+
+    from fedsim.deploy import supernode
+
+    keys = make_app_key(tmp_path / "approver")
+    monkeypatch.setattr(flwr.supercore.version, "package_version", "1.42.0")
+    with pytest.raises(FedsimError, match=r"this is Flower 1\.42\.0"):
+        supernode.install(keys.public)
+    argv = ["--trusted-keys", str(keys.public), "--", "--trusted-entities", "x.yaml"]
+    assert supernode.main(argv) == 2
+    assert "not Flower's --trusted-entities" in capsys.readouterr().err
