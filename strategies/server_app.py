@@ -2,7 +2,8 @@
 
 It loads the server's splits, discovers the clients, runs the configured strategy with
 central evaluation on the test split every round, and writes the run directory
-(``metrics.jsonl`` one line per round, then ``summary.json``, ``model.pt``).
+(``metrics.jsonl`` one line per round, then ``summary.json``, ``model.pt``,
+``report.md``; the tracker of ``cfg.tracking`` gets the same stream and files).
 
 ``make_server_app(cfg, out_dir)`` is used by ``fedsim run``; the module-level ``app``
 serves ``flwr run .`` and reads ``config-path``/``overrides``/``out-dir`` from the run config
@@ -32,7 +33,7 @@ from fedsim.config import Config, from_run_config
 from fedsim.deploy.bindings import BINDINGS_FILE
 from fedsim.deploy.confine import run_dir
 from fedsim.devices import pick_device
-from fedsim.errors import RunError
+from fedsim.errors import RunError, RunInterruptedError
 from fedsim.evaluation import evaluate
 from fedsim.models import build_model
 from fedsim.progress import RoundProgress
@@ -40,6 +41,7 @@ from fedsim.records import EvalResult, RoundRecord
 from fedsim.round_log import RoundEntry, RoundLog
 from fedsim.rundir import RunWriter
 from fedsim.summary import build_summary
+from fedsim.tracking import RunStatus
 from fedsim.workload import dataset_for, partitions_for
 from strategies.audit import Auditor, SampleLevelAuditor, UserLevelAuditor, finish_audit
 from strategies.background import RoundPipeline
@@ -111,6 +113,7 @@ def run_server(
     # round r's evaluation, metrics line and checkpoint run while round r + 1 trains
     # (strategies.background)
     pipeline = RoundPipeline()
+    status: RunStatus = "FAILED"  # how the tracked run ends (fedsim.tracking)
     try:
         bundle = dataset_for(cfg.data, cfg.seed)
         device = pick_device()
@@ -253,13 +256,20 @@ def run_server(
             robustness=robustness,
         )
         writer.write_summary(summary)  # the one write of summary.json
+        from fedsim.report import write_report_safely
+
+        write_report_safely(writer.dir)  # logs (never raises): the run directory is the result
+        status = "FINISHED"
         return summary.to_json()
+    except (RunInterruptedError, KeyboardInterrupt):
+        status = "KILLED"
+        raise
     finally:
         try:  # a pending round's line and checkpoint, even on errors
             pipeline.close()
         except Exception:  # the error in flight is the one to report
             logger.exception("the last round's evaluation or checkpoint failed")
-        writer.close()
+        writer.close(status)  # then the tracker keeps the run's files (report.md too)
 
 
 def _auditor(cfg: Config, model: torch.nn.Module, seeded: bool) -> Auditor | None:

@@ -8,7 +8,7 @@ handlers (see :mod:`fedsim.cli.base`).
 
 from __future__ import annotations
 
-from fedsim.cli import analyze, audit, deploy, evaluate, report, run, security, sweep
+from fedsim.cli import analyze, audit, compose, deploy, evaluate, report, run, security, sweep
 from fedsim.cli.base import Command
 from fedsim.registry import Registry
 
@@ -26,4 +26,5 @@ COMMANDS.register("superlink")(deploy.SUPERLINK)
 COMMANDS.register("supernode")(deploy.SUPERNODE)
 COMMANDS.register("app")(security.APP)
 COMMANDS.register("control-tunnel")(security.CONTROL_TUNNEL)
+COMMANDS.register("compose")(compose.COMPOSE)
 COMMANDS.register("audit")(audit.AUDIT)

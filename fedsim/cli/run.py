@@ -165,9 +165,6 @@ def run_command(
             f"with: fedsim run --resume {shlex.quote(str(out_dir))}\n"
         )
         return EXIT_INTERRUPTED
-    from fedsim.report import write_report_safely
-
-    write_report_safely(out_dir)  # logs (never raises): the run directory is the result
     final = summary.get("final") or {}
     eps_text = final_epsilon_text(cfg, summary)
     acc = final.get("test_accuracy")
