@@ -88,6 +88,10 @@ NODE_STATE_DIR: Final = "state-dir"
 #: The site's privacy policy file (YAML, :mod:`fedsim.deploy.policy`)
 NODE_POLICY_PATH: Final = "policy-path"
 
+#: Environment variable set by ``fedsim superlink --runs-dir``: the only folder where a
+#: deployed ServerApp writes run directories (:mod:`fedsim.deploy.confine`)
+RUNS_DIR_ENV: Final = "FEDSIM_RUNS_DIR"
+
 
 #: Prefix of a train message's ``group_id`` naming its virtual client when many
 #: simulated clients share a node (``fedsim run``); Flower copies it into the reply.

@@ -17,6 +17,7 @@ from fedsim.cli import (
     federation,
     report,
     run,
+    security,
     site,
     sweep,
 )
@@ -36,6 +37,8 @@ COMMANDS.register("node")(deploy.NODE)
 COMMANDS.register("superlink")(deploy.SUPERLINK)
 COMMANDS.register("supernode")(deploy.SUPERNODE)
 COMMANDS.register("site")(site.SITE)
+COMMANDS.register("app")(security.APP)
+COMMANDS.register("control-tunnel")(security.CONTROL_TUNNEL)
 COMMANDS.register("compose")(compose.COMPOSE)
 COMMANDS.register("audit")(audit.AUDIT)
 COMMANDS.register("federation-config")(federation.FEDERATION_CONFIG)
