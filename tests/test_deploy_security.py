@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import ssl
 import zipfile
@@ -111,6 +112,8 @@ def test_cli_superlink_dry_run_names_both_ports(tmp_path: Path, capsys) -> None:
     assert "Control https://0.0.0.0:8001 (operator certificates only)" in err
     assert "--host 127.0.0.1 --port 9100" in err
     assert main([*argv[:-1], "--control-port", "8000", "--dry-run"]) == 2
+    # a dry run only prints: later ServerApps in this process must not inherit its runs dir
+    assert "FEDSIM_RUNS_DIR" not in os.environ
 
 
 # ---------------------------------------------------------------- app signatures

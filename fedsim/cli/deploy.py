@@ -192,7 +192,8 @@ def _cmd_superlink(args: argparse.Namespace) -> int:
     runs_dir = args.runs_dir.expanduser().resolve()
     if runs_dir.exists() and not runs_dir.is_dir():
         raise FedsimError(f"--runs-dir must be a folder; got the file {str(runs_dir)!r}")
-    os.environ[RUNS_DIR_ENV] = str(runs_dir)  # inherited by the ServerApp processes
+    if not args.dry_run:  # a dry run only prints: it must not change this process
+        os.environ[RUNS_DIR_ENV] = str(runs_dir)  # inherited by the ServerApp processes
     if args.insecure:
         print(INSECURE_WARNING, file=sys.stderr)
         print(
