@@ -9,7 +9,9 @@ A hospital starts its SuperNode with a node config such as::
   as simulation sets it);
 - ``data-path``: the site's own training data, read locally and never sent anywhere —
   an ``.npz`` archive (``train_images``/``train_labels``, optional ``class_names``) or an
-  image folder (``train/<class>/...``); ``data-format`` (``npz`` | ``imagefolder``)
+  image folder (``<class>/...`` or ``train/<class>/...``; PNG/JPEG/TIFF, DICOM, NIfTI),
+  whose images are fitted to the run's declared input (``data.image_size``,
+  ``data.channels``, ``data.resize``); ``data-format`` (``npz`` | ``imagefolder``)
   overrides the guess from the path;
 - ``state-dir``: where the site keeps its privacy ledger between rounds, runs and
   restarts (:mod:`fedsim.deploy.state`);
