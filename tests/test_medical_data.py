@@ -456,3 +456,22 @@ def test_a_sites_own_dicom_export_is_fitted_to_the_federations_shape(tmp_path: P
     data = load_site_data(tmp_path / "export", None, ImageSpec((28, 28), 1, "pad"))
     assert data.input_shape == (1, 28, 28) and len(data.train) == 3
     assert data.class_names == ("a", "b")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"garbage, not a NIfTI header", r"cannot read NIfTI file .*bad.nii: "),
+        (None, r"NIfTI file .*bad.nii has non-finite values in its slice"),
+    ],
+)
+def test_nifti_faults_name_the_file(tmp_path: Path, content: bytes | None, message: str) -> None:
+    bad = tmp_path / "a" / "bad.nii"
+    if content is None:
+        write_nifti(bad, np.full((3, 3, 3), np.nan, np.float32))
+    else:
+        bad.parent.mkdir(parents=True)
+        bad.write_bytes(content)
+    write_nifti(tmp_path / "b" / "0.nii", np.ones((3, 3, 3), np.float32))
+    with pytest.raises(DataError, match=f"^{re.escape(f'data.path ({tmp_path}): ')}{message}"):
+        load_dataset("imagefolder", path=str(tmp_path))
