@@ -15,9 +15,11 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 from fedsim.config import from_dict
@@ -252,6 +254,10 @@ def test_dicom_window_from_the_file_with_rescale(tmp_path: Path) -> None:
     assert got.shape == (1, 6, 8)
     assert np.allclose(got[0], expected, atol=1e-6)
     assert 0 < (got > 0).sum() < got.size  # the window clips at both ends of the ramp
+    # and pydicom's own VOI LUT agrees (its output spans the file's range: rescale it)
+    ds = pydicom.dcmread(root / "a" / "0.dcm")
+    ref = apply_voi_lut(apply_modality_lut(ds.pixel_array, ds), ds, prefer_lut=False)
+    assert np.allclose(got[0], (ref - ref.min()) / (ref.max() - ref.min()), atol=1e-6)
 
 
 def test_dicom_slope_and_multi_valued_window(tmp_path: Path) -> None:
