@@ -20,6 +20,10 @@ CLIP_BOUNDS: Final = "clip-bounds"
 #: client's dp.max_epsilon check covers them
 SELECTION_LEDGER: Final = "selection-ledger"
 SELECTION_EPSILON_AHEAD: Final = "selection-epsilon-ahead"
+#: Train config: the coordinator's fedsim version and config-schema hash; a site trains
+#: only when both equal its own (:mod:`fedsim.versions`)
+FEDSIM_VERSION: Final = "fedsim-version"
+CONFIG_SCHEMA: Final = "config-schema"
 
 # MetricRecord replied by a client
 CLIENT_ID: Final = "client-id"

@@ -26,7 +26,7 @@ from fedsim.config import from_dict
 from fedsim.data import DatasetBundle, load_dataset
 from fedsim.data.fit import ImageSpec
 from fedsim.data.medical import window
-from fedsim.errors import ConfigError, DataError
+from fedsim.errors import ConfigError, DataError, FedsimError
 
 
 @pytest.fixture(autouse=True)
@@ -481,3 +481,24 @@ def test_nifti_faults_name_the_file(tmp_path: Path, content: bytes | None, messa
     write_nifti(tmp_path / "b" / "0.nii", np.ones((3, 3, 3), np.float32))
     with pytest.raises(DataError, match=f"^{re.escape(f'data.path ({tmp_path}): ')}{message}"):
         load_dataset("imagefolder", path=str(tmp_path))
+
+
+def test_site_check_fits_images_as_the_client_app_will(tmp_path: Path) -> None:
+    """`fedsim site check` / `fedsim supernode` with the run's --image-size accept an
+    export of mixed sizes that would otherwise be refused."""
+    import argparse
+
+    from fedsim.cli.site import _image_size
+    from fedsim.deploy.site import load_site_data
+    from fedsim.deploy.sitecheck import check_site
+
+    load_site_data.cache_clear()
+    write_dicom(tmp_path / "a" / "0.dcm", STORED)
+    write_png(tmp_path / "b" / "0.png", np.zeros((30, 20), np.uint8))
+    with pytest.raises(FedsimError, match=r"all images must have the same size"):
+        check_site(tmp_path)
+    report = check_site(tmp_path, image=ImageSpec((16, 16), 1))
+    assert "2 images of shape (1, 16, 16)" in "\n".join(report.lines())
+    assert _image_size("224") == (224, 224) and _image_size("256x192") == (256, 192)
+    with pytest.raises(argparse.ArgumentTypeError, match=r"must be N or HxW"):
+        _image_size("0x5")

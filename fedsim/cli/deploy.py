@@ -3,8 +3,8 @@
 Thin helpers around Flower's deployment engine: certificates and node keys in the
 formats Flower expects, and the exact ``flower-superlink`` / ``flower-supernode``
 command lines (printed, then executed; ``--dry-run`` only prints them). TLS is the
-default; ``--insecure`` must be asked for and prints a warning. ``fedsim supernode
---policy FILE`` checks the site's privacy policy before anything starts.
+default; ``--insecure`` must be asked for and prints a warning. ``fedsim supernode``
+checks the site's data, state dir and policy (``fedsim site check``) before anything starts.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from fedsim.cli.base import Command
+from fedsim.cli.site import add_image_options, check_before_start
 from fedsim.errors import FedsimError
 
 
@@ -64,6 +65,7 @@ def _configure_supernode(node_run: argparse.ArgumentParser) -> None:
     node_run.add_argument("--client-id", type=int, required=True, help="stable id 0..N-1")
     node_run.add_argument("--data", type=Path, help="the site's .npz file or image folder")
     node_run.add_argument("--data-format", choices=["npz", "imagefolder"])
+    add_image_options(node_run)
     node_run.add_argument("--state", type=Path, help="the site's state dir (privacy ledger)")
     node_run.add_argument(
         "--policy",
@@ -147,7 +149,7 @@ def _cmd_supernode(args: argparse.Namespace) -> int:
     if args.client_id < 0:
         raise FedsimError(f"--client-id must be >= 0; got {args.client_id}")
     policy_path = None if args.policy is None else args.policy.resolve()
-    _check_policy(policy_path, args.state)
+    check_before_start(args)  # data, state dir and policy, as the ClientApp will use them
     spec = SuperNodeSpec(
         superlink=args.superlink,
         client_id=args.client_id,
@@ -160,22 +162,6 @@ def _cmd_supernode(args: argparse.Namespace) -> int:
         policy_path=policy_path,
     )
     return _exec(supernode_command(spec), args.dry_run)
-
-
-def _check_policy(path: Path | None, state_dir: Path | None) -> None:
-    """Validate the site's policy file before the SuperNode starts, and show it."""
-    from fedsim.deploy.policy import DEFAULT_POLICY, load_policy
-
-    if path is None:
-        print(f"site policy: none given, the default: {DEFAULT_POLICY.describe()}", file=sys.stderr)
-        return
-    policy = load_policy(path)
-    if policy.max_epsilon is not None and state_dir is None:
-        raise FedsimError(
-            f"--policy {str(path)!r} sets a lifetime max_epsilon ({policy.max_epsilon:g}), "
-            "which needs the site's persistent ledger: give --state DIR"
-        )
-    print(f"site policy {path}: {policy.describe()}", file=sys.stderr)
 
 
 CERTS = Command(

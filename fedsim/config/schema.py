@@ -485,6 +485,37 @@ class AuditConfig:
     scale: float = field(default=10.0, metadata=_bounds(gt=1))
 
 
+#: Schemes ``tracking.tracking_uri`` may use (MLflow's own stores and servers).
+TRACKING_URI_SCHEMES: tuple[str, ...] = (
+    "http",
+    "https",
+    "sqlite",
+    "postgresql",
+    "mysql",
+    "mssql",
+    "file",
+    "databricks",
+)
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """Experiment tracking beside the run directory (:mod:`fedsim.tracking`).
+
+    ``mlflow``: log the config (params), every round's metrics and ε per client, and the
+    run's files (artifacts) to MLflow (the ``tracking`` extra: ``pip install
+    "fedsim[tracking]"``). ``tracking_uri``: an MLflow tracking URI (``http://host:5000``,
+    ``sqlite:///path/mlflow.db``, ...); empty: a local store ``mlflow/`` next to the run
+    directory (a sweep's: in the sweep directory). ``experiment``: the MLflow experiment
+    (empty: the config's ``name``). A tracking failure never ends the run: one warning,
+    and the run goes on untracked.
+    """
+
+    mlflow: bool = False
+    tracking_uri: str = ""
+    experiment: str = ""
+
+
 @dataclass(frozen=True)
 class Config:
     """One experiment. See ``experiments/quickstart.yaml`` for an annotated example."""
@@ -505,6 +536,7 @@ class Config:
     valuation: ValuationConfig = field(default_factory=ValuationConfig)
     robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     @property
     def task(self) -> Literal["classification", "regression"]:
