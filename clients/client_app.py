@@ -42,7 +42,7 @@ from fedsim.deploy.state import load_state, record_round, save_state, site_lock
 from fedsim.errors import FedsimError, RunError
 from fedsim.privacy import DpEvent, PrivacyLedger, PureDp
 from fedsim.versions import local_version, read_version, version_mismatch
-from fedsim.workload import client_split, partitions_for, simulated_client_data
+from fedsim.workload import client_split, image_spec, partitions_for, simulated_client_data
 
 logger = logging.getLogger(__name__)
 
@@ -73,11 +73,12 @@ def pooled_site(msg: Message, num_clients: int) -> SiteConfig:
     return SiteConfig(client_id=cid, deployed=False)
 
 
-def site_data_of(site: SiteConfig) -> SiteData | None:
-    """The site's own training data, or ``None`` when it trains on a config partition."""
+def site_data_of(site: SiteConfig, cfg: Config) -> SiteData | None:
+    """The site's own training data (fitted to the run's declared input shape), or
+    ``None`` when it trains on a config partition."""
     if site.data_path is None:
         return None
-    return load_site_data(site.data_path, site.data_format)
+    return load_site_data(site.data_path, site.data_format, image_spec(cfg.data))
 
 
 def site_policy(site: SiteConfig) -> tuple[SitePolicy | None, str | None]:
@@ -331,7 +332,7 @@ def train_round(
         pruned=pruned,
         vog_state=vog_state,
     )
-    data = site_data_of(site) or simulated_client_data(cfg, site.client_id)
+    data = site_data_of(site, cfg) or simulated_client_data(cfg, site.client_id)
     return run_local_round(cfg, site.client_id, data, task, noise_root=secret_seed, policy=policy)
 
 
@@ -383,7 +384,7 @@ def handle_query(cfg: Config, msg: Message, context: Context) -> Message:
     """Tell the server which client this node is and how much data it holds."""
     site = site_from_node_config(context.node_config)
     client_id = site.client_id
-    data = site_data_of(site)
+    data = site_data_of(site, cfg)
     metrics = MetricRecord({keys.CLIENT_ID: client_id})
     if not cfg.hides_client_size and canary_of(cfg, client_id) is None:  # add/remove: private
         n = len(client_split(cfg, client_id)) if data is None else len(data.train)

@@ -47,6 +47,8 @@ class PreflightReport:
     relation: str = "replace-one"
     task: str = "classification"
     functional_plan: FunctionalPlan | None = None
+    #: Natural partitions: the site each client is (client i = site_names[i]).
+    site_names: tuple[str, ...] = ()
 
     def headline(self) -> str:
         """One line: the clients' sizes and the noise the privacy plan needs."""
@@ -76,6 +78,15 @@ class PreflightReport:
             f"(mean {sum(sizes) / len(sizes):.1f})",
             f"model: {self.num_parameters:,} trainable parameters",
         ]
+        if self.site_names:
+            out.insert(
+                2,
+                "clients are sites: "
+                + ", ".join(
+                    f"{i} = {name} ({n})"
+                    for i, (name, n) in enumerate(zip(self.site_names, sizes, strict=True))
+                ),
+            )
         fm = self.functional_plan
         if fm is not None:
             out.append(
@@ -233,6 +244,7 @@ def preflight(cfg: Config) -> PreflightReport:
         task=bundle.task,
         functional_plan=functional,
         relation=RELATION_TEXT[cfg.dp.neighbouring],
+        site_names=bundle.site_names if cfg.data.partition == "natural" else (),
     )
 
 

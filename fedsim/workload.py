@@ -8,21 +8,31 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 
 import numpy as np
 
 from fedsim.config import Config, DataConfig
 from fedsim.data import DatasetBundle, Split, load_dataset, partition_indices
 from fedsim.data.carve import stratified_holdout
+from fedsim.data.fit import ImageSpec
 from fedsim.deploy.site import SiteData
 from fedsim.errors import ConfigError
 from fedsim.seeding import derive_seed
 
+logger = logging.getLogger(__name__)
 
-def _val_size(data: DataConfig) -> int | float | None:
-    if data.val_size is None:
+
+def _holdout_size(size: float | None) -> int | float | None:
+    """A carve-out size from the config: a whole count as ``int``, a fraction as ``float``."""
+    if size is None:
         return None
-    return int(data.val_size) if data.val_size >= 1 else float(data.val_size)
+    return int(size) if size >= 1 else float(size)
+
+
+def image_spec(data: DataConfig) -> ImageSpec:
+    """The declared input shape of ``data`` (``data.image_size``, ``channels``, ``resize``)."""
+    return ImageSpec(size=data.image_hw, channels=data.channels, resize=data.resize)
 
 
 def _keep(split: Split, count: int | None, field: str, seed: int) -> Split:
@@ -32,7 +42,7 @@ def _keep(split: Split, count: int | None, field: str, seed: int) -> Split:
     if count > len(split):
         raise ConfigError([f"{field} must be at most the split's size {len(split)}; got {count}"])
     rng = np.random.default_rng(seed)
-    _, kept = stratified_holdout(split.strata, count, rng)
+    _, kept = stratified_holdout(split.holdout_strata, count, rng)
     part = split.subset(kept)
     part.x.setflags(write=False)
     part.y.setflags(write=False)
@@ -51,9 +61,12 @@ def dataset_for(data: DataConfig, seed: int) -> DatasetBundle:
         path=data.path,
         root=data.root,
         download=data.download,
-        val_size=_val_size(data),
+        val_size=_holdout_size(data.val_size),
         seed=derive_seed(seed, "val-split"),
         target=data.target,
+        test_size=_holdout_size(data.test_size),
+        image=image_spec(data),
+        sites=data.partition == "natural",
     )
     if data.train_samples is None and data.test_samples is None:
         return bundle
@@ -83,7 +96,17 @@ def partitions_for(data: DataConfig, seed: int) -> tuple[np.ndarray, ...]:
         shards_per_client=data.shards_per_client,
         min_partition_size=data.min_partition_size,
         seed=derive_seed(seed, "partition") % (2**32),
+        sites=bundle.train.sites,
+        site_names=bundle.site_names,
     )
+    if data.partition == "natural":
+        logger.info(
+            "natural partition: %s",
+            ", ".join(
+                f"client {i} = site {name!r} ({len(p)})"
+                for i, (name, p) in enumerate(zip(bundle.site_names, parts, strict=True))
+            ),
+        )
     return tuple(parts)
 
 

@@ -34,7 +34,10 @@ def test_all_problems_reported_together_with_paths() -> None:
     text = "\n".join(problems)
     assert "rounds must be >= 1; got 0" in text
     assert "bogus is not a known key" in text
-    assert "data.partition must be one of 'iid', 'dirichlet', 'shards'; got 'random'" in text
+    assert (
+        "data.partition must be one of 'iid', 'dirichlet', 'shards', 'natural'; got 'random'"
+        in text
+    )
     assert "data.num_clients must be an integer; got 2.5" in text
     assert "data.alpha must be > 0; got -1" in text
     assert "dp.epsilon must be > 0; got -1" in text

@@ -132,12 +132,13 @@ def test_regression_datasets_are_the_float_target_sources(name: str, tmp_path) -
 @pytest.mark.parametrize("name", PARTITIONERS.names())
 def test_partitioner_splits_disjoint_covering_reproducible(name: str) -> None:
     labels = np.random.default_rng(0).permutation(np.repeat(np.arange(4), 30))
-    parts = partition_indices(labels, 4, name, alpha=1.0, shards_per_client=2, seed=3)
+    kw = {"alpha": 1.0, "shards_per_client": 2, "seed": 3, "sites": labels}  # natural: 4 sites
+    parts = partition_indices(labels, 4, name, **kw)
     assert len(parts) == 4 and all(p.dtype == np.int64 and len(p) for p in parts)
     joined = np.concatenate(parts)
     assert len(np.unique(joined)) == len(joined)  # disjoint
     assert np.array_equal(np.sort(joined), np.arange(len(labels)))  # covering (120 = 4·2·15)
-    again = partition_indices(labels, 4, name, alpha=1.0, shards_per_client=2, seed=3)
+    again = partition_indices(labels, 4, name, **kw)
     assert all(np.array_equal(a, b) for a, b in zip(parts, again, strict=True))
 
 

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from fedsim.cli.base import Command
-from fedsim.cli.site import check_before_start
+from fedsim.cli.site import add_image_options, check_before_start
 from fedsim.errors import FedsimError
 from fedsim.keys import RUNS_DIR_ENV
 
@@ -98,6 +98,7 @@ def _configure_supernode(node_run: argparse.ArgumentParser) -> None:
     node_run.add_argument("--client-id", type=int, required=True, help="stable id 0..N-1")
     node_run.add_argument("--data", type=Path, help="the site's .npz file or image folder")
     node_run.add_argument("--data-format", choices=["npz", "imagefolder"])
+    add_image_options(node_run)
     node_run.add_argument("--state", type=Path, help="the site's state dir (privacy ledger)")
     node_run.add_argument(
         "--policy",

@@ -9,8 +9,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fedsim.cli.base import Command
+
+if TYPE_CHECKING:
+    from fedsim.data.fit import ImageSpec
 
 
 def _configure_site(site: argparse.ArgumentParser) -> None:
@@ -31,13 +35,55 @@ def _configure_site(site: argparse.ArgumentParser) -> None:
     check.add_argument(
         "--client-id", type=int, help="the site's client id (checked against its state file)"
     )
+    add_image_options(check)
     check.set_defaults(handler=_cmd_check)
+
+
+def add_image_options(parser: argparse.ArgumentParser) -> None:
+    """``--image-size``, ``--channels``, ``--resize``: the federation's declared input
+    (its config's ``data.image_size``, ``data.channels``, ``data.resize``), so that the
+    check fits the site's images as the ClientApp will."""
+    parser.add_argument(
+        "--image-size",
+        type=_image_size,
+        metavar="N|HxW",
+        help="the run's data.image_size: fit every image to it (default: keep the files' size)",
+    )
+    parser.add_argument("--channels", type=int, choices=[1, 3], help="the run's data.channels")
+    parser.add_argument(
+        "--resize",
+        choices=["stretch", "center_crop", "pad"],
+        default="stretch",
+        help="the run's data.resize (default: stretch)",
+    )
+
+
+def _image_size(text: str) -> tuple[int, int]:
+    parts = text.lower().split("x")
+    if len(parts) not in (1, 2) or not all(p.isdigit() and 1 <= int(p) <= 4096 for p in parts):
+        raise argparse.ArgumentTypeError(
+            f"must be N or HxW with sides in 1..4096 (e.g. 224 or 256x192); got {text!r}"
+        )
+    h = int(parts[0])
+    return h, int(parts[-1])
+
+
+def _image_spec(args: argparse.Namespace) -> ImageSpec:
+    from fedsim.data.fit import ImageSpec
+
+    return ImageSpec(
+        size=getattr(args, "image_size", None),
+        channels=getattr(args, "channels", None),
+        resize=getattr(args, "resize", "stretch"),
+    )
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
     from fedsim.deploy.sitecheck import check_site
 
-    report = check_site(args.data, args.state, args.policy, args.client_id, args.data_format)
+    report = check_site(
+        args.data, args.state, args.policy, args.client_id, args.data_format, _image_spec(args)
+    )
     for line in report.lines():
         print(line)
     print("site check passed")
@@ -55,7 +101,9 @@ def check_before_start(args: argparse.Namespace) -> None:
     """
     from fedsim.deploy.sitecheck import check_site
 
-    report = check_site(args.data, args.state, args.policy, args.client_id, args.data_format)
+    report = check_site(
+        args.data, args.state, args.policy, args.client_id, args.data_format, _image_spec(args)
+    )
     for line in report.lines():
         print(line, file=sys.stderr)
 

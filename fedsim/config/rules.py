@@ -19,6 +19,7 @@ from fedsim.config.schema import (
     MIN_RESOURCE_FRACTION,
     TRACKING_URI_SCHEMES,
     Config,
+    DataConfig,
     DPConfig,
 )
 from fedsim.config.task_rules import functional_checks, regression_checks
@@ -126,11 +127,41 @@ def data_checks(cfg: Config) -> list[str]:
         )
     if data.name in ("npz", "imagefolder") and not data.path:
         problems.append(f"data.path is required when data.name is {data.name!r}; got null")
-    if data.val_size is not None and data.val_size >= 1 and data.val_size % 1:
+    for name, size in (("val_size", data.val_size), ("test_size", data.test_size)):
+        if size is not None and size >= 1 and size % 1:
+            problems.append(
+                f"data.{name} must be a fraction in (0, 1) or a whole number of samples; got {size}"
+            )
+    if data.partition == "natural" and data.name not in ("npz", "imagefolder"):
         problems.append(
-            "data.val_size must be a fraction in (0, 1) or a whole number of samples; "
-            f"got {data.val_size}"
+            "data.partition 'natural' needs data labelled by site: data.name 'npz' (key "
+            "'train_sites') or 'imagefolder' (a <site>/ folder level); got data.name "
+            f"{data.name!r}"
         )
+    return [*problems, *_image_checks(data)]
+
+
+#: Largest side of a declared input image (``data.image_size``), in pixels.
+MAX_IMAGE_SIDE = 4096
+
+
+def _image_checks(data: DataConfig) -> list[str]:
+    """Rules of the declared input shape: ``data.image_size`` and ``data.channels``."""
+    problems = []
+    size = data.image_size
+    sides = (size,) if isinstance(size, int) else size or ()
+    if isinstance(size, tuple) and len(size) != 2:
+        problems.append(
+            "data.image_size must be one number (a square) or [height, width]; got a list "
+            f"of {len(size)}"
+        )
+    elif any(not 1 <= side <= MAX_IMAGE_SIDE for side in sides):
+        problems.append(
+            f"data.image_size must be between 1 and {MAX_IMAGE_SIDE} pixels per side; "
+            f"got {list(sides) if isinstance(size, tuple) else size}"
+        )
+    if data.channels is not None and data.channels not in (1, 3):
+        problems.append(f"data.channels must be 1 (grey) or 3 (RGB); got {data.channels}")
     return problems
 
 

@@ -27,7 +27,9 @@ DatasetName = Literal[
 ]
 #: Datasets whose target is a number (regression; the others are classification).
 REGRESSION_DATASETS: frozenset[str] = frozenset({"tabular", "diabetes"})
-PartitionName = Literal["iid", "dirichlet", "shards"]
+PartitionName = Literal["iid", "dirichlet", "shards", "natural"]
+#: How an image of another size is brought to ``data.image_size`` (fedsim.data.fit).
+ResizeName = Literal["stretch", "center_crop", "pad"]
 ModelName = Literal["cnn", "resnet9", "resnet18", "mlp", "secprobe_mlp", "secprobe_mlp8"]
 #: Models whose output layer the functional mechanism can train (``functional_head``).
 FUNCTIONAL_MODELS: frozenset[str] = frozenset({"secprobe_mlp", "secprobe_mlp8"})
@@ -109,6 +111,18 @@ class DataConfig:
     shards_per_client: int = field(default=2, metadata=_bounds(ge=1))
     min_partition_size: int = field(default=1, metadata=_bounds(ge=1))
     val_size: float | None = field(default=None, metadata=_bounds(gt=0))
+    #: Size of the test split carved when the data has none (plain image folder, npz
+    #: without test keys): a count or a fraction in (0, 1); None = min(5000, 10%).
+    test_size: float | None = field(default=None, metadata=_bounds(gt=0))
+    #: The declared input size: every image is fitted to it (``data.resize``); one
+    #: number for a square, or ``[height, width]``. None = the files' own (shared) size.
+    image_size: int | tuple[int, ...] | None = None
+    #: The declared channels: 1 (grey) or 3 (RGB). None = grey when every image is grey.
+    channels: int | None = None
+    #: How an image of another size is fitted to ``image_size``: ``stretch`` (exact
+    #: size, aspect may change), ``center_crop`` (cover, then cut the centre) or ``pad``
+    #: (fit inside, then pad with black).
+    resize: ResizeName = "stretch"
     #: Keep a stratified, seeded subset of this many training-pool samples (None = all);
     #: for experiments sized to small machines.
     train_samples: int | None = field(default=None, metadata=_bounds(ge=1))
@@ -116,6 +130,16 @@ class DataConfig:
     test_samples: int | None = field(default=None, metadata=_bounds(ge=1))
     #: The target column of a ``tabular`` CSV file (None = the last column).
     target: str | None = None
+
+    @property
+    def image_hw(self) -> tuple[int, int] | None:
+        """``data.image_size`` as ``(height, width)``, or ``None`` when unset."""
+        size = self.image_size
+        if size is None:
+            return None
+        if isinstance(size, int):
+            return size, size
+        return (size[0], size[1]) if len(size) == 2 else None
 
 
 @dataclass(frozen=True)

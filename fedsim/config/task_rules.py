@@ -51,6 +51,13 @@ def regression_checks(cfg: Config) -> list[str]:
             f"data.partition must be 'iid' for the regression dataset {data!r} (dirichlet and "
             f"shards split by class); got {cfg.data.partition!r}"
         )
+    for name in ("image_size", "channels"):
+        value = getattr(cfg.data, name)
+        if value is not None:
+            problems.append(
+                f"data.{name} must be null for the tabular dataset {data!r} (it declares an "
+                f"image shape); got {list(value) if isinstance(value, tuple) else value}"
+            )
     if cfg.model.name not in TABULAR_MODELS:
         problems.append(
             f"model.name must be one of {', '.join(sorted(TABULAR_MODELS))} for the tabular "

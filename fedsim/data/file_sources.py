@@ -41,6 +41,7 @@ _NPZ_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
     "test": (("test_images", "test_labels"), ("x_test", "y_test")),
 }
 _CLASS_NAMES_KEY = "class_names"
+_SITES_KEY = "train_sites"
 
 PNEUMONIAMNIST_CLASSES = ("normal", "pneumonia")
 
@@ -65,7 +66,12 @@ FASHION_MNIST_CLASSES = (
 )
 
 
-def read_npz(file: Path, where: str, class_names: tuple[str, ...] | None = None) -> SourceSplits:
+def read_npz(
+    file: Path,
+    where: str,
+    class_names: tuple[str, ...] | None = None,
+    sites: bool = False,
+) -> SourceSplits:
     """Read an ``.npz`` archive of image splits.
 
     Parameters
@@ -73,14 +79,16 @@ def read_npz(file: Path, where: str, class_names: tuple[str, ...] | None = None)
     file
         The archive. Required keys: ``train_images`` and ``train_labels`` (or ``x_train``
         and ``y_train``); optional: ``val_images``/``val_labels`` (``x_val``/``y_val``),
-        ``test_images``/``test_labels`` (``x_test``/``y_test``) and ``class_names`` (1-D
-        strings). Images and labels as accepted by
-        :func:`~fedsim.data.convert.make_split`.
+        ``test_images``/``test_labels`` (``x_test``/``y_test``), ``class_names`` (1-D
+        strings) and ``train_sites`` (one site per training image: integers or strings).
+        Images and labels as accepted by :func:`~fedsim.data.convert.make_split`.
     where
         How the file was named, e.g. ``"data.path (/data/x.npz)"``, for error messages.
     class_names
         Class names to use when the archive has none; by default ``"0", "1", ...`` up to
         the largest label.
+    sites
+        Read ``train_sites`` (required then): the site of each training image.
 
     Raises
     ------
@@ -89,7 +97,7 @@ def read_npz(file: Path, where: str, class_names: tuple[str, ...] | None = None)
         message names the file, the key, the rule and the value.
     """
     wanted = [k for pairs in _NPZ_KEYS.values() for pair in pairs for k in pair]
-    keys, arrays = read_npz_arrays(file, where, [*wanted, _CLASS_NAMES_KEY])
+    keys, arrays = read_npz_arrays(file, where, [*wanted, _CLASS_NAMES_KEY, _SITES_KEY])
     splits: dict[str, Split | None] = {
         split_name: _read_npz_split(arrays, keys, split_name, candidates, where)
         for split_name, candidates in _NPZ_KEYS.items()
@@ -116,7 +124,35 @@ def read_npz(file: Path, where: str, class_names: tuple[str, ...] | None = None)
         raise DataError(
             f"{where}: labels must be < the number of class names ({len(names)}); got label {top}"
         )
-    return SourceSplits(train=train, val=splits["val"], test=splits["test"], class_names=names)
+    site_names: tuple[str, ...] = ()
+    if sites:
+        if _SITES_KEY not in arrays:
+            raise DataError(
+                f"{where}: needs key {_SITES_KEY!r} (the site of each training image) for "
+                f"data.partition 'natural'; found {sorted(keys)}"
+            )
+        site_ids, site_names = _read_sites(arrays[_SITES_KEY], len(train), where)
+        train = Split(x=train.x, y=train.y, sites=site_ids)
+    return SourceSplits(
+        train=train,
+        val=splits["val"],
+        test=splits["test"],
+        class_names=names,
+        site_names=site_names,
+    )
+
+
+def _read_sites(value: np.ndarray, n: int, where: str) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Site indices (into the sorted distinct sites) and site names of ``train_sites``."""
+    if value.ndim != 1 or len(value) != n or value.dtype.kind not in "iuUS":
+        raise DataError(
+            f"{where}: key {_SITES_KEY!r} must be a 1-D array of integers or strings with "
+            f"one entry per training image ({n}); got {value.dtype} array of shape "
+            f"{value.shape}"
+        )
+    distinct, ids = np.unique(value, return_inverse=True)
+    names = tuple(str(v.decode() if isinstance(v, bytes) else v) for v in distinct.tolist())
+    return ids.reshape(-1).astype(np.int64), names
 
 
 def _read_npz_split(
@@ -173,7 +209,7 @@ def load_npz(args: SourceArgs) -> SourceSplits:
     if args.path is None:
         raise DataError("data.path is required for dataset 'npz': the .npz file to load")
     file = Path(args.path).expanduser()
-    return read_npz(file, f"data.path ({file})")
+    return read_npz(file, f"data.path ({file})", sites=args.sites)
 
 
 def load_pneumoniamnist(args: SourceArgs) -> SourceSplits:

@@ -5,6 +5,10 @@ Scaling by mode: 8-bit modes (``L``, ``RGB``, ``P``, ...) divide by 255; 16-bit 
 and must hold values in 0..65535; 32-bit float (``F``) must already be in ``[0, 1]``.
 Image sizes are checked from the header, against
 :data:`~fedsim.data.limits.MAX_IMAGE_PIXELS`, before any pixel is decoded.
+
+DICOM and NIfTI files (by extension) are read by :mod:`fedsim.data.medical` instead of
+PIL: windowed or min–max scaled to ``[0, 1]``; their header mode is ``"L"`` (grey DICOM),
+``"RGB"`` (colour DICOM) or ``"F"`` (NIfTI).
 """
 
 from __future__ import annotations
@@ -20,6 +24,14 @@ from PIL import Image
 
 from fedsim.data.convert import check_unit_range
 from fedsim.data.limits import MAX_IMAGE_PIXELS
+from fedsim.data.medical import (
+    is_dicom,
+    is_nifti,
+    read_dicom,
+    read_dicom_header,
+    read_nifti,
+    read_nifti_header,
+)
 from fedsim.errors import DataError
 
 __all__ = ["GREY_MODES", "ImageHeader", "read_header", "read_pixels"]
@@ -47,9 +59,13 @@ def read_header(path: str, where: str) -> ImageHeader:
     Raises
     ------
     DataError
-        If the file is not an image PIL can identify, or has more than
-        :data:`~fedsim.data.limits.MAX_IMAGE_PIXELS` pixels or zero pixels.
+        If the file is not an image PIL can identify (or a readable DICOM/NIfTI file),
+        or has more than :data:`~fedsim.data.limits.MAX_IMAGE_PIXELS` pixels or zero pixels.
     """
+    if is_dicom(path):
+        return ImageHeader(*read_dicom_header(path, where))
+    if is_nifti(path):
+        return ImageHeader(*read_nifti_header(path, where))
     with _decoding(path, where), Image.open(path) as img:
         header = ImageHeader(img.mode, *img.size)
     pixels = header.width * header.height
@@ -79,6 +95,9 @@ def read_pixels(path: str, channels: Channels, where: str) -> np.ndarray:
     DataError
         If decoding fails (corrupt or truncated file) or the values cannot be scaled.
     """
+    if is_dicom(path) or is_nifti(path):
+        pixels = read_dicom(path, where) if is_dicom(path) else read_nifti(path, where)
+        return _as_channels(pixels, channels)
     with _decoding(path, where), Image.open(path) as img:
         if img.mode in GREY_MODES - {"1", "L"}:
             grey = _scaled_grey(img, path, where)[None]
@@ -86,6 +105,16 @@ def read_pixels(path: str, channels: Channels, where: str) -> np.ndarray:
         mode = "L" if channels == "grey" else "RGB"
         pixels = np.asarray(img.convert(mode), dtype=np.float32) / np.float32(255.0)
     return pixels[None] if channels == "grey" else pixels.transpose(2, 0, 1)
+
+
+def _as_channels(pixels: np.ndarray, channels: Channels) -> np.ndarray:
+    """A ``(1|3, H, W)`` image with the requested channels (RGB → grey: 601-2 luma)."""
+    if channels == "rgb" and len(pixels) == 1:
+        return np.repeat(pixels, 3, axis=0)
+    if channels == "grey" and len(pixels) == 3:
+        luma = np.tensordot(np.array([0.299, 0.587, 0.114], np.float32), pixels, axes=1)
+        return np.clip(luma, 0.0, 1.0).astype(np.float32)[None]
+    return pixels
 
 
 def _scaled_grey(img: Image.Image, path: str, where: str) -> np.ndarray:

@@ -1,10 +1,13 @@
-"""Cutting the training pool into client partitions: IID, Dirichlet(α) and shards.
+"""Cutting the training pool into client partitions: IID, Dirichlet(α), shards, natural.
 
 The partitions come from flwr-datasets' partitioners (``IidPartitioner``,
-``DirichletPartitioner``, ``ShardPartitioner``), run on an in-memory Hugging Face dataset
-of ``{"label", "idx"}`` rows. Before that, the pool is put in a random order drawn from
-``seed`` (the IID partitioner is not seedable: it cuts the dataset into contiguous blocks;
-for the other two the order decides which samples of a class end up together).
+``DirichletPartitioner``, ``ShardPartitioner``, ``NaturalIdPartitioner``), run on an
+in-memory Hugging Face dataset of ``{"label", "idx"}`` rows (``{"site", "idx"}`` for
+natural partitions, where each client is one real site of a site-labelled dataset).
+Before that, the pool is put in a random order drawn from ``seed`` (the IID partitioner
+is not seedable: it cuts the dataset into contiguous blocks; for Dirichlet and shards the
+order decides which samples of a class end up together; natural partitions do not
+depend on it).
 
 For more than :data:`FLWR_MAX_CLIENTS` clients, the same algorithms run as pure-NumPy
 replicas (``_iid_numpy``, ``_dirichlet_numpy``, ``_shards_numpy``) that give
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import io
 import logging
 import math
 import warnings
@@ -75,6 +79,8 @@ class _Request:
     shards_per_client: int
     min_partition_size: int
     seed: int
+    sites: np.ndarray | None = None
+    site_names: tuple[str, ...] = ()
 
 
 Scheme = Callable[[_Request], list[np.ndarray]]
@@ -90,6 +96,8 @@ def partition_indices(
     shards_per_client: int = 2,
     min_partition_size: int = 1,
     seed: int = 0,
+    sites: np.ndarray | None = None,
+    site_names: tuple[str, ...] = (),
 ) -> list[np.ndarray]:
     """Cut a pool of labelled samples into ``num_clients`` partitions.
 
@@ -115,6 +123,9 @@ def partition_indices(
         whole shards left over. With many clients this can be a large share (55,000
         samples, 10,000 clients × 2 shards: shards of 2, 15,000 dropped); the count is
         logged.
+        ``"natural"``: client ``i`` gets every sample of site ``i`` (flwr-datasets'
+        ``NaturalIdPartitioner`` over ``sites``; sites in sorted order of their names), so
+        ``num_clients`` must equal the number of sites.
     alpha
         Dirichlet concentration α > 0 (``data.alpha``); dirichlet only.
     shards_per_client
@@ -124,6 +135,10 @@ def partition_indices(
         as described above; IID and shards have fixed sizes and raise if they are smaller.
     seed
         Non-negative seed; the same inputs and seed give the same partitions.
+    sites
+        ``int64`` site index of each sample (natural only), ``0..len(site_names)-1``.
+    site_names
+        The sites' names, for messages (natural only).
 
     Returns
     -------
@@ -170,6 +185,8 @@ def partition_indices(
         shards_per_client=shards_per_client,
         min_partition_size=int(min_partition_size),
         seed=int(seed),
+        sites=None if sites is None else np.asarray(sites),
+        site_names=tuple(site_names),
     )
     return [np.sort(p).astype(np.int64) for p in partitioner(request)]
 
@@ -342,6 +359,48 @@ def _shards_numpy(req: _Request) -> list[np.ndarray]:
     return list(by_label[rows.reshape(k, -1)])
 
 
+# --- natural (one client per site) ---------------------------------------------------
+
+
+@PARTITIONERS.register("natural")
+def _natural(req: _Request) -> list[np.ndarray]:
+    sites = req.sites
+    if sites is None:
+        raise FedsimError(
+            "data.partition 'natural' needs data labelled by site: an npz with key "
+            "'train_sites' or an imagefolder with a <site>/ level above the class folders"
+        )
+    if sites.shape != req.labels.shape or not np.issubdtype(sites.dtype, np.integer):
+        raise FedsimError(
+            f"partition sites must be {len(req.labels)} integers, one per sample; got "
+            f"{sites.dtype} array of shape {sites.shape}"
+        )
+    names = req.site_names or tuple(str(s) for s in range(int(sites.max()) + 1))
+    k = len(names)
+    if req.num_clients != k:
+        shown = ", ".join(repr(n) for n in names[:10]) + (", ..." if k > 10 else "")
+        raise FedsimError(
+            f"data.num_clients must equal the number of sites ({k}: {shown}) when "
+            f"data.partition is 'natural'; got {req.num_clients}"
+        )
+    sizes = np.bincount(sites, minlength=k)
+    small = [i for i in range(k) if sizes[i] < max(1, req.min_partition_size)]
+    if small:
+        listed = ", ".join(f"{names[i]!r} ({sizes[i]})" for i in small[:10])
+        raise FedsimError(
+            f"data.partition 'natural': sites with fewer than "
+            f"max(1, data.min_partition_size={req.min_partition_size}) training samples "
+            f"(after the server's validation/test carve-outs): {listed}"
+        )
+    if k > FLWR_MAX_CLIENTS:
+        return [np.flatnonzero(sites == i) for i in range(k)]
+    from flwr_datasets.partitioner import NaturalIdPartitioner
+
+    partitioner = NaturalIdPartitioner(partition_by="site")
+    with contextlib.redirect_stderr(io.StringIO()):  # its tqdm bar, one line per call
+        return _run_flwr(partitioner, sites, np.arange(len(sites)), k, column="site")
+
+
 # --- helpers --------------------------------------------------------------------------
 
 
@@ -353,12 +412,13 @@ def _group(order: np.ndarray, owner: np.ndarray, k: int) -> list[np.ndarray]:
 
 
 def _run_flwr(
-    partitioner: Partitioner, labels: np.ndarray, idx: np.ndarray, k: int
+    partitioner: Partitioner, labels: np.ndarray, idx: np.ndarray, k: int, column: str = "label"
 ) -> list[np.ndarray]:
-    """Run a flwr-datasets partitioner on rows ``(labels[j], idx[j])``; return idx per client."""
+    """Run a flwr-datasets partitioner on rows ``(labels[j], idx[j])`` (the first column
+    named ``column``); return idx per client."""
     import datasets
 
-    table = datasets.Dataset.from_dict({"label": labels, "idx": idx})  # in memory, no cache
+    table = datasets.Dataset.from_dict({column: labels, "idx": idx})  # in memory, no cache
     partitioner.dataset = table
     parts = []
     with _quiet_datasets(), warnings.catch_warnings():

@@ -10,11 +10,12 @@ regression task (:attr:`Split.task`). The types check these invariants when buil
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 
+from fedsim.data.fit import ImageSpec
 from fedsim.errors import DataError
 
 __all__ = ["DatasetBundle", "SourceArgs", "SourceSplits", "Split", "TaskKind", "max_label"]
@@ -34,6 +35,9 @@ class Split:
     y
         ``int64`` labels of shape ``(N,)`` (classification), or ``float32`` targets of
         shape ``(N,)`` (regression).
+    sites
+        ``int64`` site indices of shape ``(N,)`` for data labelled by site (natural
+        partitions; names in :attr:`DatasetBundle.site_names`), else ``None``.
 
     Raises
     ------
@@ -44,6 +48,7 @@ class Split:
 
     x: np.ndarray
     y: np.ndarray
+    sites: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.x, np.ndarray) or self.x.dtype != np.float32 or self.x.ndim != 4:
@@ -64,6 +69,15 @@ class Split:
                 f"Split.y must have one label per image: {len(self.x)} images but "
                 f"{len(self.y)} labels"
             )
+        if self.sites is not None and (
+            not isinstance(self.sites, np.ndarray)
+            or self.sites.dtype != np.int64
+            or self.sites.shape != self.y.shape
+        ):
+            raise DataError(
+                f"Split.sites must be an int64 array of shape ({len(self.y)},); got "
+                f"{_describe(self.sites)}"
+            )
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
@@ -79,6 +93,16 @@ class Split:
         samples for regression targets."""
         return self.y if self.task == "classification" else np.zeros(len(self), np.int64)
 
+    @property
+    def holdout_strata(self) -> np.ndarray:
+        """``int64`` groups to carve held-out samples by: :attr:`strata`, within each
+        site when the split is labelled by site (so every site gives its share)."""
+        if self.sites is None:
+            return self.strata
+        pairs = np.stack([self.sites, self.strata])
+        _, groups = np.unique(pairs, axis=1, return_inverse=True)
+        return groups.reshape(-1).astype(np.int64)
+
     def subset(self, idx: np.ndarray) -> Split:
         """Return the samples at ``idx`` (integer indices or a boolean mask) as a new split.
 
@@ -93,7 +117,8 @@ class Split:
             )
         if index.size == 0:
             index = index.astype(np.int64)
-        return Split(x=self.x[index], y=self.y[index])
+        sites = None if self.sites is None else self.sites[index]
+        return Split(x=self.x[index], y=self.y[index], sites=sites)
 
 
 @dataclass(frozen=True)
@@ -117,6 +142,9 @@ class DatasetBundle:
     class_names
         One name per class, ``len(class_names) == num_classes`` (regression: the target's
         name).
+    site_names
+        For data labelled by site: one name per site, indexed by ``train.sites``
+        (sorted); else empty.
     """
 
     name: str
@@ -125,12 +153,19 @@ class DatasetBundle:
     test: Split
     num_classes: int
     class_names: tuple[str, ...]
+    site_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.num_classes < 1 or len(self.class_names) != self.num_classes:
             raise DataError(
                 f"dataset {self.name!r}: num_classes ({self.num_classes}) must be >= 1 and "
                 f"equal the number of class names ({len(self.class_names)})"
+            )
+        sites = self.train.sites
+        if sites is not None and len(sites) and int(sites.max()) >= len(self.site_names):
+            raise DataError(
+                f"dataset {self.name!r}: site indices must be < the number of site names "
+                f"({len(self.site_names)}); got {int(sites.max())}"
             )
         shape = self.train.x.shape[1:]
         for split_name, split in (("train", self.train), ("val", self.val), ("test", self.test)):
@@ -180,12 +215,20 @@ class SourceArgs:
         ``data.download``: whether a missing downloadable dataset may be fetched.
     target
         ``data.target``: the target column of a tabular file (``None``: the last one).
+    image
+        The declared input (``data.image_size``, ``data.channels``, ``data.resize``);
+        an image folder fits each image to it while decoding.
+    sites
+        Read the data's site labels (``data.partition: natural``): an image folder's site
+        level, an ``npz`` archive's ``train_sites``.
     """
 
     path: str | None = None
     root: str | None = None
     download: bool = True
     target: str | None = None
+    image: ImageSpec = field(default_factory=ImageSpec)
+    sites: bool = False
 
 
 @dataclass(frozen=True)
@@ -200,12 +243,15 @@ class SourceSplits:
         The source's own validation and test splits, or ``None`` when it has none.
     class_names
         One name per class; its length is the number of classes.
+    site_names
+        One name per site of ``train.sites`` (data labelled by site), else empty.
     """
 
     train: Split
     val: Split | None
     test: Split | None
     class_names: tuple[str, ...]
+    site_names: tuple[str, ...] = ()
 
 
 def max_label(splits: Iterable[Split]) -> int:

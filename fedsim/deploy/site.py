@@ -9,7 +9,9 @@ A hospital starts its SuperNode with a node config such as::
   as simulation sets it);
 - ``data-path``: the site's own training data, read locally and never sent anywhere —
   an ``.npz`` archive (``train_images``/``train_labels``, optional ``class_names``) or an
-  image folder (``train/<class>/...``); ``data-format`` (``npz`` | ``imagefolder``)
+  image folder (``<class>/...`` or ``train/<class>/...``; PNG/JPEG/TIFF, DICOM, NIfTI),
+  whose images are fitted to the run's declared input (``data.image_size``,
+  ``data.channels``, ``data.resize``); ``data-format`` (``npz`` | ``imagefolder``)
   overrides the guess from the path;
 - ``state-dir``: where the site keeps its privacy ledger between rounds, runs and
   restarts (:mod:`fedsim.deploy.state`);
@@ -31,7 +33,9 @@ from typing import Any, Literal
 
 from fedsim import keys
 from fedsim.data.file_sources import load_npz
+from fedsim.data.fit import ImageSpec
 from fedsim.data.imagefolder import load_imagefolder
+from fedsim.data.sources import fit_source
 from fedsim.data.types import SourceArgs, Split
 from fedsim.errors import DataError, FedsimError
 
@@ -117,8 +121,16 @@ def site_from_node_config(node_config: Mapping[str, Any]) -> SiteConfig:
 
 
 @functools.lru_cache(maxsize=2)
-def load_site_data(path: Path, data_format: SiteFormat | None = None) -> SiteData:
+def load_site_data(
+    path: Path,
+    data_format: SiteFormat | None = None,
+    image: ImageSpec = ImageSpec(),  # noqa: B008
+) -> SiteData:
     """Read a site's training data (cached per process); only its train split is used.
+
+    ``image`` is the federation's declared input shape (the run's ``data.image_size``,
+    ``data.channels``, ``data.resize``): the site's images are fitted to it, so a site's
+    own export (other sizes, modes, DICOM) matches the coordinator's model.
 
     Raises
     ------
@@ -131,7 +143,7 @@ def load_site_data(path: Path, data_format: SiteFormat | None = None) -> SiteDat
         raise DataError(f"{where}: not found")
     loader = load_imagefolder if fmt == "imagefolder" else load_npz
     try:
-        source = loader(SourceArgs(path=str(path)))
+        source = fit_source(loader(SourceArgs(path=str(path), image=image)), image, where)
     except DataError as exc:
         raise DataError(str(exc).replace("data.path", "node config data-path")) from None
     train = source.train

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fedsim.data.fit import ImageSpec
 from fedsim.deploy.policy import DEFAULT_POLICY, SitePolicy, load_policy
 from fedsim.deploy.site import SiteData, SiteFormat, load_site_data
 from fedsim.deploy.state import LOCK_FILE, SiteState, read_state, state_file
@@ -128,8 +129,13 @@ class SiteReport:
         return out
 
 
-def summarize_data(path: Path, data_format: SiteFormat | None = None) -> DataSummary:
-    """Load the site's data as its ClientApp does and summarise it.
+def summarize_data(
+    path: Path,
+    data_format: SiteFormat | None = None,
+    image: ImageSpec = ImageSpec(),  # noqa: B008 (frozen)
+) -> DataSummary:
+    """Load the site's data as its ClientApp does (fitted to the federation's declared
+    input ``image``) and summarise it.
 
     Raises
     ------
@@ -137,7 +143,7 @@ def summarize_data(path: Path, data_format: SiteFormat | None = None) -> DataSum
         If the file or folder is missing, unreadable or malformed.
     """
     try:
-        data: SiteData = load_site_data(path, data_format)
+        data: SiteData = load_site_data(path, data_format, image)
     except DataError as exc:  # the ClientApp's message, naming the option given here
         raise DataError(str(exc).replace("node config data-path", "--data", 1)) from None
     except OSError as exc:  # e.g. a folder the SuperNode's user may not read
@@ -220,6 +226,7 @@ def check_site(
     policy_path: Path | None = None,
     client_id: int | None = None,
     data_format: SiteFormat | None = None,
+    image: ImageSpec = ImageSpec(),  # noqa: B008 (frozen)
 ) -> SiteReport:
     """Check every part of a site (see the module docstring).
 
@@ -244,7 +251,7 @@ def check_site(
     summary = None
     if data is not None:
         try:
-            summary = summarize_data(data, data_format)
+            summary = summarize_data(data, data_format, image)
         except FedsimError as exc:
             problems.append(str(exc))
     if len(problems) == 1:

@@ -43,6 +43,8 @@ def partition_text(cfg: Config) -> str:
         return f"dirichlet (α = {data.alpha:g})"
     if data.partition == "shards":
         return f"shards ({data.shards_per_client} per client)"
+    if data.partition == "natural":
+        return "natural (one client per site)"
     return data.partition
 
 
