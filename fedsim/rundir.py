@@ -28,9 +28,10 @@ from fedsim.checkpoint import (
     sha256_file,
     sha256_text,
 )
+from fedsim.clinical import BinaryCounts
 from fedsim.config import Config, to_yaml
 from fedsim.files import write_atomic
-from fedsim.records import EvalResult, RoundRecord
+from fedsim.records import EvalResult, RoundRecord, SiteEvaluation
 
 if TYPE_CHECKING:
     from fedsim.summary import RunSummary
@@ -56,6 +57,15 @@ OPTIONAL_TEST_METRICS: tuple[tuple[str, str, str], ...] = (
     ("test_auc", "AUC", "auc"),
     ("test_balanced_accuracy", "balanced accuracy", "bal acc"),
     ("test_mre", "mean relative error", "mre"),
+)
+#: Clinical test metrics of binary tasks (class 1 positive, :mod:`fedsim.clinical`): key,
+#: name in reports, TensorBoard tag (reports and TensorBoard; the round line shows the
+#: per-class recalls, which are sensitivity and specificity).
+CLINICAL_TEST_METRICS: tuple[tuple[str, str, str], ...] = (
+    ("test_sensitivity", "sensitivity", "test/sensitivity"),
+    ("test_specificity", "specificity", "test/specificity"),
+    ("test_precision", "precision", "test/precision"),
+    ("test_f1", "F1", "test/f1"),
 )
 #: TensorBoard scalar tags of the test metrics (the HParams dashboard's metric columns).
 TB_TEST_METRICS = ("test/accuracy", "test/loss", "test/auc", "test/balanced_accuracy")
@@ -172,6 +182,8 @@ class RunWriter:
         if self._tb is not None:
             step = record.round
             self._test_scalars(record.test, step)
+            if record.site_evaluation is not None:
+                self._site_scalars(record.site_evaluation, step)
             for c in record.clients:
                 if c.epsilon is not None:
                     self._tb.add_scalar(f"epsilon/client_{c.client_id}", c.epsilon, step)
@@ -200,6 +212,43 @@ class RunWriter:
         for label, recall in enumerate(result.class_recall or ()):
             if recall is not None:
                 self._tb.add_scalar(f"test/recall_class_{label}", recall, step)
+        self._binary_scalars("test", result.binary, step)
+
+    def _site_scalars(self, evaluation: SiteEvaluation, step: int) -> None:
+        """The sites' aggregate under ``sites/`` and each site's accuracy and ε."""
+        aggregate = evaluation.aggregate
+        if aggregate is not None:
+            rates = {
+                "accuracy": aggregate.accuracy,
+                "balanced_accuracy": aggregate.balanced_accuracy,
+                "sensitivity": aggregate.sensitivity,
+                "specificity": aggregate.specificity,
+                "precision": aggregate.precision,
+                "f1": aggregate.f1,
+                "num_examples": aggregate.num_examples,
+            }
+            for name, value in rates.items():
+                if value is not None:
+                    self._tb.add_scalar(f"sites/{name}", value, step)
+        for site in evaluation.sites:
+            if site.metrics is not None and site.metrics.accuracy is not None:
+                self._tb.add_scalar(
+                    f"sites/accuracy/client_{site.client_id}", site.metrics.accuracy, step
+                )
+            if site.epsilon_evaluation is not None:
+                self._tb.add_scalar(
+                    f"epsilon_evaluation/client_{site.client_id}", site.epsilon_evaluation, step
+                )
+
+    def _binary_scalars(self, prefix: str, binary: BinaryCounts | None, step: int) -> None:
+        """Sensitivity, specificity, precision, F1 and the counts tn/fp/fn/tp."""
+        if binary is None:
+            return
+        for name, value in binary.json().items():
+            if value is not None:
+                self._tb.add_scalar(f"{prefix}/{name}", value, step)
+        for name, count in binary.counts_json().items():
+            self._tb.add_scalar(f"{prefix}/confusion_{name}", count, step)
 
     def _clear_outputs(self) -> None:
         """Remove the outputs of an earlier run in this directory (``--overwrite``)."""
