@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from scipy import stats
 
 from clients.evaluate_round import EvalTask, held_out_matrix, run_site_evaluation
@@ -305,3 +306,74 @@ def test_held_out_matrix_counts_every_sample() -> None:
     for t in range(3):
         for p in range(3):
             assert matrix[t, p] == int(np.sum((split.y == t) & (predicted == p)))
+
+
+# --------------------------------------------------------------------------- a deployed site
+
+
+def _site_app_call(cfg, node: dict, kind: str, context: Context | None = None) -> Message:
+    from clients.client_app import make_client_app
+
+    context = context or Context(
+        run_id=7, node_id=5, node_config=node, state=RecordDict(), run_config={}
+    )
+    arrays = ArrayRecord(build_model("mlp", (1, 28, 28), 2, seed=0).state_dict())
+    msg = Message(
+        content=RecordDict(
+            {keys.ARRAYS: arrays, keys.CONFIG: ConfigRecord({keys.SERVER_ROUND: 1})}
+        ),
+        dst_node_id=5,
+        message_type=kind,
+    )
+    reply = make_client_app(cfg)(msg, context)
+    assert not reply.has_error(), reply.error
+    return reply
+
+
+def test_a_deployed_site_evaluates_on_its_own_held_out_part(tmp_path, task_identity) -> None:
+    """Through the real ClientApp (in process): the site trains on 32 of its 40 records,
+    releases noisy counts of the other 8 (from OS entropy), and keeps the charge in its
+    state file; a policy without ``evaluation`` refuses and releases nothing."""
+    from fedsim.deploy.state import load_state
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "site.npz"
+    np.savez(data, train_images=rng.integers(0, 255, (40, 28, 28), dtype=np.uint8),
+             train_labels=np.array([0, 1] * 20))  # fmt: skip
+    cfg = from_dict(
+        {
+            "rounds": 2,
+            "data": {"num_clients": 2},
+            "model": {"name": "mlp"},
+            "client": {"batch_size": 10},
+            "dp": {"epsilon": 2.0, "delta": 1e-5},
+            "evaluation": {"federated": True, "epsilon": 1.0, "holdout": 0.2},
+        }
+    )
+    state = tmp_path / "state"
+    node = {keys.NODE_CLIENT_ID: 1, keys.NODE_DATA_PATH: str(data), keys.NODE_STATE_DIR: str(state)}
+    query = _site_app_call(cfg, node, "query")
+    assert query.content.metric_records[keys.METRICS][keys.NUM_EXAMPLES] == 32
+    trained = _site_app_call(cfg, node, "train")
+    assert trained.content.metric_records[keys.METRICS][keys.NUM_EXAMPLES] == 32
+    before = load_state(state, 1).ledger
+    first = _site_app_call(cfg, node, "evaluate")
+    second = _site_app_call(cfg, node, "evaluate")
+    counts = [
+        list(r.content.metric_records[keys.METRICS][keys.EVAL_COUNTS])  # type: ignore[arg-type]
+        for r in (first, second)
+    ]
+    assert len(counts[0]) == 4 and counts[0] != counts[1]  # the site's own noise
+    assert abs(sum(counts[0]) - 8) < 40
+    after = load_state(state, 1).ledger
+    assert after.events == (*before.events, *[EvaluationRelease(0.5, 2)] * 2)
+    status = first.content.config_records[keys.STATUS]
+    assert read_ledger(status[keys.STATUS_LEDGER]).ledger == before.with_event(
+        EvaluationRelease(0.5, 2)
+    )
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("mechanisms: [dpsgd]\n")
+    refused = _site_app_call(cfg, {**node, keys.NODE_POLICY_PATH: str(policy)}, "evaluate")
+    assert refused.content.config_records[keys.STATUS][keys.STATUS_CODE] == keys.STATUS_REFUSED
+    assert keys.EVAL_COUNTS not in refused.content.metric_records[keys.METRICS]
+    assert load_state(state, 1).ledger == after
