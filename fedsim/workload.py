@@ -122,6 +122,15 @@ def _partition(cfg: Config, client_id: int) -> Split:
     return bundle.train.subset(partitions_for(cfg.data, cfg.seed)[client_id])
 
 
+def client_indices(cfg: Config, client_id: int) -> np.ndarray:
+    """Indices into the training pool of what client ``client_id`` trains on: its
+    partition, without its held-out split under ``evaluation.federated``."""
+    part = partitions_for(cfg.data, cfg.seed)[client_id]
+    if not cfg.evaluation.federated:
+        return part
+    return part[holdout_indices(cfg, client_id, _partition(cfg, client_id))[0]]
+
+
 def client_split(cfg: Config, client_id: int) -> Split:
     """The local training data of client ``client_id``: its partition, without its
     held-out split under ``evaluation.federated`` (:func:`holdout_indices`)."""

@@ -377,3 +377,31 @@ def test_a_deployed_site_evaluates_on_its_own_held_out_part(tmp_path, task_ident
     assert refused.content.config_records[keys.STATUS][keys.STATUS_CODE] == keys.STATUS_REFUSED
     assert keys.EVAL_COUNTS not in refused.content.metric_records[keys.METRICS]
     assert load_state(state, 1).ledger == after
+
+
+def test_training_indices_point_at_the_training_data() -> None:
+    from fedsim.workload import client_indices, dataset_for
+
+    cfg = _cfg()
+    pool = dataset_for(cfg.data, cfg.seed).train
+    for cid in range(3):
+        assert np.array_equal(pool.x[client_indices(cfg, cid)], client_split(cfg, cid).x)
+
+
+def test_a_resumed_run_gets_its_site_evaluations_back() -> None:
+    from fedsim.checkpoint import entry_of
+    from fedsim.records import EvalResult, RoundRecord, SiteEvalRecord, SiteEvaluation, SiteMetrics
+    from fedsim.round_log import RoundLog
+
+    evaluation = SiteEvaluation(
+        sites=(
+            SiteEvalRecord(0, "ok", SiteMetrics.of([[3.5, 1.0], [0.2, 4.0]]), 1.0, 1.0, 2.5),
+            SiteEvalRecord(2, "refused", rejected_reason="site policy: no"),
+        ),
+        aggregate=SiteMetrics.of([[3.5, 1.0], [0.2, 4.0]]),
+    )
+    line = RoundRecord(round=3, test=EvalResult(0.5, 0.7), site_evaluation=evaluation).to_json()
+    log = RoundLog()
+    log.restore((entry_of(json.loads(json.dumps(line))),))
+    assert log.site_evaluations() == {3: evaluation}
+    assert log.entry(3).site_evaluation == evaluation
