@@ -475,10 +475,16 @@ class EvaluationConfig:
     is allowed only without ``dp.enabled``.
     """
 
+    #: Ask the sites to evaluate the global model (Flower evaluate messages).
     federated: bool = False
+    #: Evaluate after every ``every``-th round (and after the last).
     every: int = field(default=1, metadata=_bounds(ge=1, le=MAX_ROUNDS))
+    #: Fraction of the clients asked each time (at least one), sampled from the seed.
     fraction: float = field(default=1.0, metadata=_bounds(gt=0, le=1))
+    #: Fraction of each site's data held out for its evaluation (never trained on).
     holdout: float = field(default=0.2, metadata=_bounds(gt=0, lt=1))
+    #: ε of one site's release (Laplace noise on its confusion matrix); ``null``: exact
+    #: counts, only without ``dp.enabled``.
     epsilon: float | None = field(default=1.0, metadata=_bounds(gt=0, le=MAX_EVENT_EPSILON))
 
     def due(self, server_round: int, last_round: int) -> bool:
