@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 from scipy import stats
 
 from clients.evaluate_round import EvalTask, held_out_matrix, run_site_evaluation
@@ -405,3 +405,62 @@ def test_a_resumed_run_gets_its_site_evaluations_back() -> None:
     log.restore((entry_of(json.loads(json.dumps(line))),))
     assert log.site_evaluations() == {3: evaluation}
     assert log.entry(3).site_evaluation == evaluation
+
+
+def test_the_server_records_every_site_and_pools_the_releases(task_identity) -> None:
+    """SiteEvaluator.collect over real Flower messages: an error reply, a malformed one,
+    a late one (absent), a refusal and two releases — the run goes on, the pool holds the
+    two releases only, and each release's ledger reaches the strategy."""
+    from fedsim.round_log import RoundLog
+    from strategies.directory import ClientDirectory
+    from strategies.site_eval import SiteEvaluator
+
+    cfg = _cfg(epsilon=1.0)
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, num_clients=6))
+    directory = ClientDirectory(
+        node_of={c: 10 + c for c in range(6)},
+        client_of={10 + c: c for c in range(6)},
+        num_examples={},
+    )
+    ledgers: dict[int, PrivacyLedger] = {}
+    evaluator = SiteEvaluator(cfg, directory, RoundLog(), 2, ledgers.__setitem__)
+    sent = {
+        c: Message(content=RecordDict({}), dst_node_id=10 + c, message_type="evaluate")
+        for c in range(6)
+    }
+
+    def reply(cid: int, **change: object) -> Message:
+        metrics, configs = _reply(**{keys.CLIENT_ID: cid, **change})
+        return Message(
+            content=RecordDict({keys.METRICS: MetricRecord(metrics[keys.METRICS]),
+                                keys.STATUS: ConfigRecord(configs[keys.STATUS])}),
+            reply_to=sent[cid],
+        )  # fmt: skip
+
+    refusal = Message(
+        content=RecordDict(
+            {keys.METRICS: MetricRecord({keys.CLIENT_ID: 3}),
+             keys.STATUS: ConfigRecord({keys.STATUS_CODE: "budget-exhausted",
+                                        keys.STATUS_REASON: "budget exhausted: ..."})}
+        ),
+        reply_to=sent[3],
+    )  # fmt: skip
+    replies = [
+        reply(0),
+        Message(Error(code=0, reason="Traceback\nValueError: disk gone"), reply_to=sent[1]),
+        reply(2, **{keys.EVAL_COUNTS: [1.0, float("inf"), 0.0, 2.0]}),
+        refusal,
+        reply(5, **{keys.EVAL_COUNTS: [2.0, 1.0, 0.5, 3.0]}),
+        reply(5),  # a second reply from the same site: ignored
+    ]
+    addressed = {(10 + c, ""): c for c in range(6)}
+    evaluation = evaluator.collect(4, list(range(6)), replies, addressed)
+    status = {s.client_id: s.status for s in evaluation.sites}
+    assert status == {0: "ok", 1: "failed", 2: "rejected", 3: "budget-exhausted",
+                      4: "failed", 5: "ok"}  # fmt: skip
+    reasons = {s.client_id: s.rejected_reason for s in evaluation.sites}
+    assert reasons[1] == "client error: ValueError: disk gone"
+    assert reasons[4] == "no reply before timeout" and "inf" in str(reasons[2])
+    assert evaluation.aggregate is not None
+    assert evaluation.aggregate.confusion == ((7.2, 0.7), (1.5, 10.9))
+    assert set(ledgers) == {0, 5}
