@@ -98,10 +98,10 @@ def check_eval_reply(
     """Every check of one evaluate reply; the first problem rejects it.
 
     Records: one MetricRecord ``metrics``, at most the ConfigRecord ``status``, no arrays.
-    A refusal or an exhausted budget is recorded with its reason. A release carries
-    exactly the keys of :data:`_EVAL_METRICS`' kind: the K × K counts (finite), the ε
-    it was made at — which must be the run's ``evaluation.epsilon`` — and the site's
-    readable ledger; ``client-id`` must be the sender's.
+    A refusal or an exhausted budget is recorded with its reason. A release carries no
+    metric but those of an evaluate reply: the K × K counts (finite), the ε it was made
+    at — which must be the run's ``evaluation.epsilon`` — and the ε figures (>= 0), with
+    the site's readable ledger in its status; ``client-id`` must be the sender's.
     """
     cid = rules.client_id
 
