@@ -7,6 +7,7 @@ run that cannot work fails in seconds with a clear message instead of after Ray 
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -215,6 +216,11 @@ def preflight(cfg: Config) -> PreflightReport:
                         f"round ({one_round:.4g}) for a client with {n} examples: no client "
                         "could train"
                     )
+    if cfg.tracking.mlflow and importlib.util.find_spec("mlflow") is None:
+        problems.append(
+            "tracking.mlflow is true but MLflow is not installed; pip install "
+            "'fedsim[tracking]' (or set tracking.mlflow: false)"
+        )
     if problems:
         raise ConfigError(problems)
     return PreflightReport(

@@ -14,6 +14,10 @@ the ServerApp under ``flwr run`` logs them (:mod:`strategies.server_app`). E.g.:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
 from fedsim.config import RELATION_TEXT, Config
 from fedsim.records import RoundRecord
 from fedsim.rundir import OPTIONAL_TEST_METRICS
@@ -111,3 +115,35 @@ class RoundProgress:
             f"({len(record.selected)}/{len(record.sampled)} updates, {per_round:.1f} s/round, "
             f"ETA {duration_text(per_round * left)})"
         )
+
+
+def final_epsilon_text(cfg: Config, summary: Mapping[str, Any]) -> str:
+    """The final line's privacy part (see :func:`epsilon_text`)."""
+    dp = summary["dp"]
+    assert isinstance(dp, dict)  # the summary's own structure, not user input
+    total, sgd = dp.get("max_epsilon_total"), dp.get("max_epsilon_spent")
+    if not cfg.dp.enabled:
+        sel = summary.get("selection_epsilon_total")
+        return f", selection epsilon {sel:.3f} (no DP on updates)" if sel else ""
+    if sgd is None:
+        return ""
+    relation = RELATION_TEXT[cfg.dp.neighbouring]
+    if cfg.dp.mode == "central":
+        return f", user-level epsilon {sgd:.3f} (delta {cfg.dp.delta:g}, {relation})"
+    return (
+        f", max epsilon {total if total is not None else sgd:.3f} of which "
+        f"{training_label(cfg)} {sgd:.3f} "
+        f"(delta {cfg.dp.delta:g}, {relation})"
+    )
+
+
+def final_line(cfg: Config, out_dir: str | Path, summary: Mapping[str, Any]) -> str:
+    """The run's last line (``fedsim run`` prints it, the ServerApp under ``flwr run``
+    logs it): run directory, rounds, final test accuracy, ε and wall time."""
+    final = summary.get("final") or {}
+    acc = final.get("test_accuracy")
+    acc_text = f"{acc:.4f}" if acc is not None else "n/a"
+    return (
+        f"{out_dir}: {summary['rounds']} rounds, test accuracy {acc_text}"
+        f"{final_epsilon_text(cfg, summary)}, {summary['wall_seconds']:.1f} s"
+    )

@@ -32,6 +32,7 @@ from fedsim.clinical import BinaryCounts
 from fedsim.config import Config, to_yaml
 from fedsim.files import write_atomic
 from fedsim.records import EvalResult, RoundRecord, SiteEvaluation
+from fedsim.tracking import NULL_TRACKER, RunStatus, TrackedRun, open_tracker
 
 if TYPE_CHECKING:
     from fedsim.summary import RunSummary
@@ -101,6 +102,128 @@ def config_hparams(cfg: Config) -> dict[str, int | float | str]:
     return flat
 
 
+#: The files of a run directory a tracker keeps (patterns; the ones that exist).
+TRACKED_FILES = (
+    CONFIG_FILE,
+    METRICS_FILE,
+    SUMMARY_FILE,
+    MODEL_FILE,
+    AUDIT_FILE,
+    "rewards.csv",
+    "report.md",
+    "*.png",
+    "robustness.*",
+)
+
+
+def run_artifacts(run_dir: Path) -> list[Path]:
+    """The files of ``run_dir`` a tracker keeps as the run's artifacts
+    (:data:`TRACKED_FILES` that exist)."""
+    return [path for pattern in TRACKED_FILES for path in sorted(run_dir.glob(pattern))]
+
+
+def tracked_run(cfg: Config, run_dir: Path) -> TrackedRun:
+    """What a tracker records about the run of ``cfg`` in ``run_dir``: the flattened
+    config (:func:`config_hparams`) and fedsim version as params; name and seed as tags;
+    the experiment ``tracking.experiment`` or else the config's name."""
+    params: dict[str, object] = {**config_hparams(cfg), "fedsim_version": __version__}
+    tags = {"fedsim.name": cfg.name, "fedsim.seed": str(cfg.seed)}
+    return TrackedRun(run_dir, cfg.tracking.experiment or cfg.name, params, tags)
+
+
+def eval_scalars(result: EvalResult) -> dict[str, float]:
+    """The test metrics of one evaluation as scalar tags (``test/accuracy``, ...; the
+    optional ones and each class's recall only where they exist)."""
+    scalars = {"test/accuracy": result.accuracy, "test/loss": result.loss}
+    optional = {
+        "auc": result.auc,
+        "balanced_accuracy": result.balanced_accuracy,
+        "mre": result.mre,
+    }
+    scalars.update({f"test/{name}": v for name, v in optional.items() if v is not None})
+    for label, recall in enumerate(result.class_recall or ()):
+        if recall is not None:
+            scalars[f"test/recall_class_{label}"] = recall
+    scalars.update(binary_scalars("test", result.binary))
+    return scalars
+
+
+def binary_scalars(prefix: str, binary: BinaryCounts | None) -> dict[str, float]:
+    """Sensitivity, specificity, precision, F1 (where defined) and the counts tn/fp/fn/tp
+    (``<prefix>/confusion_tn``, ...) of a binary evaluation; empty for other tasks."""
+    if binary is None:
+        return {}
+    scalars = {f"{prefix}/{name}": v for name, v in binary.json().items() if v is not None}
+    scalars.update({f"{prefix}/confusion_{k}": v for k, v in binary.counts_json().items()})
+    return scalars
+
+
+def site_scalars(evaluation: SiteEvaluation) -> dict[str, float]:
+    """The sites' evaluation as scalar tags: the pooled metrics under ``sites/`` and each
+    site's accuracy (``sites/accuracy/client_<id>``) and evaluation ε
+    (``epsilon_evaluation/client_<id>``)."""
+    scalars: dict[str, float] = {}
+    pooled = evaluation.aggregate
+    if pooled is not None:
+        rates = {
+            "accuracy": pooled.accuracy,
+            "balanced_accuracy": pooled.balanced_accuracy,
+            "sensitivity": pooled.sensitivity,
+            "specificity": pooled.specificity,
+            "precision": pooled.precision,
+            "f1": pooled.f1,
+            "num_examples": pooled.num_examples,
+        }
+        scalars.update({f"sites/{name}": v for name, v in rates.items() if v is not None})
+    for site in evaluation.sites:
+        if site.metrics is not None and site.metrics.accuracy is not None:
+            scalars[f"sites/accuracy/client_{site.client_id}"] = site.metrics.accuracy
+        if site.epsilon_evaluation is not None:
+            scalars[f"epsilon_evaluation/client_{site.client_id}"] = site.epsilon_evaluation
+    return scalars
+
+
+def round_scalars(record: RoundRecord) -> dict[str, float]:
+    """One round as scalar tags, the stream TensorBoard and the tracker receive (step =
+    the round): the test metrics, each client's ε (DP-SGD ``epsilon/client_<id>``, all
+    events composed ``epsilon_total/client_<id>``) and train loss, the largest ε of the
+    round's clients (``epsilon/max``, ``epsilon_total/max``, which counts the sites'
+    totals after this round's evaluation releases), the selection ε, the round's seconds
+    and the sites' evaluation (:func:`site_scalars`). Non-finite values are left out."""
+    scalars = eval_scalars(record.test)
+    sites = record.site_evaluation
+    if sites is not None:
+        scalars.update(site_scalars(sites))
+    for c in record.clients:
+        for name, value in (
+            ("epsilon", c.epsilon),
+            ("epsilon_total", c.epsilon_total),
+            ("train_loss", c.train_loss),
+        ):
+            if value is not None:
+                scalars[f"{name}/client_{c.client_id}"] = value
+    for name, values in (
+        ("epsilon", [c.epsilon for c in record.clients if c.epsilon is not None]),
+        ("epsilon_total", _totals(record)),
+    ):
+        if values:
+            scalars[f"{name}/max"] = max(values)
+    if record.selection_epsilon is not None:
+        scalars["selection/epsilon"] = record.selection_epsilon
+    scalars["round/seconds"] = record.seconds
+    return {k: float(v) for k, v in scalars.items() if math.isfinite(v)}
+
+
+def _totals(record: RoundRecord) -> list[float]:
+    """Every ``epsilon_total`` the round reported: the clients' training replies and the
+    sites' evaluation replies (after their release)."""
+    totals = [c.epsilon_total for c in record.clients if c.epsilon_total is not None]
+    if record.site_evaluation is not None:
+        sites = record.site_evaluation.sites
+        totals += [s.epsilon_total for s in sites if s.epsilon_total is not None]
+    return totals
+
+
 def _clean(value: Any) -> Any:
     """Replace NaN/Inf by None so that the JSON files stay standard JSON."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -129,6 +252,11 @@ class RunWriter:
         The fully resolved config; written to ``config.yaml`` with seed and version.
     tensorboard
         Also write TensorBoard events under ``tb/``.
+    resume
+        Continue the interrupted run ``resume`` (its completed rounds' lines are kept).
+
+    The round stream also goes to the run's tracker (``cfg.tracking``,
+    :mod:`fedsim.tracking`), ended by :meth:`close`.
     """
 
     def __init__(
@@ -151,6 +279,10 @@ class RunWriter:
         else:  # keep the completed rounds only (drop an interrupted round's line)
             lines = "".join(json.dumps(m, allow_nan=False) + "\n" for m in resume.lines)
             write_atomic(self._metrics_path, lines.encode())
+        # after the outputs are cleared (a resumed run's tracker finds its run in state/)
+        self.tracker = open_tracker(
+            cfg.tracking, tracked_run(cfg, self.dir), resume=resume is not None
+        )
         self._tb: Any = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -174,81 +306,25 @@ class RunWriter:
         self._tb.flush()
 
     def append_round(self, record: RoundRecord) -> None:
-        """Append one line to ``metrics.jsonl`` and TensorBoard scalars."""
+        """Append one line to ``metrics.jsonl``; the round's scalars
+        (:func:`round_scalars`) to TensorBoard and the tracker."""
         line = json.dumps(_clean(record.to_json()), allow_nan=False)
         with self._metrics_path.open("a") as fh:
             fh.write(line + "\n")
             fh.flush()
-        if self._tb is not None:
-            step = record.round
-            self._test_scalars(record.test, step)
-            if record.site_evaluation is not None:
-                self._site_scalars(record.site_evaluation, step)
-            for c in record.clients:
-                if c.epsilon is not None:
-                    self._tb.add_scalar(f"epsilon/client_{c.client_id}", c.epsilon, step)
-                if c.train_loss is not None:
-                    self._tb.add_scalar(f"train_loss/client_{c.client_id}", c.train_loss, step)
-            self._tb.flush()
+        self._scalars(round_scalars(record), record.round)
 
     def log_initial(self, result: EvalResult) -> None:
-        """TensorBoard scalars of the initial model at step 0 (curves start where training
+        """The initial model's test scalars at step 0 (curves start where training
         starts; ``summary.json`` keeps it as ``initial``)."""
+        self._scalars(eval_scalars(result), 0)
+
+    def _scalars(self, scalars: Mapping[str, float], step: int) -> None:
         if self._tb is not None:
-            self._test_scalars(result, 0)
+            for tag, value in scalars.items():
+                self._tb.add_scalar(tag, value, step)
             self._tb.flush()
-
-    def _test_scalars(self, result: EvalResult, step: int) -> None:
-        self._tb.add_scalar("test/accuracy", result.accuracy, step)
-        self._tb.add_scalar("test/loss", result.loss, step)
-        optional = {
-            "auc": result.auc,
-            "balanced_accuracy": result.balanced_accuracy,
-            "mre": result.mre,
-        }
-        for name, value in optional.items():
-            if value is not None:
-                self._tb.add_scalar(f"test/{name}", value, step)
-        for label, recall in enumerate(result.class_recall or ()):
-            if recall is not None:
-                self._tb.add_scalar(f"test/recall_class_{label}", recall, step)
-        self._binary_scalars("test", result.binary, step)
-
-    def _site_scalars(self, evaluation: SiteEvaluation, step: int) -> None:
-        """The sites' aggregate under ``sites/`` and each site's accuracy and ε."""
-        aggregate = evaluation.aggregate
-        if aggregate is not None:
-            rates = {
-                "accuracy": aggregate.accuracy,
-                "balanced_accuracy": aggregate.balanced_accuracy,
-                "sensitivity": aggregate.sensitivity,
-                "specificity": aggregate.specificity,
-                "precision": aggregate.precision,
-                "f1": aggregate.f1,
-                "num_examples": aggregate.num_examples,
-            }
-            for name, value in rates.items():
-                if value is not None:
-                    self._tb.add_scalar(f"sites/{name}", value, step)
-        for site in evaluation.sites:
-            if site.metrics is not None and site.metrics.accuracy is not None:
-                self._tb.add_scalar(
-                    f"sites/accuracy/client_{site.client_id}", site.metrics.accuracy, step
-                )
-            if site.epsilon_evaluation is not None:
-                self._tb.add_scalar(
-                    f"epsilon_evaluation/client_{site.client_id}", site.epsilon_evaluation, step
-                )
-
-    def _binary_scalars(self, prefix: str, binary: BinaryCounts | None, step: int) -> None:
-        """Sensitivity, specificity, precision, F1 and the counts tn/fp/fn/tp."""
-        if binary is None:
-            return
-        for name, value in binary.json().items():
-            if value is not None:
-                self._tb.add_scalar(f"{prefix}/{name}", value, step)
-        for name, count in binary.counts_json().items():
-            self._tb.add_scalar(f"{prefix}/confusion_{name}", count, step)
+        self.tracker.log_metrics(scalars, step)
 
     def _clear_outputs(self) -> None:
         """Remove the outputs of an earlier run in this directory (``--overwrite``)."""
@@ -318,11 +394,14 @@ class RunWriter:
         """Write ``audit.json`` (a privacy audit's result, :mod:`fedsim.audit.report`)."""
         write_json_atomic(self.dir / AUDIT_FILE, doc)
 
-    def close(self) -> None:
-        """Flush and close TensorBoard."""
+    def close(self, status: RunStatus = "FINISHED") -> None:
+        """Flush and close TensorBoard; end the tracked run with ``status`` (the run's
+        files as its artifacts)."""
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+        self.tracker.finish(run_artifacts(self.dir), status)
+        self.tracker = NULL_TRACKER
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:

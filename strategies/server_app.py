@@ -2,7 +2,8 @@
 
 It loads the server's splits, discovers the clients, runs the configured strategy with
 central evaluation on the test split every round, and writes the run directory
-(``metrics.jsonl`` one line per round, then ``summary.json``, ``model.pt``).
+(``metrics.jsonl`` one line per round, then ``summary.json``, ``model.pt``,
+``report.md``; the tracker of ``cfg.tracking`` gets the same stream and files).
 
 ``make_server_app(cfg, out_dir)`` is used by ``fedsim run``; the module-level ``app``
 serves ``flwr run .`` and reads ``config-path``/``overrides``/``out-dir`` from the run config
@@ -26,10 +27,10 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedsim.audit.canaries import federation_size
 from fedsim.checkpoint import STATE_DIR, ResumePoint
-from fedsim.config import Config, from_run_config
+from fedsim.config import Config
 from fedsim.data import DatasetBundle
 from fedsim.devices import pick_device
-from fedsim.errors import RunError
+from fedsim.errors import RunError, RunInterruptedError
 from fedsim.evaluation import evaluate
 from fedsim.models import build_model
 from fedsim.progress import RoundProgress
@@ -37,7 +38,9 @@ from fedsim.records import EvalResult, RoundRecord
 from fedsim.round_log import RoundEntry, RoundLog
 from fedsim.rundir import RunWriter
 from fedsim.summary import build_summary
+from fedsim.tracking import RunStatus
 from fedsim.workload import dataset_for, training_sizes
+from strategies import flwr_native
 from strategies.audit import Auditor, SampleLevelAuditor, UserLevelAuditor, finish_audit
 from strategies.background import RoundPipeline
 from strategies.base import FedsimStrategy, StrategyContext
@@ -97,6 +100,7 @@ def run_server(
     # round r's evaluation, metrics line and checkpoint run while round r + 1 trains
     # (strategies.background)
     pipeline = RoundPipeline()
+    status: RunStatus = "FAILED"  # how the tracked run ends (fedsim.tracking)
     try:
         bundle = dataset_for(cfg.data, cfg.seed)
         device = pick_device()
@@ -240,13 +244,20 @@ def run_server(
             site_evaluations=log.site_evaluations(),
         )
         writer.write_summary(summary)  # the one write of summary.json
+        from fedsim.report import write_report_safely
+
+        write_report_safely(writer.dir)  # logs (never raises): the run directory is the result
+        status = "FINISHED"
         return summary.to_json()
+    except (RunInterruptedError, KeyboardInterrupt):
+        status = "KILLED"
+        raise
     finally:
         try:  # a pending round's line and checkpoint, even on errors
             pipeline.close()
         except Exception:  # the error in flight is the one to report
             logger.exception("the last round's evaluation or checkpoint failed")
-        writer.close()
+        writer.close(status)  # then the tracker keeps the run's files (report.md too)
 
 
 def _site_hook(
@@ -347,8 +358,11 @@ def make_server_app(
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        run_cfg = cfg if cfg is not None else from_run_config(context.run_config, APP_DIR)
+        # `flwr run .` (no cfg): checks, header, report and final line (strategies.flwr_native)
+        run_cfg = cfg if cfg is not None else flwr_native.load_config(context, APP_DIR)
         target = out_dir or deployment_out_dir(context, run_cfg)
+        if cfg is None:
+            flwr_native.start(grid, run_cfg, target)
         summary = run_server(
             grid,
             run_cfg,
@@ -361,6 +375,8 @@ def make_server_app(
         )
         if on_summary is not None:
             on_summary(summary)
+        if cfg is None:
+            flwr_native.finish(run_cfg, target, summary)
 
     return app
 

@@ -347,7 +347,7 @@ def _heavy_modules_after(code: str, cwd: Path) -> list[str]:
     root = Path(fedsim.__file__).resolve().parents[1]
     probe = (
         f"{code}\nimport json, sys\n"
-        "heavy = ('torch', 'flwr', 'ray', 'opacus')\n"
+        "heavy = ('torch', 'flwr', 'ray', 'opacus', 'mlflow')\n"
         "print(json.dumps(sorted(m for m in heavy if m in sys.modules)))"
     )
     env = {

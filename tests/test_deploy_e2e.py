@@ -66,6 +66,36 @@ strategy: {name: fedavg, clients_per_round: 3, round_timeout: 300}
 """
 
 
+def superlink_spec(certs: Path, host: str, port: int, database: Path) -> SuperLinkSpec:
+    """The SuperLink this test runs; ``docker/docker-compose.yml`` must run the same
+    (``tests/test_docker.py`` compares the two command lines)."""
+    return SuperLinkSpec(certs_dir=certs, host=host, port=port, database=database)
+
+
+def site_spec(
+    superlink: str,
+    client_id: int,
+    data: Path,
+    state: Path,
+    ca: Path,
+    key: Path,
+    runtime_port: int,
+    policy: Path | None = None,
+) -> SuperNodeSpec:
+    """One site's SuperNode as this test runs it; each hospital container must run the
+    same (``tests/test_docker.py``)."""
+    return SuperNodeSpec(
+        superlink=superlink,
+        client_id=client_id,
+        data_path=data,
+        state_dir=state,
+        root_certificates=ca,
+        private_key=key,
+        runtime_port=runtime_port,
+        policy_path=policy,
+    )
+
+
 @dataclass
 class Federation:
     root: Path
@@ -77,22 +107,26 @@ class Federation:
     #: ``flwr run --stream`` output of each run, by its ``out`` name
     streams: dict[str, str] = field(default_factory=dict)
 
+    #: runtime API port of each running site, by client id
+    runtime_ports: dict[int, int] = field(default_factory=dict)
+
     def site_spec(
         self, k: int, key: str | None = None, policy: Path | None = None
     ) -> SuperNodeSpec:
-        return SuperNodeSpec(
+        return site_spec(
             superlink=f"127.0.0.1:{self.port}",
             client_id=k,
-            data_path=self.root / f"site{k}" / "data.npz",
-            state_dir=self.root / f"site{k}" / "state",
-            root_certificates=self.certs / "ca.crt",
-            private_key=self.keys / (key or f"site{k}"),
+            data=self.root / f"site{k}" / "data.npz",
+            state=self.root / f"site{k}" / "state",
+            ca=self.certs / "ca.crt",
+            key=self.keys / (key or f"site{k}"),
             runtime_port=free_port(),
-            policy_path=policy,
+            policy=policy,
         )
 
     def start_site(self, k: int, policy: Path | None = None) -> None:
         spec = self.site_spec(k, policy=policy)
+        self.runtime_ports[k] = spec.runtime_port
         self.procs.start(f"site{k}", supernode_command(spec), self.root)
 
     def flwr(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
@@ -191,9 +225,7 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
     try:
         link = procs.start(
             "superlink",
-            superlink_command(
-                SuperLinkSpec(certs_dir=certs, host="127.0.0.1", port=port, database=None)
-            ),
+            superlink_command(superlink_spec(certs, "127.0.0.1", port, root / "superlink.db")),
             root,
         )
         wait_for_port(port, 60.0, link)
@@ -244,6 +276,34 @@ def test_the_run_log_has_a_progress_line_per_round(federation: Federation, first
     assert [line.split()[1] for line in lines] == ["0/2", "1/2", "2/2"], federation.streams["first"]
     assert lines[0].endswith("(initial model)")
     assert all(re.search(r"max eps .* s/round, ETA \d+\w*\)$", line) for line in lines[1:])
+
+
+def test_the_containers_health_checks_pass_on_the_loopback_federation(
+    federation: Federation, first_run: Path
+) -> None:
+    """Each compose health check, run as the container runs it (``python -m
+    fedsim.deploy.health ...``) with this federation's address in place of the
+    container's, passes against the running SuperLink and SuperNodes; a port nobody
+    serves fails it."""
+    from fedsim.deploy.compose import ComposeSpec, compose_config
+
+    services = compose_config(ComposeSpec())["services"]
+    link_check = services["superlink"]["healthcheck"]["test"][1:]
+    site_check = services["hospital-0"]["healthcheck"]["test"][1:]
+
+    def local(check: list[str], url: str) -> list[str]:
+        swap = {"python": sys.executable, "/certs/ca.crt": str(federation.certs / "ca.crt")}
+        return [url if arg.endswith("/health") else swap.get(arg, arg) for arg in check]
+
+    checks = [local(link_check, f"https://localhost:{federation.port}/health")]
+    for k in range(NUM_SITES):
+        checks.append(local(site_check, f"http://127.0.0.1:{federation.runtime_ports[k]}/health"))
+    checks.append(local(site_check, f"http://127.0.0.1:{free_port()}/health"))
+    codes = [
+        subprocess.run(cmd, env=federation.env, capture_output=True, timeout=60).returncode
+        for cmd in checks
+    ]
+    assert codes == [0] * (1 + NUM_SITES) + [1]
 
 
 def test_unregistered_node_is_refused(federation: Federation, first_run: Path) -> None:

@@ -8,7 +8,7 @@ handlers (see :mod:`fedsim.cli.base`).
 
 from __future__ import annotations
 
-from fedsim.cli import analyze, audit, deploy, evaluate, report, run, sweep
+from fedsim.cli import analyze, audit, compose, deploy, evaluate, federation, report, run, sweep
 from fedsim.cli.base import Command
 from fedsim.registry import Registry
 
@@ -24,4 +24,6 @@ COMMANDS.register("certs")(deploy.CERTS)
 COMMANDS.register("node")(deploy.NODE)
 COMMANDS.register("superlink")(deploy.SUPERLINK)
 COMMANDS.register("supernode")(deploy.SUPERNODE)
+COMMANDS.register("compose")(compose.COMPOSE)
 COMMANDS.register("audit")(audit.AUDIT)
+COMMANDS.register("federation-config")(federation.FEDERATION_CONFIG)

@@ -26,9 +26,9 @@ from fedsim.cli.base import (
     Command,
     add_config_args,
 )
-from fedsim.config import RELATION_TEXT, Config, apply_overrides, from_dict, load, read_yaml
+from fedsim.config import Config, apply_overrides, from_dict, load, read_yaml
 from fedsim.errors import ConfigError, FedsimError
-from fedsim.progress import RoundProgress, training_label
+from fedsim.progress import RoundProgress, final_line
 from fedsim.records import RoundRecord
 from fedsim.rundir import CONFIG_FILE, METRICS_FILE
 from fedsim.sweep import SWEEP_KEY, expand, point_problems, split_sweep
@@ -165,17 +165,7 @@ def run_command(
             f"with: fedsim run --resume {shlex.quote(str(out_dir))}\n"
         )
         return EXIT_INTERRUPTED
-    from fedsim.report import write_report_safely
-
-    write_report_safely(out_dir)  # logs (never raises): the run directory is the result
-    final = summary.get("final") or {}
-    eps_text = final_epsilon_text(cfg, summary)
-    acc = final.get("test_accuracy")
-    acc_text = f"{acc:.4f}" if acc is not None else "n/a"
-    print(
-        f"{out_dir}: {summary['rounds']} rounds, test accuracy {acc_text}{eps_text}, "
-        f"{summary['wall_seconds']:.1f} s"
-    )
+    print(final_line(cfg, out_dir, summary))
     audit = summary.get("audit")
     if audit is not None:
         print(
@@ -220,26 +210,6 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-
-
-def final_epsilon_text(cfg: Config, summary: dict[str, object]) -> str:
-    """The final line's privacy part (see :func:`fedsim.progress.epsilon_text`)."""
-    dp = summary["dp"]
-    assert isinstance(dp, dict)  # the summary's own structure, not user input
-    total, sgd = dp.get("max_epsilon_total"), dp.get("max_epsilon_spent")
-    if not cfg.dp.enabled:
-        sel = summary.get("selection_epsilon_total")
-        return f", selection epsilon {sel:.3f} (no DP on updates)" if sel else ""
-    if sgd is None:
-        return ""
-    relation = RELATION_TEXT[cfg.dp.neighbouring]
-    if cfg.dp.mode == "central":
-        return f", user-level epsilon {sgd:.3f} (delta {cfg.dp.delta:g}, {relation})"
-    return (
-        f", max epsilon {total if total is not None else sgd:.3f} of which "
-        f"{training_label(cfg)} {sgd:.3f} "
-        f"(delta {cfg.dp.delta:g}, {relation})"
-    )
 
 
 def _configure_run(p: argparse.ArgumentParser) -> None:

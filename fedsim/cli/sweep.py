@@ -170,6 +170,20 @@ def _run_points(
     return rows
 
 
+def sweep_params(spec: SweepSpec) -> dict[str, str]:
+    """The parent run's params of a tracked sweep: each swept key with its values (JSON).
+
+    >>> sweep_params(SweepSpec(grid=(("dp.epsilon", (1.0, 2.0)),), seeds=(0, 1)))
+    {'sweep.dp.epsilon': '[1.0, 2.0]', 'sweep.seeds': '[0, 1]'}
+    """
+    import json
+
+    params = {f"sweep.{key}": json.dumps(list(values)) for key, values in spec.grid}
+    if spec.seeds is not None:
+        params["sweep.seeds"] = json.dumps(list(spec.seeds))
+    return params
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Handler of ``fedsim sweep``."""
     raw = apply_overrides(read_yaml(args.config), args.override)
@@ -195,9 +209,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / SWEEP_DEFINITION_FILE).write_text(yaml.safe_dump(definition, sort_keys=False))
     stop = threading.Event()
+    from fedsim.report import write_report_safely
+    from fedsim.tracking import sweep_tracking
+
     try:
-        with stop_on_signals(stop):
+        # tracked points are children of one parent run, which keeps the sweep's report
+        with stop_on_signals(stop), sweep_tracking(out, sweep_params(spec)):
             rows = run_sweep(points, spec, out, verbose=args.verbose, stop=stop)
+            write_report_safely(out)  # logs (never raises); the runs are the result
     except (KeyboardInterrupt, RunInterruptedError):
         print(
             f"fedsim: sweep interrupted; finished points and the running point's last "
@@ -205,9 +224,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
-    from fedsim.report import write_report_safely
-
-    write_report_safely(out)  # logs (never raises) a report failure; the runs are the result
     failed = sum(r["status"] != "done" for r in rows)
     print(f"{out}: {len(rows) - failed}/{len(rows)} points done; {out / SWEEP_TABLE_FILE}")
     return 1 if failed else 0

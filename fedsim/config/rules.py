@@ -13,9 +13,15 @@ messages always come in the same order.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
-from fedsim.config.schema import MIN_RESOURCE_FRACTION, Config, DPConfig
+from fedsim.config.schema import (
+    MIN_RESOURCE_FRACTION,
+    TRACKING_URI_SCHEMES,
+    Config,
+    DPConfig,
+)
 from fedsim.config.task_rules import functional_checks, regression_checks
 
 #: Longest run name (the run directory ``runs/<name>-<n>`` must fit a file name).
@@ -295,6 +301,53 @@ def evaluation_checks(cfg: Config) -> list[str]:
     return problems
 
 
+#: Longest ``tracking.tracking_uri`` / ``tracking.experiment``.
+MAX_TRACKING_CHARS = 500
+_URI_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
+
+
+def tracking_checks(cfg: Config) -> list[str]:
+    """Rules of the tracking section: a URI MLflow can use, settings only with a tracker.
+
+    The URI itself is not shown in messages (it may carry credentials), only its scheme.
+    """
+    tracking = cfg.tracking
+    problems = []
+    uri = tracking.tracking_uri
+    if uri:
+        match = _URI_SCHEME.match(uri)
+        scheme = match.group(1).split("+")[0].lower() if match else None
+        if len(uri) > MAX_TRACKING_CHARS or any(ord(c) < 33 or ord(c) == 127 for c in uri):
+            problems.append(  # the URI is not shown: it may carry credentials
+                f"tracking.tracking_uri must be one URI of at most {MAX_TRACKING_CHARS} "
+                "characters without spaces or control characters; got one of "
+                f"{len(uri)} characters that is not"
+            )
+        elif scheme not in TRACKING_URI_SCHEMES:
+            problems.append(
+                "tracking.tracking_uri must start with one of "
+                f"{', '.join(s + ':' for s in TRACKING_URI_SCHEMES)} (or be empty: a local "
+                f"store next to the run directory); got scheme {scheme!r}"
+            )
+    experiment = tracking.experiment
+    if experiment and (
+        experiment != experiment.strip()
+        or len(experiment) > MAX_TRACKING_CHARS
+        or any(ord(c) < 32 or ord(c) == 127 for c in experiment)
+    ):
+        shown = experiment if len(experiment) <= 80 else experiment[:80] + "..."
+        problems.append(
+            f"tracking.experiment must be a name of at most {MAX_TRACKING_CHARS} characters "
+            f"without control characters or surrounding spaces; got {shown!r}"
+        )
+    if not tracking.mlflow and (uri or experiment):
+        problems.append(
+            "tracking.tracking_uri and tracking.experiment need tracking.mlflow: true (nothing "
+            "else would use them); got mlflow false"
+        )
+    return problems
+
+
 #: Every section's rules, in the order their messages are reported.
 SECTION_RULES: tuple[Callable[[Config], list[str]], ...] = (
     run_checks,
@@ -306,6 +359,7 @@ SECTION_RULES: tuple[Callable[[Config], list[str]], ...] = (
     evaluation_checks,
     regression_checks,
     functional_checks,
+    tracking_checks,
 )
 
 

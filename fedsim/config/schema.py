@@ -461,6 +461,37 @@ class AuditConfig:
     scale: float = field(default=10.0, metadata=_bounds(gt=1))
 
 
+#: Schemes ``tracking.tracking_uri`` may use (MLflow's own stores and servers).
+TRACKING_URI_SCHEMES: tuple[str, ...] = (
+    "http",
+    "https",
+    "sqlite",
+    "postgresql",
+    "mysql",
+    "mssql",
+    "file",
+    "databricks",
+)
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """Experiment tracking beside the run directory (:mod:`fedsim.tracking`).
+
+    ``mlflow``: log the config (params), every round's metrics and ε per client, and the
+    run's files (artifacts) to MLflow (the ``tracking`` extra: ``pip install
+    "fedsim[tracking]"``). ``tracking_uri``: an MLflow tracking URI (``http://host:5000``,
+    ``sqlite:///path/mlflow.db``, ...); empty: a local store ``mlflow/`` next to the run
+    directory (a sweep's: in the sweep directory). ``experiment``: the MLflow experiment
+    (empty: the config's ``name``). A tracking failure never ends the run: one warning,
+    and the run goes on untracked.
+    """
+
+    mlflow: bool = False
+    tracking_uri: str = ""
+    experiment: str = ""
+
+
 @dataclass(frozen=True)
 class EvaluationConfig:
     """Federated (per-site) evaluation next to the server's central test evaluation.
@@ -519,6 +550,7 @@ class Config:
     robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     @property
     def task(self) -> Literal["classification", "regression"]:
