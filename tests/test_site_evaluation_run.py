@@ -19,7 +19,6 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from fedsim.config import from_dict
 from fedsim.privacy import Accounting, EvaluationRelease, SubsampledGaussian
 from fedsim.records import SiteMetrics
-from fedsim.report import write_report
 from fedsim.run import run_experiment
 from fedsim.rundir import read_metrics, read_summary
 
@@ -43,8 +42,7 @@ def run(tmp_path_factory):
         }
     )
     out = tmp_path_factory.mktemp("sites")
-    run_experiment(cfg, out)
-    write_report(out)  # as fedsim run does at the end
+    run_experiment(cfg, out)  # the ServerApp writes report.md too
     return cfg, out
 
 
