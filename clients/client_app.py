@@ -11,6 +11,9 @@ dataset (:mod:`fedsim.deploy.site`). An evaluate message (``evaluation.federated
 evaluates the global model on the site's held-out split and replies with the DP release
 of its confusion matrix (:mod:`clients.evaluate_app`). A query message returns the
 client id, which lets the server map Flower's random node ids to stable client ids 0..N-1.
+A train message from a coordinator whose fedsim version or config schema differs from
+this install's is refused before anything else (:func:`version_refusal`,
+:mod:`fedsim.versions`).
 
 ``make_client_app(cfg)`` is used by ``fedsim run`` (the typed config travels in the
 closure); the module-level ``app`` serves ``flwr run .``, reading ``context.run_config``.
@@ -41,6 +44,7 @@ from fedsim.deploy.site import SiteConfig, SiteData, load_site_data, site_from_n
 from fedsim.deploy.state import load_state, record_round, save_state, site_lock
 from fedsim.errors import FedsimError, RunError
 from fedsim.privacy import DpEvent, PrivacyLedger, PureDp
+from fedsim.versions import local_version, read_version, version_mismatch
 from fedsim.workload import (
     partitions_for,
     simulated_client_data,
@@ -359,6 +363,31 @@ def server_privacy_events(train_config: ConfigRecord) -> tuple[DpEvent, ...]:
     return events
 
 
+def version_refusal(msg: Message) -> Message | None:
+    """The refusal of a train message from a coordinator whose fedsim version or config
+    schema differs from this install's (:mod:`fedsim.versions`), or ``None`` when they
+    agree.
+
+    Checked before the run config is parsed (a differing schema may not even parse it):
+    the reply carries only the status ``refused`` and the reason, which the server logs
+    and records for this client without ending the run.
+    """
+    config = msg.content.config_records.get(keys.CONFIG)
+    reason = version_mismatch(read_version(config or {}), local_version())
+    if reason is None:
+        return None
+    logger.warning("node %d: %s", msg.metadata.dst_node_id, reason)
+    content = RecordDict(
+        {
+            keys.METRICS: MetricRecord({}),
+            keys.STATUS: ConfigRecord(
+                {keys.STATUS_CODE: keys.STATUS_REFUSED, keys.STATUS_REASON: reason}
+            ),
+        }
+    )
+    return Message(content=content, reply_to=msg)
+
+
 def handle_warm_up(cfg: Config, msg: Message) -> Message:
     """A pooled simulation's start: load the run's data (and, by running at all, the
     client code's imports) in this worker, so that round 1 starts warm; replies empty."""
@@ -403,12 +432,18 @@ def make_client_app(
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
+        refused = version_refusal(msg)
+        if refused is not None:
+            return refused
         return handle_train(resolve(context), msg, context, seeded_noise, store, pooled)
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
         from clients.evaluate_app import handle_evaluate  # it builds on this module
 
+        refused = version_refusal(msg)
+        if refused is not None:
+            return refused
         return handle_evaluate(resolve(context), msg, context, seeded_noise, store, pooled)
 
     @app.query()

@@ -20,6 +20,10 @@ CLIP_BOUNDS: Final = "clip-bounds"
 #: client's dp.max_epsilon check covers them
 SELECTION_LEDGER: Final = "selection-ledger"
 SELECTION_EPSILON_AHEAD: Final = "selection-epsilon-ahead"
+#: Train config: the coordinator's fedsim version and config-schema hash; a site trains
+#: only when both equal its own (:mod:`fedsim.versions`)
+FEDSIM_VERSION: Final = "fedsim-version"
+CONFIG_SCHEMA: Final = "config-schema"
 
 # MetricRecord replied by a client
 CLIENT_ID: Final = "client-id"
@@ -90,6 +94,10 @@ NODE_DATA_FORMAT: Final = "data-format"
 NODE_STATE_DIR: Final = "state-dir"
 #: The site's privacy policy file (YAML, :mod:`fedsim.deploy.policy`)
 NODE_POLICY_PATH: Final = "policy-path"
+
+#: Environment variable set by ``fedsim superlink --runs-dir``: the only folder where a
+#: deployed ServerApp writes run directories (:mod:`fedsim.deploy.confine`)
+RUNS_DIR_ENV: Final = "FEDSIM_RUNS_DIR"
 
 
 #: Prefix of a train message's ``group_id`` naming its virtual client when many

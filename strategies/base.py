@@ -43,6 +43,7 @@ from fedsim.records import ClientRoundRecord
 from fedsim.round_log import RoundEntry, RoundLog
 from fedsim.seeding import numpy_rng
 from fedsim.server_opt import ServerOptimizer, ServerOptState, server_step
+from fedsim.versions import local_version, version_entries
 from strategies.clipping import round_clip_bounds
 from strategies.cohorts import CohortSampler, FixedSizeCohort
 from strategies.directory import ClientDirectory
@@ -213,6 +214,7 @@ class FedsimStrategy:
             logger.warning("round %d: nobody to train (empty cohort or no budget)", server_round)
             return []
         config[keys.SERVER_ROUND] = server_round
+        config.update(version_entries(local_version()))  # sites train only for their own
         for key, value in self.round_config(server_round, arrays).items():
             config[key] = value
         logger.info("round %d: training clients %s", server_round, clients)

@@ -4,8 +4,9 @@ Two layouts:
 
 - **Dedicated** (deployment, ``flwr run``): one SuperNode per site. At start the server
   waits until all N nodes are connected, then asks each (a Flower query message) for its
-  client id and data size (:func:`discover_clients`). A reply's sender node names its
-  client.
+  client id and data size (:func:`discover_clients`); a node claiming an id another
+  node holds is refused (:mod:`fedsim.deploy.bindings`). A reply's sender node names
+  its client.
 - **Pooled** (``fedsim run`` simulations): N virtual clients share a small pool of
   SuperNodes (:func:`pooled_directory`). Each train message names its client in its
   ``group_id`` (:func:`fedsim.keys.client_tag`), which Flower copies into the reply; the
@@ -23,11 +24,14 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from flwr.app import Message, MessageType, RecordDict
+from flwr.common import log as flwr_log
 from flwr.serverapp import Grid
 
 from fedsim import keys
+from fedsim.deploy.bindings import assign_clients, load_bindings, save_bindings
 from fedsim.errors import RunError, RunInterruptedError
 from strategies.rounds import exchange
 
@@ -150,34 +154,72 @@ def pooled_directory(
 
 
 def discover_clients(
-    grid: Grid, expected: int, timeout: float, stop: threading.Event | None = None
+    grid: Grid,
+    expected: int,
+    timeout: float,
+    stop: threading.Event | None = None,
+    bindings_path: Path | None = None,
 ) -> ClientDirectory:
-    """Query every node for its client id; duplicate or out-of-range ids are errors."""
+    """Query every node for its client id until each of the ``expected`` ids has a node.
+
+    Who holds an id is decided by :func:`fedsim.deploy.bindings.assign_clients`: a node
+    claiming an id another node holds (bound in ``bindings_path`` by earlier runs), or an
+    id outside the range, is refused with its reason in the run's log, and the run goes
+    on with the others; nodes connecting later are queried too. New bindings are saved
+    to ``bindings_path`` once every id has its node.
+
+    Raises
+    ------
+    RunError
+        If a node replies with an error (e.g. the site refused the app), several nodes
+        claim an unbound id, or some id has no node within ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
     nodes = wait_for_nodes(grid, expected, timeout, stop)
-    messages = [
-        Message(content=RecordDict(), message_type=MessageType.QUERY, dst_node_id=node)
-        for node in nodes
-    ]
-    replies = exchange(grid, messages, timeout, stop)
-    node_of: dict[int, int] = {}
-    client_of: dict[int, int] = {}
+    bound = {} if bindings_path is None else load_bindings(bindings_path)
+    claims: dict[int, int] = {}
     sizes: dict[int, int] = {}
-    for reply in replies:
-        node = reply.metadata.src_node_id
-        if reply.has_error():
-            raise RunError(f"node {node} failed to report its client id: {reply.error.reason}")
-        metrics = reply.content.metric_records[keys.METRICS]
-        cid = int(metrics[keys.CLIENT_ID])  # type: ignore[arg-type]
-        if not 0 <= cid < expected:
-            raise RunError(f"node {node} reports client id {cid}, outside [0, {expected})")
-        if cid in node_of:
-            raise RunError(f"client id {cid} reported by two nodes ({node_of[cid]}, {node})")
-        node_of[cid] = node
-        client_of[node] = cid
-        if keys.NUM_EXAMPLES in metrics:
-            sizes[cid] = int(metrics[keys.NUM_EXAMPLES])  # type: ignore[arg-type]
-    if len(node_of) != expected:
-        missing = sorted(set(range(expected)) - set(node_of))
-        raise RunError(f"no reply from clients {missing[:10]} within {timeout:.0f} s")
+    reported: set[int] = set()
+    while True:
+        new = [node for node in nodes if node not in claims]
+        if new:
+            messages = [
+                Message(content=RecordDict(), message_type=MessageType.QUERY, dst_node_id=node)
+                for node in new
+            ]
+            remaining = max(1.0, deadline - time.monotonic())
+            for reply in exchange(grid, messages, remaining, stop):
+                node = reply.metadata.src_node_id
+                if reply.has_error():
+                    raise RunError(
+                        f"node {node} failed to report its client id: {reply.error.reason}"
+                    )
+                metrics = reply.content.metric_records[keys.METRICS]
+                claims[node] = int(metrics[keys.CLIENT_ID])  # type: ignore[arg-type]
+                if keys.NUM_EXAMPLES in metrics:
+                    sizes[node] = int(metrics[keys.NUM_EXAMPLES])  # type: ignore[arg-type]
+        outcome = assign_clients(claims, expected, bound)
+        for node, reason in outcome.refused.items():
+            if node not in reported:
+                reported.add(node)
+                flwr_log(logging.WARNING, "fedsim: %s", reason)
+        if outcome.contested:
+            raise RunError("; ".join(outcome.refused[n] for n in outcome.contested_nodes))
+        if len(outcome.node_of) == expected:
+            break
+        if stop is not None and stop.is_set():
+            raise RunInterruptedError("stopped while asking the clients for their ids")
+        if time.monotonic() > deadline:
+            missing = sorted(set(range(expected)) - set(outcome.node_of))
+            raise RunError(f"no node holds client ids {missing[:10]} after {timeout:.0f} s")
+        time.sleep(0.5)
+        nodes = sorted(grid.get_node_ids())
+    node_of = outcome.node_of
+    if bindings_path is not None and any(bound.get(c) != n for c, n in node_of.items()):
+        save_bindings(bindings_path, {**bound, **node_of})
     logger.info("discovered %d clients", expected)
-    return ClientDirectory(node_of=node_of, client_of=client_of, num_examples=sizes)
+    return ClientDirectory(
+        node_of=dict(node_of),
+        client_of={node: cid for cid, node in node_of.items()},
+        num_examples={cid: sizes[node] for cid, node in node_of.items() if node in sizes},
+    )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -25,10 +26,13 @@ from flwr.app import ArrayRecord, Context
 from flwr.common import log as flwr_log
 from flwr.serverapp import Grid, ServerApp
 
+from fedsim import keys
 from fedsim.audit.canaries import federation_size
 from fedsim.checkpoint import STATE_DIR, ResumePoint
 from fedsim.config import Config
 from fedsim.data import DatasetBundle
+from fedsim.deploy.bindings import BINDINGS_FILE
+from fedsim.deploy.confine import run_dir
 from fedsim.devices import pick_device
 from fedsim.errors import RunError, RunInterruptedError
 from fedsim.evaluation import evaluate
@@ -63,14 +67,26 @@ APP_DIR = Path(__file__).resolve().parents[1]
 def deployment_out_dir(context: Context, cfg: Config) -> Path:
     """Where ``flwr run`` writes the run directory.
 
-    The run config's ``out-dir`` when set (a relative path counts from the working
-    directory of the process that runs the ServerApp, i.e. where ``flower-superlink``
-    was started), else ``runs/<name>-<flower run id>`` there, so runs never clobber
-    each other.
+    The run config's ``out-dir`` when set, else ``<name>-<flower run id>``, inside the
+    runs folder the coordinator declared (``fedsim superlink --runs-dir``, in
+    ``FEDSIM_RUNS_DIR``); without one (a local simulation SuperLink) relative to the
+    working directory, under ``runs/``. Never an existing folder with files in it
+    (:func:`fedsim.deploy.confine.run_dir`).
     """
-    given = str(context.run_config.get("out-dir") or "").strip()
-    path = Path(given).expanduser() if given else Path("runs") / f"{cfg.name}-{context.run_id}"
-    return path.resolve()
+    given = str(context.run_config.get("out-dir") or "")
+    return run_dir(given, f"{cfg.name}-{context.run_id}", _runs_root())
+
+
+def _runs_root() -> Path | None:
+    """The coordinator's declared runs folder (``fedsim superlink --runs-dir``), if any."""
+    root = os.environ.get(keys.RUNS_DIR_ENV, "").strip()
+    return Path(root) if root else None
+
+
+def _bindings_path() -> Path | None:
+    """Where the coordinator remembers which node holds which client id."""
+    root = _runs_root()
+    return None if root is None else root / BINDINGS_FILE
 
 
 def run_server(
@@ -106,7 +122,9 @@ def run_server(
         device = pick_device()
         model = build_model(cfg.model.name, bundle.input_shape, bundle.num_classes, seed=cfg.seed)
         if pool_size is None:
-            directory = discover_clients(grid, federation_size(cfg), node_timeout, stop)
+            directory = discover_clients(
+                grid, federation_size(cfg), node_timeout, stop, _bindings_path()
+            )
         else:
             directory = pooled_directory(
                 grid, pool_size, federation_size(cfg), _server_sizes(cfg), node_timeout, stop

@@ -35,6 +35,7 @@ from fedsim.privacy import PrivacyLedger
 from fedsim.records import SiteEvalRecord, SiteEvaluation, SiteMetrics
 from fedsim.round_log import RoundLog
 from fedsim.seeding import derive_seed
+from fedsim.versions import local_version, version_entries
 from strategies.calibrate import released_state
 from strategies.directory import ClientDirectory
 from strategies.ledger_check import read_ledger
@@ -209,7 +210,8 @@ class SiteEvaluator:
         clients = self.sites(server_round)
         addresses = self.directory.addresses(clients)
         addressed = {address: c for address, c in zip(addresses, clients, strict=True)}
-        config = ConfigRecord({keys.SERVER_ROUND: server_round})
+        # the sites evaluate only for a coordinator of their own fedsim version and schema
+        config = ConfigRecord({keys.SERVER_ROUND: server_round, **version_entries(local_version())})
         messages = [
             Message(
                 content=RecordDict({keys.ARRAYS: arrays, keys.CONFIG: config}),

@@ -32,3 +32,14 @@ def simulated_round(
         LocalTask(server_round, global_state, ledger or PrivacyLedger(), **task),
         device=torch.device("cpu"),
     )
+
+
+def train_config(server_round: int) -> Any:
+    """The ConfigRecord of a train message as the ServerApp sends it: the round and the
+    coordinator's fedsim version and config-schema hash (this install's)."""
+    from flwr.app import ConfigRecord
+
+    from fedsim import keys
+    from fedsim.versions import local_version, version_entries
+
+    return ConfigRecord({keys.SERVER_ROUND: server_round, **version_entries(local_version())})

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from client_harness import train_config
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import (
@@ -143,7 +144,7 @@ def test_state_round_trip_and_owner(tmp_path: Path) -> None:
 
 def test_ledger_survives_a_restart_and_stops_at_max_epsilon(tmp_path: Path, monkeypatch) -> None:
     """A site's ClientApp, "restarted" between rounds (a fresh Context each time)."""
-    from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+    from flwr.app import ArrayRecord, Context, Message, RecordDict
     from flwr.supercore.task_identity import TaskIdentity
 
     for attr, value in (("_run_id", 1), ("_task_id", 1), ("_node_id", 5)):
@@ -185,7 +186,7 @@ def test_ledger_survives_a_restart_and_stops_at_max_epsilon(tmp_path: Path, monk
             content=RecordDict(
                 {
                     keys.ARRAYS: arrays,
-                    keys.CONFIG: ConfigRecord({keys.SERVER_ROUND: server_round}),
+                    keys.CONFIG: train_config(server_round),
                 }
             ),
             dst_node_id=5,

@@ -36,6 +36,7 @@ import pytest
 import yaml
 
 from fedsim.cli import main as fedsim_main
+from fedsim.deploy.appsign import make_app_key
 from fedsim.deploy.certs import make_certificates
 from fedsim.deploy.commands import superlink_command, supernode_command
 from fedsim.deploy.compose import ComposeSpec, compose_config, compose_text
@@ -242,6 +243,8 @@ def container_layout(root: Path, targets: list[str]) -> None:
                 make_certificates(where.parent, ["localhost"])
         elif target == "/keys/node.key":
             make_node_key(where, "test")
+        elif target == "/keys/approver.pub":
+            make_app_key(where.with_suffix(""), "approver")
         elif target == "/data":
             where.mkdir(parents=True)
             rng = np.random.default_rng(0)
@@ -311,7 +314,7 @@ def test_the_superlink_container_runs_the_e2e_superlink(
         superlink_spec(root / "certs", "0.0.0.0", 8000, root / "state" / "superlink.db")
     )
     assert got == expected
-    assert service["ports"] == ["8000:8000"]
+    assert service["ports"] == ["8000:8000", "8001:8001"]  # Fleet, Control (mTLS)
     assert "https://localhost:8000/health" in service["healthcheck"]["test"]
     check_paths_are_mounted(got, service, root, writable={"/state", "/runs"})
 
@@ -336,6 +339,7 @@ def test_each_hospital_container_runs_the_e2e_supernode(
             ca=root / "certs" / "ca.crt",
             key=root / "keys" / "node.key",
             runtime_port=9094,
+            trusted_keys=root / "keys" / "approver.pub",
         )
     )
     assert got == expected

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import torch
+from client_harness import train_config
 from flwr.app import Context, Message, RecordDict
 from privacy_oracle import epsilon_bounds
 from torch.utils.data import DataLoader, TensorDataset
@@ -77,7 +78,7 @@ def test_public_schedule_loader_ignores_the_data_size() -> None:
 
 
 def test_add_remove_replies_carry_no_size(task_identity: None) -> None:
-    from flwr.app import ArrayRecord, ConfigRecord
+    from flwr.app import ArrayRecord
 
     from clients.client_app import make_client_app
     from fedsim.models import build_model
@@ -90,7 +91,7 @@ def test_add_remove_replies_carry_no_size(task_identity: None) -> None:
     assert keys.NUM_EXAMPLES not in query.content.metric_records[keys.METRICS]
     arrays = ArrayRecord(build_model("mlp", (1, 28, 28), 2, seed=0).state_dict())
     train = Message(
-        RecordDict({keys.ARRAYS: arrays, keys.CONFIG: ConfigRecord({keys.SERVER_ROUND: 1})}),
+        RecordDict({keys.ARRAYS: arrays, keys.CONFIG: train_config(1)}),
         dst_node_id=3,
         message_type="train",
     )

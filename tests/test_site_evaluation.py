@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from client_harness import train_config
 from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 from scipy import stats
 
@@ -320,7 +321,7 @@ def _site_app_call(cfg, node: dict, kind: str, context: Context | None = None) -
     arrays = ArrayRecord(build_model("mlp", (1, 28, 28), 2, seed=0).state_dict())
     msg = Message(
         content=RecordDict(
-            {keys.ARRAYS: arrays, keys.CONFIG: ConfigRecord({keys.SERVER_ROUND: 1})}
+            {keys.ARRAYS: arrays, keys.CONFIG: train_config(1)}  # with the coordinator's version
         ),
         dst_node_id=5,
         message_type=kind,

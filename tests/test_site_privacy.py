@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from client_harness import train_config
+from flwr.app import ArrayRecord, Context, Message, RecordDict
 
 from fedsim import keys
 from fedsim.config import from_dict
@@ -51,9 +52,7 @@ def _train(cfg: Any, node_config: dict[str, Any], seeded: bool = False) -> Messa
     )
     arrays = ArrayRecord(build_model("mlp", (1, 28, 28), 2, seed=0).state_dict())
     msg = Message(
-        content=RecordDict(
-            {keys.ARRAYS: arrays, keys.CONFIG: ConfigRecord({keys.SERVER_ROUND: 1})}
-        ),
+        content=RecordDict({keys.ARRAYS: arrays, keys.CONFIG: train_config(1)}),
         dst_node_id=5,
         message_type="train",
     )

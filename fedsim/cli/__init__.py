@@ -10,8 +10,8 @@ and shared arguments), :mod:`~fedsim.cli.commands` (the registry :data:`COMMANDS
 imports every command explicitly) and one module per command group: :mod:`~fedsim.cli.run`
 (``run``, ``validate``), :mod:`~fedsim.cli.sweep`, :mod:`~fedsim.cli.report`,
 :mod:`~fedsim.cli.analyze`, :mod:`~fedsim.cli.evaluate`, :mod:`~fedsim.cli.deploy`
-(``certs``, ``node``, ``superlink``, ``supernode``), :mod:`~fedsim.cli.compose` and
-:mod:`~fedsim.cli.audit`.
+(``certs``, ``node``, ``superlink``, ``supernode``), :mod:`~fedsim.cli.site`
+(``site check``), :mod:`~fedsim.cli.compose` and :mod:`~fedsim.cli.audit`.
 The console script is :func:`entry`; tests call :func:`main` with an argument list.
 """
 

@@ -8,7 +8,19 @@ handlers (see :mod:`fedsim.cli.base`).
 
 from __future__ import annotations
 
-from fedsim.cli import analyze, audit, compose, deploy, evaluate, federation, report, run, sweep
+from fedsim.cli import (
+    analyze,
+    audit,
+    compose,
+    deploy,
+    evaluate,
+    federation,
+    report,
+    run,
+    security,
+    site,
+    sweep,
+)
 from fedsim.cli.base import Command
 from fedsim.registry import Registry
 
@@ -24,6 +36,9 @@ COMMANDS.register("certs")(deploy.CERTS)
 COMMANDS.register("node")(deploy.NODE)
 COMMANDS.register("superlink")(deploy.SUPERLINK)
 COMMANDS.register("supernode")(deploy.SUPERNODE)
+COMMANDS.register("site")(site.SITE)
+COMMANDS.register("app")(security.APP)
+COMMANDS.register("control-tunnel")(security.CONTROL_TUNNEL)
 COMMANDS.register("compose")(compose.COMPOSE)
 COMMANDS.register("audit")(audit.AUDIT)
 COMMANDS.register("federation-config")(federation.FEDERATION_CONFIG)

@@ -168,7 +168,9 @@ def read_yaml(path: str | Path, what: str = "config file") -> dict[str, Any]:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError([f"{shown} must hold a mapping; got {describe(raw)}"])
+        # the type only: the file may be anything (a key, a password file), never echo it
+        kind = type(raw).__name__
+        raise ConfigError([f"{shown} must hold a mapping (YAML keys and values); got a {kind}"])
     return raw
 
 

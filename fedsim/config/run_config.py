@@ -15,6 +15,7 @@ from typing import Any
 from fedsim.config.io import apply_overrides, read_yaml
 from fedsim.config.parse import from_dict
 from fedsim.config.schema import Config
+from fedsim.deploy.confine import app_file
 
 #: Run-config entries that are not config fields: ``out-dir`` tells the ServerApp where
 #: to write the run directory.
@@ -26,15 +27,16 @@ def from_run_config(run_config: Mapping[str, Any], base_dir: str | Path | None =
 
     Two forms are understood: ``config-path`` (a YAML file) plus ``overrides``
     (space-separated ``key=value``), and flat dotted keys (``"dp.epsilon": 2.0``), which
-    are applied as overrides on top. A relative ``config-path`` is read from ``base_dir``
-    (the app's directory: the repository, or the installed FAB under ``flwr run``) when
-    given, else from the working directory. Entries in :data:`RUN_CONFIG_EXTRA_KEYS` are
-    skipped.
+    are applied as overrides on top. With ``base_dir`` (the app's directory: the
+    repository, or the installed FAB under ``flwr run``) ``config-path`` must name a file
+    inside it, relative paths counting from it (:func:`fedsim.deploy.confine.app_file`);
+    without, it is read as given. Entries in :data:`RUN_CONFIG_EXTRA_KEYS` are skipped.
 
     Raises
     ------
     ConfigError
-        If the file cannot be read, an override is malformed or the config is invalid.
+        If the file cannot be read or lies outside ``base_dir``, an override is malformed
+        or the config is invalid.
     """
     base: dict[str, Any] = {}
     overrides: list[str] = []
@@ -44,8 +46,8 @@ def from_run_config(run_config: Mapping[str, Any], base_dir: str | Path | None =
         if key == "config-path":
             if value:
                 path = Path(str(value)).expanduser()
-                if not path.is_absolute() and base_dir is not None:
-                    path = Path(base_dir) / path
+                if base_dir is not None:
+                    path = app_file(str(value), Path(base_dir))
                 base = read_yaml(str(path))
         elif key == "overrides":
             overrides.extend(str(value).split())

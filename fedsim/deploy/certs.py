@@ -12,12 +12,18 @@
 The server certificate names every ``--host`` plus ``localhost``, ``127.0.0.1`` and
 ``::1`` as subject alternative names (clients check the name they dialled against
 them). Keys are ECDSA P-384.
+
+``fedsim certs OUT_DIR --operator NAME`` issues, with the existing CA, a client
+certificate ``operator-NAME.pem`` / ``operator-NAME.key`` (0600) for a person allowed
+to submit runs and manage the federation: the coordinator's Control port accepts only
+TLS clients that present a certificate of this CA (:mod:`fedsim.deploy.front`).
 """
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
+import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +41,7 @@ CA_KEY = "ca.key"
 SERVER_CERT = "server.pem"
 SERVER_KEY = "server.key"
 LOOPBACK_NAMES: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
+_OPERATOR_NAME_CHARS = frozenset(string.ascii_letters + string.digits + "-_.")
 
 
 @dataclass(frozen=True)
@@ -189,4 +196,91 @@ def make_certificates(
     write_atomic(files.server_key, _pem_key(server_key), mode=0o600)
     write_atomic(files.ca_cert, _pem_cert(ca_cert), mode=0o644)
     write_atomic(files.server_cert, _pem_cert(server_cert), mode=0o644)
+    return files
+
+
+@dataclass(frozen=True)
+class OperatorFiles:
+    """Where :func:`make_operator_certificate` wrote an operator's certificate and key."""
+
+    cert: Path
+    key: Path
+
+
+def operator_files(certs_dir: Path, name: str) -> OperatorFiles:
+    """The certificate and key paths of operator ``name`` in ``certs_dir``."""
+    return OperatorFiles(certs_dir / f"operator-{name}.pem", certs_dir / f"operator-{name}.key")
+
+
+def make_operator_certificate(
+    certs_dir: Path,
+    name: str,
+    days: int = 365,
+    overwrite: bool = False,
+    now: datetime.datetime | None = None,
+) -> OperatorFiles:
+    """Issue a TLS client certificate for operator ``name`` with the CA in ``certs_dir``.
+
+    Raises
+    ------
+    FedsimError
+        If ``name`` is not a plain name, ``days`` < 1, the CA files are missing or
+        unreadable, or the operator's files exist and not ``overwrite``.
+    """
+    if not name or set(name) - _OPERATOR_NAME_CHARS or name.startswith("."):
+        raise FedsimError(
+            f"--operator must be a plain name (letters, digits, '-', '_', '.'); got {name!r}"
+        )
+    if days < 1:
+        raise FedsimError(f"--days must be >= 1; got {days}")
+    ca_cert_path, ca_key_path = certs_dir / CA_CERT, certs_dir / CA_KEY
+    missing = [str(p) for p in (ca_cert_path, ca_key_path) if not p.is_file()]
+    if missing:
+        raise FedsimError(
+            f"--operator needs the federation CA: missing {', '.join(missing)} "
+            f"(run `fedsim certs {certs_dir}` first)"
+        )
+    try:
+        ca_cert = x509.load_pem_x509_certificate(ca_cert_path.read_bytes())
+        ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError):
+        raise FedsimError(
+            f"{ca_cert_path} / {ca_key_path}: not a CA certificate and key written by "
+            "`fedsim certs` (contents not shown)"
+        ) from None
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise FedsimError(f"{ca_key_path}: not an ECDSA key written by `fedsim certs`")
+    files = operator_files(certs_dir, name)
+    existing = [str(p) for p in (files.cert, files.key) if p.exists()]
+    if existing and not overwrite:
+        raise FedsimError(
+            f"operator files exist ({', '.join(existing)}); use --overwrite to replace them"
+        )
+    start = (now or datetime.datetime.now(datetime.UTC)) - datetime.timedelta(minutes=5)
+    key = _key()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(
+            x509.Name(
+                [
+                    x509.NameAttribute(NameOID.COMMON_NAME, name),
+                    x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "fedsim operator"),
+                ]
+            )
+        )
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + datetime.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_key_usage("digital_signature", "key_agreement"), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+        .sign(ca_key, hashes.SHA384())
+    )
+    write_atomic(files.key, _pem_key(key), mode=0o600)
+    write_atomic(files.cert, _pem_cert(cert), mode=0o644)
     return files

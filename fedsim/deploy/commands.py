@@ -5,18 +5,25 @@ exactly these ``flower-superlink`` / ``flower-supernode`` command lines; the wra
 print them first, so nothing of Flower's CLI is hidden.
 
 TLS is on unless ``insecure`` is set, and SuperNode authentication is on whenever TLS
-is (Flower requires TLS for it).
+is (Flower requires TLS for it). With TLS, ``flower-superlink`` listens on 127.0.0.1 only
+(``internal_port``) and fedsim's front (:mod:`fedsim.deploy.front`) serves the network:
+the Fleet API on ``port`` and the Control API, for operator certificates only, on
+``control_port``. With ``trusted_keys`` a SuperNode runs through
+:mod:`fedsim.deploy.supernode`, which refuses every app not signed by one of those keys
+(:mod:`fedsim.deploy.appsign`).
 """
 
 from __future__ import annotations
 
 import shlex
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from fedsim import keys
 from fedsim.deploy.certs import CA_CERT, SERVER_CERT, SERVER_KEY
+from fedsim.deploy.front import FrontSpec
 from fedsim.errors import FedsimError
 
 INSECURE_WARNING = (
@@ -35,6 +42,12 @@ class SuperLinkSpec:
     port: int = 8000
     database: Path | None = None
     node_auth: bool = True
+    #: TLS only: the front's Control port (operator certificates) and the loopback port
+    #: of ``flower-superlink`` behind the front
+    control_port: int = 8001
+    internal_port: int = 9100
+    #: where ServerApps may write run directories (``FEDSIM_RUNS_DIR``)
+    runs_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -50,11 +63,40 @@ class SuperNodeSpec:
     runtime_port: int = 9094
     data_format: str | None = None
     policy_path: Path | None = None
+    #: the app-signing public keys this site trusts; ``None``: any app runs (not advised)
+    trusted_keys: Path | None = None
+
+
+def front_spec(spec: SuperLinkSpec) -> FrontSpec:
+    """The front of a TLS SuperLink (``spec.certs_dir`` set)."""
+    if spec.certs_dir is None:
+        raise FedsimError("the TLS front needs --certs")
+    ports = {spec.port, spec.control_port, spec.internal_port}
+    if len(ports) != 3:
+        raise FedsimError(
+            f"--port, --control-port and --internal-port must differ; got {spec.port}, "
+            f"{spec.control_port}, {spec.internal_port}"
+        )
+    return FrontSpec(
+        host=spec.host,
+        fleet_port=spec.port,
+        control_port=spec.control_port,
+        upstream_port=spec.internal_port,
+        ca_cert=spec.certs_dir / CA_CERT,
+        server_cert=spec.certs_dir / SERVER_CERT,
+        server_key=spec.certs_dir / SERVER_KEY,
+    )
 
 
 def superlink_command(spec: SuperLinkSpec) -> list[str]:
-    """The ``flower-superlink`` command line for ``spec`` (``certs_dir=None``: insecure)."""
-    cmd = ["flower-superlink", "--host", spec.host, "--port", str(spec.port)]
+    """The ``flower-superlink`` command line for ``spec`` (``certs_dir=None``: insecure).
+
+    With TLS it binds 127.0.0.1:``internal_port``, behind fedsim's front.
+    """
+    if spec.certs_dir is None:
+        cmd = ["flower-superlink", "--host", spec.host, "--port", str(spec.port)]
+    else:
+        cmd = ["flower-superlink", "--host", "127.0.0.1", "--port", str(spec.internal_port)]
     if spec.certs_dir is None:
         if spec.node_auth:
             raise FedsimError("SuperNode authentication needs TLS: give --certs or --no-node-auth")
@@ -111,7 +153,19 @@ def supernode_command(spec: SuperNodeSpec) -> list[str]:
         entries[keys.NODE_STATE_DIR] = str(spec.state_dir)
     if spec.policy_path is not None:
         entries[keys.NODE_POLICY_PATH] = str(spec.policy_path)
-    cmd = ["flower-supernode", "--superlink", spec.superlink]
+    if spec.trusted_keys is None:
+        cmd = ["flower-supernode"]
+    else:
+        _require_files(spec.trusted_keys.parent, (spec.trusted_keys.name,))
+        cmd = [
+            sys.executable,
+            "-m",
+            "fedsim.deploy.supernode",
+            "--trusted-keys",
+            str(spec.trusted_keys),
+            "--",
+        ]
+    cmd += ["--superlink", spec.superlink]
     if spec.root_certificates is None:
         cmd.append("--insecure")
     else:

@@ -7,7 +7,8 @@ ports, paths) as the loopback federation of ``tests/test_deploy_e2e.py``.
 
 Layout inside the containers (also used by the Dockerfiles): certificates under
 ``/certs`` and the node key at ``/keys/node.key`` (single files, read-only: the CA's
-private key is never mounted), the site's data directory at ``/data`` (read-only), its
+private key is never mounted), the app-signing public key the hospitals trust at
+``/keys/approver.pub``, the site's data directory at ``/data`` (read-only), its
 state (privacy ledger) at ``/state`` in a named volume, the SuperLink's database in its
 ``/state`` volume and the run directories under ``/runs`` (bind-mounted, so they appear
 on the coordinating host). Each hospital exists twice, ``hospital-K`` in profile ``cpu``
@@ -34,6 +35,10 @@ RUNS_DIR = "/runs"
 SUPERLINK_DATABASE = "/state/superlink.db"
 SUPERLINK_SERVICE = "superlink"
 SUPERLINK_PORT = 8000
+#: The front's Control port: operator certificates only (:mod:`fedsim.deploy.front`).
+CONTROL_PORT = 8001
+#: The app-signing public key(s) every hospital trusts (:mod:`fedsim.deploy.appsign`).
+TRUSTED_KEYS = "/keys/approver.pub"
 RUNTIME_PORT = 9094
 SUPERLINK_DOCKERFILE = "docker/Dockerfile.superlink"
 SUPERNODE_DOCKERFILE = "docker/Dockerfile.supernode"
@@ -82,7 +87,7 @@ class ComposeSpec:
 
 def superlink_args() -> list[str]:
     """The ``fedsim superlink`` arguments of the SuperLink container."""
-    return ["--certs", CERTS_DIR, "--database", SUPERLINK_DATABASE]
+    return ["--certs", CERTS_DIR, "--database", SUPERLINK_DATABASE, "--runs-dir", RUNS_DIR]
 
 
 def supernode_args(client_id: int) -> list[str]:
@@ -102,6 +107,8 @@ def supernode_args(client_id: int) -> list[str]:
         STATE_DIR,
         "--runtime-port",
         str(RUNTIME_PORT),
+        "--trusted-keys",
+        TRUSTED_KEYS,
     ]
 
 
@@ -122,7 +129,7 @@ def _superlink_service(spec: ComposeSpec) -> dict[str, Any]:
         "build": {"context": "..", "dockerfile": SUPERLINK_DOCKERFILE},
         "image": "fedsim-superlink",
         "command": superlink_args(),
-        "ports": [f"{spec.host_port}:{SUPERLINK_PORT}"],
+        "ports": [f"{spec.host_port}:{SUPERLINK_PORT}", f"{CONTROL_PORT}:{CONTROL_PORT}"],
         "volumes": [*certs, f"superlink-state:{STATE_DIR}", f"./runs:{RUNS_DIR}"],
         "healthcheck": _healthcheck(
             f"https://localhost:{SUPERLINK_PORT}/health", "--ca", f"{CERTS_DIR}/{CA_CERT}"
@@ -145,6 +152,7 @@ def _hospital_service(client_id: int, gpu: bool) -> dict[str, Any]:
             f"./certs/{CA_CERT}:{CERTS_DIR}/{CA_CERT}:ro",
             f"./keys/{name}:{NODE_KEY}:ro",
             f"./sites/{name}:{DATA_DIR}:ro",
+            f"./keys/approver.pub:{TRUSTED_KEYS}:ro",
             f"{name}-state:{STATE_DIR}",
         ],
         "depends_on": {SUPERLINK_SERVICE: {"condition": "service_healthy"}},

@@ -60,35 +60,63 @@ def site_lock(state_dir: Path) -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
+def read_state(state_dir: Path) -> SiteState | None:
+    """The state file's content, whoever it belongs to (``None``: no file yet).
+
+    Raises
+    ------
+    FedsimError
+        If the file is unreadable or of an unknown format.
+    """
+    path = state_file(state_dir)
+    if not path.exists():
+        return None
+    try:
+        doc: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:  # no content in the message: position only
+        raise FedsimError(
+            f"state file {path}: cannot be read (not JSON: {exc.msg} at line {exc.lineno})"
+        ) from None
+    except UnicodeDecodeError:
+        raise FedsimError(f"state file {path}: cannot be read (not UTF-8 text)") from None
+    except OSError as exc:
+        raise FedsimError(f"state file {path}: cannot be read ({exc.strerror})") from None
+    try:
+        if doc.get("format") != FORMAT:
+            raise ValueError(f"its format is not {FORMAT}")
+        return SiteState(
+            client_id=int(doc["client_id"]),
+            ledger=PrivacyLedger.from_json(json.dumps(doc["ledger"])),
+            rounds_trained=int(doc.get("rounds_trained", 0)),
+            runs={str(k): int(v) for k, v in dict(doc.get("runs", {})).items()},
+        )
+    except KeyError as exc:
+        raise FedsimError(f"state file {path}: cannot be read (no field {exc.args[0]!r})") from None
+    except (ValueError, TypeError, AttributeError, IndexError) as exc:
+        reason = (
+            str(exc) if str(exc).startswith("its format") else "a field of the wrong type or shape"
+        )
+        raise FedsimError(
+            f"state file {path}: cannot be read ({reason}; expected fedsim's state format "
+            f"{FORMAT}: client_id, ledger, rounds_trained, runs)"
+        ) from None
+
+
 def load_state(state_dir: Path, client_id: int) -> SiteState:
-    """The site's state (a fresh one when the file does not exist yet).
+    """The state of site ``client_id`` (a fresh one when the file does not exist yet).
 
     Raises
     ------
     FedsimError
         If the file is unreadable, of an unknown format, or belongs to another client.
     """
-    path = state_file(state_dir)
-    if not path.exists():
+    state = read_state(state_dir)
+    if state is None:
         return SiteState(client_id=client_id)
-    try:
-        doc: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-        if doc.get("format") != FORMAT:
-            raise ValueError(f"unknown format {doc.get('format')!r} (expected {FORMAT})")
-        stored_id = int(doc["client_id"])
-        ledger = PrivacyLedger.from_json(json.dumps(doc["ledger"]))
-        state = SiteState(
-            client_id=stored_id,
-            ledger=ledger,
-            rounds_trained=int(doc.get("rounds_trained", 0)),
-            runs={str(k): int(v) for k, v in dict(doc.get("runs", {})).items()},
-        )
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise FedsimError(f"state file {path}: cannot be read ({exc})") from exc
-    if stored_id != client_id:
+    if state.client_id != client_id:
         raise FedsimError(
-            f"state file {path} belongs to client {stored_id}, not to client-id {client_id}; "
-            f"give each site its own state-dir"
+            f"state file {state_file(state_dir)} belongs to client {state.client_id}, not to "
+            f"client-id {client_id}; give each site its own state-dir"
         )
     return state
 
