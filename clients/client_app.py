@@ -7,10 +7,13 @@ survives across rounds (simulation), or — on a deployed SuperNode whose node c
 a ``state-dir`` — in the site's state file, read before and written after every round, so
 it survives restarts and runs (:mod:`fedsim.deploy.state`). A SuperNode whose node config
 names a ``data-path`` trains on that local file instead of a partition of the config's
-dataset (:mod:`fedsim.deploy.site`). A query message returns the client id, which lets
-the server map Flower's random node ids to stable client ids 0..N-1. A train message
-from a coordinator whose fedsim version or config schema differs from this install's is
-refused before anything else (:func:`version_refusal`, :mod:`fedsim.versions`).
+dataset (:mod:`fedsim.deploy.site`). An evaluate message (``evaluation.federated``)
+evaluates the global model on the site's held-out split and replies with the DP release
+of its confusion matrix (:mod:`clients.evaluate_app`). A query message returns the
+client id, which lets the server map Flower's random node ids to stable client ids 0..N-1.
+A train message from a coordinator whose fedsim version or config schema differs from
+this install's is refused before anything else (:func:`version_refusal`,
+:mod:`fedsim.versions`).
 
 ``make_client_app(cfg)`` is used by ``fedsim run`` (the typed config travels in the
 closure); the module-level ``app`` serves ``flwr run .``, reading ``context.run_config``.
@@ -42,7 +45,12 @@ from fedsim.deploy.state import load_state, record_round, save_state, site_lock
 from fedsim.errors import FedsimError, RunError
 from fedsim.privacy import DpEvent, PrivacyLedger, PureDp
 from fedsim.versions import local_version, read_version, version_mismatch
-from fedsim.workload import client_split, image_spec, partitions_for, simulated_client_data
+from fedsim.workload import (
+    image_spec,
+    partitions_for,
+    simulated_client_data,
+    site_parts,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +87,15 @@ def site_data_of(site: SiteConfig, cfg: Config) -> SiteData | None:
     if site.data_path is None:
         return None
     return load_site_data(site.data_path, site.data_format, image_spec(cfg.data))
+
+
+def training_data(cfg: Config, site: SiteConfig) -> SiteData:
+    """What the site trains on: its file or simulated partition, without the held-out
+    split it keeps for federated evaluation (``evaluation.federated``)."""
+    data = site_data_of(site, cfg)
+    if data is None:
+        return simulated_client_data(cfg, site.client_id)
+    return site_parts(cfg, site.client_id, data)[0] if cfg.evaluation.federated else data
 
 
 def site_policy(site: SiteConfig) -> tuple[SitePolicy | None, str | None]:
@@ -332,7 +349,7 @@ def train_round(
         pruned=pruned,
         vog_state=vog_state,
     )
-    data = site_data_of(site, cfg) or simulated_client_data(cfg, site.client_id)
+    data = training_data(cfg, site)
     return run_local_round(cfg, site.client_id, data, task, noise_root=secret_seed, policy=policy)
 
 
@@ -384,11 +401,9 @@ def handle_query(cfg: Config, msg: Message, context: Context) -> Message:
     """Tell the server which client this node is and how much data it holds."""
     site = site_from_node_config(context.node_config)
     client_id = site.client_id
-    data = site_data_of(site, cfg)
     metrics = MetricRecord({keys.CLIENT_ID: client_id})
     if not cfg.hides_client_size and canary_of(cfg, client_id) is None:  # add/remove: private
-        n = len(client_split(cfg, client_id)) if data is None else len(data.train)
-        metrics[keys.NUM_EXAMPLES] = n
+        metrics[keys.NUM_EXAMPLES] = len(training_data(cfg, site).train)
     return Message(content=RecordDict({keys.METRICS: metrics}), reply_to=msg)
 
 
@@ -423,6 +438,15 @@ def make_client_app(
         if refused is not None:
             return refused
         return handle_train(resolve(context), msg, context, seeded_noise, store, pooled)
+
+    @app.evaluate()
+    def evaluate(msg: Message, context: Context) -> Message:
+        from clients.evaluate_app import handle_evaluate  # it builds on this module
+
+        refused = version_refusal(msg)
+        if refused is not None:
+            return refused
+        return handle_evaluate(resolve(context), msg, context, seeded_noise, store, pooled)
 
     @app.query()
     def query(msg: Message, context: Context) -> Message:

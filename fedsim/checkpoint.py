@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from fedsim.errors import FedsimError
-from fedsim.records import ClientRoundRecord, EvalResult
+from fedsim.records import ClientRoundRecord, EvalResult, SiteEvaluation
 from fedsim.round_log import RoundEntry
 
 STATE_DIR = "state"
@@ -55,6 +55,7 @@ def _eval_doc(result: EvalResult | None) -> dict[str, Any] | None:
         "num_examples": result.num_examples, "mre": result.mre,
         "balanced_accuracy": result.balanced_accuracy,
         "class_recall": None if result.class_recall is None else list(result.class_recall),
+        "confusion": None if result.confusion is None else list(result.confusion),
     }  # fmt: skip
 
 
@@ -77,6 +78,9 @@ def _eval_of(doc: Mapping[str, Any] | None) -> EvalResult | None:
         mre=None if doc.get("mre") is None else float(doc["mre"]),
         balanced_accuracy=_optional(doc.get("balanced_accuracy")),
         class_recall=_recalls(doc.get("class_recall")),
+        confusion=(
+            None if doc.get("confusion") is None else tuple(int(c) for c in doc["confusion"])  # type: ignore[arg-type]
+        ),
     )
 
 
@@ -138,17 +142,7 @@ class ResumePoint:
 
     def evaluations(self) -> dict[int, EvalResult]:
         """Central evaluations by round, the initial one (round 0) included."""
-        out = {
-            int(m["round"]): EvalResult(
-                accuracy=float(m["test_accuracy"]),
-                loss=float(m["test_loss"]),
-                auc=None if m.get("test_auc") is None else float(m["test_auc"]),
-                mre=None if m.get("test_mre") is None else float(m["test_mre"]),
-                balanced_accuracy=_optional(m.get("test_balanced_accuracy")),
-                class_recall=_recalls(m.get("test_recall")),
-            )
-            for m in self.lines
-        }
+        out = {int(m["round"]): EvalResult.from_test_json(m) for m in self.lines}
         if self.checkpoint.initial is not None:
             out[0] = self.checkpoint.initial
         return out
@@ -166,6 +160,11 @@ def entry_of(line: Mapping[str, Any]) -> RoundEntry:
         selected=tuple(int(c) for c in line.get("selected", ())),
         clients=clients,
         selection_epsilon=line.get("selection_epsilon"),
+        site_evaluation=(
+            None
+            if line.get("site_evaluation") is None
+            else SiteEvaluation.from_json(line["site_evaluation"])
+        ),
     )
 
 

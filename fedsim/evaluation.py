@@ -1,5 +1,6 @@
-"""Central evaluation of a model on a data split (accuracy, loss, AUC for binary tasks; for
-regression the mean relative error and SecProbe's accuracy score)."""
+"""Central evaluation of a model on a data split (accuracy, loss; for binary tasks AUC and
+the clinical metrics of :mod:`fedsim.clinical`; for regression the mean relative error and
+SecProbe's accuracy score)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import torch
 from scipy.stats import rankdata
 from torch import nn
 
+from fedsim.clinical import confusion_matrix
 from fedsim.data import Split
 from fedsim.records import EvalResult
 from fedsim.selection import regression_utility
@@ -47,8 +49,9 @@ def evaluate(
     model: nn.Module, split: Split, device: torch.device | str = "cpu", batch_size: int = 512
 ) -> EvalResult:
     """Accuracy, balanced accuracy (the mean recall of the classes present), mean
-    cross-entropy loss and, for binary tasks, ROC AUC and each class's recall, of ``model``
-    on ``split``.
+    cross-entropy loss and, for binary tasks, ROC AUC, each class's recall and the
+    confusion matrix (sensitivity, specificity, precision, F1 with class 1 positive:
+    :mod:`fedsim.clinical`), of ``model`` on ``split``.
 
     For regression targets (:attr:`Split.task`), see :func:`evaluate_regression`.
     """
@@ -74,6 +77,10 @@ def evaluate(
     auc = roc_auc(np.concatenate(positive_scores), split.y) if positive_scores else None
     recalls = class_recalls(np.concatenate(predicted) if predicted else np.empty(0), split.y)
     present = [r for r in recalls if r is not None]
+    confusion = None
+    if positive_scores:  # binary: tn, fp, fn, tp with class 1 positive (fedsim.clinical)
+        matrix = confusion_matrix(np.concatenate(predicted), split.y, 2)
+        confusion = (int(matrix[0, 0]), int(matrix[0, 1]), int(matrix[1, 0]), int(matrix[1, 1]))
     return EvalResult(
         accuracy=correct / n,
         loss=total_loss / n,
@@ -81,6 +88,7 @@ def evaluate(
         num_examples=n,
         balanced_accuracy=float(np.mean(present)) if present else None,
         class_recall=tuple(recalls) if positive_scores else None,
+        confusion=confusion,
     )
 
 

@@ -55,6 +55,13 @@ def extra_valuation(metric: str) -> str:
     return f"{VALUATION}-{metric}"
 
 
+#: Federated evaluation reply (:mod:`fedsim.privacy.evaluation`): the site's released
+#: K × K confusion matrix (list[float], row-major ``m[true, predicted]``), the ε of this
+#: release and the ε of all its evaluation releases so far
+EVAL_COUNTS: Final = "eval-counts"
+EVAL_EPSILON: Final = "eval-epsilon"
+EPSILON_EVALUATION: Final = "epsilon-evaluation"
+
 #: Samples the client has pruned (valuation.prune); it trains on num-examples others
 NUM_PRUNED: Final = "num-pruned"
 

@@ -25,7 +25,7 @@ from fedsim.privacy.planning import (
     plan_dp_sgd,
     planned_dp_sgd_steps,
 )
-from fedsim.workload import dataset_for, partitions_for
+from fedsim.workload import dataset_for, partitions_for, training_sizes
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,8 @@ class PreflightReport:
     functional_plan: FunctionalPlan | None = None
     #: Natural partitions: the site each client is (client i = site_names[i]).
     site_names: tuple[str, ...] = ()
+    #: what federated evaluation releases and costs (``evaluation.federated``)
+    site_evaluation: str | None = None
 
     def headline(self) -> str:
         """One line: the clients' sizes and the noise the privacy plan needs."""
@@ -100,6 +102,8 @@ class PreflightReport:
                 f"sample rate {plan.sample_rate:.4g}, {plan.steps_per_round} steps per round "
                 f"({self.relation})"
             )
+        if self.site_evaluation is not None:
+            out.append(self.site_evaluation)
         if self.central_plan is not None:
             c = self.central_plan
             out.append(
@@ -150,7 +154,7 @@ def preflight(cfg: Config) -> PreflightReport:
         parts = partitions_for(cfg.data, cfg.seed)
     except FedsimError as exc:
         raise ConfigError([str(exc)]) from None
-    sizes = tuple(len(p) for p in parts)
+    sizes = tuple(training_sizes(cfg)[c] for c in range(len(parts)))  # without held-out
     empty = [i for i, n in enumerate(sizes) if n == 0]
     if empty:
         problems.append(
@@ -245,7 +249,38 @@ def preflight(cfg: Config) -> PreflightReport:
         functional_plan=functional,
         relation=RELATION_TEXT[cfg.dp.neighbouring],
         site_names=bundle.site_names if cfg.data.partition == "natural" else (),
+        site_evaluation=site_evaluation_text(cfg),
     )
+
+
+def site_evaluation_text(cfg: Config) -> str | None:
+    """What federated evaluation releases and what it costs each site, in one line
+    (``None`` without it); it says when the releases can stop training early."""
+    ev = cfg.evaluation
+    if not ev.federated:
+        return None
+    releases = sum(1 for r in range(1, cfg.rounds + 1) if ev.due(r, cfg.rounds))
+    head = (
+        f"federated evaluation: {ev.fraction:.0%} of the sites after {releases} round(s), each "
+        f"on its held-out {ev.holdout:g} of its data"
+    )
+    if ev.epsilon is None:
+        return head + ", releasing exact confusion matrices (no DP)"
+    relation = RELATION_TEXT[cfg.dp.neighbouring]
+    scale = (2.0 if cfg.dp.neighbouring == "replace_one" else 1.0) / ev.epsilon
+    text = (
+        f"{head}, releasing its confusion matrix with Laplace noise of scale {scale:.4g} "
+        f"(epsilon {ev.epsilon:g} per release, at most {releases * ev.epsilon:g} per site "
+        f"by basic composition, {relation}; in the site's ledger)"
+    )
+    cap, target = cfg.dp.max_epsilon, cfg.dp.epsilon
+    if cap is not None and target is not None and target + releases * ev.epsilon > cap:
+        text += (
+            f"; with dp.epsilon {target:g} and dp.max_epsilon {cap:g} a site may stop "
+            "training (budget exhausted) before the last round: raise dp.max_epsilon, or "
+            "lower evaluation.epsilon or evaluate less often (evaluation.every)"
+        )
+    return text
 
 
 def _functional_problems(cfg: Config, plan: FunctionalPlan) -> list[str]:

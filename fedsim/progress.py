@@ -44,6 +44,9 @@ def epsilon_text(cfg: Config, record: RoundRecord) -> str:
         sel = [c.epsilon_selection for c in record.clients if c.epsilon_selection is not None]
         return f"  selection eps {max(sel):.3f} (no DP on updates)" if sel else ""
     total = [c.epsilon_total for c in record.clients if c.epsilon_total is not None]
+    if record.site_evaluation is not None:  # the sites' totals after this round's release
+        sites = record.site_evaluation.sites
+        total += [s.epsilon_total for s in sites if s.epsilon_total is not None]
     sgd = [c.epsilon for c in record.clients if c.epsilon is not None]
     if not total and not sgd:
         return ""
@@ -76,6 +79,18 @@ def test_text(record: RoundRecord) -> str:
     return f"acc {record.test.accuracy:.4f}  loss {record.test.loss:.4f}{extra}"
 
 
+def site_text(record: RoundRecord) -> str:
+    """The round line's federated-evaluation part: the sites' pooled accuracy and how many
+    sites released (``sites acc 0.8120 (3/3)``); empty without a site evaluation."""
+    evaluation = record.site_evaluation
+    if evaluation is None:
+        return ""
+    released = sum(1 for s in evaluation.sites if s.metrics is not None)
+    aggregate = evaluation.aggregate
+    acc = "n/a" if aggregate is None or aggregate.accuracy is None else f"{aggregate.accuracy:.4f}"
+    return f"  sites acc {acc} ({released}/{len(evaluation.sites)})"
+
+
 class RoundProgress:
     """Formats each round's progress line; keeps the round times seen for the ETA.
 
@@ -95,7 +110,7 @@ class RoundProgress:
         per_round = sum(self._seconds) / len(self._seconds)
         left = max(0, self.cfg.rounds - record.round)
         return (
-            f"round {record.round}/{self.cfg.rounds}  {test_text(record)}"
+            f"round {record.round}/{self.cfg.rounds}  {test_text(record)}{site_text(record)}"
             f"{epsilon_text(self.cfg, record)}  "
             f"({len(record.selected)}/{len(record.sampled)} updates, {per_round:.1f} s/round, "
             f"ETA {duration_text(per_round * left)})"

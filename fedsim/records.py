@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
+
+from fedsim.clinical import BinaryCounts, count_metrics
 
 ClientStatus = Literal["ok", "budget-exhausted", "refused", "rejected", "failed"]
 
@@ -69,19 +72,193 @@ class EvalResult:
     balanced_accuracy: float | None = None
     #: recall of each class (binary tasks; ``None`` for a class absent from the split)
     class_recall: tuple[float | None, ...] | None = None
+    #: the binary confusion matrix ``(tn, fp, fn, tp)``, class 1 positive
+    #: (:mod:`fedsim.clinical`; binary tasks)
+    confusion: tuple[int, int, int, int] | None = None
+
+    @property
+    def binary(self) -> BinaryCounts | None:
+        """The binary counts with sensitivity, specificity, precision and F1."""
+        if self.confusion is None:
+            return None
+        tn, fp, fn, tp = self.confusion
+        return BinaryCounts(tn=tn, fp=fp, fn=fn, tp=tp)
 
     def test_json(self) -> dict[str, Any]:
         """The ``test_*`` fields of a ``metrics.jsonl`` line or ``summary.json`` (the
         optional ones only when set)."""
         doc: dict[str, Any] = {"test_accuracy": self.accuracy, "test_loss": self.loss}
-        optional = {
+        optional: dict[str, Any] = {
             "test_auc": self.auc,
             "test_mre": self.mre,
             "test_balanced_accuracy": self.balanced_accuracy,
             "test_recall": None if self.class_recall is None else list(self.class_recall),
         }
+        binary = self.binary
+        if binary is not None:
+            optional.update({f"test_{k}": v for k, v in binary.json().items()})
+            optional["test_confusion"] = {k: int(v) for k, v in binary.counts_json().items()}
         doc.update({k: v for k, v in optional.items() if v is not None})
         return doc
+
+    @classmethod
+    def from_test_json(cls, doc: Mapping[str, Any]) -> EvalResult:
+        """The result a :meth:`test_json` document holds (``num_examples`` is not in it)."""
+
+        def number(key: str) -> float | None:
+            return None if doc.get(key) is None else float(doc[key])
+
+        recall = doc.get("test_recall")
+        confusion = doc.get("test_confusion")
+        return cls(
+            accuracy=float(doc["test_accuracy"]),
+            loss=float(doc["test_loss"]),
+            auc=number("test_auc"),
+            mre=number("test_mre"),
+            balanced_accuracy=number("test_balanced_accuracy"),
+            class_recall=None if recall is None else tuple(_maybe(r) for r in recall),
+            confusion=(
+                None
+                if confusion is None
+                else (
+                    int(confusion["tn"]),
+                    int(confusion["fp"]),
+                    int(confusion["fn"]),
+                    int(confusion["tp"]),
+                )
+            ),
+        )
+
+
+def _maybe(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+@dataclass(frozen=True)
+class SiteMetrics:
+    """What a released (noisy) confusion matrix says (:func:`fedsim.clinical.count_metrics`):
+    one site's evaluation, or the federation's (the sum of the sites' matrices, i.e. every
+    rate weighted by the sites' noisy sizes).
+
+    ``confusion`` is the matrix ``m[true][predicted]`` (binary: ``[[tn, fp], [fn, tp]]``,
+    class 1 positive); ``num_examples`` its (noisy) total.
+    """
+
+    num_examples: float
+    confusion: tuple[tuple[float, ...], ...]
+    accuracy: float | None = None
+    balanced_accuracy: float | None = None
+    class_recall: tuple[float | None, ...] = ()
+    sensitivity: float | None = None
+    specificity: float | None = None
+    precision: float | None = None
+    f1: float | None = None
+
+    @classmethod
+    def of(cls, matrix: Any) -> SiteMetrics:
+        """The metrics of a square matrix ``m[true, predicted]`` (negative noisy counts
+        count as 0 in the rates; the matrix is kept as released)."""
+        import numpy as np
+
+        m = np.asarray(matrix, dtype=np.float64)
+        counts = count_metrics(m)
+        rates = counts.binary.json() if counts.binary is not None else {}
+        return cls(
+            num_examples=counts.num_examples,
+            confusion=tuple(tuple(float(v) for v in row) for row in m),
+            accuracy=counts.accuracy,
+            balanced_accuracy=counts.balanced_accuracy,
+            class_recall=counts.class_recall,
+            **rates,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object (``confusion`` and ``class_recall`` as lists)."""
+        doc = asdict(self)
+        doc["confusion"] = [list(row) for row in self.confusion]
+        doc["class_recall"] = list(self.class_recall)
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> SiteMetrics:
+        """The inverse of :meth:`to_json`."""
+        rates = ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "precision", "f1")
+        return cls(
+            num_examples=float(doc["num_examples"]),
+            confusion=tuple(tuple(float(v) for v in row) for row in doc["confusion"]),
+            class_recall=tuple(_maybe(r) for r in doc.get("class_recall", ())),
+            **{k: _maybe(doc.get(k)) for k in rates},
+        )
+
+
+@dataclass(frozen=True)
+class SiteEvalRecord:
+    """One site's part in one federated evaluation, as the server saw it.
+
+    ``metrics`` is ``None`` when the site released nothing (refused, budget exhausted,
+    failed, rejected); ``epsilon`` is the ε of this release, ``epsilon_evaluation`` of
+    all the site's evaluation releases so far and ``epsilon_total`` of every event in its
+    ledger (DP-SGD runs), all as the site reported them.
+    """
+
+    client_id: int
+    status: ClientStatus
+    metrics: SiteMetrics | None = None
+    epsilon: float | None = None
+    epsilon_evaluation: float | None = None
+    epsilon_total: float | None = None
+    rejected_reason: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The site's object in a ``metrics.jsonl`` line (without its id, the key)."""
+        return {
+            "status": self.status,
+            "epsilon": self.epsilon,
+            "epsilon_evaluation": self.epsilon_evaluation,
+            "epsilon_total": self.epsilon_total,
+            "rejected_reason": self.rejected_reason,
+            "metrics": None if self.metrics is None else self.metrics.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, client_id: int, doc: Mapping[str, Any]) -> SiteEvalRecord:
+        """The inverse of :meth:`to_json`."""
+        metrics = doc.get("metrics")
+        return cls(
+            client_id=client_id,
+            status=doc["status"],
+            metrics=None if metrics is None else SiteMetrics.from_json(metrics),
+            epsilon=_maybe(doc.get("epsilon")),
+            epsilon_evaluation=_maybe(doc.get("epsilon_evaluation")),
+            epsilon_total=_maybe(doc.get("epsilon_total")),
+            rejected_reason=doc.get("rejected_reason"),
+        )
+
+
+@dataclass(frozen=True)
+class SiteEvaluation:
+    """One round's federated evaluation: each asked site, and the sites' aggregate (the
+    pooled released matrices of the sites that released; ``None`` when none did)."""
+
+    sites: tuple[SiteEvalRecord, ...]
+    aggregate: SiteMetrics | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``site_evaluation`` block of a ``metrics.jsonl`` line."""
+        return {
+            "aggregate": None if self.aggregate is None else self.aggregate.to_json(),
+            "sites": {str(s.client_id): s.to_json() for s in self.sites},
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> SiteEvaluation:
+        """The inverse of :meth:`to_json` (a resumed run's earlier rounds)."""
+        aggregate = doc.get("aggregate")
+        sites = sorted(doc.get("sites", {}).items(), key=lambda kv: int(kv[0]))
+        return cls(
+            sites=tuple(SiteEvalRecord.from_json(int(c), d) for c, d in sites),
+            aggregate=None if aggregate is None else SiteMetrics.from_json(aggregate),
+        )
 
 
 @dataclass(frozen=True)
@@ -97,6 +274,8 @@ class RoundRecord:
     selection_epsilon: float | None = None
     #: why the round's aggregate is not the aggregation rule's own (``None``: it is)
     aggregation_note: str | None = None
+    #: the sites' evaluation of this round's global model (``evaluation.federated``)
+    site_evaluation: SiteEvaluation | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The ``metrics.jsonl`` object (DESIGN.md, run directory contract)."""
@@ -109,4 +288,6 @@ class RoundRecord:
         if self.aggregation_note is not None:
             doc["aggregation_note"] = self.aggregation_note
         doc["clients"] = {str(c.client_id): c.to_json() for c in self.clients}
+        if self.site_evaluation is not None:
+            doc["site_evaluation"] = self.site_evaluation.to_json()
         return doc

@@ -11,9 +11,9 @@ wrapper such as central DP) has one place to report to and one frozen value to b
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from fedsim.records import ClientRoundRecord
+from fedsim.records import ClientRoundRecord, SiteEvaluation
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,9 @@ class RoundEntry:
         Why the round's aggregate is not the rule's own (too few updates for the rule:
         a fallback, or the global model kept; a non-finite aggregate discarded);
         ``None`` for a normal round.
+    site_evaluation
+        The sites' evaluation of the round's global model (``evaluation.federated``;
+        reported by :mod:`strategies.site_eval` after the round closed).
     """
 
     round: int
@@ -44,6 +47,7 @@ class RoundEntry:
     clients: tuple[ClientRoundRecord, ...] = field(default_factory=tuple)
     selection_epsilon: float | None = None
     aggregation_note: str | None = None
+    site_evaluation: SiteEvaluation | None = None
 
 
 class RoundLog:
@@ -52,6 +56,7 @@ class RoundLog:
     def __init__(self) -> None:
         self._sampled: dict[int, tuple[int, ...]] = {}
         self._entries: dict[int, RoundEntry] = {}
+        self._site_evaluations: dict[int, SiteEvaluation] = {}
 
     def sampled(self, server_round: int, client_ids: tuple[int, ...]) -> None:
         """Record the cohort of ``server_round`` (before its replies arrive)."""
@@ -67,17 +72,31 @@ class RoundLog:
             raise ValueError(f"round {entry.round} was already closed")
         self._entries[entry.round] = entry
 
+    def evaluated(self, server_round: int, evaluation: SiteEvaluation) -> None:
+        """Record the sites' evaluation of the global model after ``server_round``."""
+        self._site_evaluations[server_round] = evaluation
+
     def entry(self, server_round: int) -> RoundEntry:
-        """The round's entry; a round that was never closed (nobody trained) has its
-        cohort and nothing else."""
+        """The round's entry (with its site evaluation); a round that was never closed
+        (nobody trained) has its cohort and nothing else."""
         closed = self._entries.get(server_round)
-        return closed if closed is not None else RoundEntry(server_round, self.cohort(server_round))
+        entry = (
+            closed if closed is not None else RoundEntry(server_round, self.cohort(server_round))
+        )
+        evaluation = self._site_evaluations.get(server_round)
+        return entry if evaluation is None else replace(entry, site_evaluation=evaluation)
+
+    def site_evaluations(self) -> Mapping[int, SiteEvaluation]:
+        """Per evaluated round, the sites' evaluation, in round order."""
+        return dict(sorted(self._site_evaluations.items()))
 
     def restore(self, entries: tuple[RoundEntry, ...]) -> None:
         """Take the completed rounds of an interrupted run (``fedsim run --resume``)."""
         for entry in entries:
             self._sampled[entry.round] = entry.sampled
             self._entries[entry.round] = entry
+            if entry.site_evaluation is not None:
+                self._site_evaluations[entry.round] = entry.site_evaluation
 
     def rounds(self) -> tuple[int, ...]:
         """Closed rounds, in order."""

@@ -28,9 +28,10 @@ from fedsim.checkpoint import (
     sha256_file,
     sha256_text,
 )
+from fedsim.clinical import BinaryCounts
 from fedsim.config import Config, to_yaml
 from fedsim.files import write_atomic
-from fedsim.records import EvalResult, RoundRecord
+from fedsim.records import EvalResult, RoundRecord, SiteEvaluation
 from fedsim.tracking import NULL_TRACKER, RunStatus, TrackedRun, open_tracker
 
 if TYPE_CHECKING:
@@ -57,6 +58,15 @@ OPTIONAL_TEST_METRICS: tuple[tuple[str, str, str], ...] = (
     ("test_auc", "AUC", "auc"),
     ("test_balanced_accuracy", "balanced accuracy", "bal acc"),
     ("test_mre", "mean relative error", "mre"),
+)
+#: Clinical test metrics of binary tasks (class 1 positive, :mod:`fedsim.clinical`): key,
+#: name in reports, TensorBoard tag (reports and TensorBoard; the round line shows the
+#: per-class recalls, which are sensitivity and specificity).
+CLINICAL_TEST_METRICS: tuple[tuple[str, str, str], ...] = (
+    ("test_sensitivity", "sensitivity", "test/sensitivity"),
+    ("test_specificity", "specificity", "test/specificity"),
+    ("test_precision", "precision", "test/precision"),
+    ("test_f1", "F1", "test/f1"),
 )
 #: TensorBoard scalar tags of the test metrics (the HParams dashboard's metric columns).
 TB_TEST_METRICS = ("test/accuracy", "test/loss", "test/auc", "test/balanced_accuracy")
@@ -134,6 +144,42 @@ def eval_scalars(result: EvalResult) -> dict[str, float]:
     for label, recall in enumerate(result.class_recall or ()):
         if recall is not None:
             scalars[f"test/recall_class_{label}"] = recall
+    scalars.update(binary_scalars("test", result.binary))
+    return scalars
+
+
+def binary_scalars(prefix: str, binary: BinaryCounts | None) -> dict[str, float]:
+    """Sensitivity, specificity, precision, F1 (where defined) and the counts tn/fp/fn/tp
+    (``<prefix>/confusion_tn``, ...) of a binary evaluation; empty for other tasks."""
+    if binary is None:
+        return {}
+    scalars = {f"{prefix}/{name}": v for name, v in binary.json().items() if v is not None}
+    scalars.update({f"{prefix}/confusion_{k}": v for k, v in binary.counts_json().items()})
+    return scalars
+
+
+def site_scalars(evaluation: SiteEvaluation) -> dict[str, float]:
+    """The sites' evaluation as scalar tags: the pooled metrics under ``sites/`` and each
+    site's accuracy (``sites/accuracy/client_<id>``) and evaluation ε
+    (``epsilon_evaluation/client_<id>``)."""
+    scalars: dict[str, float] = {}
+    pooled = evaluation.aggregate
+    if pooled is not None:
+        rates = {
+            "accuracy": pooled.accuracy,
+            "balanced_accuracy": pooled.balanced_accuracy,
+            "sensitivity": pooled.sensitivity,
+            "specificity": pooled.specificity,
+            "precision": pooled.precision,
+            "f1": pooled.f1,
+            "num_examples": pooled.num_examples,
+        }
+        scalars.update({f"sites/{name}": v for name, v in rates.items() if v is not None})
+    for site in evaluation.sites:
+        if site.metrics is not None and site.metrics.accuracy is not None:
+            scalars[f"sites/accuracy/client_{site.client_id}"] = site.metrics.accuracy
+        if site.epsilon_evaluation is not None:
+            scalars[f"epsilon_evaluation/client_{site.client_id}"] = site.epsilon_evaluation
     return scalars
 
 
@@ -141,9 +187,13 @@ def round_scalars(record: RoundRecord) -> dict[str, float]:
     """One round as scalar tags, the stream TensorBoard and the tracker receive (step =
     the round): the test metrics, each client's ε (DP-SGD ``epsilon/client_<id>``, all
     events composed ``epsilon_total/client_<id>``) and train loss, the largest ε of the
-    round's clients (``epsilon/max``, ``epsilon_total/max``), the selection ε and the
-    round's seconds. Non-finite values are left out."""
+    round's clients (``epsilon/max``, ``epsilon_total/max``, which counts the sites'
+    totals after this round's evaluation releases), the selection ε, the round's seconds
+    and the sites' evaluation (:func:`site_scalars`). Non-finite values are left out."""
     scalars = eval_scalars(record.test)
+    sites = record.site_evaluation
+    if sites is not None:
+        scalars.update(site_scalars(sites))
     for c in record.clients:
         for name, value in (
             ("epsilon", c.epsilon),
@@ -154,7 +204,7 @@ def round_scalars(record: RoundRecord) -> dict[str, float]:
                 scalars[f"{name}/client_{c.client_id}"] = value
     for name, values in (
         ("epsilon", [c.epsilon for c in record.clients if c.epsilon is not None]),
-        ("epsilon_total", [c.epsilon_total for c in record.clients if c.epsilon_total is not None]),
+        ("epsilon_total", _totals(record)),
     ):
         if values:
             scalars[f"{name}/max"] = max(values)
@@ -162,6 +212,16 @@ def round_scalars(record: RoundRecord) -> dict[str, float]:
         scalars["selection/epsilon"] = record.selection_epsilon
     scalars["round/seconds"] = record.seconds
     return {k: float(v) for k, v in scalars.items() if math.isfinite(v)}
+
+
+def _totals(record: RoundRecord) -> list[float]:
+    """Every ``epsilon_total`` the round reported: the clients' training replies and the
+    sites' evaluation replies (after their release)."""
+    totals = [c.epsilon_total for c in record.clients if c.epsilon_total is not None]
+    if record.site_evaluation is not None:
+        sites = record.site_evaluation.sites
+        totals += [s.epsilon_total for s in sites if s.epsilon_total is not None]
+    return totals
 
 
 def _clean(value: Any) -> Any:

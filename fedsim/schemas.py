@@ -18,7 +18,7 @@ import typing
 from pathlib import Path
 from typing import Any, Literal, Union
 
-from fedsim.records import ClientRoundRecord
+from fedsim.records import ClientRoundRecord, SiteEvalRecord, SiteMetrics
 from fedsim.summary import ClientSummary, ClientValuation, DpSummary
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
@@ -69,6 +69,54 @@ def _object(properties: dict[str, Any], required: list[str] | None = None) -> di
     }
 
 
+def _test_properties() -> dict[str, Any]:
+    """The ``test_*`` fields of :meth:`EvalResult.test_json` (all but the first two optional)."""
+    number = {"type": "number"}
+    confusion = {"type": "integer", "minimum": 0}
+    return {
+        "test_accuracy": number,
+        "test_loss": number,
+        "test_auc": number,
+        "test_mre": number,
+        "test_balanced_accuracy": number,
+        "test_recall": {"type": "array", "items": {"type": ["number", "null"]}},
+        "test_sensitivity": number,
+        "test_specificity": number,
+        "test_precision": number,
+        "test_f1": number,
+        "test_confusion": _object({k: confusion for k in ("tn", "fp", "fn", "tp")}),
+    }
+
+
+def site_metrics_schema() -> dict[str, Any]:
+    """The schema of a :class:`SiteMetrics` object (``null`` allowed)."""
+    props = _fields(SiteMetrics)
+    props["confusion"] = {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}
+    schema = _object(props)
+    schema["type"] = ["object", "null"]
+    return schema
+
+
+def site_evaluation_schema() -> dict[str, Any]:
+    """The schema of a ``metrics.jsonl`` line's ``site_evaluation`` block."""
+    site = _object(
+        {
+            **_fields(SiteEvalRecord, skip=("client_id", "metrics")),
+            "metrics": site_metrics_schema(),
+        }
+    )
+    return _object(
+        {
+            "aggregate": site_metrics_schema(),
+            "sites": {
+                "type": "object",
+                "patternProperties": {"^[0-9]+$": site},
+                "additionalProperties": False,
+            },
+        }
+    )
+
+
 def metrics_line_schema() -> dict[str, Any]:
     """The schema of one ``metrics.jsonl`` line (:meth:`RoundRecord.to_json`)."""
     number = {"type": "number"}
@@ -76,12 +124,7 @@ def metrics_line_schema() -> dict[str, Any]:
     client = _object(_fields(ClientRoundRecord, skip=("client_id",)))
     props = {
         "round": {"type": "integer", "minimum": 1},
-        "test_accuracy": number,
-        "test_loss": number,
-        "test_auc": number,
-        "test_mre": number,
-        "test_balanced_accuracy": number,
-        "test_recall": {"type": "array", "items": {"type": ["number", "null"]}},
+        **_test_properties(),
         "sampled": ids,
         "selected": ids,
         "seconds": number,
@@ -92,6 +135,7 @@ def metrics_line_schema() -> dict[str, Any]:
             "patternProperties": {"^[0-9]+$": client},
             "additionalProperties": False,
         },
+        "site_evaluation": site_evaluation_schema(),
     }
     required = ["round", "test_accuracy", "test_loss", "sampled", "selected", "seconds", "clients"]
     return {"$schema": DRAFT, "title": "fedsim metrics.jsonl line", **_object(props, required)}
@@ -101,14 +145,7 @@ def summary_schema() -> dict[str, Any]:
     """The schema of ``summary.json`` (:meth:`RunSummary.to_json`)."""
     evaluation = {
         "type": ["object", "null"],
-        "properties": {
-            "test_accuracy": {"type": "number"},
-            "test_loss": {"type": "number"},
-            "test_auc": {"type": "number"},
-            "test_mre": {"type": "number"},
-            "test_balanced_accuracy": {"type": "number"},
-            "test_recall": {"type": "array", "items": {"type": ["number", "null"]}},
-        },
+        "properties": _test_properties(),
         "required": ["test_accuracy", "test_loss"],
         "additionalProperties": False,
     }
@@ -143,8 +180,17 @@ def summary_schema() -> dict[str, Any]:
         "valuation": section,
         "robustness": section,
         "audit": section,
+        "site_evaluation": _object(
+            {
+                "rounds": {"type": "array", "items": {"type": "integer"}},
+                "final_round": {"type": "integer"},
+                "final": site_metrics_schema(),
+                "sites": {"type": "object"},  # as in metrics.jsonl's site_evaluation.sites
+            }
+        ),
     }
-    required = [k for k in props if k not in ("valuation", "robustness", "audit")]
+    optional = ("valuation", "robustness", "audit", "site_evaluation")
+    required = [k for k in props if k not in optional]
     return {"$schema": DRAFT, "title": "fedsim summary.json", **_object(props, required)}
 
 

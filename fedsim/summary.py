@@ -16,7 +16,7 @@ from typing import Any
 
 from fedsim import __version__
 from fedsim.config import Config
-from fedsim.records import ClientRoundRecord, EvalResult
+from fedsim.records import ClientRoundRecord, EvalResult, SiteEvaluation
 from fedsim.roles import assign_roles
 
 
@@ -51,6 +51,8 @@ class ClientSummary:
     rounds_trained: int
     last_status: str
     valuation: ClientValuation | None = None
+    #: ε of the client's evaluation releases, composed (``evaluation.federated``)
+    epsilon_evaluation: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The client's JSON object."""
@@ -68,6 +70,7 @@ class ClientSummary:
             "num_examples": self.num_examples,
             "rounds_trained": self.rounds_trained,
             "last_status": self.last_status,
+            "epsilon_evaluation": self.epsilon_evaluation,
         }
         if v is not None:
             doc.update(
@@ -98,8 +101,9 @@ class DpSummary:
 class RunSummary:
     """The whole ``summary.json`` document.
 
-    ``valuation``, ``audit`` and ``robustness`` are the sections the reward book, the
-    privacy audit and the robustness evaluation contribute (absent when not run).
+    ``valuation``, ``audit``, ``robustness`` and ``site_evaluation`` are the sections the
+    reward book, the privacy audit, the robustness evaluation and the federated
+    evaluation contribute (absent when not run).
     """
 
     name: str
@@ -118,6 +122,7 @@ class RunSummary:
     valuation: Mapping[str, Any] | None = None
     audit: Mapping[str, Any] | None = None
     robustness: Mapping[str, Any] | None = None
+    site_evaluation: Mapping[str, Any] | None = None
     fedsim_version: str = field(default=__version__)
 
     def to_json(self) -> dict[str, Any]:
@@ -136,7 +141,7 @@ class RunSummary:
             "client_faults": dict(self.client_faults),
             "ended_early": self.ended_early,
         }
-        for name in ("valuation", "robustness", "audit"):
+        for name in ("valuation", "robustness", "audit", "site_evaluation"):
             section = getattr(self, name)
             if section is not None:
                 doc[name] = dict(section)
@@ -150,6 +155,7 @@ def client_summaries(
     client_ids: Sequence[int],
     central_epsilon: float | None = None,
     valuations: Mapping[int, ClientValuation] | None = None,
+    site_evaluations: Mapping[int, SiteEvaluation] | None = None,
 ) -> dict[int, ClientSummary]:
     """Per client (stable id): ε spent, δ, relation, role, rounds trained, last status.
 
@@ -159,6 +165,9 @@ def client_summaries(
     ``epsilon_total`` is ``null`` (the client's data is not protected) and a private
     selection's ε appears only as ``epsilon_selection``. Clients beyond
     ``data.num_clients`` are a user-level audit's canary clients (role ``canary``).
+    With federated evaluation (``site_evaluations``) a client's ``epsilon_total`` is the
+    newest its training or evaluation replies reported (a round's evaluation follows its
+    training), and ``epsilon_evaluation`` the ε of its evaluation releases.
     """
     out: dict[int, ClientSummary] = {}
     roles = assign_roles(cfg.data.num_clients, cfg.roles, cfg.seed)
@@ -168,7 +177,7 @@ def client_summaries(
             r for rnd in sorted(round_records) for r in round_records[rnd] if r.client_id == cid
         ]
         eps = [r.epsilon for r in history if r.epsilon is not None]
-        eps_total = [r.epsilon_total for r in history if r.epsilon_total is not None]
+        eps_total = _newest_totals(cid, round_records, site_evaluations or {})
         eps_sel = [r.epsilon_selection for r in history if r.epsilon_selection is not None]
         sigma = [r.noise_multiplier for r in history if r.noise_multiplier is not None]
         spent = (eps[-1] if eps else 0.0) if cfg.dp.enabled else None
@@ -188,8 +197,58 @@ def client_summaries(
             rounds_trained=sum(1 for r in history if r.status == "ok"),
             last_status=history[-1].status if history else "never-sampled",
             valuation=None if valuations is None else valuations.get(cid),
+            epsilon_evaluation=_evaluation_epsilon(cid, site_evaluations or {}),
         )
     return out
+
+
+def _newest_totals(
+    cid: int,
+    round_records: Mapping[int, Sequence[ClientRoundRecord]],
+    site_evaluations: Mapping[int, SiteEvaluation],
+) -> list[float]:
+    """The client's reported ``epsilon_total`` values in the order they happened."""
+    timed = [
+        ((rnd, 0), r.epsilon_total)
+        for rnd, records in round_records.items()
+        for r in records
+        if r.client_id == cid and r.epsilon_total is not None
+    ]
+    timed += [
+        ((rnd, 1), s.epsilon_total)
+        for rnd, ev in site_evaluations.items()
+        for s in ev.sites
+        if s.client_id == cid and s.epsilon_total is not None
+    ]
+    return [eps for _, eps in sorted(timed, key=lambda pair: pair[0])]
+
+
+def _evaluation_epsilon(cid: int, site_evaluations: Mapping[int, SiteEvaluation]) -> float | None:
+    """ε of the client's evaluation releases, as it last reported it."""
+    reported = [
+        s.epsilon_evaluation
+        for _, ev in sorted(site_evaluations.items())
+        for s in ev.sites
+        if s.client_id == cid and s.epsilon_evaluation is not None
+    ]
+    return reported[-1] if reported else None
+
+
+def site_evaluation_section(site_evaluations: Mapping[int, SiteEvaluation]) -> dict[str, Any]:
+    """``summary.json``'s ``site_evaluation``: the evaluated rounds, the last one's
+    aggregate (``final``) and each site's last evaluation."""
+    last = max(site_evaluations)
+    sites: dict[str, Any] = {}
+    for _, ev in sorted(site_evaluations.items()):
+        for s in ev.sites:
+            sites[str(s.client_id)] = s.to_json()
+    aggregate = site_evaluations[last].aggregate
+    return {
+        "rounds": sorted(site_evaluations),
+        "final_round": last,
+        "final": None if aggregate is None else aggregate.to_json(),
+        "sites": dict(sorted(sites.items(), key=lambda kv: int(kv[0]))),
+    }
 
 
 def build_summary(
@@ -205,6 +264,7 @@ def build_summary(
     valuation_section: Mapping[str, Any] | None = None,
     audit: Mapping[str, Any] | None = None,
     robustness: Mapping[str, Any] | None = None,
+    site_evaluations: Mapping[int, SiteEvaluation] | None = None,
 ) -> RunSummary:
     """The run's :class:`RunSummary`.
 
@@ -214,7 +274,7 @@ def build_summary(
     """
     completed = max((r for r in evaluations if r > 0), default=0)
     clients = client_summaries(
-        cfg, round_records, num_examples, client_ids, central_epsilon, valuations
+        cfg, round_records, num_examples, client_ids, central_epsilon, valuations, site_evaluations
     )
     spent = [c.epsilon_spent for c in clients.values() if c.epsilon_spent is not None]
     totals = [c.epsilon_total for c in clients.values() if c.epsilon_total is not None]
@@ -254,4 +314,5 @@ def build_summary(
         valuation=valuation_section,
         audit=audit,
         robustness=robustness,
+        site_evaluation=site_evaluation_section(site_evaluations) if site_evaluations else None,
     )

@@ -110,12 +110,80 @@ def partitions_for(data: DataConfig, seed: int) -> tuple[np.ndarray, ...]:
     return tuple(parts)
 
 
-def client_split(cfg: Config, client_id: int) -> Split:
-    """The local training data of client ``client_id``."""
+def _holdout_count(cfg: Config, n: int) -> int:
+    """Samples held out of a site's ``n`` (see :func:`holdout_indices`)."""
+    if not cfg.evaluation.federated or n < 2:
+        return 0
+    return min(max(1, round(cfg.evaluation.holdout * n)), n - 1)
+
+
+def holdout_indices(cfg: Config, client_id: int, split: Split) -> tuple[np.ndarray, np.ndarray]:
+    """``(training, held-out)`` indices into a site's ``split`` under
+    ``evaluation.federated``: ``evaluation.holdout`` of it (at least one sample, and at
+    least one left to train on), stratified by class and drawn from the seed; with
+    federated evaluation off, or fewer than 2 samples, nothing is held out.
+
+    >>> from fedsim.config import from_dict
+    >>> from fedsim.data import Split
+    >>> cfg = from_dict({"dp": {"enabled": False}, "evaluation": {"federated": True}})
+    >>> split = Split(np.zeros((10, 1, 1, 1), np.float32), np.array([0] * 5 + [1] * 5))
+    >>> [len(part) for part in holdout_indices(cfg, 0, split)]
+    [8, 2]
+    """
+    n = len(split)
+    count = _holdout_count(cfg, n)
+    if count == 0:
+        return np.arange(n, dtype=np.int64), np.empty(0, dtype=np.int64)
+    rng = np.random.default_rng(derive_seed(cfg.seed, "site-holdout", client_id))
+    return stratified_holdout(split.strata, count, rng)
+
+
+def _partition(cfg: Config, client_id: int) -> Split:
     if not 0 <= client_id < cfg.data.num_clients:
         raise ValueError(f"client id must be in [0, {cfg.data.num_clients}); got {client_id}")
     bundle = dataset_for(cfg.data, cfg.seed)
     return bundle.train.subset(partitions_for(cfg.data, cfg.seed)[client_id])
+
+
+def client_indices(cfg: Config, client_id: int) -> np.ndarray:
+    """Indices into the training pool of what client ``client_id`` trains on: its
+    partition, without its held-out split under ``evaluation.federated``."""
+    part = partitions_for(cfg.data, cfg.seed)[client_id]
+    if not cfg.evaluation.federated:
+        return part
+    return part[holdout_indices(cfg, client_id, _partition(cfg, client_id))[0]]
+
+
+def client_split(cfg: Config, client_id: int) -> Split:
+    """The local training data of client ``client_id``: its partition, without its
+    held-out split under ``evaluation.federated`` (:func:`holdout_indices`)."""
+    part = _partition(cfg, client_id)
+    if not cfg.evaluation.federated:
+        return part
+    return part.subset(holdout_indices(cfg, client_id, part)[0])
+
+
+def client_holdout(cfg: Config, client_id: int) -> Split:
+    """The held-out split client ``client_id`` evaluates the global model on
+    (``evaluation.federated``; empty otherwise)."""
+    part = _partition(cfg, client_id)
+    return part.subset(holdout_indices(cfg, client_id, part)[1])
+
+
+def site_parts(cfg: Config, client_id: int, data: SiteData) -> tuple[SiteData, Split]:
+    """A deployed site's own file split into what it trains on and its held-out split
+    (:func:`holdout_indices`; the whole file and an empty split without federated
+    evaluation)."""
+    train, held = holdout_indices(cfg, client_id, data.train)
+    if len(held) == 0:
+        return data, data.train.subset(held)
+    return dataclasses.replace(data, train=data.train.subset(train)), data.train.subset(held)
+
+
+def training_sizes(cfg: Config) -> dict[int, int]:
+    """Every simulated client's training-set size (its partition minus its held-out)."""
+    parts = partitions_for(cfg.data, cfg.seed)
+    return {cid: len(p) - _holdout_count(cfg, len(p)) for cid, p in enumerate(parts)}
 
 
 def simulated_client_data(cfg: Config, client_id: int) -> SiteData:

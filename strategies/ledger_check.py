@@ -24,6 +24,7 @@ from typing import Any
 from fedsim.privacy import PrivacyLedger
 from fedsim.privacy.accounting import (
     DpEvent,
+    EvaluationRelease,
     FunctionalMechanism,
     LaplaceRelease,
     PureDp,
@@ -80,7 +81,7 @@ def _event(raw: Any, limits: LedgerLimits) -> DpEvent | str:
         if not _count(steps, limits.max_steps):
             return f"sgm steps must be an integer in [0, {limits.max_steps}]; got {steps}"
         return SubsampledGaussian(float(sigma), float(q), int(steps))
-    if kind in ("laplace", "pure", "fm"):
+    if kind in ("laplace", "pure", "fm", "eval"):
         if len(args) != 2 or not all(_real(a) for a in args):
             return f"{kind} event needs [epsilon, count]; got {raw!r:.80}"
         eps, count = args
@@ -92,6 +93,8 @@ def _event(raw: Any, limits: LedgerLimits) -> DpEvent | str:
             return LaplaceRelease(float(eps), int(count))
         if kind == "fm":
             return FunctionalMechanism(float(eps), int(count))
+        if kind == "eval":
+            return EvaluationRelease(float(eps), int(count))
         return PureDp(float(eps), int(count))
     return f"unknown privacy event kind {kind!r:.40}"
 

@@ -123,12 +123,14 @@ def run_rounds(
     after_round: Callable[[int, ArrayRecord], None],
     can_continue: Callable[[], bool],
     stop: threading.Event | None = None,
+    evaluate_sites: Callable[[int, ArrayRecord], None] | None = None,
 ) -> ArrayRecord:
     """Run ``rounds`` of ``strategy`` from the global model ``arrays``; returns the final one.
 
-    ``after_round(round, arrays)`` runs after each round (central evaluation, the metrics
-    line, the checkpoint); the loop ends early, with a log line, when ``can_continue()``
-    says that no client can train any more.
+    ``evaluate_sites(round, arrays)`` (federated evaluation, :mod:`strategies.site_eval`)
+    runs after each round's aggregation, before ``after_round(round, arrays)`` (central
+    evaluation, the metrics line, the checkpoint); the loop ends early, with a log line,
+    when ``can_continue()`` says that no client can train any more.
 
     Raises
     ------
@@ -143,6 +145,8 @@ def run_rounds(
         new_arrays, _ = strategy.aggregate_train(server_round, replies)
         if new_arrays is not None:
             arrays = new_arrays
+        if evaluate_sites is not None:
+            evaluate_sites(server_round, arrays)
         after_round(server_round, arrays)
         if not can_continue():
             logger.warning(

@@ -30,6 +30,7 @@ from fedsim import keys
 from fedsim.audit.canaries import federation_size
 from fedsim.checkpoint import STATE_DIR, ResumePoint
 from fedsim.config import Config
+from fedsim.data import DatasetBundle
 from fedsim.deploy.bindings import BINDINGS_FILE
 from fedsim.deploy.confine import run_dir
 from fedsim.devices import pick_device
@@ -42,16 +43,17 @@ from fedsim.round_log import RoundEntry, RoundLog
 from fedsim.rundir import RunWriter
 from fedsim.summary import build_summary
 from fedsim.tracking import RunStatus
-from fedsim.workload import dataset_for, partitions_for
+from fedsim.workload import dataset_for, training_sizes
 from strategies import flwr_native
 from strategies.audit import Auditor, SampleLevelAuditor, UserLevelAuditor, finish_audit
 from strategies.background import RoundPipeline
-from strategies.base import StrategyContext
+from strategies.base import FedsimStrategy, StrategyContext
 from strategies.calibrate import released_state
 from strategies.central_dp import CentralDP, fedsim_core
 from strategies.directory import ClientDirectory, discover_clients, pooled_directory
 from strategies.registry import build_strategy
 from strategies.rounds import run_rounds
+from strategies.site_eval import SiteEvaluator, released_arrays, site_evaluation_hook
 
 logger = logging.getLogger(__name__)
 
@@ -190,6 +192,7 @@ def run_server(
                 clients=entry.clients,
                 seconds=seconds,
                 selection_epsilon=entry.selection_epsilon,
+                site_evaluation=entry.site_evaluation,
             )
             writer.append_round(record)
             wall = earlier_seconds + time.perf_counter() - started
@@ -221,6 +224,7 @@ def run_server(
             after_round,
             outer.can_continue,  # type: ignore[attr-defined]
             stop,
+            _site_hook(cfg, grid, directory, log, bundle, strategy, model, stop),
         )
         pipeline.close()  # the last round's line and checkpoint
         writer.save_model(release(final.to_torch_state_dict()).state_dict())
@@ -255,6 +259,7 @@ def run_server(
             valuation_section=valuation_section,
             audit=None if audit is None else audit.summary_scalars(),
             robustness=robustness,
+            site_evaluations=log.site_evaluations(),
         )
         writer.write_summary(summary)  # the one write of summary.json
         from fedsim.report import write_report_safely
@@ -271,6 +276,27 @@ def run_server(
         except Exception:  # the error in flight is the one to report
             logger.exception("the last round's evaluation or checkpoint failed")
         writer.close(status)  # then the tracker keeps the run's files (report.md too)
+
+
+def _site_hook(
+    cfg: Config,
+    grid: Grid,
+    directory: ClientDirectory,
+    log: RoundLog,
+    bundle: DatasetBundle,
+    strategy: FedsimStrategy,
+    model: torch.nn.Module,
+    stop: threading.Event | None,
+) -> Callable[[int, ArrayRecord], None] | None:
+    """The federated evaluation of the rounds (``evaluation.federated``; else ``None``):
+    :mod:`strategies.site_eval`; each release's ledger goes to the strategy's ledgers."""
+    if not cfg.evaluation.federated:
+        return None
+    evaluator = SiteEvaluator(
+        cfg, directory, log, bundle.num_classes, strategy.client_ledgers.__setitem__
+    )
+    release = released_arrays(cfg, copy.deepcopy(model), bundle)
+    return site_evaluation_hook(cfg, grid, evaluator, release, stop)
 
 
 def _auditor(cfg: Config, model: torch.nn.Module, seeded: bool) -> Auditor | None:
@@ -292,8 +318,9 @@ def _auditor(cfg: Config, model: torch.nn.Module, seeded: bool) -> Auditor | Non
 
 
 def _partition_sizes(cfg: Config) -> dict[int, int]:
-    """The simulated clients' partition sizes, from the seed (canary clients have none)."""
-    return {cid: len(part) for cid, part in enumerate(partitions_for(cfg.data, cfg.seed))}
+    """The simulated clients' training-set sizes, from the seed (canary clients have
+    none): their partitions without the held-out splits of federated evaluation."""
+    return training_sizes(cfg)
 
 
 def _server_sizes(cfg: Config) -> dict[int, int]:

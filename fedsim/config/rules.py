@@ -3,7 +3,8 @@
 Owns the cross-field validation. Types, single-field bounds and unknown keys are checked
 while the tree is built (:mod:`fedsim.config.parse`); what is left is one function per
 section — :func:`run_checks`, :func:`dp_checks`, :func:`data_checks`,
-:func:`selection_checks`, :func:`valuation_checks`, :func:`audit_checks` — each a pure
+:func:`selection_checks`, :func:`valuation_checks`, :func:`audit_checks`,
+:func:`evaluation_checks` — each a pure
 function of the built config that returns its problems as messages naming the
 parameter, the rule and the value received (empty when the section is consistent).
 :func:`cross_checks` runs them all, in the order of :data:`SECTION_RULES`, so that the
@@ -306,6 +307,31 @@ def audit_checks(cfg: Config) -> list[str]:
     return problems
 
 
+def evaluation_checks(cfg: Config) -> list[str]:
+    """Rules of the evaluation section: per-site evaluation of a classifier, a DP release
+    whenever the run promises DP, no per-site release beside central DP's user-level ε."""
+    ev = cfg.evaluation
+    if not ev.federated:
+        return []
+    problems = []
+    if cfg.task == "regression":
+        problems.append(
+            "evaluation.federated needs a classification dataset (a site releases its "
+            f"confusion matrix); got data.name={cfg.data.name!r}"
+        )
+    if cfg.dp.enabled and ev.epsilon is None:
+        problems.append(
+            "evaluation.epsilon must be > 0 when dp.enabled (a site's evaluation is a DP "
+            "release charged to its ledger); got null"
+        )
+    if cfg.dp.enabled and cfg.dp.mode == "central":
+        problems.append(
+            "evaluation.federated is not supported with dp.mode 'central' (its user-level "
+            "epsilon covers only the noised aggregate); got dp.mode='central'"
+        )
+    return problems
+
+
 #: Longest ``tracking.tracking_uri`` / ``tracking.experiment``.
 MAX_TRACKING_CHARS = 500
 _URI_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
@@ -361,6 +387,7 @@ SECTION_RULES: tuple[Callable[[Config], list[str]], ...] = (
     selection_checks,
     valuation_checks,
     audit_checks,
+    evaluation_checks,
     regression_checks,
     functional_checks,
     tracking_checks,

@@ -517,6 +517,43 @@ class TrackingConfig:
 
 
 @dataclass(frozen=True)
+class EvaluationConfig:
+    """Federated (per-site) evaluation next to the server's central test evaluation.
+
+    With ``federated``, every ``every`` rounds (and after the last round) a ``fraction``
+    of the clients, sampled from the seed, evaluate the global model on their own
+    held-out split — a simulated client's is ``holdout`` of its partition (stratified,
+    from the seed, never trained on); a deployed site carves the same fraction of its
+    file. A site releases only its confusion matrix with Laplace noise of scale Δ/ε
+    (Δ = 2 under replace-one, 1 under add/remove), an ``epsilon``-DP event in its privacy
+    ledger (:mod:`fedsim.privacy.evaluation`); ``epsilon: null`` releases exact counts and
+    is allowed only without ``dp.enabled``.
+    """
+
+    #: Ask the sites to evaluate the global model (Flower evaluate messages).
+    federated: bool = False
+    #: Evaluate after every ``every``-th round (and after the last).
+    every: int = field(default=1, metadata=_bounds(ge=1, le=MAX_ROUNDS))
+    #: Fraction of the clients asked each time (at least one), sampled from the seed.
+    fraction: float = field(default=1.0, metadata=_bounds(gt=0, le=1))
+    #: Fraction of each site's data held out for its evaluation (never trained on).
+    holdout: float = field(default=0.2, metadata=_bounds(gt=0, lt=1))
+    #: ε of one site's release (Laplace noise on its confusion matrix); ``null``: exact
+    #: counts, only without ``dp.enabled``.
+    epsilon: float | None = field(default=1.0, metadata=_bounds(gt=0, le=MAX_EVENT_EPSILON))
+
+    def due(self, server_round: int, last_round: int) -> bool:
+        """Whether the sites evaluate the global model after ``server_round``.
+
+        >>> EvaluationConfig(federated=True, every=3).due(3, 8), EvaluationConfig().due(3, 8)
+        (True, False)
+        """
+        if not self.federated:
+            return False
+        return server_round % self.every == 0 or server_round == last_round
+
+
+@dataclass(frozen=True)
 class Config:
     """One experiment. See ``experiments/quickstart.yaml`` for an annotated example."""
 
@@ -536,6 +573,7 @@ class Config:
     valuation: ValuationConfig = field(default_factory=ValuationConfig)
     robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     @property

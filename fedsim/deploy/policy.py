@@ -36,7 +36,7 @@ from fedsim.config import DPMode, build_dataclass, read_yaml
 from fedsim.config import Relation as Neighbouring
 from fedsim.errors import ConfigError
 
-Mechanism = Literal["dpsgd", "functional", "valuation_release", "selection"]
+Mechanism = Literal["dpsgd", "functional", "valuation_release", "selection", "evaluation"]
 
 #: Every privacy mechanism a round can apply to a site's data.
 MECHANISMS: tuple[Mechanism, ...] = typing.get_args(Mechanism)
@@ -126,7 +126,8 @@ class RoundRequest:
         The mechanisms this round would apply to the site's data: ``dpsgd`` when it
         trains with DP-SGD, ``functional`` when with SecProbe's functional mechanism
         (``client.mechanism``), ``valuation_release`` when it releases a valuation,
-        ``selection`` when the server's private selection charges it ε.
+        ``selection`` when the server's private selection charges it ε,
+        ``evaluation`` when it releases its evaluation counts.
     projected_epsilon
         The site's lifetime ε at ``delta`` if it takes part in this round: its ledger,
         composed with this round's events and the server's selection charges. ``None``

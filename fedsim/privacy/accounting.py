@@ -88,6 +88,16 @@ class LaplaceRelease:
 
 
 @dataclass(frozen=True)
+class EvaluationRelease(LaplaceRelease):
+    """``count`` Laplace releases of a site's evaluation counts, each ``epsilon``-DP
+    (:mod:`fedsim.privacy.evaluation`).
+
+    Accounted exactly as :class:`LaplaceRelease`; a type of its own so that a ledger can
+    tell the site's evaluation releases from its valuation releases.
+    """
+
+
+@dataclass(frozen=True)
 class PureDp:
     """``count`` runs of a pure ``epsilon``-DP mechanism that is not Laplace.
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from fedsim.privacy.accounting import (
     Accounting,
     DpEvent,
+    EvaluationRelease,
     FunctionalMechanism,
     LaplaceRelease,
     PureDp,
@@ -80,6 +81,10 @@ class PrivacyLedger:
         """ε of the client's private training alone (DP-SGD or the functional mechanism)."""
         return accounting.epsilon(self.training_events())
 
+    def evaluation_events(self) -> tuple[EvaluationRelease, ...]:
+        """The releases of the client's per-site evaluations."""
+        return tuple(e for e in self.events if isinstance(e, EvaluationRelease))
+
     def with_events(self, events: Sequence[DpEvent]) -> PrivacyLedger:
         """Append every event of ``events`` in order (see :meth:`with_event`)."""
         ledger = self
@@ -102,6 +107,8 @@ class PrivacyLedger:
                 evs.append(["fm", e.epsilon, e.count])
             elif isinstance(e, PureDp):
                 evs.append(["pure", e.epsilon, e.count])
+            elif isinstance(e, EvaluationRelease):
+                evs.append(["eval", e.epsilon, e.count])
             else:
                 evs.append(["laplace", e.epsilon, e.count])
         return json.dumps({"sigma": self.noise_multiplier, "events": evs})
@@ -118,6 +125,8 @@ class PrivacyLedger:
                 events.append(LaplaceRelease(float(ev[1]), int(ev[2])))
             elif ev[0] == "pure":
                 events.append(PureDp(float(ev[1]), int(ev[2])))
+            elif ev[0] == "eval":
+                events.append(EvaluationRelease(float(ev[1]), int(ev[2])))
             elif ev[0] == "fm":
                 events.append(FunctionalMechanism(float(ev[1]), int(ev[2])))
             else:

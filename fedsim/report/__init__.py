@@ -8,6 +8,7 @@ logged and the report says which section failed.
 
 Package layout: :mod:`~fedsim.report.sections` (the two registries and the section
 contract), :mod:`~fedsim.report.run` (overview, accuracy, ε and clients sections),
+:mod:`~fedsim.report.clinical` (clinical metrics and the per-site evaluation),
 :mod:`~fedsim.report.setup` (what the run was, from its ``config.yaml``),
 :mod:`~fedsim.report.sweep` (accuracy vs ε of a sweep) and
 :mod:`~fedsim.report.markdown` (tables and figures for section providers).

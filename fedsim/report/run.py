@@ -246,7 +246,7 @@ CLIENT_COLUMNS: tuple[str, ...] = (
     "last_status",
 )
 #: Shown only when some client has a value.
-OPTIONAL_CLIENT_COLUMNS: tuple[str, ...] = ("valuation", "reward_total")
+OPTIONAL_CLIENT_COLUMNS: tuple[str, ...] = ("epsilon_evaluation", "valuation", "reward_total")
 
 
 def clients_section(run_dir: Path) -> str | None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from fedsim.audit.report import audit_section
 from fedsim.registry import Registry
+from fedsim.report.clinical import clinical_section, site_evaluation_section
 from fedsim.report.run import accuracy_section, clients_section, epsilon_section, overview_section
 from fedsim.report.sweep import sweep_section
 from fedsim.robustness.report import report_section as robustness_section
@@ -29,6 +30,8 @@ RUN_SECTIONS: Registry[Section] = Registry("report section", "run report section
 """Sections of a run directory's report, in registration (= report) order."""
 RUN_SECTIONS.register("overview")(overview_section)
 RUN_SECTIONS.register("accuracy")(accuracy_section)
+RUN_SECTIONS.register("clinical")(clinical_section)
+RUN_SECTIONS.register("site_evaluation")(site_evaluation_section)
 RUN_SECTIONS.register("epsilon")(epsilon_section)
 RUN_SECTIONS.register("clients")(clients_section)
 RUN_SECTIONS.register("audit")(audit_section)

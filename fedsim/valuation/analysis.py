@@ -79,7 +79,7 @@ def scoring_pool(cfg: Config, client: int | None, max_samples: int | None) -> Po
     from fedsim.data.carve import stratified_holdout
     from fedsim.roles import client_data
     from fedsim.seeding import derive_seed
-    from fedsim.workload import client_split, dataset_for, partitions_for
+    from fedsim.workload import client_indices, client_split, dataset_for
 
     bundle = dataset_for(cfg.data, cfg.seed)
     if client is None:
@@ -88,7 +88,7 @@ def scoring_pool(cfg: Config, client: int | None, max_samples: int | None) -> Po
         if not 0 <= client < cfg.data.num_clients:
             raise FedsimError(f"--client must be in [0, {cfg.data.num_clients - 1}]; got {client}")
         split = client_data(cfg, client, client_split(cfg, client), bundle.num_classes)
-        index, what = partitions_for(cfg.data, cfg.seed)[client], f"client {client}'s data"
+        index, what = client_indices(cfg, client), f"client {client}'s data"
     if max_samples is not None and max_samples < len(split):
         rng = np.random.default_rng(derive_seed(cfg.seed, "analyze-subset"))
         _, kept = stratified_holdout(split.y, max_samples, rng)
