@@ -12,6 +12,9 @@ and DP at every ε). Tables go to ``experiments/results/psreval/`` (``.../resnet
 - ``int8.csv``: model size and clean accuracy before/after int8;
 - ``results.md``: all of them as Markdown, with accuracy by p (mean ± std over seeds).
 
+The attacker's effect on PGD *robust* accuracy, DP vs non-DP with lrs tuned per arm on the
+validation split and several seeds, is measured by ``robust_attacker.py`` beside this file.
+
 Usage::
 
     PYTHONPATH=. python experiments/psreval/run_psreval.py [--runs DIR] [--datasets ...] \\
