@@ -28,13 +28,13 @@ import hashlib
 import io
 import json
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from fedsim.deploy.nodekeys import KeyFiles, write_key_pair
 from fedsim.errors import FedsimError
 from fedsim.files import write_atomic
 
@@ -52,15 +52,10 @@ class AppRefusedError(FedsimError):
     """A FAB that a site must not run; the message says why (never the FAB's contents)."""
 
 
-@dataclass(frozen=True)
-class AppKeyFiles:
-    """The private and public key file of an app-signing key."""
-
-    private: Path
-    public: Path
+AppKeyFiles = KeyFiles
 
 
-def make_app_key(path: Path, comment: str = "", overwrite: bool = False) -> AppKeyFiles:
+def make_app_key(path: Path, comment: str = "", overwrite: bool = False) -> KeyFiles:
     """Write a new Ed25519 key pair to ``path`` (private, 0600) and ``path.pub``.
 
     Raises
@@ -68,25 +63,7 @@ def make_app_key(path: Path, comment: str = "", overwrite: bool = False) -> AppK
     FedsimError
         If a key file exists and not ``overwrite``.
     """
-    files = AppKeyFiles(path, path.with_name(path.name + ".pub"))
-    existing = [str(p) for p in (files.private, files.public) if p.exists()]
-    if existing and not overwrite:
-        raise FedsimError(f"key file(s) exist: {', '.join(existing)}; use --overwrite")
-    key = ed25519.Ed25519PrivateKey.generate()
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.OpenSSH,
-        serialization.NoEncryption(),
-    )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-    )
-    if comment:
-        public += b" " + comment.encode()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(files.private, private, mode=0o600)
-    write_atomic(files.public, public + b"\n", mode=0o644)
-    return files
+    return write_key_pair(path, ed25519.Ed25519PrivateKey.generate(), comment, overwrite)
 
 
 def key_id(public: ed25519.Ed25519PublicKey) -> str:
