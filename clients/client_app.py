@@ -81,6 +81,14 @@ def pooled_site(msg: Message, num_clients: int) -> SiteConfig:
     return SiteConfig(client_id=cid, deployed=False)
 
 
+def message_site(cfg: Config, msg: Message, context: Context, pooled: bool) -> SiteConfig:
+    """The site a train or evaluate message is for: named in the message on a pooled
+    node (:func:`pooled_site`), else the node itself (its node config)."""
+    if pooled:
+        return pooled_site(msg, federation_size(cfg))
+    return site_from_node_config(context.node_config)
+
+
 def site_data_of(site: SiteConfig, cfg: Config) -> SiteData | None:
     """The site's own training data (fitted to the run's declared input shape), or
     ``None`` when it trains on a config partition."""
@@ -228,11 +236,7 @@ def handle_train(
     ``pooled``: the node serves many virtual clients; the message names which
     (:func:`pooled_site`; needs ``store``).
     """
-    site = (
-        pooled_site(msg, federation_size(cfg))
-        if pooled
-        else site_from_node_config(context.node_config)
-    )
+    site = message_site(cfg, msg, context, pooled)
     canary = canary_of(cfg, site.client_id)
     if canary is not None:  # a user-level audit's canary client: no data, no training
         return _canary_reply(cfg, msg, site.client_id, canary)

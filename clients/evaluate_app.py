@@ -18,7 +18,7 @@ from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from clients.client_app import (
     load_ledger,
     load_pruned,
-    pooled_site,
+    message_site,
     save_ledger,
     site_data_of,
     site_policy,
@@ -26,10 +26,10 @@ from clients.client_app import (
 from clients.client_store import RoundStore
 from clients.evaluate_round import EvalOutcome, EvalTask, run_site_evaluation
 from fedsim import keys
-from fedsim.audit.canaries import canary_of, federation_size
+from fedsim.audit.canaries import canary_of
 from fedsim.config import Config
 from fedsim.data import Split
-from fedsim.deploy.site import SiteConfig, SiteData, site_from_node_config
+from fedsim.deploy.site import SiteConfig, SiteData
 from fedsim.deploy.state import load_state, record_round, save_state, site_lock
 from fedsim.privacy import PrivacyLedger
 from fedsim.workload import client_holdout, simulated_client_data, site_parts
@@ -60,11 +60,7 @@ def handle_evaluate(
     the site's state file, exactly where its training events live — before the reply
     leaves; a refusal or an exhausted budget replies with the reason and releases nothing.
     """
-    site = (
-        pooled_site(msg, federation_size(cfg))
-        if pooled
-        else site_from_node_config(context.node_config)
-    )
+    site = message_site(cfg, msg, context, pooled)
     cid = site.client_id
     if canary_of(cfg, cid) is not None:
         refused = _no_release(keys.STATUS_REFUSED, "canary clients do not evaluate")
