@@ -2,9 +2,11 @@
 
 Usage::
 
-    python experiments/recipe/table.py experiments/results/recipe/recipe
+    python experiments/recipe/table.py experiments/results/recipe/recipe [MORE_SWEEP_DIRS...]
 
-Writes ``table.md`` into the sweep directory and prints it: for every arm (the swept
+Writes ``table.md`` into the (first) sweep directory and prints it; with several sweep
+directories their arms are put side by side (the first directory's first arm is the
+reference of the paired differences): for every arm (the swept
 values besides the seed), each seed's final test accuracy / AUC / balanced accuracy, the
 mean ± std and minimum, how many seeds reach the bar (accuracy ≥ 0.80 and AUC ≥ 0.90),
 the paired difference in accuracy against the first arm with a 95% t interval, and the
@@ -47,32 +49,39 @@ def _ms(values: list[float]) -> str:
     return f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
-def table(sweep: Path) -> str:
-    """The Markdown tables (summary, then per seed)."""
-    arms = _arms(sweep)
+def _paired(runs: dict[int, dict[str, float]], base: dict[int, dict[str, float]], key: str) -> str:
+    """Mean paired difference of ``key`` over the seeds both arms ran, with a 95% t interval."""
+    diffs = [runs[s][key] - base[s][key] for s in runs if s in base]
+    if len(diffs) < 2:
+        return "–"
+    mean = statistics.fmean(diffs)
+    half = stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / len(diffs) ** 0.5
+    return f"{mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}]"
+
+
+def table(*sweeps: Path) -> str:
+    """The Markdown tables (summary, then per seed) of one or more sweep directories."""
+    arms: dict[str, dict[int, dict[str, float]]] = {}
+    for sweep in sweeps:
+        arms.update(_arms(sweep))
     names = list(arms)
     base = arms[names[0]]
     out = [
         "| arm | accuracy | AUC | balanced accuracy | min accuracy | seeds at the bar "
-        "(acc ≥ 0.80, AUC ≥ 0.90) | Δ accuracy vs first arm (paired, 95% CI) | max ε | "
-        "s per run |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "(acc ≥ 0.80, AUC ≥ 0.90) | Δ accuracy vs first arm (paired, 95% CI) | "
+        "Δ AUC vs first arm (paired, 95% CI) | min AUC | max ε | s per run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name in names:
         runs = arms[name]
         acc = [v["acc"] for v in runs.values()]
         bar = sum(v["acc"] >= BAR_ACCURACY and v["auc"] >= BAR_AUC for v in runs.values())
-        diffs = [runs[s]["acc"] - base[s]["acc"] for s in runs if s in base]
-        if name != names[0] and len(diffs) > 1:
-            mean = statistics.fmean(diffs)
-            half = stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / len(diffs) ** 0.5
-            paired = f"{mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}]"
-        else:
-            paired = "–"
+        paired = [_paired(runs, base, key) if name != names[0] else "–" for key in ("acc", "auc")]
         out.append(
             f"| {name} | {_ms(acc)} | {_ms([v['auc'] for v in runs.values()])} | "
             f"{_ms([v['bal'] for v in runs.values()])} | {min(acc):.3f} | {bar}/{len(runs)} | "
-            f"{paired} | {max(v['eps'] for v in runs.values()):.3f} | "
+            f"{paired[0]} | {paired[1]} | {min(v['auc'] for v in runs.values()):.3f} | "
+            f"{max(v['eps'] for v in runs.values()):.3f} | "
             f"{statistics.fmean(v['wall'] for v in runs.values()):.1f} |"
         )
     seeds = sorted({s for runs in arms.values() for s in runs})
@@ -91,9 +100,9 @@ def table(sweep: Path) -> str:
 
 
 def main() -> None:
-    sweep = Path(sys.argv[1])
-    text = table(sweep)
-    (sweep / "table.md").write_text(text, encoding="utf-8")
+    sweeps = [Path(a) for a in sys.argv[1:]]
+    text = table(*sweeps)
+    (sweeps[0] / "table.md").write_text(text, encoding="utf-8")
     print(text)
 
 
