@@ -15,12 +15,15 @@ of honest clients among the updates the rule used, and SecProbe's measured utili
 unreliable ones). Paired per seed: SecProbe − FedAvg and SecProbe − random K-of-M, with a
 95% t interval.
 
-The separation study compares three honest shares per selection ε: the measured one; the
+The separation study reports, per selection ε, the share of (honest, unreliable) pairs of
+uploads scored in the same round where the unreliable one scored at least as high (0.5: the
+utility carries no signal), and compares three honest shares: the measured one; the
 one the exponential mechanism predicts from the logged utilities (the logged inclusion
 probabilities ``selection_probability`` of the honest uploads, summed and divided by K);
 and the *two-group* prediction from ``x = ε·g/(2KΔu)`` alone — every honest upload scored
 ``g`` above every unreliable one — computed exactly for K draws without replacement
-(:func:`two_group_share`).
+(:func:`two_group_share`) — with the share a perfect selection would reach,
+``min(honest sampled, K)/K``.
 """
 
 from __future__ import annotations
@@ -76,7 +79,8 @@ def _separation(run_dir: Path, epsilon: float, k: int) -> dict[str, float]:
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x]
     sens = utility_sensitivity(500, "paper", "classification")
     a = epsilon / (2 * k * sens)
-    gaps, logged, grouped = [], [], []
+    gaps, logged, grouped, ceiling = [], [], [], []
+    pairs = overlapping = 0
     for m in lines:
         scored = {c: d for c, d in m["clients"].items() if d.get("utility") is not None}
         hon = [d for c, d in scored.items() if roles[c] == "honest"]
@@ -84,6 +88,7 @@ def _separation(run_dir: Path, epsilon: float, k: int) -> dict[str, float]:
         if not scored:
             continue
         logged.append(sum(d["selection_probability"] for d in hon) / k)
+        ceiling.append(min(len(hon), k) / k)
         g = (
             statistics.fmean(d["utility"] for d in hon)
             - statistics.fmean(d["utility"] for d in bad)
@@ -92,11 +97,15 @@ def _separation(run_dir: Path, epsilon: float, k: int) -> dict[str, float]:
         )
         if hon and bad:
             gaps.append(g)
+            pairs += len(hon) * len(bad)
+            overlapping += sum(b["utility"] >= h["utility"] for b in bad for h in hon)
         grouped.append(two_group_share(len(hon), len(bad), k, a * g))
     return {
         "round_gap": statistics.fmean(gaps) if gaps else float("nan"),
         "pred_logged": statistics.fmean(logged) if logged else float("nan"),
         "pred_two_group": statistics.fmean(grouped) if grouped else float("nan"),
+        "ceiling": statistics.fmean(ceiling) if ceiling else float("nan"),
+        "overlap": overlapping / pairs if pairs else float("nan"),
         "max_selection_eps": max(
             (d.get("epsilon_selection") or 0.0) for d in cfg["clients"].values()
         ),
@@ -167,11 +176,13 @@ def fig9_table(rows: list[dict[str, Any]]) -> str:
 def separation_table(rows: list[dict[str, Any]], k: int, fedavg: dict[float, list[Any]]) -> str:
     sens = utility_sensitivity(500, "paper", "classification")
     out = [
-        "| P | ε per round | ε·g/(2KΔu) | utility gap g | honest share: measured | "
-        "predicted from logged utilities | two-group prediction from g | last-3 acc | "
+        "| P | ε per round | ε·g/(2KΔu) | utility gap g | unreliable ≥ honest (pairs) | "
+        "honest share: measured | "
+        "predicted from logged utilities | two-group prediction from g | "
+        "perfect selection (min(honest sampled, K)/K) | last-3 acc | "
         "SecProbe − FedAvg (last-3, paired 95% CI) | ε per participant per round | "
         "max participant selection ε over the run |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in sorted({r["P"] for r in rows}):
         for eps in sorted({r["epsilon"] for r in rows if r["P"] == p}):
@@ -179,12 +190,14 @@ def separation_table(rows: list[dict[str, Any]], k: int, fedavg: dict[float, lis
             x = [eps * r["round_gap"] / (2 * k * sens) for r in g]
             out.append(
                 f"| {p:g} | {eps:g} | {_ms(x, 2)} | {_ms([r['round_gap'] for r in g])} "
+                f"| {_ms([r['overlap'] for r in g], 2)} "
                 f"| {_ms([r['honest_used'] for r in g], 2)} "
                 f"| {_ms([r['pred_logged'] for r in g], 2)} "
                 f"| {_ms([r['pred_two_group'] for r in g], 2)} "
+                f"| {_ms([r['ceiling'] for r in g], 2)} "
                 f"| {_ms([r['last3'] for r in g])} | {_paired(g, fedavg.get(p, []), 'last3')} "
                 f"| {participant_epsilon(eps, sens):g} "
-                f"| {max(r['max_selection_eps'] for r in g):g} |"
+                f"| {max(r['max_selection_eps'] for r in g):.0f} |"
             )
     return "\n".join(out)
 
@@ -211,16 +224,23 @@ def _plot_fig9(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     fig.savefig(path, dpi=120)
 
 
-def _plot_separation(rows: list[dict[str, Any]], k: int, m: int, path: Path) -> None:
+def sampled_share(n: int, m: int, k: int, x: float) -> float:
+    """:func:`two_group_share` averaged over the honest count among ``m`` of ``n`` clients
+    sampled uniformly, half of them honest (hypergeometric)."""
+    law = stats.hypergeom(n, n // 2, m)
+    return sum(law.pmf(h) * two_group_share(h, m - h, k, x) for h in range(m + 1))
+
+
+def _plot_separation(rows: list[dict[str, Any]], k: int, n: int, m: int, path: Path) -> None:
     sens = utility_sensitivity(500, "paper", "classification")
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    xs = np.logspace(-3, 2, 200)
+    xs = np.logspace(-3, 2, 120)
     ax.plot(
         xs,
-        [two_group_share(m // 2, m - m // 2, k, x) for x in xs],
+        [sampled_share(n, m, k, x) for x in xs],
         "k-",
         lw=1,
-        label=f"two-group prediction ({m // 2} honest + {m - m // 2} unreliable, K={k})",
+        label=f"two-group prediction (M={m} of N={n}, half honest, K={k})",
     )
     for p, marker in zip(sorted({r["P"] for r in rows}), "os^v", strict=False):
         for eps in sorted({r["epsilon"] for r in rows if r["P"] == p}):
@@ -238,7 +258,7 @@ def _plot_separation(rows: list[dict[str, Any]], k: int, m: int, path: Path) -> 
                 else None,
             )
     ax.set_xscale("log")
-    ax.set_xlabel("ε·g/(2KΔu)  (g: the run's mean per-round utility gap)")
+    ax.set_xlabel("ε·g/(2KΔu)  (g: the run's mean per-round utility gap; g ≤ 0 drawn at 1e-3)")
     ax.set_ylabel("honest share of used updates")
     ax.set_title("When the exponential mechanism separates (label flip, N=20)", fontsize=10)
     ax.grid(alpha=0.3)
@@ -277,7 +297,7 @@ def main(results: str) -> int:
             separation_table(sep, 5, fedavg),
             "",
         ]
-        _plot_separation(sep, 5, 10, root / "flip_separation.png")
+        _plot_separation(sep, 5, 20, 10, root / "flip_separation.png")
     (root / "flip_table.md").write_text("\n".join(md))
     print("\n".join(md))
     return 0
