@@ -129,6 +129,7 @@ def plot(runs: Runs, out: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), sharey=True)
     sigmas = sorted(runs, reverse=True)
@@ -146,6 +147,9 @@ def plot(runs: Runs, out: Path) -> None:
                 label=f"{SHORT[variant]} (lr {lr:g})",
             )
         ax.set_xscale("log")
+        ticks = sorted({max(t[3] for t in runs[s]["flat"].values()) for s in sigmas})
+        ax.set_xticks(ticks, [f"{e:.3g}" for e in ticks])
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("ε (replace-one, per client)")
         ax.set_title(f"test accuracy: {metric}")
         ax.grid(alpha=0.3)
