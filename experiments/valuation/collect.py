@@ -219,7 +219,7 @@ def table1_v2(runs: Path, name: str = "table1_v2") -> str:
         w.writeheader()
         w.writerows(rows)
     for r in rows:  # the small files of every run
-        src, dst = runs / r["run"], out / "runs" / r["run"]
+        src, dst = runs / r["run"], out / "sweeps" / r["run"]
         dst.mkdir(parents=True, exist_ok=True)
         for keep in V2_KEEP:
             shutil.copy(src / keep, dst / keep)
