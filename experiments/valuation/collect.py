@@ -165,6 +165,9 @@ def _v2_rows(runs: Path) -> list[dict]:
                         "test_auc": final.get("test_auc"),
                         "max_epsilon_spent": s["dp"]["max_epsilon_spent"],
                         "noise_multiplier": s["clients"]["0"]["noise_multiplier"],
+                        "min_rounds_trained": min(
+                            c["rounds_trained"] for c in s["clients"].values()
+                        ),
                         "removed_class": (hit := _removed_class(point, prune)) and hit[0],
                         "removed_class_share": hit and hit[1],
                         "run": point.relative_to(runs).as_posix(),
@@ -249,8 +252,12 @@ def table1_v2(runs: Path, name: str = "table1_v2") -> str:
                 else _paired([by[(arm, s)][c] - by[("none", s)][c] for s in seeds])
                 for c in cols
             ]
+            short = [
+                r for r in runs_ if r["min_rounds_trained"] < _config(runs / r["run"])["rounds"]
+            ]
             cells += [
-                f"{max(r['max_epsilon_spent'] for r in runs_):.3f}",
+                f"{max(r['max_epsilon_spent'] for r in runs_):.3f}"
+                + (f" ({len(short)} runs stopped early)" if short else ""),
                 f"{runs_[0]['noise_multiplier']:.4f}",
             ]
             hit = sorted({r["removed_class"] for r in runs_ if r["removed_class"]})

@@ -20,6 +20,7 @@ arguments override both configs, as ``fedsim sweep -o`` does)::
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -52,8 +53,8 @@ def pruned_events(cfg: Config, sigma: float, n: int) -> list[SubsampledGaussian]
 
 def main() -> None:
     overrides = sys.argv[3:]
-    base = _config(sys.argv[1], overrides)
-    # the pruned config fixes σ; the common target only matters for the baseline
+    # the baseline calibrates σ to the common target, the pruned config fixes σ
+    base = _config(sys.argv[1], [o for o in overrides if not o.startswith("dp.noise_multiplier=")])
     pruned = _config(sys.argv[2], [o for o in overrides if not o.startswith("dp.epsilon=")])
     if base.dp.epsilon is None or base.data.train_samples is None:
         raise SystemExit(
@@ -70,6 +71,7 @@ def main() -> None:
     while hi - lo > 1e-4 * hi:
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if spend(mid) > base.dp.epsilon else (lo, mid)
+    hi = math.ceil(hi * 1e4) / 1e4  # as written in a config: rounded up, never spends more
     print(f"n = {n} per client, batch {base.client.batch_size}, {base.rounds} rounds")
     print(f"unpruned: sigma {sigma0:.4f} spends {base.dp.epsilon} (dp.epsilon)")
     print(f"pruned at the unpruned sigma would spend {spend(sigma0):.3f}")
