@@ -8,6 +8,10 @@ python experiments/valuation/collect.py RUNS
 The seeded re-tests of issue 17 (Spearman over seeds, selection consistency over seeds)
 are collected by experiments/valuation/seeds.py, called from here (its docstring names
 the RUNS layout).
+
+Table 1 v2 (issue 17; 3 seeds, equal ε, into experiments/results/valuation/table1_v2/):
+the four sweeps of experiments/valuation/table1_v2*.yaml (commands there) in RUNS, then
+python experiments/valuation/collect.py --table1-v2 RUNS [NAME]   (NAME: table1_v2)
 """
 
 from __future__ import annotations
@@ -15,10 +19,13 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import statistics
 import sys
 from pathlib import Path
 
+import numpy as np
 import yaml
+from scipy import stats
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "valuation"
 PARTS = ("quality", "informativeness", "combined")
@@ -139,11 +146,185 @@ def table1(runs: Path) -> str:
     return "\n".join(md) + "\n"
 
 
+V2_DATASETS = ("pneumoniamnist", "fashion-mnist")
+V2_ARMS = ("none", "loss", "grad_norm", "vog", "plis")
+V2_KEEP = ("config.yaml", "summary.json", "metrics.jsonl")
+
+
+def _v2_rows(runs: Path) -> list[dict]:
+    """One row per run of the four Table 1 v2 sweeps (RUNS/<dataset>[-none]/)."""
+    rows = []
+    for ds in V2_DATASETS:
+        for sweep in (runs / f"{ds}-none", runs / ds):
+            for point, s in _summaries(sweep):
+                prune = _config(point).get("valuation", {}).get("prune", {})
+                final = s["final"]
+                rows.append(
+                    {
+                        "dataset": ds,
+                        "removed_by": prune["metric"] if prune.get("enabled") else "none",
+                        "seed": s["seed"],
+                        "test_accuracy": final["test_accuracy"],
+                        "test_balanced_accuracy": final["test_balanced_accuracy"],
+                        "test_auc": final.get("test_auc"),
+                        "max_epsilon_spent": s["dp"]["max_epsilon_spent"],
+                        "noise_multiplier": s["clients"]["0"]["noise_multiplier"],
+                        "min_rounds_trained": min(
+                            c["rounds_trained"] for c in s["clients"].values()
+                        ),
+                        "removed_class": (hit := _removed_class(point, prune)) and hit[0],
+                        "removed_class_share": hit and hit[1],
+                        "run": point.relative_to(runs).as_posix(),
+                    }
+                )
+    return rows
+
+
+def _removed_class(point: Path, prune: dict) -> tuple[str, float] | None:
+    """The class the removal hit hardest and its share of the removed samples (binary
+    tasks: class 0, for PneumoniaMNIST "normal", the minority), from the clients' state."""
+    if not prune.get("enabled"):
+        return None
+    from fedsim.config import from_dict
+    from fedsim.workload import client_split, dataset_for
+
+    raw = _config(point)
+    raw.pop("fedsim_version", None)
+    cfg = from_dict(raw)
+    removed = []
+    for client in range(cfg.data.num_clients):
+        state = json.loads(
+            max((point / "state" / "clients" / str(client)).glob("round-*.json")).read_text()
+        )
+        labels = client_split(cfg, client).y
+        removed.append(labels[np.asarray(state["pruned"], dtype=np.int64)])
+    bundle = dataset_for(cfg.data, cfg.seed)
+    counts = np.bincount(np.concatenate(removed), minlength=bundle.num_classes)
+    top = 0 if bundle.num_classes == 2 else int(np.argmax(counts))
+    return str(bundle.class_names[top]), float(counts[top] / counts.sum())
+
+
+def _ms(values: list[float]) -> str:
+    return f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def _paired(diffs: list[float]) -> str:
+    """Mean of paired differences with its 95% t interval."""
+    mean = statistics.fmean(diffs)
+    half = stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / len(diffs) ** 0.5
+    return f"{mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}]"
+
+
+def table1_v2(runs: Path, name: str = "table1_v2") -> str:
+    """Table 1 v2: per dataset, every arm's mean ± std and its paired drop vs no removal
+    (datasets without runs are left out), into ``OUT/name``."""
+    rows = _v2_rows(runs)
+    out = OUT / name
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "table1_v2.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    for r in rows:  # the small files of every run
+        src, dst = runs / r["run"], out / "sweeps" / r["run"]
+        dst.mkdir(parents=True, exist_ok=True)
+        for keep in V2_KEEP:
+            shutil.copy(src / keep, dst / keep)
+    md = []
+    for ds in sorted({r["dataset"] for r in rows}, key=V2_DATASETS.index):
+        by = {
+            (r["removed_by"], r["seed"]): r for r in rows if r["dataset"] == ds
+        }  # (arm, seed) -> row
+        seeds = sorted({seed for arm, seed in by if arm == "none"})
+        binary = by[("none", seeds[0])]["test_auc"] is not None
+        cols = ["test_accuracy", "test_balanced_accuracy"] + (["test_auc"] if binary else [])
+        names = {
+            "test_accuracy": "accuracy",
+            "test_balanced_accuracy": "balanced accuracy",
+            "test_auc": "AUC",
+        }
+        md += [f"### {ds} (seeds {', '.join(map(str, seeds))})", ""]
+        head = ["removed by", *(names[c] for c in cols), *(f"Δ {names[c]} vs none" for c in cols)]
+        head += ["ε spent (max)", "σ", "class share of the removed"]
+        md += ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+        for arm in V2_ARMS:
+            runs_ = [by[(arm, s)] for s in seeds]
+            cells = [_ms([r[c] for r in runs_]) for c in cols]
+            cells += [
+                "–"
+                if arm == "none"
+                else _paired([by[(arm, s)][c] - by[("none", s)][c] for s in seeds])
+                for c in cols
+            ]
+            short = [
+                r for r in runs_ if r["min_rounds_trained"] < _config(runs / r["run"])["rounds"]
+            ]
+            cells += [
+                f"{max(r['max_epsilon_spent'] for r in runs_):.3f}"
+                + (f" ({len(short)} runs stopped early)" if short else ""),
+                f"{runs_[0]['noise_multiplier']:.4f}",
+            ]
+            hit = sorted({r["removed_class"] for r in runs_ if r["removed_class"]})
+            shares = [r["removed_class_share"] for r in runs_]
+            cells.append(f"{'/'.join(hit)} {_ms(shares)}" if hit else "–")
+            md.append(f"| {arm} | " + " | ".join(cells) + " |")
+        md += [
+            "",
+            "The paper's claim, paired per seed: (mean of VoG and PLIS) − (mean of loss and "
+            "grad_norm), and each of VoG and PLIS against loss (negative: removal by VoG/PLIS "
+            "hurts more):",
+            "",
+            "| contrast | " + " | ".join(names[c] for c in cols) + " |",
+            "|---" * (len(cols) + 1) + "|",
+        ]
+        contrasts = {
+            "(vog+plis)/2 − (loss+grad_norm)/2": (("vog", "plis"), ("loss", "grad_norm")),
+            "vog − loss": (("vog",), ("loss",)),
+            "plis − loss": (("plis",), ("loss",)),
+            "vog − grad_norm": (("vog",), ("grad_norm",)),
+            "plis − grad_norm": (("plis",), ("grad_norm",)),
+        }
+        for label, (a, b) in contrasts.items():
+            cells = [
+                _paired(
+                    [
+                        statistics.fmean(by[(m, s)][c] for m in a)
+                        - statistics.fmean(by[(m, s)][c] for m in b)
+                        for s in seeds
+                    ]
+                )
+                for c in cols
+            ]
+            md.append(f"| {label} | " + " | ".join(cells) + " |")
+        md += [
+            "",
+            "Per seed: accuracy / balanced accuracy" + (" / AUC" if binary else "") + ".",
+            "",
+        ]
+        md += ["| seed | " + " | ".join(V2_ARMS) + " |", "|---" * (len(V2_ARMS) + 1) + "|"]
+        for s in seeds:
+            md.append(
+                f"| {s} | "
+                + " | ".join(" / ".join(f"{by[(m, s)][c]:.3f}" for c in cols) for m in V2_ARMS)
+                + " |"
+            )
+        md.append("")
+    text = "\n".join(md)
+    (out / "README.md").write_text(
+        f"# Table 1 v2 (generated by experiments/valuation/collect.py --table1-v2 RUNS {name})"
+        f"\n\n{text}"
+    )
+    return text
+
+
 def _config(point: Path) -> dict:
     return yaml.safe_load((point / "config.yaml").read_text())
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--table1-v2"]:
+        print(table1_v2(Path(sys.argv[2]), *sys.argv[3:4]))
+        return
     runs = Path(sys.argv[1] if len(sys.argv) > 1 else "runs")
     OUT.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str(Path(__file__).parent))
