@@ -28,10 +28,10 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-from scipy import stats
 
 from fedsim.evaluation import evaluate
 from fedsim.models import build_model
+from fedsim.report.stats import format_paired
 from fedsim.valuation.analysis import read_run_config
 from fedsim.workload import dataset_for
 
@@ -65,11 +65,7 @@ def _ms(values: list[float]) -> str:
 
 def _paired(diffs: list[float]) -> str:
     """Mean paired difference with its 95% t interval."""
-    if len(diffs) < 2:
-        return "–"
-    mean = statistics.fmean(diffs)
-    half = stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / len(diffs) ** 0.5
-    return f"{mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}]"
+    return format_paired(diffs)
 
 
 def tune_table(sweep: Path) -> str:

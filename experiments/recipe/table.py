@@ -21,7 +21,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from scipy import stats
+from fedsim.report.stats import format_paired
 
 BAR_ACCURACY, BAR_AUC = 0.80, 0.90
 
@@ -52,11 +52,7 @@ def _ms(values: list[float]) -> str:
 def _paired(runs: dict[int, dict[str, float]], base: dict[int, dict[str, float]], key: str) -> str:
     """Mean paired difference of ``key`` over the seeds both arms ran, with a 95% t interval."""
     diffs = [runs[s][key] - base[s][key] for s in runs if s in base]
-    if len(diffs) < 2:
-        return "–"
-    mean = statistics.fmean(diffs)
-    half = stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / len(diffs) ** 0.5
-    return f"{mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}]"
+    return format_paired(diffs)
 
 
 def table(*sweeps: Path) -> str:

@@ -43,6 +43,7 @@ import numpy as np
 from plot import load
 from scipy import stats
 
+from fedsim.report.stats import format_paired
 from fedsim.selection import participant_epsilon, utility_sensitivity
 
 ARMS = ["secprobe", "fedavg", "random_k", "multikrum"]
@@ -143,9 +144,7 @@ def _paired(a: list[dict[str, Any]], b: list[dict[str, Any]], key: str) -> str:
     diffs = [r[key] - by_seed[r["seed"]] for r in a if r["seed"] in by_seed]
     if len(diffs) < 2:
         return "–"
-    mean = statistics.fmean(diffs)
-    half = stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / len(diffs) ** 0.5
-    return f"{mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}] (n={len(diffs)})"
+    return f"{format_paired(diffs)} (n={len(diffs)})"
 
 
 def fig9_table(rows: list[dict[str, Any]]) -> str:

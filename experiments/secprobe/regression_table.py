@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from scipy import stats
+from fedsim.report.stats import format_paired
 
 SWEEPS = {
     "regression_fm": "functional mechanism",
@@ -89,11 +89,7 @@ def _largest(group: list[dict[str, Any]], key: str) -> str:
 def _paired(sec: list[dict[str, Any]], avg: list[dict[str, Any]]) -> str:
     by_seed = {r["seed"]: r["final_mre"] for r in avg}
     diffs = [r["final_mre"] - by_seed[r["seed"]] for r in sec if r["seed"] in by_seed]
-    if len(diffs) < 2:
-        return "–"
-    mean = statistics.fmean(diffs)
-    half = stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / len(diffs) ** 0.5
-    return f"{mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}]"
+    return format_paired(diffs)
 
 
 def table(results: Path) -> str:

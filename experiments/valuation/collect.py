@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from scipy import stats
+
+from fedsim.report.stats import format_paired
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "valuation"
 PARTS = ("quality", "informativeness", "combined")
@@ -210,9 +211,7 @@ def _ms(values: list[float]) -> str:
 
 def _paired(diffs: list[float]) -> str:
     """Mean of paired differences with its 95% t interval."""
-    mean = statistics.fmean(diffs)
-    half = stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / len(diffs) ** 0.5
-    return f"{mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}]"
+    return format_paired(diffs)
 
 
 def table1_v2(runs: Path, name: str = "table1_v2") -> str:

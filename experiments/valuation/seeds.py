@@ -38,7 +38,8 @@ from typing import Any
 
 import numpy as np
 import yaml
-from scipy import stats
+
+from fedsim.report.stats import t_interval
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 SPEARMAN_OUT = RESULTS / "valuation" / "spearman_v2"
@@ -47,20 +48,6 @@ PARTS = ("quality", "informativeness", "combined")
 PAIRS = {"eps1_vs_eps8": ("eps=1", "eps=8"), "dp_vs_nondp": ("DP-eps=8", "non-DP")}
 K, MAX_SAMPLES, CHANCE_DRAWS = 8, 400, 500
 KEEP = ("config.yaml", "summary.json", "rewards.csv", "rewards.png", "report.md")
-
-
-def t_interval(values: list[float]) -> tuple[float, float, float, float]:
-    """Mean, sample std and the 95% t interval of the mean.
-
-    >>> [round(v, 3) for v in t_interval([1.0, 2.0, 3.0])]
-    [2.0, 1.0, -0.484, 4.484]
-    """
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return mean, math.nan, math.nan, math.nan
-    sd = statistics.stdev(values)
-    half = float(stats.t.ppf(0.975, len(values) - 1)) * sd / math.sqrt(len(values))
-    return mean, sd, mean - half, mean + half
 
 
 def fisher_pooled(rhos: list[float], n: int) -> tuple[float, float, float]:
