@@ -91,7 +91,9 @@ def test_sites_and_float_pools_round_trip(tmp_path: Path) -> None:
     assert np.array_equal(bits(back.x), bits(table.x[::-1])) and back.task == "regression"
 
 
-def test_a_pool_is_written_once_and_mapped_read_only(tmp_path: Path) -> None:
+def test_a_pool_is_written_once_and_mapped_read_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     split = eight_bit_split(20)
     first = share_split(split, tmp_path)
     image_file = Path(first.folder) / "x.npy"
@@ -102,6 +104,9 @@ def test_a_pool_is_written_once_and_mapped_read_only(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == [first.digest]  # no staging left
     other = share_split(eight_bit_split(20, seed=1), tmp_path)
     assert other.digest != first.digest
+    monkeypatch.chdir(tmp_path)
+    relative = share_split(split, ".")
+    assert relative == first and Path(relative.folder).is_absolute()  # for any worker's cwd
     pooled = open_split(first)
     assert not pooled.x.flags.writeable and not pooled.y.flags.writeable
     with pytest.raises(ValueError, match="read-only"):

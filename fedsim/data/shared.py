@@ -133,7 +133,7 @@ def share_split(split: Split, directory: str | Path) -> PoolFiles:
     for name, arr in arrays.items():
         digest.update(f"{name}:{arr.dtype.str}:{arr.shape};".encode())
         digest.update(arr.data)  # C-contiguous: hashed without a copy
-    root = Path(directory)
+    root = Path(directory).absolute()  # workers may run in another directory
     folder = root / digest.hexdigest()
     if not folder.is_dir():
         root.mkdir(parents=True, exist_ok=True)
