@@ -10,6 +10,8 @@ growth from the end of round 1 to the last round, and the peak of the tree.
     PYTHONPATH=. python benchmarks/actor_memory.py [CONFIG] [-o rounds=12] [--json F] [--out D]
 
 ``--out D`` keeps the run directory (e.g. to compare the metrics of two code versions).
+To compare versions by ``PYTHONPATH``, run it from a directory without a ``fedsim/``:
+``python -m fedsim.cli`` puts the working directory first on ``sys.path``.
 """
 
 from __future__ import annotations
