@@ -7,7 +7,11 @@ every 0.25 s from ``/proc``, the RSS of every process whose command line names F
 the processes using them: what each actor really adds); it prints them per round, the
 growth from the end of round 1 to the last round, and the peak of the tree.
 
-    PYTHONPATH=. python benchmarks/actor_memory.py [CONFIG] [-o rounds=12] [--json F]
+    PYTHONPATH=. python benchmarks/actor_memory.py [CONFIG] [-o rounds=12] [--json F] [--out D]
+
+``--out D`` keeps the run directory (e.g. to compare the metrics of two code versions).
+To compare versions by ``PYTHONPATH``, run it from a directory without a ``fedsim/``:
+``python -m fedsim.cli`` puts the working directory first on ``sys.path``.
 """
 
 from __future__ import annotations
@@ -31,10 +35,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("-o", "--override", action="append", default=[])
     parser.add_argument("--quick", action="store_true", help="rounds=4")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--out", type=Path, help="keep the run directory here")
     args = parser.parse_args(argv)
     overrides = list(args.override) + (["rounds=4"] if args.quick else [])
     with tempfile.TemporaryDirectory(prefix="fedsim-mem-") as tmp:
-        out = Path(tmp) / "run"
+        out = args.out or Path(tmp) / "run"
         cmd = [sys.executable, "-m", "fedsim.cli", "run", args.config, "--out", str(out)]
         for item in overrides:
             cmd += ["-o", item]

@@ -46,10 +46,12 @@ from fedsim.errors import FedsimError, RunError
 from fedsim.privacy import DpEvent, PrivacyLedger, PureDp
 from fedsim.versions import local_version, read_version, version_mismatch
 from fedsim.workload import (
+    SharedTrainPool,
     image_spec,
     partitions_for,
     simulated_client_data,
     site_parts,
+    use_shared_pool,
 )
 
 logger = logging.getLogger(__name__)
@@ -417,6 +419,7 @@ def make_client_app(
     seeded_noise: bool = False,
     state_root: Path | None = None,
     pooled: bool = False,
+    shared: SharedTrainPool | None = None,
 ) -> ClientApp:
     """A ClientApp for ``cfg``; with ``None`` the config comes from ``context.run_config``.
 
@@ -427,6 +430,9 @@ def make_client_app(
     (:mod:`clients.client_store`; ``fedsim run`` passes ``<run dir>/state/clients``).
     ``pooled``: each node serves many virtual clients (``fedsim run``; needs
     ``state_root``), each train message names its client (:func:`pooled_site`).
+    ``shared``: the run's training pool, shared once per machine by the driver
+    (:func:`fedsim.workload.share_train_pool`); the workers map it instead of loading
+    the dataset.
     """
     if pooled and state_root is None:
         raise ValueError("pooled clients keep their state in a store: give state_root")
@@ -434,6 +440,8 @@ def make_client_app(
     app = ClientApp()
 
     def resolve(context: Context) -> Config:
+        if shared is not None:
+            use_shared_pool(shared)
         return cfg if cfg is not None else from_run_config(context.run_config, APP_DIR)
 
     @app.train()

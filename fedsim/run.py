@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import threading
 import warnings
 from pathlib import Path
@@ -22,6 +23,7 @@ from fedsim.records import RoundRecord
 
 if TYPE_CHECKING:
     from fedsim.checkpoint import ResumePoint
+    from fedsim.workload import SharedTrainPool
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +57,10 @@ def backend_config(cfg: Config) -> dict[str, Any]:
         "init_args": init_args,
     }
 
+
+#: Folder of the run directory where the driver shares the training pool with the
+#: workers (not under ``state/``: the ServerApp clears that when a fresh run starts).
+POOL_DIR = ".pool"
 
 #: Seconds :func:`check_ray_address` waits for a Ray head to answer.
 RAY_CONNECT_TIMEOUT = 5.0
@@ -249,15 +255,38 @@ def _simulate(
     stop: threading.Event | None,
 ) -> None:
     protect_local_ray(cfg)  # before flwr imports Ray
-    from flwr.simulation import run_simulation
-
-    from clients.client_app import make_client_app
     from fedsim.audit.canaries import federation_size
-    from fedsim.checkpoint import STATE_DIR
-    from strategies.server_app import make_server_app
+    from fedsim.workload import share_train_pool
 
     # a user-level audit adds its canary clients
     nodes = pool_size(federation_size(cfg), expected_workers(cfg))
+    # the workers map the training pool the driver writes once, instead of each loading
+    # the dataset (one float32 copy per worker); removed when the federation ends
+    pool_dir = Path(out_dir) / POOL_DIR
+    shared = share_train_pool(cfg, pool_dir)
+    try:
+        _federate(cfg, out_dir, on_round, verbose, holder, resume, stop, nodes, shared)
+    finally:
+        shutil.rmtree(pool_dir, ignore_errors=True)  # a leftover only costs disk space
+
+
+def _federate(
+    cfg: Config,
+    out_dir: str | Path,
+    on_round: Any,
+    verbose: bool,
+    holder: dict[str, Any],
+    resume: ResumePoint | None,
+    stop: threading.Event | None,
+    nodes: int,
+    shared: SharedTrainPool,
+) -> None:
+    from flwr.simulation import run_simulation
+
+    from clients.client_app import make_client_app
+    from fedsim.checkpoint import STATE_DIR
+    from strategies.server_app import make_server_app
+
     run_simulation(
         # a simulation: reproducible from the root seed (its ε assumes the seed is secret)
         server_app=make_server_app(
@@ -271,7 +300,11 @@ def _simulate(
             pool_size=nodes,
         ),
         client_app=make_client_app(
-            cfg, seeded_noise=True, state_root=Path(out_dir) / STATE_DIR / "clients", pooled=True
+            cfg,
+            seeded_noise=True,
+            state_root=Path(out_dir) / STATE_DIR / "clients",
+            pooled=True,
+            shared=shared,
         ),
         num_supernodes=nodes,
         backend_config=backend_config(cfg),  # type: ignore[arg-type]

@@ -2,6 +2,10 @@
 
 Datasets are loaded once per process (``load_dataset`` caches) and partitions are computed
 once per process from the seed, then sliced by client id: nothing per client is kept.
+
+A simulation's workers do not load the dataset at all: the driver shares the training
+pool once per machine (:func:`share_train_pool`, :mod:`fedsim.data.shared`), each worker
+maps it (:func:`use_shared_pool`) and takes its clients' partitions from it.
 """
 
 from __future__ import annotations
@@ -9,6 +13,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -16,6 +23,7 @@ from fedsim.config import Config, DataConfig
 from fedsim.data import DatasetBundle, Split, load_dataset, partition_indices
 from fedsim.data.carve import stratified_holdout
 from fedsim.data.fit import ImageSpec
+from fedsim.data.shared import PooledSplit, PoolFiles, open_split, share_split
 from fedsim.deploy.site import SiteData
 from fedsim.errors import ConfigError
 from fedsim.seeding import derive_seed
@@ -84,10 +92,108 @@ def dataset_for(data: DataConfig, seed: int) -> DatasetBundle:
     )
 
 
+@dataclass(frozen=True)
+class TrainPool:
+    """What the clients of a run train on: the training pool and its class and site names.
+
+    ``train`` is the loaded :class:`Split`, or in a simulation's worker the
+    :class:`~fedsim.data.shared.PooledSplit` the driver shared; both give the same
+    ``float32`` partitions (``subset``).
+    """
+
+    train: Split | PooledSplit
+    num_classes: int
+    class_names: tuple[str, ...]
+    site_names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SharedTrainPool:
+    """A run's training pool shared once per machine (:func:`share_train_pool`): where it
+    is, and the small facts a worker needs beside it. Travels to the workers (pickled)."""
+
+    data: DataConfig
+    seed: int
+    files: PoolFiles
+    num_classes: int
+    class_names: tuple[str, ...]
+    site_names: tuple[str, ...]
+
+
+#: Shared pools mapped in this process, by (data config, seed); bounded like the
+#: dataset cache, so a worker kept across many runs (``fedsim sweep``) unmaps old ones.
+_MAPPED: OrderedDict[tuple[DataConfig, int], tuple[str, TrainPool]] = OrderedDict()
+_MAX_MAPPED = 4
+#: Digests of shared pools this process could not see (another machine's files).
+_UNSEEN: set[str] = set()
+
+
+def share_train_pool(cfg: Config, directory: str | Path) -> SharedTrainPool:
+    """Write the training pool of ``cfg`` once under ``directory`` for the workers."""
+    bundle = dataset_for(cfg.data, cfg.seed)
+    files = share_split(bundle.train, directory)
+    logger.info(
+        "training pool shared once for all workers: %s (%s images)",
+        files.folder,
+        "uint8" if files.packed else "float32",
+    )
+    return SharedTrainPool(
+        data=cfg.data,
+        seed=cfg.seed,
+        files=files,
+        num_classes=bundle.num_classes,
+        class_names=bundle.class_names,
+        site_names=bundle.site_names,
+    )
+
+
+def use_shared_pool(shared: SharedTrainPool) -> bool:
+    """Map ``shared`` in this process (once): :func:`train_pool` of its data config and
+    seed then takes the clients' data from it instead of loading the dataset.
+
+    Returns whether it is mapped: a worker on another machine of a Ray cluster, which
+    does not see the driver's files, loads the dataset itself (logged once).
+    """
+    key = (shared.data, shared.seed)
+    known = _MAPPED.get(key)
+    if known is not None and known[0] == shared.files.digest:
+        _MAPPED.move_to_end(key)
+        return True
+    if not Path(shared.files.folder).is_dir():
+        if shared.files.digest not in _UNSEEN:
+            _UNSEEN.add(shared.files.digest)
+            logger.info(
+                "shared training pool %s not on this machine: this worker loads the dataset",
+                shared.files.folder,
+            )
+        return False
+    pool = TrainPool(
+        train=open_split(shared.files),
+        num_classes=shared.num_classes,
+        class_names=shared.class_names,
+        site_names=shared.site_names,
+    )
+    _MAPPED[key] = (shared.files.digest, pool)
+    _MAPPED.move_to_end(key)
+    while len(_MAPPED) > _MAX_MAPPED:
+        _MAPPED.popitem(last=False)
+    return True
+
+
+def train_pool(data: DataConfig, seed: int) -> TrainPool:
+    """The training pool of a run: the shared one mapped here (:func:`use_shared_pool`),
+    else the loaded dataset's (:func:`dataset_for`)."""
+    known = _MAPPED.get((data, seed))
+    if known is not None:
+        return known[1]
+    bundle = dataset_for(data, seed)
+    return TrainPool(bundle.train, bundle.num_classes, bundle.class_names, bundle.site_names)
+
+
 @functools.lru_cache(maxsize=8)
 def partitions_for(data: DataConfig, seed: int) -> tuple[np.ndarray, ...]:
     """Index arrays of every client's partition of the training pool (cached per process)."""
-    bundle = dataset_for(data, seed)
+    bundle = train_pool(data, seed)
     parts = partition_indices(
         bundle.train.strata,
         data.num_clients,
@@ -141,8 +247,8 @@ def holdout_indices(cfg: Config, client_id: int, split: Split) -> tuple[np.ndarr
 def _partition(cfg: Config, client_id: int) -> Split:
     if not 0 <= client_id < cfg.data.num_clients:
         raise ValueError(f"client id must be in [0, {cfg.data.num_clients}); got {client_id}")
-    bundle = dataset_for(cfg.data, cfg.seed)
-    return bundle.train.subset(partitions_for(cfg.data, cfg.seed)[client_id])
+    pool = train_pool(cfg.data, cfg.seed).train
+    return pool.subset(partitions_for(cfg.data, cfg.seed)[client_id])
 
 
 def client_indices(cfg: Config, client_id: int) -> np.ndarray:
@@ -188,7 +294,7 @@ def training_sizes(cfg: Config) -> dict[int, int]:
 
 def simulated_client_data(cfg: Config, client_id: int) -> SiteData:
     """A simulated client's own data: its partition of the run's training pool."""
-    bundle = dataset_for(cfg.data, cfg.seed)
+    bundle = train_pool(cfg.data, cfg.seed)
     return SiteData(
         train=client_split(cfg, client_id),
         num_classes=bundle.num_classes,

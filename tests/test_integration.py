@@ -63,6 +63,7 @@ def test_run_directory_contract(dp_runs) -> None:
     for name in ("config.yaml", "metrics.jsonl", "summary.json", "model.pt"):
         assert (run / name).is_file(), name
     assert any((run / "tb").iterdir())
+    assert not (run / fedsim.run.POOL_DIR).exists()  # the shared training pool is removed
     lines = read_metrics(run)
     assert [m["round"] for m in lines] == [1, 2]
     for m in lines:

@@ -91,32 +91,20 @@ class Split:
     def strata(self) -> np.ndarray:
         """``int64`` groups to stratify or partition by: the labels, or one group of all
         samples for regression targets."""
-        return self.y if self.task == "classification" else np.zeros(len(self), np.int64)
+        return strata_of(self.y)
 
     @property
     def holdout_strata(self) -> np.ndarray:
         """``int64`` groups to carve held-out samples by: :attr:`strata`, within each
         site when the split is labelled by site (so every site gives its share)."""
-        if self.sites is None:
-            return self.strata
-        pairs = np.stack([self.sites, self.strata])
-        _, groups = np.unique(pairs, axis=1, return_inverse=True)
-        return groups.reshape(-1).astype(np.int64)
+        return holdout_strata_of(self.y, self.sites)
 
     def subset(self, idx: np.ndarray) -> Split:
         """Return the samples at ``idx`` (integer indices or a boolean mask) as a new split.
 
         The result holds copies, so it is writable even when this split is read-only.
         """
-        index = np.asarray(idx)
-        if index.ndim != 1 or not (
-            np.issubdtype(index.dtype, np.integer) or index.dtype == np.bool_ or index.size == 0
-        ):
-            raise DataError(
-                f"Split.subset: idx must be a 1-D integer or boolean array; got {_describe(index)}"
-            )
-        if index.size == 0:
-            index = index.astype(np.int64)
+        index = sample_index(idx, "Split.subset")
         sites = None if self.sites is None else self.sites[index]
         return Split(x=self.x[index], y=self.y[index], sites=sites)
 
@@ -257,6 +245,34 @@ class SourceSplits:
 def max_label(splits: Iterable[Split]) -> int:
     """The largest label of ``splits``, or ``-1`` when they hold no sample."""
     return max((int(s.y.max()) for s in splits if len(s)), default=-1)
+
+
+def strata_of(y: np.ndarray) -> np.ndarray:
+    """:attr:`Split.strata` of targets ``y``: the labels, or one group for regression."""
+    return y if y.dtype != np.float32 else np.zeros(len(y), np.int64)
+
+
+def holdout_strata_of(y: np.ndarray, sites: np.ndarray | None) -> np.ndarray:
+    """:attr:`Split.holdout_strata` of targets ``y`` and site indices ``sites``."""
+    if sites is None:
+        return strata_of(y)
+    pairs = np.stack([sites, strata_of(y)])
+    _, groups = np.unique(pairs, axis=1, return_inverse=True)
+    return groups.reshape(-1).astype(np.int64)
+
+
+def sample_index(idx: np.ndarray, where: str) -> np.ndarray:
+    """``idx`` checked as a 1-D integer or boolean index of samples (empty: ``int64``)."""
+    index = np.asarray(idx)
+    if index.ndim != 1 or not (
+        np.issubdtype(index.dtype, np.integer) or index.dtype == np.bool_ or index.size == 0
+    ):
+        raise DataError(
+            f"{where}: idx must be a 1-D integer or boolean array; got {_describe(index)}"
+        )
+    if index.size == 0:
+        index = index.astype(np.int64)
+    return index
 
 
 def _describe(value: object) -> str:
