@@ -12,6 +12,8 @@ import os
 import shutil
 import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -245,6 +247,19 @@ def protect_local_ray(cfg: Config) -> bool:
     return True
 
 
+@contextmanager
+def _shared_train_pool(cfg: Config, out_dir: str | Path) -> Iterator[SharedTrainPool]:
+    """The training pool the driver writes once for the workers to map (instead of each
+    loading the dataset: one float32 copy per worker); removed when the federation ends."""
+    from fedsim.workload import share_train_pool
+
+    pool_dir = Path(out_dir) / POOL_DIR
+    try:
+        yield share_train_pool(cfg, pool_dir)
+    finally:
+        shutil.rmtree(pool_dir, ignore_errors=True)  # a leftover only costs disk space
+
+
 def _simulate(
     cfg: Config,
     out_dir: str | Path,
@@ -255,61 +270,39 @@ def _simulate(
     stop: threading.Event | None,
 ) -> None:
     protect_local_ray(cfg)  # before flwr imports Ray
-    from fedsim.audit.canaries import federation_size
-    from fedsim.workload import share_train_pool
-
-    # a user-level audit adds its canary clients
-    nodes = pool_size(federation_size(cfg), expected_workers(cfg))
-    # the workers map the training pool the driver writes once, instead of each loading
-    # the dataset (one float32 copy per worker); removed when the federation ends
-    pool_dir = Path(out_dir) / POOL_DIR
-    shared = share_train_pool(cfg, pool_dir)
-    try:
-        _federate(cfg, out_dir, on_round, verbose, holder, resume, stop, nodes, shared)
-    finally:
-        shutil.rmtree(pool_dir, ignore_errors=True)  # a leftover only costs disk space
-
-
-def _federate(
-    cfg: Config,
-    out_dir: str | Path,
-    on_round: Any,
-    verbose: bool,
-    holder: dict[str, Any],
-    resume: ResumePoint | None,
-    stop: threading.Event | None,
-    nodes: int,
-    shared: SharedTrainPool,
-) -> None:
     from flwr.simulation import run_simulation
 
     from clients.client_app import make_client_app
+    from fedsim.audit.canaries import federation_size
     from fedsim.checkpoint import STATE_DIR
     from strategies.server_app import make_server_app
 
-    run_simulation(
-        # a simulation: reproducible from the root seed (its ε assumes the seed is secret)
-        server_app=make_server_app(
-            cfg,
-            out_dir,
-            on_round,
-            on_summary=lambda s: holder.update(summary=s),
-            seeded_noise=True,
-            resume=resume,
-            stop=stop,
-            pool_size=nodes,
-        ),
-        client_app=make_client_app(
-            cfg,
-            seeded_noise=True,
-            state_root=Path(out_dir) / STATE_DIR / "clients",
-            pooled=True,
-            shared=shared,
-        ),
-        num_supernodes=nodes,
-        backend_config=backend_config(cfg),  # type: ignore[arg-type]
-        verbose_logging=verbose,
-    )
+    # a user-level audit adds its canary clients
+    nodes = pool_size(federation_size(cfg), expected_workers(cfg))
+    with _shared_train_pool(cfg, out_dir) as shared:
+        run_simulation(
+            # a simulation: reproducible from the root seed (its ε assumes the seed is secret)
+            server_app=make_server_app(
+                cfg,
+                out_dir,
+                on_round,
+                on_summary=lambda s: holder.update(summary=s),
+                seeded_noise=True,
+                resume=resume,
+                stop=stop,
+                pool_size=nodes,
+            ),
+            client_app=make_client_app(
+                cfg,
+                seeded_noise=True,
+                state_root=Path(out_dir) / STATE_DIR / "clients",
+                pooled=True,
+                shared=shared,
+            ),
+            num_supernodes=nodes,
+            backend_config=backend_config(cfg),  # type: ignore[arg-type]
+            verbose_logging=verbose,
+        )
 
 
 __all__ = [
