@@ -7,11 +7,16 @@ experiments/valuation_consistency_seeds.yaml for the commands)::
     RUNS/cons/points/*/                        DP runs, epsilon 1 and 8, per seed
     RUNS/cons-nondp/points/*/                  non-DP runs (lr 0.05), per seed
     RUNS/analysis/seed<S>/<pair>/analysis.json written by ``python seeds.py analyze RUNS``
+    RUNS/cons_recipe/points/*/                 the same DP runs with the quickstart's recipe
+                                               (experiments/valuation_consistency_seeds_recipe.yaml)
+    RUNS/analysis_recipe/seed<S>/<pair>/       ``python seeds.py analyze RUNS --recipe``
 
 ``python experiments/valuation/seeds.py analyze RUNS`` runs ``fedsim analyze`` (top 8 per
 class, stratified 400-sample subset) for every seed: eps1_vs_eps8 and, where the non-DP
 run exists, dp_vs_nondp (ε = 8 vs non-DP). ``python experiments/valuation/collect.py RUNS``
-then calls :func:`spearman_seeds` and :func:`consistency_seeds`.
+then calls :func:`spearman_seeds` and :func:`consistency_seeds` (the plain recipe);
+``python experiments/valuation/seeds.py RUNS --recipe`` collects the recipe study alone.
+Which sweeps, analyses and result folder one study uses is a :class:`Layout`.
 
 Intervals. Spearman: a 95% t interval over the seeds, and a Fisher-z interval pooled over
 clients × seeds (z = atanh ρ, standard error √(1.06 / (n − 3)) per seed, Fieller, Hartley &
@@ -33,6 +38,7 @@ import shutil
 import statistics
 import sys
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +49,32 @@ from fedsim.report.stats import t_interval
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 SPEARMAN_OUT = RESULTS / "valuation" / "spearman_v2"
-CONSISTENCY_OUT = RESULTS / "valuation_consistency" / "seeds"
 PARTS = ("quality", "informativeness", "combined")
 PAIRS = {"eps1_vs_eps8": ("eps=1", "eps=8"), "dp_vs_nondp": ("DP-eps=8", "non-DP")}
 K, MAX_SAMPLES, CHANCE_DRAWS = 8, 400, 500
 KEEP = ("config.yaml", "summary.json", "rewards.csv", "rewards.png", "report.md")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one selection-consistency study's runs, analyses and tables live.
+
+    ``dp_sweep``, ``nondp_sweep`` and ``analysis`` are folders of RUNS (``nondp_sweep``
+    ``None``: the study has no non-DP arm); ``out`` is its results folder.
+    """
+
+    dp_sweep: str
+    nondp_sweep: str | None
+    analysis: str
+    out: Path
+
+
+CONSISTENCY = RESULTS / "valuation_consistency"
+#: Issue 17: plain FedAvg, uncalibrated threshold (experiments/valuation_consistency_seeds.yaml).
+PLAIN = Layout("cons", "cons-nondp", "analysis", CONSISTENCY / "seeds")
+#: The follow-up with the quickstart's recipe, ε 1 and 8 only
+#: (experiments/valuation_consistency_seeds_recipe.yaml).
+RECIPE = Layout("cons_recipe", None, "analysis_recipe", CONSISTENCY / "seeds_recipe")
 
 
 def fisher_pooled(rhos: list[float], n: int) -> tuple[float, float, float]:
@@ -222,9 +249,30 @@ def _pool_images(run_a: Path) -> tuple[np.ndarray, np.ndarray]:
     return pool.x, pool.y
 
 
-def consistency_seeds(runs: Path) -> str:
-    """Tables of the seeded consistency study; writes ``results/valuation_consistency/seeds/``."""
-    root = runs / "analysis"
+def _runs_table(runs: Path, layout: Layout) -> list[str]:
+    """One line per run: does every arm train (balanced accuracy above 0.5)?"""
+    md = [
+        "| run | seed | test accuracy | balanced accuracy | test AUC | ε DP-SGD |",
+        "|---|---|---|---|---|---|",
+    ]
+    for sweep in (layout.dp_sweep, layout.nondp_sweep):
+        if sweep is None:
+            continue
+        for point, s in _points(runs / sweep):
+            final = s["final"]
+            spent = [c.get("epsilon_spent") for c in s["clients"].values()]
+            sgd = f"{max(spent):.2f}" if None not in spent and spent else "—"
+            md.append(
+                f"| {sweep}/{point.name} | {s['seed']} | {final['test_accuracy']:.3f} | "
+                f"{final.get('test_balanced_accuracy', math.nan):.3f} | "
+                f"{final.get('test_auc') or math.nan:.3f} | {sgd} |"
+            )
+    return md
+
+
+def consistency_seeds(runs: Path, layout: Layout = PLAIN) -> str:
+    """Tables of one seeded consistency study; writes them into ``layout.out``."""
+    root = runs / layout.analysis
     if not root.is_dir():
         return ""
     rows: list[dict[str, Any]] = []
@@ -235,7 +283,7 @@ def consistency_seeds(runs: Path) -> str:
             if not path.is_file():
                 continue
             doc = json.loads(path.read_text())
-            keep = CONSISTENCY_OUT / seed_dir.name / pair
+            keep = layout.out / seed_dir.name / pair
             if keep.exists():
                 shutil.rmtree(keep)
             shutil.copytree(seed_dir / pair, keep, ignore=shutil.ignore_patterns("*.npz"))
@@ -261,13 +309,15 @@ def consistency_seeds(runs: Path) -> str:
                 )
     if not rows:
         return ""
-    for sweep in ("cons", "cons-nondp"):
+    for sweep in (layout.dp_sweep, layout.nondp_sweep):
+        if sweep is None:
+            continue
         for point, _ in _points(runs / sweep):
-            keep = CONSISTENCY_OUT / "runs" / sweep / point.name
+            keep = layout.out / "arms" / sweep / point.name
             keep.mkdir(parents=True, exist_ok=True)
             for name in ("config.yaml", "summary.json"):
                 shutil.copy(point / name, keep / name)
-    with (CONSISTENCY_OUT / "consistency_seeds.csv").open("w", newline="") as fh:
+    with (layout.out / "consistency_seeds.csv").open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
@@ -320,18 +370,18 @@ def consistency_seeds(runs: Path) -> str:
                     d = 1 if col == "overlap" else 3
                     cells.append(f"{mean:+.{d}f} [{lo:+.{d}f}, {hi:+.{d}f}]")
                 md.append(f"| {pair} | {a} − {b} | " + " | ".join(cells) + " |")
-    text = "\n".join(md) + "\n"
-    (CONSISTENCY_OUT / "README.md").write_text(
+    text = "\n".join(_runs_table(runs, layout)) + "\n\n" + "\n".join(md) + "\n"
+    (layout.out / "README.md").write_text(
         "# Selection consistency over seeds (generated by experiments/valuation/seeds.py)\n\n"
         "Per-seed analyses (analysis.md, image grids) in seed*/, the runs' configs and "
-        "summaries in runs/; chance columns: two random "
+        "summaries in arms/; chance columns: two random "
         f"selections of {K} per class from the same {MAX_SAMPLES}-sample pool ({CHANCE_DRAWS} "
         "draws), and run A's selection vs a random one.\n\n" + text
     )
     return text
 
 
-def analyze(runs: Path) -> None:
+def analyze(runs: Path, layout: Layout = PLAIN) -> None:
     """``fedsim analyze`` for every seed: ε = 1 vs 8, and ε = 8 vs non-DP where present."""
     from fedsim.valuation.analysis import analyze_runs
 
@@ -343,15 +393,16 @@ def analyze(runs: Path) -> None:
                 out[(cfg["seed"], cfg["dp"][key])] = point
         return out
 
-    dp = by_seed(runs / "cons", "epsilon")
-    nondp = by_seed(runs / "cons-nondp", "enabled") if (runs / "cons-nondp").is_dir() else {}
+    dp = by_seed(runs / layout.dp_sweep, "epsilon")
+    nondp_dir = None if layout.nondp_sweep is None else runs / layout.nondp_sweep
+    nondp = by_seed(nondp_dir, "enabled") if nondp_dir is not None and nondp_dir.is_dir() else {}
     for seed in sorted({s for s, _ in dp}):
         jobs = {
             "eps1_vs_eps8": (dp.get((seed, 1.0)), dp.get((seed, 8.0))),
             "dp_vs_nondp": (dp.get((seed, 8.0)), nondp.get((seed, False))),
         }
         for pair, (a, b) in jobs.items():
-            out = runs / "analysis" / f"seed{seed}" / pair
+            out = runs / layout.analysis / f"seed{seed}" / pair
             if a is None or b is None or (out / "analysis.json").is_file():
                 continue
             analyze_runs(a, b, out, k=K, max_samples=MAX_SAMPLES, labels=PAIRS[pair])
@@ -359,12 +410,17 @@ def analyze(runs: Path) -> None:
 
 
 def main() -> None:
-    if len(sys.argv) == 3 and sys.argv[1] == "analyze":
-        analyze(Path(sys.argv[2]))
+    """``seeds.py [analyze] RUNS [--recipe]``: analyse, or collect the tables."""
+    args = sys.argv[1:]
+    layout = RECIPE if "--recipe" in args else PLAIN
+    args = [a for a in args if a != "--recipe"]
+    if len(args) == 2 and args[0] == "analyze":
+        analyze(Path(args[1]), layout)
         return
-    runs = Path(sys.argv[1] if len(sys.argv) > 1 else "runs")
-    print(spearman_seeds(runs))
-    print(consistency_seeds(runs))
+    runs = Path(args[0] if args else "runs")
+    if layout is PLAIN:
+        print(spearman_seeds(runs))
+    print(consistency_seeds(runs, layout))
 
 
 if __name__ == "__main__":
