@@ -117,6 +117,11 @@ def _spearman_rows(summary: dict[str, Any]) -> dict[str, dict[str, float]]:
     return out
 
 
+def _auc(value: float | None) -> str:
+    """Test AUC for the runs table; "—" on a multi-class task (no AUC)."""
+    return "—" if value is None else f"{value:.3f}"
+
+
 def spearman_seeds(runs: Path) -> str:
     """Tables of the seeded Spearman study; writes ``results/valuation/spearman_v2/``."""
     root = runs / "spearman_v2"
@@ -143,7 +148,7 @@ def spearman_seeds(runs: Path) -> str:
             runs_md.append(
                 f"| {dataset} | {seed} | {final['test_accuracy']:.3f} | "
                 f"{final.get('test_balanced_accuracy', math.nan):.3f} | "
-                f"{final.get('test_auc') or math.nan:.3f} | {sgd:.2f} |"
+                f"{_auc(final.get('test_auc'))} | {sgd:.2f} |"
             )
             for metric, parts in _spearman_rows(s).items():
                 for part, rho in parts.items():
