@@ -31,6 +31,7 @@ import torch
 
 from fedsim.evaluation import evaluate
 from fedsim.models import build_model
+from fedsim.report.stats import format_mean_std as _ms
 from fedsim.report.stats import format_paired
 from fedsim.valuation.analysis import read_run_config
 from fedsim.workload import dataset_for
@@ -55,12 +56,6 @@ def _val_accuracy(run_dir: Path) -> float:
     model.load_state_dict(torch.load(run_dir / "model.pt", weights_only=True))
     with torch.no_grad():
         return float(evaluate(model, bundle.val).accuracy)
-
-
-def _ms(values: list[float]) -> str:
-    if len(values) < 2:
-        return f"{values[0]:.3f}"
-    return f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
 def _paired(diffs: list[float]) -> str:

@@ -21,6 +21,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from fedsim.report.stats import format_mean_std as _ms
 from fedsim.report.stats import format_paired
 
 BAR_ACCURACY, BAR_AUC = 0.80, 0.90
@@ -43,10 +44,6 @@ def _arms(sweep: Path) -> dict[str, dict[int, dict[str, float]]]:
             "eps": float(r["dp.max_epsilon_spent"] or "nan"),
         }
     return arms
-
-
-def _ms(values: list[float]) -> str:
-    return f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
 def _paired(runs: dict[int, dict[str, float]], base: dict[int, dict[str, float]], key: str) -> str:

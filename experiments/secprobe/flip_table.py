@@ -43,6 +43,7 @@ import numpy as np
 from plot import load
 from scipy import stats
 
+from fedsim.report.stats import format_mean_std as _ms
 from fedsim.report.stats import format_paired
 from fedsim.selection import participant_epsilon, utility_sensitivity
 
@@ -131,12 +132,6 @@ def _yaml_eps(text: str) -> float:
         if line.strip().startswith("selection_epsilon:"):
             return float(line.split(":", 1)[1])
     raise ValueError("selection_epsilon missing from config.yaml")
-
-
-def _ms(values: list[float], digits: int = 3) -> str:
-    if len(values) < 2:
-        return f"{values[0]:.{digits}f}" if values else "–"
-    return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def _paired(a: list[dict[str, Any]], b: list[dict[str, Any]], key: str) -> str:

@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from fedsim.report.stats import format_mean_std as _ms
 from fedsim.report.stats import format_paired
 
 SWEEPS = {
@@ -71,14 +72,6 @@ def _runs(sweep_dir: Path) -> list[dict[str, Any]]:
             }
         )
     return out
-
-
-def _ms(values: list[float]) -> str:
-    if not values:
-        return "–"
-    if len(values) < 2:
-        return f"{values[0]:.3f}" if values else "–"
-    return f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
 def _largest(group: list[dict[str, Any]], key: str) -> str:

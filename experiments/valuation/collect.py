@@ -16,7 +16,6 @@ python experiments/valuation/collect.py --table1-v2 RUNS [NAME]   (NAME: table1_
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 import statistics
@@ -25,7 +24,9 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from seeds import consistency_seeds, spearman_seeds, write_rows
 
+from fedsim.report.stats import format_mean_std as _ms
 from fedsim.report.stats import format_paired
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "valuation"
@@ -79,10 +80,7 @@ def spearman_table(runs: Path) -> str:
         )
     if not rows:
         return ""
-    with (OUT / "spearman.csv").open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_rows(OUT / "spearman.csv", rows)
     md = [
         "| dataset | metric | quality alone | informativeness alone | combined (q×v) |",
         "|---|---|---|---|---|",
@@ -114,10 +112,7 @@ def table1(runs: Path) -> str:
             )
     if not rows:
         return ""
-    with (OUT / "table1.csv").open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_rows(OUT / "table1.csv", rows)
     order = ("none", "loss", "grad_norm", "vog", "plis")
     md = ["| dataset | ε | " + " | ".join(order) + " |", "|---|---|" + "---|" * len(order)]
     keys = sorted({(r["dataset"], r["epsilon"]) for r in rows})
@@ -205,25 +200,13 @@ def _removed_class(point: Path, prune: dict) -> tuple[str, float] | None:
     return str(bundle.class_names[top]), float(counts[top] / counts.sum())
 
 
-def _ms(values: list[float]) -> str:
-    return f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}"
-
-
-def _paired(diffs: list[float]) -> str:
-    """Mean of paired differences with its 95% t interval."""
-    return format_paired(diffs)
-
-
 def table1_v2(runs: Path, name: str = "table1_v2") -> str:
     """Table 1 v2: per dataset, every arm's mean ± std and its paired drop vs no removal
     (datasets without runs are left out), into ``OUT/name``."""
     rows = _v2_rows(runs)
     out = OUT / name
     out.mkdir(parents=True, exist_ok=True)
-    with (out / "table1_v2.csv").open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_rows(out / "table1_v2.csv", rows)
     for r in rows:  # the small files of every run
         src, dst = runs / r["run"], out / "sweeps" / r["run"]
         dst.mkdir(parents=True, exist_ok=True)
@@ -252,7 +235,7 @@ def table1_v2(runs: Path, name: str = "table1_v2") -> str:
             cells += [
                 "–"
                 if arm == "none"
-                else _paired([by[(arm, s)][c] - by[("none", s)][c] for s in seeds])
+                else format_paired([by[(arm, s)][c] - by[("none", s)][c] for s in seeds])
                 for c in cols
             ]
             short = [
@@ -285,7 +268,7 @@ def table1_v2(runs: Path, name: str = "table1_v2") -> str:
         }
         for label, (a, b) in contrasts.items():
             cells = [
-                _paired(
+                format_paired(
                     [
                         statistics.fmean(by[(m, s)][c] for m in a)
                         - statistics.fmean(by[(m, s)][c] for m in b)
@@ -326,10 +309,7 @@ def main() -> None:
         return
     runs = Path(sys.argv[1] if len(sys.argv) > 1 else "runs")
     OUT.mkdir(parents=True, exist_ok=True)
-    sys.path.insert(0, str(Path(__file__).parent))
-    import seeds
-
-    for text in (seeds.spearman_seeds(runs), seeds.consistency_seeds(runs)):
+    for text in (spearman_seeds(runs), consistency_seeds(runs)):
         if text:
             print(text)
     if not any((runs / s).is_dir() for s in ("spearman", "table1", "table1_baseline")):

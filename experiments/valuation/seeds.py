@@ -77,6 +77,14 @@ PLAIN = Layout("cons", "cons-nondp", "analysis", CONSISTENCY / "seeds")
 RECIPE = Layout("cons_recipe", None, "analysis_recipe", CONSISTENCY / "seeds_recipe")
 
 
+def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Write ``rows`` (dicts with the same keys) to the CSV file ``path``, a header first."""
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
 def fisher_pooled(rhos: list[float], n: int) -> tuple[float, float, float]:
     """Spearman ρ pooled over independent samples of ``n`` pairs each, with a 95% interval.
 
@@ -164,10 +172,7 @@ def spearman_seeds(runs: Path) -> str:
                     )
     if not rows:
         return ""
-    with (SPEARMAN_OUT / "spearman_seeds.csv").open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_rows(SPEARMAN_OUT / "spearman_seeds.csv", rows)
     cells: dict[tuple[str, str, str], dict[int, float]] = defaultdict(dict)
     for r in rows:
         cells[(r["dataset"], r["metric"], r["pay"])][r["seed"]] = r["spearman"]
@@ -322,10 +327,7 @@ def consistency_seeds(runs: Path, layout: Layout = PLAIN) -> str:
             keep.mkdir(parents=True, exist_ok=True)
             for name in ("config.yaml", "summary.json"):
                 shutil.copy(point / name, keep / name)
-    with (layout.out / "consistency_seeds.csv").open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_rows(layout.out / "consistency_seeds.csv", rows)
     stat_cols = ("overlap", "ssim", "bhattacharyya", "pearson", "spearman")
     chance_cols = (
         "random_overlap",

@@ -43,6 +43,23 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, flo
     return mean, sd, mean - half, mean + half
 
 
+def format_mean_std(values: Sequence[float], digits: int = 3) -> str:
+    """``"m ± s"`` over seeds; one value alone as itself; ``"–"`` for none.
+
+    Examples
+    --------
+    >>> format_mean_std([0.8, 0.9, 1.0])
+    '0.900 ± 0.100'
+    >>> format_mean_std([0.81234], digits=2), format_mean_std([])
+    ('0.81', '–')
+    """
+    if not values:
+        return "–"
+    if len(values) < 2:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
 def format_paired(diffs: Sequence[float]) -> str:
     """``"+m [lo, hi]"``: mean paired difference with its 95% t interval; ``"–"`` if < 2.
 
