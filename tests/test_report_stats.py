@@ -29,3 +29,11 @@ def test_one_value_has_no_interval() -> None:
 
 def test_format_paired_signs_the_bounds() -> None:
     assert format_paired([-0.02, -0.01, -0.03]) == "-0.020 [-0.045, +0.005]"
+
+
+def test_format_mean_std_uses_the_sample_std() -> None:
+    from fedsim.report.stats import format_mean_std
+
+    assert format_mean_std([0.8, 0.9, 1.0]) == "0.900 ± 0.100"  # ddof = 1, not 0.082
+    assert format_mean_std([0.81234], digits=2) == "0.81"
+    assert format_mean_std([]) == "–"
