@@ -396,11 +396,16 @@ def version_refusal(msg: Message) -> Message | None:
     return Message(content=content, reply_to=msg)
 
 
-def handle_warm_up(cfg: Config, msg: Message) -> Message:
+def handle_warm_up(cfg: Config, msg: Message, context: Context) -> Message:
     """A pooled simulation's start: load the run's data (and, by running at all, the
-    client code's imports) in this worker, so that round 1 starts warm; replies empty."""
+    client code's imports) in this worker, so that round 1 starts warm; replies the
+    node's place in the engine's dispatch order (its ``partition-id``) when it has one."""
     partitions_for(cfg.data, cfg.seed)
-    return Message(content=RecordDict({keys.METRICS: MetricRecord({})}), reply_to=msg)
+    metrics = MetricRecord({})
+    order = context.node_config.get(keys.NODE_PARTITION_ID)
+    if isinstance(order, int) and not isinstance(order, bool):
+        metrics[keys.NODE_ORDER] = order
+    return Message(content=RecordDict({keys.METRICS: metrics}), reply_to=msg)
 
 
 def handle_query(cfg: Config, msg: Message, context: Context) -> Message:
@@ -463,7 +468,7 @@ def make_client_app(
     @app.query()
     def query(msg: Message, context: Context) -> Message:
         if pooled:  # no node stands for a client: the query only warms the worker up
-            return handle_warm_up(resolve(context), msg)
+            return handle_warm_up(resolve(context), msg, context)
         return handle_query(resolve(context), msg, context)
 
     return app

@@ -41,6 +41,9 @@ NOISE_MULTIPLIER: Final = "noise-multiplier"
 SAMPLE_RATE: Final = "sample-rate"
 STEPS: Final = "steps"
 TRAIN_SECONDS: Final = "train-seconds"
+#: A pooled node's warm-up reply: its place in the order in which the simulation engine
+#: takes the nodes' messages (Flower's ``partition-id`` of the node)
+NODE_ORDER: Final = "node-order"
 #: Always 1: the aggregation weight under central DP (a uniform mean of clipped updates)
 UNIT_WEIGHT: Final = "unit-weight"
 

@@ -219,8 +219,8 @@ class FedsimStrategy:
             config[key] = value
         logger.info("round %d: training clients %s", server_round, clients)
         ahead = self.selection_epsilon_ahead(len(clients))
-        addresses = self.directory.addresses(clients)
-        self._addressed = {address: c for address, c in zip(addresses, clients, strict=True)}
+        dispatch = self.directory.dispatch(clients)
+        self._addressed = {(node, group): c for c, node, group in dispatch}
         return [
             Message(
                 content=RecordDict(
@@ -230,7 +230,7 @@ class FedsimStrategy:
                 dst_node_id=node,
                 group_id=group,
             )
-            for (node, group), c in zip(addresses, clients, strict=True)
+            for c, node, group in dispatch
         ]
 
     def _client_config(self, config: ConfigRecord, cid: int, ahead: float) -> ConfigRecord:

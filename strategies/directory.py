@@ -68,13 +68,24 @@ class ClientDirectory:
         """All known client ids, sorted."""
         return self._ids
 
-    def addresses(self, clients: Sequence[int]) -> list[tuple[int, str]]:
-        """``(node id, group id)`` of the messages to ``clients`` (a sorted cohort): their
-        own nodes, or the pool's nodes in turn with the client named in the group id."""
+    def dispatch(self, clients: Sequence[int]) -> list[tuple[int, int, str]]:
+        """``(client, node id, group id)`` of the messages to ``clients``, in the order
+        to send them.
+
+        Dedicated: each client's own node, in the given order. Pooled: the clients
+        largest first (by their known sizes; ties and unknown sizes by id), dealt round
+        the pool in its dispatch order, with the client named in the group id. The
+        simulation engine takes one message per node in that order and its workers run
+        them first come, first served, so the longest local rounds start first
+        (longest-processing-time-first scheduling): a large client no longer waits behind
+        small ones while another worker idles. Which node runs a client changes nothing
+        in its result (its state lives in its per-client store).
+        """
         if not self.pool:
-            return [(self.node_of[c], "") for c in clients]
+            return [(c, self.node_of[c], "") for c in clients]
+        order = sorted(clients, key=lambda c: (-self.num_examples.get(c, 0), c))
         size = len(self.pool)
-        return [(self.pool[i % size], keys.client_tag(c)) for i, c in enumerate(clients)]
+        return [(c, self.pool[i % size], keys.client_tag(c)) for i, c in enumerate(order)]
 
     def sender(self, reply: Message, addressed: Mapping[tuple[int, str], int]) -> int | None:
         """The client a reply comes from, or ``None`` if it answers nothing sent to it.
@@ -148,9 +159,23 @@ def pooled_directory(
         node_of={},
         client_of={},
         num_examples=dict(num_examples),
-        pool=tuple(nodes),
+        pool=pool_order(nodes, replies),
         num_clients=num_clients,
     )
+
+
+def pool_order(nodes: Sequence[int], replies: Sequence[Message]) -> tuple[int, ...]:
+    """``nodes`` in the simulation engine's dispatch order: by the place each node's
+    warm-up reply reports (:data:`fedsim.keys.NODE_ORDER`); nodes that report none come
+    after the others, by id."""
+    order: dict[int, int] = {}
+    for reply in replies:
+        if reply.has_error() or keys.METRICS not in reply.content.metric_records:
+            continue
+        place = reply.content.metric_records[keys.METRICS].get(keys.NODE_ORDER)
+        if isinstance(place, int):
+            order[reply.metadata.src_node_id] = place
+    return tuple(sorted(nodes, key=lambda n: (order.get(n, len(nodes)), n)))
 
 
 def discover_clients(

@@ -208,8 +208,8 @@ class SiteEvaluator:
     ) -> SiteEvaluation:
         """Ask the round's sites to evaluate ``arrays``; record and return the result."""
         clients = self.sites(server_round)
-        addresses = self.directory.addresses(clients)
-        addressed = {address: c for address, c in zip(addresses, clients, strict=True)}
+        dispatch = self.directory.dispatch(clients)
+        addressed = {(node, group): c for c, node, group in dispatch}
         # the sites evaluate only for a coordinator of their own fedsim version and schema
         config = ConfigRecord({keys.SERVER_ROUND: server_round, **version_entries(local_version())})
         messages = [
@@ -219,7 +219,7 @@ class SiteEvaluator:
                 dst_node_id=node,
                 group_id=group,
             )
-            for node, group in addresses
+            for _, node, group in dispatch
         ]
         logger.info("round %d: sites %s evaluate the global model", server_round, clients)
         replies = exchange(grid, messages, timeout, stop)

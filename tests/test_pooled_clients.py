@@ -51,13 +51,19 @@ def _setup() -> tuple:
 
 
 def _reply(
-    msg: Message, cid: int, state: dict, *, node: int | None = None, group: str | None = None
+    msg: Message,
+    cid: int,
+    state: dict,
+    *,
+    node: int | None = None,
+    group: str | None = None,
+    examples: int = 20,
 ) -> Message:
     """A well-formed reply of ``cid`` to ``msg`` (optionally from another node / tag)."""
     content = RecordDict(
         {
             keys.ARRAYS: ArrayRecord({k: v + 0.01 for k, v in state.items()}),
-            keys.METRICS: MetricRecord({keys.CLIENT_ID: cid, keys.NUM_EXAMPLES: 20}),
+            keys.METRICS: MetricRecord({keys.CLIENT_ID: cid, keys.NUM_EXAMPLES: examples}),
             keys.STATUS: ConfigRecord({keys.STATUS_CODE: keys.STATUS_OK}),
         }
     )
@@ -143,3 +149,64 @@ def test_model_state_is_untouched_by_pooling(task_identity: None) -> None:
     assert arrays is not None
     new = arrays.to_torch_state_dict()
     assert all(torch.allclose(new[k], state[k] + 0.01) for k in state)
+
+
+def test_largest_clients_are_dispatched_first(task_identity: None) -> None:
+    """Longest-processing-time first: the engine runs messages in the order it takes
+    them, so the largest clients' messages come first, dealt round the pool in order."""
+    cfg, ctx, _, state = _setup()
+    sizes = {0: 10, 1: 50, 2: 30, 3: 50, 4: 5, 5: 30, 6: 1}
+    directory = ClientDirectory(
+        node_of={}, client_of={}, num_examples=sizes, pool=POOL, num_clients=N
+    )
+    assert directory.dispatch([0, 1, 2, 3, 4, 5, 6]) == [
+        (1, 501, keys.client_tag(1)),
+        (3, 502, keys.client_tag(3)),
+        (2, 503, keys.client_tag(2)),
+        (5, 501, keys.client_tag(5)),
+        (0, 502, keys.client_tag(0)),
+        (4, 503, keys.client_tag(4)),
+        (6, 501, keys.client_tag(6)),
+    ]
+    ctx = StrategyContext(cfg, directory, RoundLog(), ctx.data)
+    strategy = build_strategy(ctx)
+    sent = list(strategy.configure_train(1, ArrayRecord(state), ConfigRecord(), None))  # type: ignore[arg-type]
+    assert [keys.tagged_client(m.metadata.group_id, N) for m in sent] == [1, 3, 2, 5, 0, 4, 6]
+    # every reply still counts from the node its client's message went to
+    tags = [keys.tagged_client(m.metadata.group_id, N) for m in sent]
+    replies = [_reply(m, c, state, examples=sizes[c]) for m, c in zip(sent, tags, strict=True)]
+    arrays, _ = strategy.aggregate_train(1, replies)
+    assert arrays is not None
+    assert [r.status for r in ctx.log.entry(1).clients] == ["ok"] * N
+
+
+def test_unknown_sizes_keep_the_id_order() -> None:
+    directory = ClientDirectory(node_of={}, client_of={}, num_examples={}, pool=POOL, num_clients=N)
+    assert [c for c, _, _ in directory.dispatch([4, 0, 2])] == [0, 2, 4]
+    dedicated = ClientDirectory(node_of={0: 11, 1: 12}, client_of={11: 0, 12: 1}, num_examples={})
+    assert dedicated.dispatch([1, 0]) == [(1, 12, ""), (0, 11, "")]
+
+
+def test_pool_order_is_the_order_the_workers_report(task_identity: None) -> None:
+    """Each worker's warm-up reply names its node's place in the engine's dispatch order
+    (Flower's partition id); the pool follows it, silent nodes last by id."""
+    from flwr.app import Context
+
+    from clients.client_app import handle_warm_up
+    from strategies.directory import pool_order
+
+    cfg, _, _, _ = _setup()
+    nodes = [501, 502, 503, 504]
+    replies = []
+    for node, place in ((501, 2), (502, 0), (503, 1)):
+        query = Message(content=RecordDict(), dst_node_id=node, message_type="query")
+        context = Context(
+            run_id=1,
+            node_id=node,
+            node_config={keys.NODE_PARTITION_ID: place},
+            state=RecordDict(),
+            run_config={},
+        )
+        replies.append(handle_warm_up(cfg, query, context))  # from the node queried
+    assert pool_order(nodes, replies) == (502, 503, 501, 504)
+    assert pool_order(nodes, []) == (501, 502, 503, 504)
