@@ -25,6 +25,7 @@ from fedsim.privacy.planning import (
     plan_dp_sgd,
     planned_dp_sgd_steps,
 )
+from fedsim.valuation.release import is_release_round
 from fedsim.workload import dataset_for, partitions_for, training_sizes
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,8 @@ class PreflightReport:
     site_names: tuple[str, ...] = ()
     #: what federated evaluation releases and costs (``evaluation.federated``)
     site_evaluation: str | None = None
+    #: what the valuation releases and costs (``valuation.enabled``)
+    valuation: str | None = None
 
     def headline(self) -> str:
         """One line: the clients' sizes and the noise the privacy plan needs."""
@@ -102,8 +105,7 @@ class PreflightReport:
                 f"sample rate {plan.sample_rate:.4g}, {plan.steps_per_round} steps per round "
                 f"({self.relation})"
             )
-        if self.site_evaluation is not None:
-            out.append(self.site_evaluation)
+        out += [t for t in (self.site_evaluation, self.valuation) if t is not None]
         if self.central_plan is not None:
             c = self.central_plan
             out.append(
@@ -250,6 +252,7 @@ def preflight(cfg: Config) -> PreflightReport:
         relation=RELATION_TEXT[cfg.dp.neighbouring],
         site_names=bundle.site_names if cfg.data.partition == "natural" else (),
         site_evaluation=site_evaluation_text(cfg),
+        valuation=valuation_text(cfg),
     )
 
 
@@ -273,14 +276,47 @@ def site_evaluation_text(cfg: Config) -> str | None:
         f"(epsilon {ev.epsilon:g} per release, at most {releases * ev.epsilon:g} per site "
         f"by basic composition, {relation}; in the site's ledger)"
     )
+    return text + _early_stop_note(
+        cfg,
+        releases * ev.epsilon,
+        "a site",
+        "lower evaluation.epsilon or evaluate less often (evaluation.every)",
+    )
+
+
+def valuation_text(cfg: Config) -> str | None:
+    """What the valuation releases and what it costs each client, in one line (``None``
+    without it); it says when the releases can stop training early."""
+    val = cfg.valuation
+    if not val.enabled:
+        return None
+    releases = sum(1 for r in range(1, cfg.rounds + 1) if is_release_round(r, val.release_rounds))
+    per_round = val.epsilon * (1 + len(val.report_metrics))
+    reported = f" and {len(val.report_metrics)} reported metric(s)" if val.report_metrics else ""
+    text = (
+        f"valuation: each training client releases its {val.metric} valuation{reported} with "
+        f"Laplace noise, epsilon {val.epsilon:g} per release, in up to {releases} round(s): "
+        f"at most {releases * per_round:g} per client by basic composition "
+        f"({RELATION_TEXT[cfg.dp.neighbouring]}; in its ledger)"
+    )
+    return text + _early_stop_note(
+        cfg,
+        releases * per_round,
+        "a client",
+        "lower valuation.epsilon or release in fewer rounds (valuation.release_rounds)",
+    )
+
+
+def _early_stop_note(cfg: Config, releases_epsilon: float, who: str, remedy: str) -> str:
+    """``"; ... may stop training ..."`` when DP-SGD's target plus ``releases_epsilon``
+    (basic composition, an upper bound) passes ``dp.max_epsilon``, else ``""``."""
     cap, target = cfg.dp.max_epsilon, cfg.dp.epsilon
-    if cap is not None and target is not None and target + releases * ev.epsilon > cap:
-        text += (
-            f"; with dp.epsilon {target:g} and dp.max_epsilon {cap:g} a site may stop "
-            "training (budget exhausted) before the last round: raise dp.max_epsilon, or "
-            "lower evaluation.epsilon or evaluate less often (evaluation.every)"
-        )
-    return text
+    if cap is None or target is None or target + releases_epsilon <= cap:
+        return ""
+    return (
+        f"; with dp.epsilon {target:g} and dp.max_epsilon {cap:g} {who} may stop training "
+        f"(budget exhausted) before the last round: raise dp.max_epsilon, or {remedy}"
+    )
 
 
 def _functional_problems(cfg: Config, plan: FunctionalPlan) -> list[str]:

@@ -248,3 +248,52 @@ def test_loaded_config_is_what_the_file_says(tmp_path) -> None:
     with pytest.raises(ConfigError):
         load(path, ["rounds=0"])
     assert yaml.safe_load(dump({"a": 1})) == {"a": 1}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "warned"),
+    [
+        ({}, True),  # DP-SGD's 4 + 8 releases of 1 > the cap of 4: training stops early
+        ({"dp": {"max_epsilon": 12.0}}, False),
+        (
+            {"valuation": {"enabled": True, "release_rounds": [8]}, "dp": {"max_epsilon": 5.0}},
+            False,
+        ),
+        (
+            {"valuation": {"enabled": True, "report_metrics": ["loss"]}, "dp": {"max_epsilon": 12}},
+            True,
+        ),
+    ],
+)
+def test_validate_says_when_valuation_releases_can_stop_training(
+    overrides: dict, warned: bool
+) -> None:
+    """``fedsim validate`` states what the valuation releases cost and, when they and
+    DP-SGD's target can pass ``dp.max_epsilon``, that clients may stop before the end."""
+    base = {
+        "rounds": 8,
+        "data": {"name": "pneumoniamnist", "num_clients": 3},
+        "model": {"name": "mlp"},
+        "client": {"local_epochs": 2},
+        "dp": {"epsilon": 4.0, "max_epsilon": 4.0},
+        "valuation": {"enabled": True},
+    }
+    for key, value in overrides.items():
+        base[key] = {**base[key], **value}
+    lines = preflight(from_dict(base)).lines()
+    text = next(t for t in lines if t.startswith("valuation:"))
+    assert ("may stop training" in text) is warned
+    releases = len(base["valuation"].get("release_rounds", range(8)))
+    per = 1 + len(base["valuation"].get("report_metrics", []))
+    assert f"at most {releases * per:g} per client" in text
+
+
+def test_validate_says_nothing_of_valuation_when_it_is_off() -> None:
+    cfg = from_dict(
+        {
+            "data": {"name": "pneumoniamnist", "num_clients": 3},
+            "model": {"name": "mlp"},
+            "dp": {"epsilon": 4.0, "max_epsilon": 4.0},
+        }
+    )
+    assert not any(t.startswith("valuation:") for t in preflight(cfg).lines())
