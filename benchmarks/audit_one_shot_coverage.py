@@ -14,7 +14,8 @@ import argparse
 
 import numpy as np
 
-from fedsim.audit import gaussian_epsilon, one_shot_estimate
+from fedsim.audit.gaussian import gaussian_epsilon
+from fedsim.audit.one_shot import one_shot_estimate
 
 
 def main() -> None:

@@ -17,18 +17,16 @@ from scipy.optimize import brentq
 from scipy.special import expit, logit
 from scipy.stats import binom, norm
 
-from fedsim.audit import (
-    VERDICT_TOLERANCE,
-    best_guess_bound,
+from fedsim.audit.gaussian import (
+    _log_gaussian_delta,
+    _log_mass_between,
     epsilon_between_gaussians,
     gaussian_delta,
     gaussian_epsilon,
-    one_run_lower_bound,
-    one_run_p_value,
-    one_shot_estimate,
-    verdict,
 )
-from fedsim.audit.gaussian import _log_gaussian_delta, _log_mass_between
+from fedsim.audit.one_run import best_guess_bound, one_run_lower_bound, one_run_p_value
+from fedsim.audit.one_shot import one_shot_estimate
+from fedsim.audit.verdict import VERDICT_TOLERANCE, verdict
 
 MUS = (0.05, 0.5, 1.0, 2.0, 4.0, 10.0)
 DELTAS = (1e-10, 1e-5, 1e-3, 0.1)

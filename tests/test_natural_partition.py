@@ -19,7 +19,6 @@ from PIL import Image
 
 from fedsim.config import from_dict
 from fedsim.data import load_dataset, partition_indices
-from fedsim.data.partition import FLWR_MAX_CLIENTS
 from fedsim.errors import ConfigError, DataError, FedsimError
 from fedsim.preflight import preflight
 from fedsim.rundir import read_metrics
@@ -93,11 +92,16 @@ def test_natural_partition_gives_each_client_its_site() -> None:
         )
 
 
-def test_natural_partition_beyond_flwr_matches_the_sites() -> None:
-    k = FLWR_MAX_CLIENTS + 1
-    sites = np.random.default_rng(0).permutation(np.arange(2 * k) % k)
-    parts = partition_indices(np.zeros(2 * k, np.int64), k, "natural", sites=sites)
+@pytest.mark.parametrize("k", [1, 3, 40, 1001])
+def test_natural_partition_matches_the_sites_and_flwr_datasets(k: int) -> None:
+    rng = np.random.default_rng(k)
+    sites = rng.permutation(np.concatenate([np.arange(k), rng.integers(0, k, 3 * k)]))
+    labels = np.zeros(len(sites), np.int64)
+    parts = partition_indices(labels, k, "natural", sites=sites)
     assert all(np.array_equal(p, np.flatnonzero(sites == i)) for i, p in enumerate(parts))
+    if k <= 40:  # flwr-datasets' select per site grows with k
+        theirs = partition_indices(labels, k, "natural", sites=sites, engine="flwr-datasets")
+        assert all(np.array_equal(a, b) for a, b in zip(parts, theirs, strict=True))
 
 
 # --- loading site-labelled data ----------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from unittest import mock
 
 import datasets
 import numpy as np
@@ -11,7 +10,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedsim.data import partition as P
 from fedsim.data import partition_indices
 from fedsim.errors import FedsimError
 
@@ -83,9 +81,14 @@ def test_numpy_replicas_match_flwr_datasets(
     kwargs = {"alpha": alpha, "shards_per_client": spc, "seed": seed}
     if scheme == "dirichlet":
         kwargs["min_partition_size"] = min_size
-    flwr_parts = partition_indices(labels, k, scheme, **kwargs)  # type: ignore[arg-type]
-    with mock.patch.object(P, "FLWR_MAX_CLIENTS", 0):
-        numpy_parts = partition_indices(labels, k, scheme, **kwargs)  # type: ignore[arg-type]
+    flwr_parts = partition_indices(
+        labels,
+        k,
+        scheme,  # type: ignore[arg-type]
+        engine="flwr-datasets",
+        **kwargs,  # type: ignore[arg-type]
+    )
+    numpy_parts = partition_indices(labels, k, scheme, **kwargs)  # type: ignore[arg-type]
     assert all(np.array_equal(a, b) for a, b in zip(flwr_parts, numpy_parts, strict=True))
 
 
@@ -126,8 +129,11 @@ def test_dirichlet_small_alpha_is_more_skewed(seed: int) -> None:
 
 def test_dirichlet_top_up_when_flwr_gives_up(caplog: pytest.LogCaptureFixture) -> None:
     labels = np.arange(300) % 3
+    kwargs = {"alpha": 0.01, "min_partition_size": 2, "seed": 5}
     with caplog.at_level(logging.INFO, logger="fedsim.data.partition"):
-        parts = partition_indices(labels, 60, "dirichlet", alpha=0.01, min_partition_size=2, seed=5)
+        parts = partition_indices(labels, 60, "dirichlet", engine="flwr-datasets", **kwargs)  # type: ignore[arg-type]
+    replica = partition_indices(labels, 60, "dirichlet", **kwargs)  # type: ignore[arg-type]
+    assert all(np.array_equal(a, b) for a, b in zip(parts, replica, strict=True))
     check_partitions(parts, labels, 60, "dirichlet")
     assert min(len(p) for p in parts) >= 2
     assert "flwr-datasets Dirichlet gave up" in caplog.text
@@ -167,9 +173,32 @@ def test_shards_drop_the_tail_of_the_sorted_pool() -> None:
     assert len(dropped) == 3 and set(labels[dropped]) == {3}  # the largest label
 
 
+@pytest.mark.parametrize(
+    ("scheme", "alpha", "seed"), [("dirichlet", 1.0, 0), ("dirichlet", 0.3, 7), ("iid", 1.0, 3)]
+)
+def test_replicas_match_flwr_datasets_on_pneumoniamnist(
+    scheme: str, alpha: float, seed: int
+) -> None:
+    """The partitions the shipped configs train on (PneumoniaMNIST, 5 and 20 clients) are
+    flwr-datasets' own, index for index."""
+    from fedsim.data import load_dataset
+
+    labels = load_dataset("pneumoniamnist").train.y
+    for k in (5, 20):
+        kwargs = {"alpha": alpha, "seed": seed}
+        ours = partition_indices(labels, k, scheme, **kwargs)  # type: ignore[arg-type]
+        theirs = partition_indices(labels, k, scheme, engine="flwr-datasets", **kwargs)  # type: ignore[arg-type]
+        assert all(np.array_equal(a, b) for a, b in zip(ours, theirs, strict=True))
+
+
+def test_an_unknown_engine_is_refused() -> None:
+    with pytest.raises(FedsimError, match=r"partition engine must be one of .*got 'arrow'"):
+        partition_indices(np.arange(10) % 2, 2, "iid", engine="arrow")  # type: ignore[arg-type]
+
+
 def test_progress_bar_setting_is_restored() -> None:
     before = datasets.are_progress_bars_disabled()
-    partition_indices(np.arange(50) % 2, 5, "shards", seed=0)
+    partition_indices(np.arange(50) % 2, 5, "shards", seed=0, engine="flwr-datasets")
     assert datasets.are_progress_bars_disabled() == before
 
 

@@ -1,7 +1,7 @@
 """Cutting the training pool into client partitions: IID, Dirichlet(α), shards, natural.
 
-The partitions come from flwr-datasets' partitioners (``IidPartitioner``,
-``DirichletPartitioner``, ``ShardPartitioner``, ``NaturalIdPartitioner``), run on an
+The partitions are those of flwr-datasets' partitioners (``IidPartitioner``,
+``DirichletPartitioner``, ``ShardPartitioner``, ``NaturalIdPartitioner``) run on an
 in-memory Hugging Face dataset of ``{"label", "idx"}`` rows (``{"site", "idx"}`` for
 natural partitions, where each client is one real site of a site-labelled dataset).
 Before that, the pool is put in a random order drawn from ``seed`` (the IID partitioner
@@ -9,16 +9,21 @@ is not seedable: it cuts the dataset into contiguous blocks; for Dirichlet and s
 order decides which samples of a class end up together; natural partitions do not
 depend on it).
 
-For more than :data:`FLWR_MAX_CLIENTS` clients, the same algorithms run as pure-NumPy
-replicas (``_iid_numpy``, ``_dirichlet_numpy``, ``_shards_numpy``) that give
-*identical* partitions — flwr-datasets' per-partition ``select`` makes its cost grow
-with the client count (tests check the replicas against flwr-datasets). The Dirichlet
-replica also takes over when flwr-datasets gives up because ``min_partition_size``
-could not be met in its 11 draws (common for many clients and small α): it then moves
-samples from the largest partitions to the short ones (see :func:`_top_up`).
+They are computed by pure-NumPy replicas of those algorithms (``_iid_numpy``,
+``_dirichlet_numpy``, ``_shards_numpy``, ``_natural_numpy``) that give *identical*
+partitions (tests check them index for index against flwr-datasets, on random problems
+and on the shipped datasets): flwr-datasets costs ~2 s of CPU per process to import
+``datasets`` and partition, paid by the driver and by every worker of a simulation, and
+its per-partition ``select`` makes its cost grow with the client count.
+``engine="flwr-datasets"`` runs flwr-datasets itself. The Dirichlet replica also covers
+the case where flwr-datasets gives up because ``min_partition_size`` could not be met in
+its 11 draws (common for many clients and small α): it then moves samples from the
+largest partitions to the short ones (see :func:`_top_up`); ``engine="flwr-datasets"``
+falls back to the replica there.
 
 Measured on the development machine (2 cores, no GPU) for 60,000 labels in 10 classes,
-seconds per whole call (flwr-datasets up to 1,000 clients, the replicas above):
+seconds per whole call (flwr-datasets up to 1,000 clients, the replicas above; the
+replicas take < 0.01 s up to 1,000 clients as well):
 
 =================  =====  =====  =====  =====  ======
 clients            10     100    1,000  1,001  10,000
@@ -44,7 +49,7 @@ import math
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -58,12 +63,13 @@ if TYPE_CHECKING:
 # `datasets` and `flwr_datasets` take ~2 s to import: they are imported where used, so
 # `import fedsim.data` stays cheap for code that never partitions.
 
-__all__ = ["FLWR_MAX_CLIENTS", "PARTITIONERS", "partition_indices"]
+__all__ = ["ENGINES", "PARTITIONERS", "Engine", "partition_indices"]
 
 logger = logging.getLogger(__name__)
 
-FLWR_MAX_CLIENTS = 1000
-"""Up to this many clients flwr-datasets partitions; above, the NumPy replicas do."""
+Engine = Literal["numpy", "flwr-datasets"]
+#: Who computes the partitions (the same ones): the NumPy replicas, or flwr-datasets.
+ENGINES: tuple[Engine, ...] = ("numpy", "flwr-datasets")
 
 _DIRICHLET_DRAWS = 11  # flwr-datasets' DirichletPartitioner: first draw + 10 retries
 
@@ -81,6 +87,12 @@ class _Request:
     seed: int
     sites: np.ndarray | None = None
     site_names: tuple[str, ...] = ()
+    engine: Engine = "numpy"
+
+    @property
+    def by_flwr(self) -> bool:
+        """Whether flwr-datasets computes the partitions (else the NumPy replicas)."""
+        return self.engine == "flwr-datasets"
 
 
 Scheme = Callable[[_Request], list[np.ndarray]]
@@ -98,6 +110,7 @@ def partition_indices(
     seed: int = 0,
     sites: np.ndarray | None = None,
     site_names: tuple[str, ...] = (),
+    engine: Engine = "numpy",
 ) -> list[np.ndarray]:
     """Cut a pool of labelled samples into ``num_clients`` partitions.
 
@@ -139,6 +152,9 @@ def partition_indices(
         ``int64`` site index of each sample (natural only), ``0..len(site_names)-1``.
     site_names
         The sites' names, for messages (natural only).
+    engine
+        ``"numpy"`` (the replicas, fast) or ``"flwr-datasets"`` (Flower's partitioners);
+        both give the same partitions.
 
     Returns
     -------
@@ -175,6 +191,8 @@ def partition_indices(
         )
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise FedsimError(f"seed must be an integer >= 0; got {seed!r}")
+    if engine not in ENGINES:
+        raise FedsimError(f"partition engine must be one of {ENGINES}; got {engine!r}")
     partitioner = PARTITIONERS.get(scheme)
     order_rng = np.random.default_rng(np.random.SeedSequence(int(seed)).spawn(1)[0])
     request = _Request(
@@ -187,6 +205,7 @@ def partition_indices(
         seed=int(seed),
         sites=None if sites is None else np.asarray(sites),
         site_names=tuple(site_names),
+        engine=engine,
     )
     return [np.sort(p).astype(np.int64) for p in partitioner(request)]
 
@@ -203,7 +222,7 @@ def _iid(req: _Request) -> list[np.ndarray]:
             f"{n // k} samples or more; that is < data.min_partition_size="
             f"{req.min_partition_size}"
         )
-    if k > FLWR_MAX_CLIENTS:
+    if not req.by_flwr:
         return _iid_numpy(req)
     from flwr_datasets.partitioner import IidPartitioner
 
@@ -234,7 +253,7 @@ def _dirichlet(req: _Request) -> list[np.ndarray]:
             f"{m} samples (data.min_partition_size) = {k * m} > {n} training samples; "
             "lower one of them"
         )
-    if k <= FLWR_MAX_CLIENTS:
+    if req.by_flwr:
         from flwr_datasets.partitioner import DirichletPartitioner
 
         partitioner = DirichletPartitioner(
@@ -334,7 +353,7 @@ def _shards(req: _Request) -> list[np.ndarray]:
         logger.info(
             "shards: %d of %d training samples are in no shard and dropped", n - size * k, n
         )
-    if k > FLWR_MAX_CLIENTS:
+    if not req.by_flwr:
         return _shards_numpy(req)
     from flwr_datasets.partitioner import ShardPartitioner
 
@@ -392,13 +411,19 @@ def _natural(req: _Request) -> list[np.ndarray]:
             f"max(1, data.min_partition_size={req.min_partition_size}) training samples "
             f"(after the server's validation/test carve-outs): {listed}"
         )
-    if k > FLWR_MAX_CLIENTS:
-        return [np.flatnonzero(sites == i) for i in range(k)]
+    if not req.by_flwr:
+        return _natural_numpy(sites, k)
     from flwr_datasets.partitioner import NaturalIdPartitioner
 
     partitioner = NaturalIdPartitioner(partition_by="site")
     with contextlib.redirect_stderr(io.StringIO()):  # its tqdm bar, one line per call
         return _run_flwr(partitioner, sites, np.arange(len(sites)), k, column="site")
+
+
+def _natural_numpy(sites: np.ndarray, k: int) -> list[np.ndarray]:
+    """Replica of ``NaturalIdPartitioner``: the rows of each site, in row order."""
+    by_site = np.argsort(sites, kind="stable")
+    return np.split(by_site, np.cumsum(np.bincount(sites, minlength=k))[:-1])
 
 
 # --- helpers --------------------------------------------------------------------------
