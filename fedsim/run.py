@@ -202,28 +202,20 @@ def run_experiment(
 
         reap(Path(out_dir) / STATE_DIR)  # Ray agents a killed driver left behind
     holder: dict[str, Any] = {}
-    try:
-        with warnings.catch_warnings():
-            # Ray's notice about a future change of CUDA_VISIBLE_DEVICES handling: today's
-            # behaviour (clients with num_gpus=0 see no GPU) is the one we want.
-            warnings.filterwarnings("ignore", category=FutureWarning, module=r"ray\.")
-            _simulate(cfg, out_dir, on_round, verbose, holder, point, stop)
-    finally:
-        _stop_ray()
+    protect_local_ray(cfg)  # before anything imports Ray
+    from fedsim.raypool import reuse_actors
+
+    # one block per run (a sweep's outer block makes this one share its Ray and actors);
+    # leaving it shuts down the Ray this run started, also after an error or interruption
+    with warnings.catch_warnings(), reuse_actors() as pools:
+        # Ray's notice about a future change of CUDA_VISIBLE_DEVICES handling: today's
+        # behaviour (clients with num_gpus=0 see no GPU) is the one we want.
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"ray\.")
+        pools.prestart(backend_config(cfg))  # while the driver sets up, unless Ray is up
+        _simulate(cfg, out_dir, on_round, verbose, holder, point, stop)
     if "summary" not in holder:
         raise RunError("the federation ended without a summary; see the log above")
     return dict(holder["summary"])
-
-
-def _stop_ray() -> None:
-    """Shut the local Ray instance down (also after an error or an interruption), unless
-    a :func:`fedsim.raypool.reuse_actors` block keeps it for the next run."""
-    import ray
-
-    from fedsim.raypool import actors_kept
-
-    if ray.is_initialized() and not actors_kept():
-        ray.shutdown()
 
 
 def protect_local_ray(cfg: Config) -> bool:
@@ -269,7 +261,6 @@ def _simulate(
     resume: ResumePoint | None,
     stop: threading.Event | None,
 ) -> None:
-    protect_local_ray(cfg)  # before flwr imports Ray
     from flwr.simulation import run_simulation
 
     from clients.client_app import make_client_app

@@ -276,3 +276,75 @@ def test_runs_share_warm_actors_and_match_a_fresh_run(tmp_path: Path) -> None:
         return json.dumps(lines, sort_keys=True)
 
     assert strip(tmp_path / "b") == strip(tmp_path / "fresh")
+
+
+def test_an_actor_warms_up_when_it_is_created() -> None:
+    """Flower calls ``warm_worker`` in each client actor's constructor: the ClientApp's
+    modules are imported and the objects they made are frozen (skipped by collections)."""
+    import gc
+    import sys
+
+    from fedsim.raypool import ACTOR_KWARGS, WARM_MODULES, warm_worker
+
+    assert ACTOR_KWARGS["on_actor_init_fn"] is warm_worker
+    gc.unfreeze()
+    try:
+        warm_worker()
+        assert all(name in sys.modules for name in WARM_MODULES)
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+
+
+@pytest.mark.e2e
+def test_a_run_takes_over_the_prestarted_ray_and_actors(tmp_path: Path) -> None:
+    """``prestart`` starts Ray and the pool in the background; the run's backend takes that
+    pool (the same actors) only when its resources match, and the run's results equal a
+    run without a prestart; leaving the block stops Ray and lets the starting thread end."""
+    import json
+    import threading
+
+    import ray
+
+    from fedsim.config import from_dict
+    from fedsim.raypool import reuse_actors
+    from fedsim.run import backend_config, protect_local_ray, run_experiment
+    from fedsim.rundir import read_metrics
+
+    cfg = from_dict({**BASE, "rounds": 2, "seed": 3})
+    protect_local_ray(cfg)
+    with reuse_actors() as pools:
+        assert pools.prestart(backend_config(cfg))
+        assert not pools.prestart(backend_config(cfg))  # one under way
+        pools.settle()
+        assert ray.is_initialized()
+        prestarted = pools._prestart._pool  # type: ignore[union-attr]
+        assert prestarted is not None and prestarted.num_actors >= 1
+        actors = sorted(id(a) for a in prestarted.pool)
+        run_experiment(cfg, tmp_path / "a")
+        (pool,) = pools.kept()
+        assert pool is prestarted and sorted(id(a) for a in pool.pool) == actors
+    assert not ray.is_initialized()
+    assert not any(t.name == "fedsim-ray-prestart" for t in threading.enumerate())
+
+    # a prestart for other client resources is not used: the run builds its own pool
+    other = backend_config(cfg)
+    other["client_resources"] = {**other["client_resources"], "num_cpus": 2}
+    with reuse_actors() as pools:
+        assert pools.prestart(other)
+        pools.settle()
+        unused = pools._prestart._pool  # type: ignore[union-attr]
+        run_experiment(cfg, tmp_path / "b")
+        (pool,) = pools.kept()
+        assert pool is not unused
+    assert not ray.is_initialized()
+
+    def strip(run: Path) -> str:
+        lines = read_metrics(run)
+        for m in lines:
+            m.pop("seconds")
+            for c in m["clients"].values():
+                c.pop("train_seconds", None)
+        return json.dumps(lines, sort_keys=True)
+
+    assert strip(tmp_path / "a") == strip(tmp_path / "b")
