@@ -70,14 +70,6 @@ ACTOR_KWARGS: dict[str, Any] = {"on_actor_init_fn": warm_worker}
 RAY_PARENT_JOIN = 5.0
 
 
-class _RayStarter(_FlowerRayBackend):  # type: ignore[misc, valid-type]
-    """Only Flower's ``init_ray`` (the same ``ray.init`` arguments, ``PYTHONPATH`` and
-    runtime environment as the engine's backend), without the rest of its set-up."""
-
-    def __init__(self) -> None:  # Flower's __init__ would start Ray at once
-        self.init_args_key = "init_args"
-
-
 class Prestart:
     """Ray and a client actor pool started in a background thread (one owner: the
     :class:`ActorPools` that made it). :meth:`take` waits for it."""
@@ -94,7 +86,13 @@ class Prestart:
 
     def _start(self) -> None:
         try:
-            _RayStarter().init_ray(self._config)
+            import ray
+
+            from fedsim.raystart import flower_ray_init, wait_early
+
+            wait_early()  # a Ray that `fedsim run` started before its imports
+            if not ray.is_initialized():
+                flower_ray_init(self._config["init_args"])
             pool = BasicActorPool(
                 actor_type=ClientAppActor,
                 client_resources=self.client_resources,
@@ -143,13 +141,12 @@ class ActorPools:
         self._ray_parents: list[Prestart] = []
 
     def prestart(self, backend_config: dict[str, Any]) -> bool:
-        """Start Ray and a pool for ``backend_config`` in the background, unless Ray is
-        already up (a later point of a sweep) or a prestart is under way. Returns
+        """Start a client actor pool for ``backend_config`` in the background (and Ray
+        first, unless it is up: :mod:`fedsim.raystart` may have started it), unless a
+        pool is kept (a later point of a sweep) or a prestart is under way. Returns
         whether it started one."""
-        import ray
-
         with self._lock:
-            if self._prestart is not None or ray.is_initialized():
+            if self._prestart is not None or self._pools:
                 return False
             self._prestart = Prestart(backend_config)
             self._ray_parents.append(self._prestart)

@@ -21,6 +21,7 @@ from fedsim.config import Config
 from fedsim.devices import gpu_visible
 from fedsim.errors import ConfigError, FedsimError, RunError, RunInterruptedError
 from fedsim.preflight import PreflightReport, preflight
+from fedsim.raystart import protect_local_ray, ray_init_args
 from fedsim.records import RoundRecord
 
 if TYPE_CHECKING:
@@ -40,14 +41,6 @@ def backend_config(cfg: Config) -> dict[str, Any]:
     gpus = sim.num_gpus_per_client
     if gpus is None:
         gpus = 0.5 if gpu_visible() else 0.0
-    init_args: dict[str, Any] = {"logging_level": "ERROR", "log_to_driver": False}
-    if sim.ray_address:
-        init_args["address"] = sim.ray_address
-    else:
-        # a Ray of our own, never a cluster that `ray start` left on this machine (Ray
-        # would attach to the one its ray_current_cluster file names)
-        init_args["address"] = "local"
-        init_args["num_cpus"] = max(1, os.cpu_count() or 1)
     return {
         # max_restarts: Ray restarts a client worker that died (crash, OOM kill) instead
         # of leaving a dead actor in Flower's pool, which would fail every later message
@@ -56,7 +49,7 @@ def backend_config(cfg: Config) -> dict[str, Any]:
             "num_gpus": gpus,
             "max_restarts": -1,
         },
-        "init_args": init_args,
+        "init_args": ray_init_args(cfg),
     }
 
 
@@ -218,27 +211,6 @@ def run_experiment(
     return dict(holder["summary"])
 
 
-def protect_local_ray(cfg: Config) -> bool:
-    """Turn on Ray's token authentication for the local Ray this process will start.
-
-    Ray 2.55 binds its gRPC servers to every interface and maps ``127.0.0.1`` to the
-    machine's address (``ray._private.services.resolve_ip_for_localhost``), so a local
-    simulation cannot be kept on loopback; with ``RAY_AUTH_MODE=token`` and a fresh
-    random ``RAY_AUTH_TOKEN`` that only this process and its Ray children hold, nobody
-    else can attach to it or submit work. Done only when this process starts Ray itself
-    (no ``simulation.ray_address``), Ray is not yet imported (its mode is fixed at import)
-    and the user set no ``RAY_AUTH_MODE``. Returns whether it was turned on.
-    """
-    import secrets
-    import sys
-
-    if cfg.simulation.ray_address or "ray" in sys.modules or "RAY_AUTH_MODE" in os.environ:
-        return False
-    os.environ["RAY_AUTH_MODE"] = "token"
-    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
-    return True
-
-
 @contextmanager
 def _shared_train_pool(cfg: Config, out_dir: str | Path) -> Iterator[SharedTrainPool]:
     """The training pool the driver writes once for the workers to map (instead of each
@@ -303,5 +275,6 @@ __all__ = [
     "check_config",
     "check_plan",
     "config_problems",
+    "protect_local_ray",
     "run_experiment",
 ]

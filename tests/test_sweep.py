@@ -348,3 +348,39 @@ def test_a_run_takes_over_the_prestarted_ray_and_actors(tmp_path: Path) -> None:
         return json.dumps(lines, sort_keys=True)
 
     assert strip(tmp_path / "a") == strip(tmp_path / "b")
+
+
+def test_the_early_ray_start_calls_ray_init_as_flowers_backend_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``flower_ray_init`` (used before Flower is imported) passes ``ray.init`` what Flower's
+    ``RayBackend.init_ray`` passes for the same backend config, and sets the same
+    ``PYTHONPATH``; so the engine finds the Ray it would have started."""
+    import json
+    import os
+
+    import ray
+    from flwr.server.superlink.fleet.vce.backend.raybackend import RayBackend
+
+    from fedsim.config import from_dict
+    from fedsim.raystart import flower_ray_init
+    from fedsim.run import backend_config
+
+    calls: list[tuple[dict[str, Any], str]] = []
+
+    def fake_init(**kwargs: Any) -> None:
+        calls.append((kwargs, os.environ.get("PYTHONPATH", "")))
+
+    monkeypatch.setattr(ray, "init", fake_init)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    for overrides in ({}, {"simulation": {"ray_address": "10.0.0.1:6379"}}):
+        cfg = from_dict({**BASE, **overrides})
+        config = backend_config(cfg)
+        monkeypatch.setenv("PYTHONPATH", "/opt/extra")
+        flower_ray_init(config["init_args"])
+        monkeypatch.setenv("PYTHONPATH", "/opt/extra")
+        RayBackend(json.loads(json.dumps(config)))  # as the engine builds it
+        ours, flowers = calls[-2], calls[-1]
+        assert ours == flowers and ours[0]["include_dashboard"] is False
+        assert ours[0]["runtime_env"] == {"env_vars": {"PYTHONPATH": ours[1]}}
+        assert ours[1].endswith(os.pathsep + "/opt/extra")

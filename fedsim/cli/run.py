@@ -145,10 +145,20 @@ def run_command(
     ``fedsim run --resume``). A first signal stops the run within about a second; a
     second one aborts at once.
     """
-    from fedsim.run import RunInterruptedError, run_experiment
+    from fedsim.raystart import start_early, stop_early
 
     if out_dir is None:
         out_dir = resolve_out_dir(cfg, args.out, args.overwrite)
+    start_early(cfg)  # Ray's processes start while the driver imports and checks
+    try:
+        return _run_command(args, cfg, out_dir, resume)
+    finally:
+        stop_early()  # unless the run shut it down (also after an error)
+
+
+def _run_command(args: argparse.Namespace, cfg: Config, out_dir: Path, resume: bool) -> int:
+    from fedsim.run import RunInterruptedError, run_experiment
+
     progress = Progress(cfg, sys.stderr)
     verb = "resuming" if resume else "running"
     sys.stderr.write(f"fedsim {__version__}: {verb} {cfg.name!r} into {out_dir}\n")
