@@ -203,3 +203,31 @@ def test_an_unreachable_ray_address_fails_fast_with_exit_2(
     err = capsys.readouterr().err
     assert "simulation.ray_address '127.0.0.1:1': no Ray head answers" in err
     assert "Traceback" not in err
+
+
+def test_a_config_the_preflight_refuses_after_the_early_ray_start_exits_2_cleanly(
+    tmp_path: Path,
+) -> None:
+    """``fedsim run`` starts its Ray (and actors) before the preflight has run; when the
+    preflight refuses the config, the run still ends with one message and exit code 2,
+    and the Ray it started is gone (nothing left behind, no traceback)."""
+    before = ray_processes()
+    proc = _cli(
+        [
+            "run",
+            str(ROOT / "experiments" / "quickstart.yaml"),
+            "--out",
+            str(tmp_path / "r"),
+            "-o",
+            "dp.epsilon=0.0001",
+            "-o",
+            "dp.max_epsilon=0.0001",
+        ],
+        tmp_path,
+    )
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 2, out[-3000:]
+    assert "dp.epsilon 0.0001 is not reachable" in out and "Traceback" not in out
+    assert not (tmp_path / "r" / "metrics.jsonl").exists()
+    time.sleep(2)
+    assert ray_processes() <= before, "Ray processes left behind"
