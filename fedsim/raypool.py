@@ -66,62 +66,43 @@ def warm_worker() -> None:
 ACTOR_KWARGS: dict[str, Any] = {"on_actor_init_fn": warm_worker}
 
 
-#: Seconds :meth:`Prestart.release` waits for the thread that started Ray to end.
-RAY_PARENT_JOIN = 5.0
-
-
 class Prestart:
-    """Ray and a client actor pool started in a background thread (one owner: the
-    :class:`ActorPools` that made it). :meth:`take` waits for it."""
+    """Ray (unless it is up) and a client actor pool started in a background thread (a
+    :class:`fedsim.raystart.RayParent`; one owner: the :class:`ActorPools` that made
+    it). :meth:`take` waits for it."""
 
     def __init__(self, backend_config: dict[str, Any]) -> None:
+        from fedsim.raystart import RayParent
+
         self.client_resources = dict(backend_config.get("client_resources") or {})
         self._config = backend_config
         self._pool: BasicActorPool | None = None
-        self._error: BaseException | None = None
-        self._ready = threading.Event()
-        self._released = threading.Event()
-        self._thread = threading.Thread(target=self._start, name="fedsim-ray-prestart", daemon=True)
-        self._thread.start()
+        self._parent = RayParent(self._start, "fedsim-ray-prestart")
 
     def _start(self) -> None:
-        try:
-            import ray
+        import ray
 
-            from fedsim.raystart import flower_ray_init, wait_early
+        from fedsim.raystart import flower_ray_init, wait_early
 
-            wait_early()  # a Ray that `fedsim run` started before its imports
-            if not ray.is_initialized():
-                flower_ray_init(self._config["init_args"])
-            pool = BasicActorPool(
-                actor_type=ClientAppActor,
-                client_resources=self.client_resources,
-                actor_kwargs=ACTOR_KWARGS,
-            )
-            pool.add_actors_to_pool(pool.actors_capacity)
-            self._pool = pool
-        except BaseException as exc:  # handed to the thread that waits (take)
-            self._error = exc
-        finally:
-            self._ready.set()
-        # Ray starts its processes with PR_SET_PDEATHSIG, which Linux ties to the thread
-        # that started them: they would be killed (SIGKILL) when this thread ends, so it
-        # lives on, asleep, until ray.shutdown() has stopped them in order (a raylet
-        # killed mid-shutdown leaves its agents behind)
-        self._released.wait()
-
-    def release(self) -> None:
-        """Let the thread end: call after ``ray.shutdown()`` returned."""
-        self._released.set()
-        self._thread.join(timeout=RAY_PARENT_JOIN)
+        wait_early()  # a Ray that `fedsim run` started before its imports
+        if not ray.is_initialized():
+            flower_ray_init(self._config["init_args"])
+        pool = BasicActorPool(
+            actor_type=ClientAppActor,
+            client_resources=self.client_resources,
+            actor_kwargs=ACTOR_KWARGS,
+        )
+        pool.add_actors_to_pool(pool.actors_capacity)
+        self._pool = pool
 
     def wait(self) -> None:
         """Block until Ray is up and the actors are created (not yet warm); re-raise the
         thread's error, if any."""
-        self._ready.wait()
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
+        self._parent.wait()
+
+    def release(self) -> None:
+        """Let the thread end: call after ``ray.shutdown()`` returned."""
+        self._parent.release()
 
     def take(self) -> BasicActorPool | None:
         """The prestarted pool (once), after :meth:`wait`."""

@@ -19,6 +19,7 @@ import secrets
 import sys
 import threading
 import warnings
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 #: The start of the notice ``ray.init`` gives on its GPU-visibility handling.
 RAY_GPU_NOTICE = "Tip: In future versions of Ray, Ray will no longer override"
 
-#: Seconds :meth:`EarlyRay.stop` waits for the thread that started Ray to end.
+#: Seconds :meth:`RayParent.release` waits for the thread that started Ray to end.
 RAY_PARENT_JOIN = 5.0
 
 
@@ -78,22 +79,24 @@ def flower_ray_init(init_args: dict[str, Any]) -> None:
     ray.init(runtime_env={"env_vars": {"PYTHONPATH": pythonpath}}, **args)
 
 
-class EarlyRay:
-    """A local Ray started by a background thread that lives until :meth:`stop` (Ray
-    starts its processes with ``PR_SET_PDEATHSIG``, which Linux ties to the starting
-    *thread*: they are killed when it ends, so it sleeps until Ray was shut down)."""
+class RayParent:
+    """Runs ``start`` (which starts Ray, or uses it) in a background thread that then
+    lives, asleep, until :meth:`release`: Ray starts its processes with
+    ``PR_SET_PDEATHSIG``, which Linux ties to the starting *thread*, so they would be
+    killed (SIGKILL) when it ended; it must outlive ``ray.shutdown()``, which stops them
+    in order (a raylet killed mid-shutdown leaves its agents behind)."""
 
-    def __init__(self, init_args: dict[str, Any]) -> None:
-        self._init_args = init_args
+    def __init__(self, start: Callable[[], None], name: str) -> None:
+        self._start = start
         self._error: BaseException | None = None
         self._ready = threading.Event()
         self._released = threading.Event()
-        self._thread = threading.Thread(target=self._start, name="fedsim-ray-early", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def _start(self) -> None:
+    def _run(self) -> None:
         try:
-            flower_ray_init(self._init_args)
+            self._start()
         except BaseException as exc:  # handed to the thread that waits
             self._error = exc
         finally:
@@ -101,22 +104,40 @@ class EarlyRay:
         self._released.wait()
 
     def wait(self) -> None:
-        """Block until Ray is up; re-raise the thread's error (once), if any."""
+        """Block until ``start`` returned; re-raise its error (once), if any."""
         self._ready.wait()
         if self._error is not None:
             error, self._error = self._error, None
             raise error
 
+    def release(self) -> None:
+        """Let the thread end: call after ``ray.shutdown()`` returned."""
+        self._released.set()
+        self._thread.join(timeout=RAY_PARENT_JOIN)
+
+
+class EarlyRay:
+    """A local Ray started by a :class:`RayParent` thread."""
+
+    def __init__(self, init_args: dict[str, Any]) -> None:
+        self._parent = RayParent(lambda: flower_ray_init(init_args), "fedsim-ray-early")
+
+    def wait(self) -> None:
+        """Block until Ray is up; re-raise the start's error (once), if any."""
+        self._parent.wait()
+
     def stop(self) -> None:
         """Shut this Ray down unless that was done already, then let the thread end."""
-        self._ready.wait()
-        if self._error is None:
+        try:
+            self._parent.wait()
+        except Exception:  # Ray did not start: nothing to shut down
+            pass
+        else:
             import ray
 
             if ray.is_initialized():
                 ray.shutdown()
-        self._released.set()
-        self._thread.join(timeout=RAY_PARENT_JOIN)
+        self._parent.release()
 
 
 #: The early Ray of this process, while one is up (one owner: :func:`start_early` /
@@ -152,6 +173,7 @@ def stop_early() -> None:
 
 __all__ = [
     "EarlyRay",
+    "RayParent",
     "flower_ray_init",
     "protect_local_ray",
     "ray_init_args",

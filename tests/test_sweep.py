@@ -240,17 +240,29 @@ def test_sigint_stops_a_sweep_within_seconds_and_it_resumes(tmp_path: Path) -> N
     assert [r["status"] for r in rows] == ["done", "done"]
 
 
+def _timeless(run: Path) -> str:
+    """A run's metrics lines without their wall-clock fields, as one string."""
+    import json
+
+    from fedsim.rundir import read_metrics
+
+    lines = read_metrics(run)
+    for m in lines:
+        m.pop("seconds")
+        for c in m["clients"].values():
+            c.pop("train_seconds", None)
+    return json.dumps(lines, sort_keys=True)
+
+
 @pytest.mark.e2e
 def test_runs_share_warm_actors_and_match_a_fresh_run(tmp_path: Path) -> None:
     """Inside ``reuse_actors`` a second run takes over the first run's Ray and actor pool
     (the same actors), and its results equal those of the same config run on its own."""
-    import json
 
     import ray
 
     from fedsim.config import from_dict
     from fedsim.run import protect_local_ray, run_experiment
-    from fedsim.rundir import read_metrics
 
     first = from_dict({**BASE, "dp": {"noise_multiplier": 2.0, "delta": 1e-4}})
     second = from_dict({**BASE, "rounds": 2, "seed": 5})
@@ -267,15 +279,7 @@ def test_runs_share_warm_actors_and_match_a_fresh_run(tmp_path: Path) -> None:
     assert not ray.is_initialized()
     run_experiment(second, tmp_path / "fresh")
 
-    def strip(run: Path) -> str:
-        lines = read_metrics(run)
-        for m in lines:
-            m.pop("seconds")
-            for c in m["clients"].values():
-                c.pop("train_seconds", None)
-        return json.dumps(lines, sort_keys=True)
-
-    assert strip(tmp_path / "b") == strip(tmp_path / "fresh")
+    assert _timeless(tmp_path / "b") == _timeless(tmp_path / "fresh")
 
 
 def test_an_actor_warms_up_when_it_is_created() -> None:
@@ -301,7 +305,6 @@ def test_a_run_takes_over_the_prestarted_ray_and_actors(tmp_path: Path) -> None:
     """``prestart`` starts Ray and the pool in the background; the run's backend takes that
     pool (the same actors) only when its resources match, and the run's results equal a
     run without a prestart; leaving the block stops Ray and lets the starting thread end."""
-    import json
     import threading
 
     import ray
@@ -309,7 +312,6 @@ def test_a_run_takes_over_the_prestarted_ray_and_actors(tmp_path: Path) -> None:
     from fedsim.config import from_dict
     from fedsim.raypool import reuse_actors
     from fedsim.run import backend_config, protect_local_ray, run_experiment
-    from fedsim.rundir import read_metrics
 
     cfg = from_dict({**BASE, "rounds": 2, "seed": 3})
     protect_local_ray(cfg)
@@ -339,15 +341,7 @@ def test_a_run_takes_over_the_prestarted_ray_and_actors(tmp_path: Path) -> None:
         assert pool is not unused
     assert not ray.is_initialized()
 
-    def strip(run: Path) -> str:
-        lines = read_metrics(run)
-        for m in lines:
-            m.pop("seconds")
-            for c in m["clients"].values():
-                c.pop("train_seconds", None)
-        return json.dumps(lines, sort_keys=True)
-
-    assert strip(tmp_path / "a") == strip(tmp_path / "b")
+    assert _timeless(tmp_path / "a") == _timeless(tmp_path / "b")
 
 
 def test_the_early_ray_start_calls_ray_init_as_flowers_backend_does(
