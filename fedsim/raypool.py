@@ -239,11 +239,6 @@ class KeptRayBackend(_FlowerRayBackend):  # type: ignore[misc, valid-type]
         pool = pools.take(self._key) if pools is not None else None
         if pool is None and pools is not None:
             pool = pools.take_prestarted(self.client_resources)
-            if pool is not None:
-                self.pool = pool
-                self.app_fn = app_fn
-                logger.debug("took over %d prestarted client actors", pool.num_actors)
-                return
         if pool is None:
             if pools is not None:
                 pools.close()  # other settings' actors would hold the CPUs this pool needs
@@ -251,7 +246,7 @@ class KeptRayBackend(_FlowerRayBackend):  # type: ignore[misc, valid-type]
             return
         self.pool = pool
         self.app_fn = app_fn
-        logger.debug("reusing %d warm client actors", pool.num_actors)
+        logger.debug("taking over %d kept or prestarted client actors", pool.num_actors)
 
     def terminate(self) -> None:
         pools = _ACTIVE[-1] if _ACTIVE else None

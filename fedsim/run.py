@@ -204,7 +204,7 @@ def run_experiment(
         # Ray's notice about a future change of CUDA_VISIBLE_DEVICES handling: today's
         # behaviour (clients with num_gpus=0 see no GPU) is the one we want.
         warnings.filterwarnings("ignore", category=FutureWarning, module=r"ray\.")
-        pools.prestart(backend_config(cfg))  # while the driver sets up, unless Ray is up
+        pools.prestart(backend_config(cfg))  # while the driver sets up, unless a pool is kept
         _simulate(cfg, out_dir, on_round, verbose, holder, point, stop)
     if "summary" not in holder:
         raise RunError("the federation ended without a summary; see the log above")
