@@ -34,6 +34,7 @@ from opacus import PrivacyEngine
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from clients.bookkeeping import BookkeepingPrivacyEngine
 from clients.local_round import LocalTask, run_local_round
 from clients.opacus_adapter import resolve_grad_sample_mode
 from fedsim.config import Config, load
@@ -94,7 +95,9 @@ def raw_round(
         generator=torch.Generator().manual_seed(seed),
     )
     mode = resolve_grad_sample_mode(cfg.dp.grad_sample_mode, True, model)
-    engine = PrivacyEngine(accountant="rdp")
+    # the same clipping engine as the client code path (one-pass ghost for bookkeeping)
+    one_pass = mode == "bookkeeping"
+    engine = (BookkeepingPrivacyEngine if one_pass else PrivacyEngine)(accountant="rdp")
     common: dict[str, Any] = {
         "module": model,
         "optimizer": optimizer,
@@ -104,7 +107,8 @@ def raw_round(
         "poisson_sampling": True,
         "noise_generator": torch.Generator().manual_seed(seed + 1),
     }
-    if mode == "ghost":
+    ghost = mode in ("ghost", "bookkeeping")
+    if ghost:
         model, optimizer, criterion, loader = engine.make_private(
             **common, grad_sample_mode="ghost", criterion=nn.CrossEntropyLoss()
         )
@@ -116,7 +120,7 @@ def raw_round(
     for _ in range(cfg.client.local_epochs):
         for x, y in loader:
             optimizer.zero_grad(set_to_none=True)
-            loss = criterion(model(x), y) if len(y) or mode == "ghost" else model(x).sum() * 0.0
+            loss = criterion(model(x), y) if len(y) or ghost else model(x).sum() * 0.0
             loss.backward()
             optimizer.step()
             steps += 1

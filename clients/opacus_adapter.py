@@ -22,6 +22,11 @@ from opacus.optimizers import DPOptimizer
 from torch import nn
 from torch.utils.data import DataLoader
 
+from clients.bookkeeping import (
+    BookkeepingPrivacyEngine,
+    SecureBookkeepingPrivacyEngine,
+    bookkeeping_supported,
+)
 from clients.secure_rng import SecurePrivacyEngine, is_secure
 from fedsim.config import GradSampleMode
 from fedsim.models.base import prefers_ghost_clipping
@@ -31,8 +36,9 @@ logger = logging.getLogger(__name__)
 #: How Opacus bounds per-sample gradients, once ``dp.grad_sample_mode`` (config's
 #: :data:`~fedsim.config.GradSampleMode`, which adds ``auto``) is resolved:
 #: ``hooks`` materialises them (any clipping); ``ghost`` computes their norms without
-#: materialising them (flat clipping only).
-ResolvedGradSampleMode = Literal["hooks", "ghost"]
+#: materialising them (flat clipping only); ``bookkeeping`` is ghost clipping in one
+#: backward pass (:mod:`clients.bookkeeping`).
+ResolvedGradSampleMode = Literal["hooks", "ghost", "bookkeeping"]
 
 
 @dataclass(frozen=True)
@@ -44,7 +50,8 @@ class PrivateTraining:
     loader: DataLoader
     engine: PrivacyEngine
     #: For ``ghost``: Opacus' loss wrapper whose ``backward()`` runs the two passes of
-    #: ghost clipping (train with it); ``None`` for ``hooks`` (plain cross-entropy).
+    #: ghost clipping; for ``bookkeeping`` the one-pass wrapper (train with either);
+    #: ``None`` for ``hooks`` (plain cross-entropy).
     criterion: Callable[..., Any] | None = None
     grad_sample_mode: ResolvedGradSampleMode = "hooks"
 
@@ -122,11 +129,11 @@ def make_private(
                 f"got {len(max_grad_norm)}"
             )
         clipping = "per_layer"
-        if grad_sample_mode == "ghost":
+        if grad_sample_mode != "hooks":
             raise ValueError("ghost clipping supports flat clipping only (one float bound)")
     else:
         clipping = "flat"
-    engine = SecurePrivacyEngine(accountant="rdp") if secure else PrivacyEngine(accountant="rdp")
+    engine = _engine(grad_sample_mode, secure)
     common: dict[str, Any] = {
         "module": model,
         "optimizer": optimizer,
@@ -137,7 +144,7 @@ def make_private(
         "noise_generator": noise_generator,
         "clipping": clipping,
     }
-    if grad_sample_mode == "ghost":
+    if grad_sample_mode in ("ghost", "bookkeeping"):
         wrapped, dp_optimizer, criterion, dp_loader = engine.make_private(
             **common,
             grad_sample_mode="ghost",
@@ -158,6 +165,14 @@ def make_private(
         criterion=criterion,
         grad_sample_mode=grad_sample_mode,
     )
+
+
+def _engine(grad_sample_mode: ResolvedGradSampleMode, secure: bool) -> PrivacyEngine:
+    """The Opacus engine for ``grad_sample_mode`` (one-pass ghost for ``bookkeeping``)."""
+    if grad_sample_mode == "bookkeeping":
+        one_pass = SecureBookkeepingPrivacyEngine if secure else BookkeepingPrivacyEngine
+        return one_pass(accountant="rdp")
+    return SecurePrivacyEngine(accountant="rdp") if secure else PrivacyEngine(accountant="rdp")
 
 
 def _public_schedule_loader(loader: DataLoader, steps: int) -> DPDataLoader:
@@ -188,30 +203,36 @@ def resolve_grad_sample_mode(
 ) -> ResolvedGradSampleMode:
     """The mode to use for ``dp.grad_sample_mode`` = ``requested``.
 
-    ``auto`` picks ghost where it can be used — flat clipping and every trainable layer
-    supported by Opacus' ghost clipping — and was measured faster: the model declares
-    :func:`~fedsim.models.base.prefers_ghost_clipping`. Elsewhere (per-layer clipping, an
-    unsupported layer, an undeclared model) it picks hooks. Measured on the 2-core
-    machine (torch 2.14.1, opacus 1.6) with
+    ``auto`` picks ghost clipping where it can be used — flat clipping and every trainable
+    layer supported by Opacus' ghost clipping — and was measured faster: the model declares
+    :func:`~fedsim.models.base.prefers_ghost_clipping`; its one-pass form ``bookkeeping``
+    where :func:`~clients.bookkeeping.bookkeeping_supported` (else two-pass ``ghost``).
+    Elsewhere (per-layer clipping, an unsupported layer, an undeclared model) it picks
+    hooks. Measured on the 2-core machine (torch 2.14.1, opacus 1.6) with
     ``PYTHONPATH=. python benchmarks/ghost_clipping.py --threads T --repeats 5`` (batch
     64, 28×28, 10 classes, median of 20 steps × 5 alternating repeats), ghost/hooks step
-    time: CNN 0.40 (T=1) and 0.43 (T=2), MLP 0.06 and 0.10. The resnets keep hooks: at
-    batch 32 on 32×32×3 ghost took 1.19× the time of hooks on resnet9 and ran out of
-    memory under an 8 GB limit on resnet18 (its GroupNorm layers still materialise
-    per-sample gradients, next to the ghost norms of large convolutions).
+    time: CNN 0.40 (T=1) and 0.43 (T=2), MLP 0.06 and 0.10; bookkeeping/ghost on the CNN
+    ~0.8 (``benchmarks/dp_step.py``). The resnets keep hooks under ``auto``: at batch 32
+    on 32×32×3 ghost took 1.19× the time of hooks on resnet9 and ran out of memory under
+    an 8 GB limit on resnet18 (its GroupNorm layers still materialise per-sample
+    gradients, next to the ghost norms of large convolutions).
 
-    ``ghost`` falls back to hooks, with a warning, where it cannot be used. The privacy
-    audit needs per-sample gradients and asks for ``hooks`` itself
+    ``ghost`` and ``bookkeeping`` fall back to hooks, with a warning, where they cannot be
+    used. The privacy audit needs per-sample gradients and asks for ``hooks`` itself
     (:func:`override_grad_samples`).
     """
     if requested == "hooks":
         return "hooks"
     usable = flat and ghost_supported(model)
-    if requested == "ghost":
+    if requested in ("ghost", "bookkeeping"):
+        if requested == "bookkeeping":
+            usable = usable and bookkeeping_supported(model)
         if not usable:
-            logger.warning("ghost clipping cannot be used here; falling back to hooks")
-        return "ghost" if usable else "hooks"
-    return "ghost" if usable and prefers_ghost_clipping(model) else "hooks"
+            logger.warning("%s clipping cannot be used here; falling back to hooks", requested)
+        return requested if usable else "hooks"
+    if not (usable and prefers_ghost_clipping(model)):
+        return "hooks"
+    return "bookkeeping" if bookkeeping_supported(model) else "ghost"
 
 
 def override_grad_samples(model: nn.Module, rows: torch.Tensor, values: list[torch.Tensor]) -> None:

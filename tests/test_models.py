@@ -12,10 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from opacus import GradSampleModule, PrivacyEngine
 from torch import nn
+from torch.func import functional_call, grad, vmap
 from torch.utils.data import DataLoader, TensorDataset
 
 from fedsim.errors import FedsimError
 from fedsim.models import MODELS, build_model, is_dp_compatible
+from fedsim.models.pool import FastMaxPool2d
 
 NUM_CLASSES = 3
 BATCH = 4
@@ -207,3 +209,74 @@ def test_small_models_adapt_to_any_shape(
 ) -> None:
     model = build_model(name, (channels, height, width), classes, seed=0)
     assert model(torch.rand(2, channels, height, width)).shape == (2, classes)
+
+
+def _pool_pair(x: torch.Tensor, kernel: int) -> tuple[torch.Tensor, ...]:
+    """Outputs and input gradients of FastMaxPool2d and nn.MaxPool2d on copies of ``x``."""
+    fast_in, ref_in = x.clone().requires_grad_(), x.clone().requires_grad_()
+    fast, ref = FastMaxPool2d(kernel)(fast_in), nn.MaxPool2d(kernel)(ref_in)
+    upstream = torch.randn(ref.shape, generator=torch.Generator().manual_seed(1))
+    fast.backward(upstream)
+    ref.backward(upstream)
+    assert fast_in.grad is not None and ref_in.grad is not None
+    return fast, ref, fast_in.grad, ref_in.grad
+
+
+@pytest.mark.parametrize(
+    ("shape", "kernel"),
+    [
+        ((64, 16, 28, 28), 2),
+        ((5, 3, 7, 9), 2),
+        ((4, 2, 10, 11), 3),
+        ((4, 8, 2, 2), 2),  # a 1x1 output: its strides are ambiguous
+        ((0, 16, 28, 28), 2),
+    ],
+)
+def test_fast_max_pool_is_bit_identical_to_max_pool_ties_included(
+    shape: tuple[int, ...], kernel: int
+) -> None:
+    """Same values, same output layout and the same gradient element for element, also where
+    a window holds several equal maxima (tanh saturates to exactly ±1) and sizes are odd."""
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    if shape[0]:
+        x[:, :, 0, 0] = x[:, :, 0, 1]  # a tie inside the first window
+        x[:, :, 2:4, 2:4] = 1.0  # a whole window of equal values
+        x[:, :, -1, -1] = 100.0  # in the row/column that flooring drops
+    fast, ref, fast_grad, ref_grad = _pool_pair(x, kernel)
+    assert fast.shape == ref.shape and fast.stride() == ref.stride()
+    assert fast_grad.stride() == ref_grad.stride()
+    assert torch.equal(fast, ref)
+    assert torch.equal(fast_grad, ref_grad)
+
+
+def test_fast_max_pool_falls_back_for_channels_last_and_under_torch_func() -> None:
+    """A channels-last batch keeps its layout (nn.MaxPool2d's behaviour), and per-example
+    gradients through the CNN by torch.func (VoG/PLIS) equal those of an nn.MaxPool2d CNN."""
+    x = torch.randn(3, 4, 8, 8).contiguous(memory_format=torch.channels_last)
+    out = FastMaxPool2d(2)(x)
+    assert torch.equal(out, nn.MaxPool2d(2)(x))
+    assert out.is_contiguous(memory_format=torch.channels_last)
+
+    model = build_model("cnn", (1, 28, 28), NUM_CLASSES, seed=0)
+    reference = copy.deepcopy(model)
+    features = reference.get_submodule("features")
+    assert isinstance(features, nn.Sequential)
+    for i, layer in enumerate(features):
+        if isinstance(layer, FastMaxPool2d):
+            features[i] = nn.MaxPool2d(layer.kernel_size)
+    assert any(isinstance(m, FastMaxPool2d) for m in model.modules())
+    xs, ys = _data((1, 28, 28), 6)
+
+    def per_example(net: nn.Module) -> dict[str, torch.Tensor]:
+        params = {k: v.detach() for k, v in net.named_parameters()}
+
+        def loss(p: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            logits = functional_call(net, p, (x.unsqueeze(0),))
+            return nn.functional.cross_entropy(logits, y.unsqueeze(0))
+
+        result: dict[str, torch.Tensor] = vmap(grad(loss), in_dims=(None, 0, 0))(params, xs, ys)
+        return result
+
+    fast, ref = per_example(model), per_example(reference)
+    for name in ref:
+        torch.testing.assert_close(fast[name], ref[name], rtol=0, atol=0)

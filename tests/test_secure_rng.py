@@ -205,8 +205,9 @@ def _private(secure: bool, mode: str = "hooks", bound: float | list[float] = S, 
         ("hooks", S, SIGMA * S),
         ("hooks", PER_LAYER, SIGMA * math.sqrt(sum(b * b for b in PER_LAYER))),
         ("ghost", S, SIGMA * S),
+        ("bookkeeping", S, SIGMA * S),
     ],
-    ids=["hooks", "per-layer", "ghost"],
+    ids=["hooks", "per-layer", "ghost", "bookkeeping"],
 )
 def test_secure_step_adds_noise_of_std_sigma_c_to_every_parameter(mode, bound, std) -> None:
     private = _private(True, mode, bound)
@@ -241,7 +242,7 @@ def _train(secure: bool, mode: str) -> dict[str, torch.Tensor]:
     return plain_state_dict(private.model)
 
 
-@pytest.mark.parametrize("mode", ["hooks", "ghost"])
+@pytest.mark.parametrize("mode", ["hooks", "ghost", "bookkeeping"])
 def test_secure_runs_differ_and_seeded_runs_repeat(mode: str) -> None:
     seeded = [_train(False, mode) for _ in range(2)]
     assert all(torch.equal(seeded[0][k], seeded[1][k]) for k in seeded[0])

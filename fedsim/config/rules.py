@@ -76,10 +76,10 @@ def _dp_mode_checks(cfg: Config) -> list[str]:
     """Rules of ``dp.mode``, ``dp.neighbouring``, ``dp.accountant`` and the clipping."""
     dp = cfg.dp
     problems = []
-    if dp.grad_sample_mode == "ghost" and dp.clipping != "flat":
+    if dp.grad_sample_mode in ("ghost", "bookkeeping") and dp.clipping != "flat":
         problems.append(
-            "dp.grad_sample_mode 'ghost' needs dp.clipping 'flat' (Opacus' ghost clipping has "
-            f"no per-layer mode); got dp.clipping {dp.clipping!r}"
+            f"dp.grad_sample_mode {dp.grad_sample_mode!r} needs dp.clipping 'flat' (ghost "
+            f"clipping has no per-layer mode); got dp.clipping {dp.clipping!r}"
         )
     if dp.enabled and dp.neighbouring == "replace_one" and dp.accountant == "rdp":
         problems.append(

@@ -54,7 +54,7 @@ Relation = Literal["replace_one", "add_remove"]
 RELATION_TEXT: dict[str, str] = {"replace_one": "replace-one", "add_remove": "add/remove-one"}
 ClippingName = Literal["flat", "per_layer_uniform", "per_layer_adaptive"]
 DPMode = Literal["sample", "central"]
-GradSampleMode = Literal["auto", "hooks", "ghost"]
+GradSampleMode = Literal["auto", "hooks", "ghost", "bookkeeping"]
 ScoreMetric = Literal["vog", "plis", "loss", "grad_norm"]
 VogCheckpoints = Literal["epochs", "rounds"]
 QualityMeasure = Literal["accuracy", "auc", "improvement"]
@@ -216,9 +216,10 @@ class DPConfig:
     #: and adds Gaussian noise to the mean); clients then train without Opacus.
     mode: DPMode = "sample"
     #: How Opacus bounds per-sample gradients (``sample`` mode): ``hooks`` materialises
-    #: them; ``ghost`` clips without materialising them (flat clipping only); ``auto`` is
-    #: ghost for flat clipping when the model supports it and was measured faster with it
-    #: (``cnn``, ``mlp``), hooks otherwise.
+    #: them; ``ghost`` clips without materialising them (flat clipping only, two backward
+    #: passes); ``bookkeeping`` is ghost clipping in one backward pass (same clipped sums,
+    #: noise and accounting); ``auto`` is bookkeeping (else ghost) for flat clipping when the
+    #: model supports it and was measured faster with it (``cnn``, ``mlp``), hooks otherwise.
     grad_sample_mode: GradSampleMode = "auto"
 
 

@@ -25,7 +25,10 @@ resnet18    11,172,810    11,173,962       62           0.87 s           4.0 s
 "tensors" is the number of trainable parameter tensors, i.e. the length of the bound list
 Opacus' per-layer clipping needs. Per-sample gradients cost batch × params floats: about
 2.9 GB for resnet18 at batch 64 — mind memory when choosing the DP batch size.
-These are notes, not guarantees; timings vary by a factor of ~2 with machine load.
+These are notes, not guarantees; timings vary by a factor of ~2 with machine load. The
+table predates :class:`~fedsim.models.pool.FastMaxPool2d` (the cnn and resnets' pools
+since 30 November 2026, bit-identical results): it took the cnn's plain step at batch 64,
+2 classes, one thread from ~19 to ~15 ms (``benchmarks/dp_step.py``).
 """
 
 from fedsim.models.base import (

@@ -7,6 +7,7 @@ from typing import ClassVar
 from torch import Tensor, nn
 
 from fedsim.models.base import MODELS, InputShape, group_norm, require_min_size
+from fedsim.models.pool import FastMaxPool2d
 
 
 class TanhCNN(nn.Module):
@@ -55,11 +56,11 @@ class TanhCNN(nn.Module):
             nn.Conv2d(in_channels, channels[0], kernel_size, padding=pad),
             group_norm(channels[0], max_groups=8),
             nn.Tanh(),
-            nn.MaxPool2d(2),
+            FastMaxPool2d(2),
             nn.Conv2d(channels[0], channels[1], kernel_size, padding=pad),
             group_norm(channels[1], max_groups=8),
             nn.Tanh(),
-            nn.MaxPool2d(2),
+            FastMaxPool2d(2),
         )
         flat = channels[1] * (height // 4) * (width // 4)
         self.classifier = nn.Sequential(

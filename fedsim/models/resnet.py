@@ -11,6 +11,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from fedsim.models.base import MODELS, InputShape, group_norm, require_min_size
+from fedsim.models.pool import FastMaxPool2d
 
 
 def conv_gn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -58,12 +59,12 @@ class ResNet9(nn.Module):
         self.features = nn.Sequential(
             conv_gn_relu(in_channels, 64),
             conv_gn_relu(64, 128),
-            nn.MaxPool2d(2),
+            FastMaxPool2d(2),
             Residual(128),
             conv_gn_relu(128, 256),
-            nn.MaxPool2d(2),
+            FastMaxPool2d(2),
             conv_gn_relu(256, 512),
-            nn.MaxPool2d(2),
+            FastMaxPool2d(2),
             Residual(512),
         )
         self.pool = nn.AdaptiveMaxPool2d(1)
