@@ -7,8 +7,9 @@ DP-SGD step). :class:`FastMaxPool2d` runs the channels-last kernel on a channels
 and returns an NCHW result; its backward is PyTorch's own max-pool backward with the
 indices the forward chose. Both kernels take the first maximum of a window, so outputs,
 indices and gradients are bit-identical to ``nn.MaxPool2d`` (``tests/test_models.py``
-checks it, ties included). Elsewhere — not CPU, not a contiguous 4-d batch, inside a
-``torch.func`` transform (VoG and PLIS use ``vmap``/``grad``) — it *is* ``F.max_pool2d``.
+checks it, ties included). Elsewhere — not CPU, not a contiguous 4-d float batch, inside a
+``torch.func`` transform (VoG and PLIS use ``vmap``/``grad``), under FX tracing (static
+quantization traces the model) — it *is* ``F.max_pool2d``.
 """
 
 from __future__ import annotations
@@ -58,8 +59,11 @@ class FastMaxPool2d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Pool ``x`` of shape (B, C, H, W) to (B, C, H // k, W // k)."""
+        if isinstance(x, torch.fx.Proxy):  # FX tracing (static quantization): the plain op
+            return F.max_pool2d(x, self.kernel_size)
         if (
-            x.dim() == 4
+            not x.is_quantized
+            and x.dim() == 4
             and x.device.type == "cpu"
             and x.is_contiguous()
             and not torch._C._are_functorch_transforms_active()
