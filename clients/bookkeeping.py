@@ -125,9 +125,9 @@ def clipped_sums(kept: _Kept, coef: torch.Tensor) -> dict[torch.Tensor, torch.Te
         if module.bias is not None and module.bias.requires_grad:
             out[module.bias] = g.sum(0)
         return out
-    if isinstance(module, nn.Conv2d) and not isinstance(module.padding, str):
-        if module.padding_mode != "zeros":
-            raise NotImplementedError("book-keeping needs zero-padded convolutions")
+    zero_padded = isinstance(module, nn.Conv2d) and module.padding_mode == "zeros"
+    if zero_padded and not isinstance(module.padding, str):
+        assert isinstance(module, nn.Conv2d)
         if module.weight.requires_grad:
             out[module.weight] = conv2d_weight(
                 activations[0].to(scaled),
@@ -201,10 +201,9 @@ class BookkeepingGradSampleModule(GradSampleModuleFastGradientClipping):
         (zero for an empty batch) and forget what the backward pass kept."""
         kept, self._kept = self._kept, []
         sums: dict[torch.Tensor, torch.Tensor] = {}
-        if coef.numel():
+        if coef.numel():  # each layer was applied once, so each parameter has one sum
             for layer in kept:
-                for p, value in clipped_sums(layer, coef).items():
-                    sums[p] = sums[p] + value if p in sums else value
+                sums.update(clipped_sums(layer, coef))
         for p in self.trainable_parameters:
             p.grad = sums[p].to(p.dtype) if p in sums else torch.zeros_like(p)
 
