@@ -45,14 +45,16 @@ def tree_rss(root: int) -> int:
 
 
 def actor_rss() -> dict[int, int]:
-    """pid -> RSS bytes of every live client actor process."""
+    """pid -> RSS bytes of every live client worker: a Ray actor or a process-backend
+    worker (named ``fedsim-worker``)."""
     out: dict[int, int] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
             cmd = Path(entry.path, "cmdline").read_bytes()
-            if b"ClientAppActor" not in cmd:
+            comm = Path(entry.path, "comm").read_text().strip()
+            if b"ClientAppActor" not in cmd and comm != "fedsim-worker":
                 continue
             out[int(entry.name)] = int(Path(entry.path, "statm").read_text().split()[1]) * PAGE
         except OSError:

@@ -70,17 +70,20 @@ def record(state_dir: Path, root: int | None = None) -> None:
 
 
 def reap(state_dir: Path) -> list[int]:
-    """End the recorded processes that are still alive and still the same; returns their
-    pids. An unreadable record is ignored (nothing is killed on a guess)."""
+    """End the recorded processes that are still alive and still the same, unless they
+    are this process's own (a sweep or test session resuming in the process that ran
+    before keeps its client workers' fork server); returns their pids. An unreadable
+    record is ignored (nothing is killed on a guess)."""
     path = state_dir / PROCESSES_FILE
     try:
         recorded = [ProcessId(int(p), int(s)) for p, s in json.loads(path.read_text())]
     except (OSError, ValueError, TypeError):
         return []
     ended = []
+    own = {p.pid for p in descendants(os.getpid())}
     for proc in recorded:
         stat = _stat(proc.pid)
-        if stat is None or stat[1] != proc.start or proc.pid == os.getpid():
+        if stat is None or stat[1] != proc.start or proc.pid == os.getpid() or proc.pid in own:
             continue
         try:
             os.kill(proc.pid, signal.SIGKILL)

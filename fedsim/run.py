@@ -1,8 +1,9 @@
 """Assemble and run one simulated federation (the one module that imports both sides).
 
 ``run_experiment(cfg, out_dir)`` runs the preflight, builds the ServerApp and ClientApp
-from the typed config and hands them to Flower's Simulation Engine (Ray backend). Each
-Ray actor runs ClientApp calls; the ServerApp runs in this process.
+from the typed config and hands them to Flower's Simulation Engine, whose backend runs
+the ClientApp calls: local worker processes (:mod:`fedsim.procpool`) or Ray actors
+(:func:`simulation_backend`); the ServerApp runs in this process.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 import shutil
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,17 +32,31 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def backend_config(cfg: Config) -> dict[str, Any]:
-    """Flower/Ray backend config: client resources decide how many clients train at once.
+def simulation_backend(cfg: Config) -> str:
+    """``process`` or ``ray``: ``simulation.backend``, where ``auto`` is ``ray`` when the
+    clients need Ray (a cluster address, a GPU share) and ``process`` otherwise."""
+    from fedsim.procpool import choose_backend
 
-    Without ``simulation.num_gpus_per_client``, clients get 0.5 GPU each when a GPU is
-    visible (two share one) and none otherwise.
-    """
-    sim = cfg.simulation
-    gpus = sim.num_gpus_per_client
+    return choose_backend(cfg.simulation, gpu_visible)
+
+
+def _client_gpus(cfg: Config) -> float:
+    """Each client's GPU share: ``simulation.num_gpus_per_client``, else 0.5 when a GPU
+    is visible (two share one) and 0 otherwise."""
+    gpus = cfg.simulation.num_gpus_per_client
     if gpus is None:
         gpus = 0.5 if gpu_visible() else 0.0
-    return {
+    return float(gpus)
+
+
+def backend_config(cfg: Config) -> dict[str, Any]:
+    """Flower's backend config: client resources decide how many clients train at once;
+    with the process backend, ``process`` gives its pool (workers: this machine's CPUs
+    divided by ``num_cpus_per_client``; torch threads per worker: that share, at least 1,
+    as Ray gives an actor)."""
+    sim = cfg.simulation
+    gpus = _client_gpus(cfg)
+    config: dict[str, Any] = {
         # max_restarts: Ray restarts a client worker that died (crash, OOM kill) instead
         # of leaving a dead actor in Flower's pool, which would fail every later message
         "client_resources": {
@@ -51,6 +66,12 @@ def backend_config(cfg: Config) -> dict[str, Any]:
         },
         "init_args": ray_init_args(cfg),
     }
+    if simulation_backend(cfg) == "process":
+        config["process"] = {
+            "workers": max(1, int((os.cpu_count() or 1) // sim.num_cpus_per_client)),
+            "threads": max(1, int(sim.num_cpus_per_client)),
+        }
+    return config
 
 
 #: Folder of the run directory where the driver shares the training pool with the
@@ -195,20 +216,53 @@ def run_experiment(
 
         reap(Path(out_dir) / STATE_DIR)  # Ray agents a killed driver left behind
     holder: dict[str, Any] = {}
-    protect_local_ray(cfg)  # before anything imports Ray
-    from fedsim.raypool import reuse_actors
-
-    # one block per run (a sweep's outer block makes this one share its Ray and actors);
-    # leaving it shuts down the Ray this run started, also after an error or interruption
-    with warnings.catch_warnings(), reuse_actors() as pools:
-        # Ray's notice about a future change of CUDA_VISIBLE_DEVICES handling: today's
-        # behaviour (clients with num_gpus=0 see no GPU) is the one we want.
-        warnings.filterwarnings("ignore", category=FutureWarning, module=r"ray\.")
-        pools.prestart(backend_config(cfg))  # while the driver sets up, unless a pool is kept
+    with _client_backend(cfg):
         _simulate(cfg, out_dir, on_round, verbose, holder, point, stop)
     if "summary" not in holder:
         raise RunError("the federation ended without a summary; see the log above")
     return dict(holder["summary"])
+
+
+@contextmanager
+def keep_client_workers(configs: Sequence[Config] = ()) -> Iterator[None]:
+    """Runs inside share warm client workers (a sweep's points, a test module's runs):
+    the process backend's worker pool, and Ray with its actors when one of ``configs``
+    runs on Ray (without ``configs``: both); leaving it stops them."""
+    from fedsim.procpool import reuse_workers
+
+    ray_runs = not configs or any(simulation_backend(c) == "ray" for c in configs)
+    with reuse_workers():
+        if not ray_runs:
+            yield
+            return
+        protect_local_ray(configs[0] if configs else Config())  # before Ray is imported
+        from fedsim.raypool import reuse_actors
+
+        with reuse_actors():
+            yield
+
+
+@contextmanager
+def _client_backend(cfg: Config) -> Iterator[None]:
+    """The engine's client backend for one run, its workers started in the background
+    while the driver sets up, unless a sweep's outer block keeps warm ones; leaving it
+    stops what this run started (also after an error or interruption)."""
+    if simulation_backend(cfg) == "process":
+        from fedsim.procpool import engine_backend, pool_spec, reuse_workers
+
+        with reuse_workers() as workers, engine_backend():
+            workers.prestart(pool_spec(backend_config(cfg)))
+            yield
+        return
+    protect_local_ray(cfg)  # before anything imports Ray
+    from fedsim.raypool import reuse_actors
+
+    with warnings.catch_warnings(), reuse_actors() as pools:
+        # Ray's notice about a future change of CUDA_VISIBLE_DEVICES handling: today's
+        # behaviour (clients with num_gpus=0 see no GPU) is the one we want.
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"ray\.")
+        pools.prestart(backend_config(cfg))
+        yield
 
 
 @contextmanager
@@ -275,6 +329,8 @@ __all__ = [
     "check_config",
     "check_plan",
     "config_problems",
+    "keep_client_workers",
     "protect_local_ray",
     "run_experiment",
+    "simulation_backend",
 ]

@@ -16,14 +16,15 @@ def task_identity(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="module", autouse=True)
 def shared_ray(request: pytest.FixtureRequest):
-    """In a module that sets ``SHARED_RAY = True``, its in-process runs share one Ray and
-    one warm actor pool (:func:`fedsim.raypool.reuse_actors`, as a sweep's points do),
-    shut down when the module's tests are done. Modules that count Ray's processes or
-    test the start-up itself do not set it."""
+    """In a module that sets ``SHARED_RAY = True``, its in-process runs share warm client
+    workers, and one Ray with its actor pool for runs on Ray
+    (:func:`fedsim.run.keep_client_workers`, as a sweep's points do), stopped when the
+    module's tests are done. Modules that count processes or test the start-up itself do
+    not set it."""
     if not getattr(request.module, "SHARED_RAY", False):
         yield
         return
-    from fedsim.raypool import reuse_actors
+    from fedsim.run import keep_client_workers
 
-    with reuse_actors():
+    with keep_client_workers():
         yield

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from test_process_backend import fork_server_processes
 from test_resume import ray_processes
 
 from clients.faults import faulty_clients
@@ -33,6 +34,7 @@ client: {{local_epochs: 1, batch_size: 32, lr: 0.1}}
 dp: {{enabled: false}}
 strategy: {{name: fedavg, clients_per_round: 4, round_timeout: {timeout}}}
 roles: {{faulty: {{fraction: {fraction}, kind: {kind}}}}}
+simulation: {{backend: {backend}}}
 """
 
 
@@ -80,12 +82,17 @@ def test_faulty_sites_are_seeded_and_independent_of_other_roles() -> None:
 
 @pytest.mark.e2e
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("kind", ["crash", "straggle", "exit"])
-def test_a_failing_site_costs_only_its_own_rounds(kind: str, tmp_path: Path) -> None:
-    before = ray_processes()
+@pytest.mark.parametrize(
+    ("kind", "backend"),
+    [("crash", "process"), ("straggle", "process"), ("exit", "process"), ("exit", "ray")],
+)
+def test_a_failing_site_costs_only_its_own_rounds(kind: str, backend: str, tmp_path: Path) -> None:
+    before = ray_processes() | fork_server_processes()
     timeout = 10 if kind == "straggle" else 120  # a replaced worker may take a while
     cfg_path = tmp_path / "f.yaml"
-    cfg_path.write_text(CONFIG.format(rounds=3, timeout=timeout, fraction=0.25, kind=kind))
+    cfg_path.write_text(
+        CONFIG.format(rounds=3, timeout=timeout, fraction=0.25, kind=kind, backend=backend)
+    )
     (bad,) = faulty_clients(load(cfg_path))
     started = time.monotonic()
     proc = _cli(["run", str(cfg_path), "--out", str(tmp_path / "run")], tmp_path)
@@ -110,17 +117,24 @@ def test_a_failing_site_costs_only_its_own_rounds(kind: str, tmp_path: Path) -> 
     # Ray's workers exit after the driver; a straggler's worker (mid-sleep) can take
     # longer than the others on a loaded machine, so wait for them, within bounds
     deadline = time.monotonic() + 30
-    while not ray_processes() <= before and time.monotonic() < deadline:
+    while not _ours() <= before and time.monotonic() < deadline:
         time.sleep(1)
-    assert ray_processes() <= before, "Ray processes left behind"
+    assert _ours() <= before, "Ray processes or client workers left behind"
+
+
+def _ours() -> set[int]:
+    return ray_processes() | fork_server_processes()
 
 
 @pytest.mark.e2e
 @pytest.mark.timeout(600)
-def test_sigint_stops_a_run_within_seconds_and_it_resumes(tmp_path: Path) -> None:
-    before = ray_processes()
+@pytest.mark.parametrize("backend", ["process", "ray"])
+def test_sigint_stops_a_run_within_seconds_and_it_resumes(backend: str, tmp_path: Path) -> None:
+    before = _ours()
     cfg_path = tmp_path / "f.yaml"
-    cfg_path.write_text(CONFIG.format(rounds=60, timeout=60, fraction=0.0, kind="crash"))
+    cfg_path.write_text(
+        CONFIG.format(rounds=60, timeout=60, fraction=0.0, kind="crash", backend=backend)
+    )
     run_dir = tmp_path / "run"
     proc = _cli(["run", str(cfg_path), "--out", str(run_dir)], tmp_path)
     state = run_dir / STATE_DIR / SERVER_STATE_FILE
@@ -138,15 +152,24 @@ def test_sigint_stops_a_run_within_seconds_and_it_resumes(tmp_path: Path) -> Non
     done = json.loads(state.read_text())["round"]
     assert 1 <= done < 60 and not (run_dir / "summary.json").exists()
     time.sleep(2)
-    assert ray_processes() <= before, "Ray processes left behind"
+    assert _ours() <= before, "Ray processes or client workers left behind"
 
     # the run resumes where it stopped and finishes
     proc = _cli(["run", "--resume", str(run_dir)], tmp_path)
     while json.loads(state.read_text())["round"] == done:
         assert proc.poll() is None and time.monotonic() < deadline + 300, "no resumed round"
         time.sleep(0.2)
-    # the simulation's Ray accepts no one without its token (fedsim.run.protect_local_ray)
-    gcs = _gcs_address_below(proc.pid)
+    if backend == "ray":
+        _outsider_is_refused(proc.pid)
+    out, _ = proc.communicate(timeout=500)
+    assert proc.returncode == 0, out[-3000:]
+    rounds = [m["round"] for m in read_metrics(run_dir)]
+    assert rounds == list(range(1, 61))
+
+
+def _outsider_is_refused(pid: int) -> None:
+    """The simulation's Ray accepts no one without its token (``protect_local_ray``)."""
+    gcs = _gcs_address_below(pid)
     outsider = subprocess.Popen(
         [sys.executable, "-c", f"import ray; ray.init(address={gcs!r}); print('ATTACHED')"],
         env={k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")},
@@ -160,10 +183,6 @@ def test_sigint_stops_a_run_within_seconds_and_it_resumes(tmp_path: Path) -> Non
         outsider.kill()
         attached = False
     assert not attached, "an outsider attached to the simulation's Ray"
-    out, _ = proc.communicate(timeout=500)
-    assert proc.returncode == 0, out[-3000:]
-    rounds = [m["round"] for m in read_metrics(run_dir)]
-    assert rounds == list(range(1, 61))
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -195,7 +214,9 @@ def test_an_unreachable_ray_address_fails_fast_with_exit_2(
     with pytest.raises(FedsimError, match="must be 'auto', 'local', 'HOST:PORT'"):
         check_ray_address("no-port-here")
     cfg_path = tmp_path / "f.yaml"
-    cfg_path.write_text(CONFIG.format(rounds=1, timeout=10, fraction=0.0, kind="crash"))
+    cfg_path.write_text(
+        CONFIG.format(rounds=1, timeout=10, fraction=0.0, kind="crash", backend="ray")
+    )
     started = time.monotonic()
     code = main(["run", str(cfg_path), "--out", str(tmp_path / "run"),
                  "-o", "simulation.ray_address=127.0.0.1:1"])  # fmt: skip
@@ -205,13 +226,14 @@ def test_an_unreachable_ray_address_fails_fast_with_exit_2(
     assert "Traceback" not in err
 
 
-def test_a_config_the_preflight_refuses_after_the_early_ray_start_exits_2_cleanly(
-    tmp_path: Path,
+@pytest.mark.parametrize("backend", ["process", "ray"])
+def test_a_config_the_preflight_refuses_after_the_early_start_exits_2_cleanly(
+    backend: str, tmp_path: Path
 ) -> None:
-    """``fedsim run`` starts its Ray (and actors) before the preflight has run; when the
-    preflight refuses the config, the run still ends with one message and exit code 2,
-    and the Ray it started is gone (nothing left behind, no traceback)."""
-    before = ray_processes()
+    """``fedsim run`` starts its Ray (or the workers' fork server) before the preflight
+    has run; when the preflight refuses the config, the run still ends with one message
+    and exit code 2, and what it started is gone (nothing left behind, no traceback)."""
+    before = _ours()
     proc = _cli(
         [
             "run",
@@ -222,6 +244,8 @@ def test_a_config_the_preflight_refuses_after_the_early_ray_start_exits_2_cleanl
             "dp.epsilon=0.0001",
             "-o",
             "dp.max_epsilon=0.0001",
+            "-o",
+            f"simulation.backend={backend}",
         ],
         tmp_path,
     )
@@ -230,4 +254,4 @@ def test_a_config_the_preflight_refuses_after_the_early_ray_start_exits_2_cleanl
     assert "dp.epsilon 0.0001 is not reachable" in out and "Traceback" not in out
     assert not (tmp_path / "r" / "metrics.jsonl").exists()
     time.sleep(2)
-    assert ray_processes() <= before, "Ray processes left behind"
+    assert _ours() <= before, "Ray processes or the fork server left behind"

@@ -5,6 +5,7 @@ independent RDP analysis (add/remove) and the worst-case pair computed directly
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 from accounting_probe import count_pld_compositions
@@ -187,3 +188,62 @@ def test_huge_pure_events_compose_basically_instead_of_overflowing() -> None:
     assert compose([PureDp(2500.0, 2), *rest], 1e-5) == pytest.approx(5000.0 + small)
     assert compose([PureDp(BASIC_EPSILON * 1.01, 1)], 1e-5) == pytest.approx(BASIC_EPSILON * 1.01)
     assert compose([PureDp(50.0, 1)], 1e-5) < 50.0  # below the limit: the accountant's
+
+
+@pytest.mark.parametrize(
+    ("accountant", "relation"),
+    [("pld", "replace_one"), ("pld", "add_remove"), ("rdp", "add_remove")],
+)
+@pytest.mark.parametrize(
+    ("target", "q", "steps"), [(0.5, 0.01, 100), (4.0, 64 / 826, 208), (8.0, 0.5, 6), (4.0, 1.0, 5)]
+)
+def test_calibration_equals_the_plain_bisection_with_fewer_accountant_calls(
+    accountant: str, relation: str, target: float, q: float, steps: int
+) -> None:
+    """The replayed bisection returns the σ of the bisection that evaluates every point
+    (so results do not move) and calls the accountant less often."""
+    from fedsim.privacy.accounting import _ReplayedBisection, clear_caches
+
+    calls = {True: 0, False: 0}
+    results = {}
+    for replay in (True, False):
+        clear_caches()
+
+        def eps_at(sigma: float, replay: bool = replay) -> float:
+            calls[replay] += 1
+            return epsilon([SubsampledGaussian(sigma, q, steps)], 1e-4, accountant, relation)
+
+        results[replay] = _ReplayedBisection(eps_at, target, replay=replay).run(
+            1e-3, 1e4, q, steps, 1e-4
+        )
+    assert results[True] == results[False]
+    assert calls[True] < calls[False]
+    clear_caches()
+    assert calibrate_noise_multiplier(target, 1e-4, q, steps, accountant, relation) == results[True]
+
+
+@pytest.mark.parametrize(("low", "high"), [(1.9, 1.95), (1.96, 1.99), (1.1, 1.3), (2.0, 2.2)])
+def test_calibration_meets_the_target_even_when_epsilon_is_not_monotone(
+    monkeypatch: pytest.MonkeyPatch, low: float, high: float
+) -> None:
+    """If ε(σ) were not monotone, a replayed comparison could be wrong: the returned σ is
+    one the accountant evaluated, or is checked against it (the plain bisection decides
+    when the check fails), so ε(σ) never exceeds the target."""
+    from fedsim.privacy import accounting
+    from fedsim.privacy.accounting import _ReplayedBisection
+
+    def bumpy(events: Any, delta: float, *args: Any) -> float:
+        sigma = events[0].noise_multiplier
+        return 4.0 / sigma + (5.0 if low < sigma < high else 0.0)  # a bump
+
+    def plain(sigma: float) -> float:
+        return bumpy([SubsampledGaussian(sigma, 0.1, 10)], 1e-4)
+
+    monkeypatch.setattr(accounting, "epsilon", bumpy)
+    accounting.clear_caches()
+    try:
+        got = calibrate_noise_multiplier(2.1, 1e-4, 0.1, 10)
+    finally:
+        accounting.clear_caches()
+    assert plain(got) <= 2.1
+    assert got <= 2 * _ReplayedBisection(plain, 2.1, replay=False).run(1e-3, 1e4, 0.1, 10, 1e-4)

@@ -264,8 +264,9 @@ def test_runs_share_warm_actors_and_match_a_fresh_run(tmp_path: Path) -> None:
     from fedsim.config import from_dict
     from fedsim.run import protect_local_ray, run_experiment
 
-    first = from_dict({**BASE, "dp": {"noise_multiplier": 2.0, "delta": 1e-4}})
-    second = from_dict({**BASE, "rounds": 2, "seed": 5})
+    on_ray = {"simulation": {"backend": "ray"}}
+    first = from_dict({**BASE, **on_ray, "dp": {"noise_multiplier": 2.0, "delta": 1e-4}})
+    second = from_dict({**BASE, **on_ray, "rounds": 2, "seed": 5})
     protect_local_ray(first)
     from fedsim.raypool import reuse_actors
 
@@ -313,7 +314,7 @@ def test_a_run_takes_over_the_prestarted_ray_and_actors(tmp_path: Path) -> None:
     from fedsim.raypool import reuse_actors
     from fedsim.run import backend_config, protect_local_ray, run_experiment
 
-    cfg = from_dict({**BASE, "rounds": 2, "seed": 3})
+    cfg = from_dict({**BASE, "rounds": 2, "seed": 3, "simulation": {"backend": "ray"}})
     protect_local_ray(cfg)
     with reuse_actors() as pools:
         assert pools.prestart(backend_config(cfg))

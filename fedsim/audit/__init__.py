@@ -10,4 +10,3 @@
   every simulation's workers, so this package imports none of the statistics, which
   bring SciPy's ``stats`` and ``optimize``: ~0.7 s of CPU per process).
 """
-

@@ -145,11 +145,16 @@ def run_command(
     ``fedsim run --resume``). A first signal stops the run within about a second; a
     second one aborts at once.
     """
+    from fedsim.procpool import choose_backend, gpu_device_files, start_forkserver
     from fedsim.raystart import start_early, stop_early
 
     if out_dir is None:
         out_dir = resolve_out_dir(cfg, args.out, args.overwrite)
-    start_early(cfg)  # Ray's processes start while the driver imports and checks
+    # the client workers' fork server (or Ray) starts while the driver imports and checks
+    if choose_backend(cfg.simulation, gpu_device_files) == "process":
+        start_forkserver()
+    else:
+        start_early(cfg)
     try:
         return _run_command(args, cfg, out_dir, resume)
     finally:

@@ -113,16 +113,12 @@ def run_sweep(
 
     An interrupted point with a checkpoint resumes from it. ``stop`` (set by SIGINT or
     SIGTERM) ends the sweep within seconds with :class:`RunInterruptedError`, after the
-    running point's last checkpoint. Ray and the client actors start once and serve
-    every point (:func:`fedsim.raypool.reuse_actors`).
+    running point's last checkpoint. The client workers (and Ray, for points that run
+    on it) start once and serve every point (:func:`fedsim.run.keep_client_workers`).
     """
-    from fedsim.run import protect_local_ray
+    from fedsim.run import keep_client_workers
 
-    if points:
-        protect_local_ray(points[0].config)  # before Ray is imported
-    from fedsim.raypool import reuse_actors
-
-    with reuse_actors():  # one Ray and one warm actor pool for all points
+    with keep_client_workers([p.config for p in points]):
         return _run_points(points, spec, out, verbose, stream, stop)
 
 

@@ -53,6 +53,17 @@ def run_checks(cfg: Config) -> list[str]:
         problems.append(
             f"simulation.num_gpus_per_client must be 0 or >= {MIN_RESOURCE_FRACTION}; got {gpus}"
         )
+    sim = cfg.simulation
+    if sim.backend == "process" and sim.ray_address:
+        problems.append(
+            "simulation.backend 'process' runs clients on this machine; with "
+            f"simulation.ray_address use backend 'ray' or 'auto'; got {sim.ray_address!r}"
+        )
+    if sim.backend == "process" and gpus:
+        problems.append(
+            "simulation.backend 'process' has no GPU scheduling; with "
+            f"simulation.num_gpus_per_client > 0 use backend 'ray' or 'auto'; got {gpus}"
+        )
     return problems
 
 

@@ -30,6 +30,10 @@ REGRESSION_DATASETS: frozenset[str] = frozenset({"tabular", "diabetes"})
 PartitionName = Literal["iid", "dirichlet", "shards", "natural"]
 #: How an image of another size is brought to ``data.image_size`` (fedsim.data.fit).
 ResizeName = Literal["stretch", "center_crop", "pad"]
+#: How simulated clients run: ``process`` (local worker processes, :mod:`fedsim.procpool`),
+#: ``ray`` (Ray actors; a cluster, GPUs), ``auto`` (``process`` unless a Ray address or a
+#: GPU share per client is given or a GPU is visible).
+SimulationBackend = Literal["auto", "process", "ray"]
 ModelName = Literal["cnn", "resnet9", "resnet18", "mlp", "secprobe_mlp", "secprobe_mlp8"]
 #: Models whose output layer the functional mechanism can train (``functional_head``).
 FUNCTIONAL_MODELS: frozenset[str] = frozenset({"secprobe_mlp", "secprobe_mlp8"})
@@ -329,7 +333,10 @@ class SimulationConfig:
 
     ``num_gpus_per_client`` of ``None`` means: 0 without a visible GPU, otherwise 0.5
     (two clients share one GPU). ``ray_address`` attaches to an existing Ray cluster.
+    ``backend``: see :data:`SimulationBackend`.
     """
+
+    backend: SimulationBackend = "auto"
 
     num_cpus_per_client: float = field(
         default=1.0, metadata=_bounds(ge=MIN_RESOURCE_FRACTION, le=MAX_CLIENT_RESOURCES)

@@ -289,21 +289,102 @@ def calibrate_noise_multiplier(
     def eps_at(sigma: float) -> float:
         return epsilon([SubsampledGaussian(sigma, sample_rate, steps)], delta, accountant, relation)
 
-    lo, hi = 0.0, 1.0
-    while eps_at(hi) > target_epsilon:
-        lo, hi = hi, hi * 2
-        if hi > sigma_max:
-            raise ValueError(
-                f"no noise multiplier <= {sigma_max} reaches epsilon {target_epsilon} "
-                f"(sample rate {sample_rate}, {steps} steps, delta {delta})"
-            )
-    while hi - lo > rel_tol * hi:
-        mid = (lo + hi) / 2
-        if eps_at(mid) > target_epsilon:
-            lo = mid
-        else:
-            hi = mid
-    return hi
+    search = _ReplayedBisection(eps_at, target_epsilon)
+    sigma = search.run(rel_tol, sigma_max, sample_rate, steps, delta)
+    if sigma not in search.known and eps_at(sigma) > target_epsilon:
+        # ε is not monotone in σ near the root (never seen): search every point instead
+        return _ReplayedBisection(eps_at, target_epsilon, replay=False).run(
+            rel_tol, sigma_max, sample_rate, steps, delta
+        )
+    return sigma
+
+
+#: Relative half-width of the bracket around the root that :class:`_ReplayedBisection`
+#: measures before it replays the bisection.
+_BRACKET_REL = 2e-4
+
+
+class _ReplayedBisection:
+    """The bisection ``calibrate_noise_multiplier`` defines — doubling σ from 1 until ε
+    is at most the target, then halving ``[lo, hi]`` until ``hi - lo <= rel_tol * hi`` and
+    returning ``hi`` — with the same result from fewer accountant calls (each ~0.05–0.1 s
+    for PLD).
+
+    ε falls as σ grows, so a point left of a σ known to overshoot overshoots too, and a
+    point right of a σ known to meet the target meets it. A secant search in log-log space
+    first brackets the root to about ±:data:`_BRACKET_REL` (5–7 calls instead of ~12);
+    the bisection is then
+    replayed, evaluating only the points inside that bracket. With ``replay=False``
+    every point is evaluated (the plain bisection). The caller checks the returned σ
+    against the accountant when it was not evaluated itself."""
+
+    def __init__(self, eps_at: object, target: float, *, replay: bool = True) -> None:
+        self._eps_at = eps_at
+        self._target = target
+        self._replay = replay
+        self.known: dict[float, float] = {}
+        self._over = 0.0  # the largest σ known to overshoot the target
+        self._meets = math.inf  # the smallest σ known to meet it
+
+    def _eps(self, sigma: float) -> float:
+        if sigma not in self.known:
+            value = float(self._eps_at(sigma))  # type: ignore[operator]
+            self.known[sigma] = value
+            if value > self._target:
+                self._over = max(self._over, sigma)
+            else:
+                self._meets = min(self._meets, sigma)
+        return self.known[sigma]
+
+    def _overshoots(self, sigma: float) -> bool:
+        if self._replay and sigma <= self._over:
+            return True
+        if self._replay and sigma >= self._meets:
+            return False
+        return self._eps(sigma) > self._target
+
+    def _bracket(self, sigma_max: float) -> None:
+        """Secant steps on log ε(log σ) from σ = 1 until the root lies within
+        ±:data:`_BRACKET_REL`, then one point on each side of it."""
+        log_t = math.log(self._target)
+        x0, e0 = 0.0, math.log(max(self._eps(1.0), 1e-300))
+        x1 = x0 + (e0 - log_t)  # ε ~ 1/σ to start with
+        for _ in range(8):
+            x1 = min(max(x1, -30.0), math.log(sigma_max))
+            e1 = math.log(max(self._eps(math.exp(x1)), 1e-300))
+            if abs(x1 - x0) < 1e-12 or e1 == e0:
+                break
+            x0, x1, e0 = x1, x1 + (log_t - e1) * (x1 - x0) / (e1 - e0), e1
+            if abs(x1 - x0) < _BRACKET_REL / 4:
+                break
+        root = math.exp(x1)
+        if root >= sigma_max:
+            return
+        if self._over < root * (1 - 2 * _BRACKET_REL):  # no point close below the root
+            self._eps(root * (1 - _BRACKET_REL))
+        if self._meets > root * (1 + 2 * _BRACKET_REL):  # none close above it
+            self._eps(min(root * (1 + _BRACKET_REL), sigma_max))
+
+    def run(
+        self, rel_tol: float, sigma_max: float, sample_rate: float, steps: int, delta: float
+    ) -> float:
+        if self._replay:
+            self._bracket(sigma_max)
+        lo, hi = 0.0, 1.0
+        while self._overshoots(hi):
+            lo, hi = hi, hi * 2
+            if hi > sigma_max:
+                raise ValueError(
+                    f"no noise multiplier <= {sigma_max} reaches epsilon {self._target} "
+                    f"(sample rate {sample_rate}, {steps} steps, delta {delta})"
+                )
+        while hi - lo > rel_tol * hi:
+            mid = (lo + hi) / 2
+            if self._overshoots(mid):
+                lo = mid
+            else:
+                hi = mid
+        return hi
 
 
 def clear_caches() -> None:
