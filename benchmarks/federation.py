@@ -3,7 +3,7 @@
 Both arms run in fresh processes and are timed from process start to exit (imports
 included), alternately, ``--repeats`` times:
 
-- **federation**: ``fedsim run`` (Flower's simulation engine, Ray actors, the run
+- **federation**: ``fedsim run`` (Flower's simulation engine, its client workers, the run
   directory, central evaluation every round);
 - **plain loop**: one process that loads the same data and, for every round, calls
   fedsim's client code (:func:`clients.local_round.run_local_round`) for each client in

@@ -27,6 +27,7 @@ import secrets
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -35,7 +36,6 @@ from flwr.clientapp import ClientApp
 from clients.audit_canaries import canary_upload
 from clients.client_store import CarriedState, RoundStore
 from clients.faults import inject_fault
-from clients.local_round import LocalOutcome, LocalTask, run_local_round
 from fedsim import keys
 from fedsim.audit.canaries import canary_of, federation_size
 from fedsim.config import Config, from_run_config
@@ -53,6 +53,9 @@ from fedsim.workload import (
     site_parts,
     use_shared_pool,
 )
+
+if TYPE_CHECKING:
+    from clients.local_round import LocalOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -302,6 +305,8 @@ def _canary_reply(cfg: Config, msg: Message, client_id: int, canary: int) -> Mes
 
 
 def _refused(reason: str) -> LocalOutcome:
+    from clients.local_round import LocalOutcome
+
     return LocalOutcome(
         status=keys.STATUS_REFUSED, ledger=PrivacyLedger(), num_examples=0, reason=reason
     )
@@ -343,6 +348,10 @@ def train_round(
     ``secret_seed``: root of the batch-sampling and noise streams (``None``: ``cfg.seed``).
     The site's data is loaded here (its file, or its simulated partition) and handed over.
     """
+    # imported here: the driver builds this ClientApp without importing Opacus (~1 s);
+    # the workers import it when they start (fedsim.procpool.PRELOAD)
+    from clients.local_round import LocalTask, run_local_round
+
     arrays = msg.content.array_records[keys.ARRAYS]
     train_config = msg.content.config_records[keys.CONFIG]
     raw_bounds = train_config.get(keys.CLIP_BOUNDS)

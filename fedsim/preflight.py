@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from fedsim.config import RELATION_TEXT, Config, DataConfig
 from fedsim.errors import ConfigError, FedsimError
-from fedsim.models import build_model, functional_units, is_dp_compatible
+from fedsim.models import build_model, functional_units, is_dp_compatible, shipped_with_fedsim
 from fedsim.privacy.accounting import Accounting
 from fedsim.privacy.central import CentralDpPlan, central_epsilon, plan_central_dp
 from fedsim.privacy.functional import FunctionalPlan, plan_functional
@@ -195,7 +195,7 @@ def preflight(cfg: Config) -> PreflightReport:
         functional = plan_functional(cfg, *functional_units(model), bundle.task)
         problems += _functional_problems(cfg, functional)
     elif cfg.dp.enabled:
-        dp_errors = is_dp_compatible(model)
+        dp_errors = [] if shipped_with_fedsim(model) else is_dp_compatible(model)
         if dp_errors:
             problems.append(
                 f"model.name {cfg.model.name!r} cannot be trained with Opacus: "

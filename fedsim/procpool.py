@@ -63,7 +63,7 @@ logger = logging.getLogger(__name__)
 #: What the fork server imports before it forks a worker: first the module that points
 #: the server's own output away from the driver's (:mod:`fedsim.forkserver_quiet`), then
 #: the ClientApp's modules.
-PRELOAD = ("fedsim.forkserver_quiet", "clients.client_app")
+PRELOAD = ("fedsim.forkserver_quiet", "clients.client_app", "clients.local_round")
 
 #: The module whose ``RayBackend`` Flower's engine instantiates (``start_vce``).
 SEAM = "flwr.server.superlink.fleet.vce.backend.raybackend"

@@ -50,7 +50,7 @@ _FlowerRayBackend = raybackend.RayBackend
 
 #: What a client actor imports when it is created (:func:`warm_worker`): the ClientApp's
 #: modules (torch, Opacus, the accountants), ~5 s of CPU on this machine's cores.
-WARM_MODULES = ("clients.client_app",)
+WARM_MODULES = ("clients.client_app", "clients.local_round")
 
 
 def warm_worker() -> None:

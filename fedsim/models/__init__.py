@@ -39,6 +39,7 @@ from fedsim.models.base import (
     group_norm,
     is_dp_compatible,
     prefers_ghost_clipping,
+    shipped_with_fedsim,
 )
 from fedsim.models.cnn import TanhCNN
 from fedsim.models.mlp import MLP
@@ -59,4 +60,5 @@ __all__ = [
     "group_norm",
     "is_dp_compatible",
     "prefers_ghost_clipping",
+    "shipped_with_fedsim",
 ]

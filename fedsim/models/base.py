@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-from opacus.validators import ModuleValidator
 from torch import nn
 
 from fedsim.errors import FedsimError
@@ -101,7 +100,16 @@ def is_dp_compatible(model: nn.Module) -> list[str]:
     list[str]
         One message per problem found.
     """
+    from opacus.validators import ModuleValidator  # Opacus costs ~1–2 s to import
+
     return [str(err) for err in ModuleValidator.validate(model, strict=False)]
+
+
+def shipped_with_fedsim(model: nn.Module) -> bool:
+    """Whether ``model`` is one of fedsim's own models, each of which the contract tests
+    validate with Opacus (``tests/test_contracts.py``): the preflight then skips
+    :func:`is_dp_compatible`, and the driver of a run does not import Opacus."""
+    return type(model).__module__.startswith("fedsim.models.")
 
 
 def prefers_ghost_clipping(model: nn.Module) -> bool:
