@@ -156,7 +156,8 @@ def preflight(cfg: Config) -> PreflightReport:
         parts = partitions_for(cfg.data, cfg.seed)
     except FedsimError as exc:
         raise ConfigError([str(exc)]) from None
-    sizes = tuple(training_sizes(cfg)[c] for c in range(len(parts)))  # without held-out
+    by_client = training_sizes(cfg)  # without held-out (once: O(N) per call)
+    sizes = tuple(by_client[c] for c in range(len(parts)))
     empty = [i for i, n in enumerate(sizes) if n == 0]
     if empty:
         problems.append(
