@@ -280,3 +280,17 @@ def test_fast_max_pool_falls_back_for_channels_last_and_under_torch_func() -> No
     fast, ref = per_example(model), per_example(reference)
     for name in ref:
         torch.testing.assert_close(fast[name], ref[name], rtol=0, atol=0)
+
+
+def test_only_fedsims_own_models_skip_the_preflights_opacus_check() -> None:
+    """The preflight asks Opacus only about models fedsim does not ship (the contract
+    tests validate each shipped one); a model defined elsewhere is not taken for one."""
+    from fedsim.models import shipped_with_fedsim
+
+    assert all(shipped_with_fedsim(build_model(n, (1, 28, 28), 2, seed=0)) for n in MODELS.names())
+    assert not shipped_with_fedsim(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)))
+
+    class Elsewhere(nn.Module):
+        pass
+
+    assert not shipped_with_fedsim(Elsewhere())

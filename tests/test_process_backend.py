@@ -254,27 +254,40 @@ def test_runs_share_warm_workers_and_match_a_fresh_run(tmp_path: Path) -> None:
 def test_a_script_without_a_main_guard_runs_without_ray(tmp_path: Path) -> None:
     """Workers do not re-import the driver's main module (a user's script without
     ``if __name__ == "__main__"`` would run again in every worker), and a run on the
-    process backend never imports Ray; nothing is left running after it."""
+    process backend never imports Ray (nor Opacus, in the driver); Flower's telemetry is
+    off unless the user asked for it; nothing is left running after it."""
     script = tmp_path / "go.py"
     script.write_text(
         textwrap.dedent(
             f"""
-            import sys
+            import os, sys
             from fedsim.config import from_dict
             from fedsim.run import run_experiment
             summary = run_experiment(from_dict({TINY!r}), {str(tmp_path / "run")!r})
             print("RAY", "ray" in sys.modules, "ACC", summary["final"]["test_accuracy"])
+            print("OPACUS", "opacus" in sys.modules)
+            print("TELEMETRY", os.environ.get("FLWR_TELEMETRY_ENABLED"))
             """
         )
     )
     before = fork_server_processes()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("FLWR_TELEMETRY_ENABLED", None)
     proc = subprocess.run(
         [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("RAY False ACC") == 1, proc.stdout
+    # the driver never imports Opacus (workers do), and Flower's telemetry is off
+    assert "OPACUS False" in proc.stdout and "TELEMETRY 0" in proc.stdout
     deadline = time.monotonic() + 20
     while fork_server_processes() - before and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not fork_server_processes() - before, "fork server or workers left behind"
+
+
+def test_a_user_can_turn_flowers_telemetry_on() -> None:
+    env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "1"}
+    code = "import os, fedsim; print(os.environ['FLWR_TELEMETRY_ENABLED'])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.stdout.strip() == "1"
