@@ -253,5 +253,8 @@ def test_a_config_the_preflight_refuses_after_the_early_start_exits_2_cleanly(
     assert proc.returncode == 2, out[-3000:]
     assert "dp.epsilon 0.0001 is not reachable" in out and "Traceback" not in out
     assert not (tmp_path / "r" / "metrics.jsonl").exists()
-    time.sleep(2)
+    # the fork server ends once its imports are done and it sees the driver gone
+    deadline = time.monotonic() + 30
+    while not _ours() <= before and time.monotonic() < deadline:
+        time.sleep(0.5)
     assert _ours() <= before, "Ray processes or the fork server left behind"
