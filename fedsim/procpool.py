@@ -66,16 +66,22 @@ logger = logging.getLogger(__name__)
 SEAM = "flwr.server.superlink.fleet.vce.backend.raybackend"
 
 
-def choose_backend(sim: Any, gpu_visible: Callable[[], bool]) -> str:
-    """``process`` or ``ray`` for a ``SimulationConfig``: its ``backend``, where ``auto``
-    is ``ray`` when the clients need Ray (``ray_address``, a GPU share: given, or 0.5 when
-    ``gpu_visible()``) and ``process`` otherwise."""
-    if sim.backend != "auto":
-        return str(sim.backend)
+def client_gpu_share(sim: Any, gpu_visible: Callable[[], bool]) -> float:
+    """Each client's GPU share for a ``SimulationConfig``: ``num_gpus_per_client``, else
+    0.5 when ``gpu_visible()`` (two clients share one GPU) and 0 otherwise."""
     gpus = sim.num_gpus_per_client
     if gpus is None:
         gpus = 0.5 if gpu_visible() else 0.0
-    return "ray" if sim.ray_address or gpus > 0 else "process"
+    return float(gpus)
+
+
+def choose_backend(sim: Any, gpu_visible: Callable[[], bool]) -> str:
+    """``process`` or ``ray`` for a ``SimulationConfig``: its ``backend``, where ``auto``
+    is ``ray`` when the clients need Ray (``ray_address``, a GPU share:
+    :func:`client_gpu_share`) and ``process`` otherwise."""
+    if sim.backend != "auto":
+        return str(sim.backend)
+    return "ray" if sim.ray_address or client_gpu_share(sim, gpu_visible) > 0 else "process"
 
 
 def gpu_device_files() -> bool:
@@ -268,6 +274,7 @@ __all__ = [
     "WorkerPool",
     "WorkerPools",
     "choose_backend",
+    "client_gpu_share",
     "engine_backend",
     "gpu_device_files",
     "pool_spec",

@@ -40,22 +40,15 @@ def simulation_backend(cfg: Config) -> str:
     return choose_backend(cfg.simulation, gpu_visible)
 
 
-def _client_gpus(cfg: Config) -> float:
-    """Each client's GPU share: ``simulation.num_gpus_per_client``, else 0.5 when a GPU
-    is visible (two share one) and 0 otherwise."""
-    gpus = cfg.simulation.num_gpus_per_client
-    if gpus is None:
-        gpus = 0.5 if gpu_visible() else 0.0
-    return float(gpus)
-
-
 def backend_config(cfg: Config) -> dict[str, Any]:
     """Flower's backend config: client resources decide how many clients train at once;
     with the process backend, ``process`` gives its pool (workers: this machine's CPUs
     divided by ``num_cpus_per_client``; torch threads per worker: that share, at least 1,
     as Ray gives an actor)."""
     sim = cfg.simulation
-    gpus = _client_gpus(cfg)
+    from fedsim.procpool import client_gpu_share
+
+    gpus = client_gpu_share(sim, gpu_visible)
     config: dict[str, Any] = {
         # max_restarts: Ray restarts a client worker that died (crash, OOM kill) instead
         # of leaving a dead actor in Flower's pool, which would fail every later message
