@@ -4,6 +4,11 @@ Times the whole process (imports, Ray, every round, shut-down) ``--repeats`` tim
 fresh processes and prints the median with the run's test accuracy and ε, which must
 stay those of the README (accuracy 0.82, ε 4.00 replace-one at seed 0).
 
+Before each run it times this machine's speed at that moment: the median plain SGD step of
+the default CNN on one thread (``benchmarks/dp_step.py``'s non-private arm). This VM's
+speed changes by up to ~2× between hours (14.7 ms on 2026-11-30, 22–37 ms on 2026-12-01),
+so quickstart times compare only at similar reference times.
+
     PYTHONPATH=. python benchmarks/quickstart_time.py [--repeats 3] [--json F]
 """
 
@@ -17,12 +22,26 @@ import tempfile
 from pathlib import Path
 
 from benchtools import timed_run
+from dp_step import plain_step_time
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def reference_ms() -> float:
+    """This machine's speed now: ms of a plain SGD step of the CNN on one thread."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return round(plain_step_time(64, 2, 30) * 1e3, 2)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def once(out: Path) -> dict:
     """One timed quickstart run into ``out``."""
+    reference = reference_ms()
     cmd = [sys.executable, "-m", "fedsim.cli", "run", "experiments/quickstart.yaml"]
     wall = timed_run([*cmd, "--out", str(out)], "quickstart")
     summary = json.loads((out / "summary.json").read_text())
@@ -31,6 +50,7 @@ def once(out: Path) -> dict:
         "wall_s": round(wall, 2),
         "accuracy": summary["final"]["test_accuracy"],
         "max_epsilon": round(eps, 3),
+        "reference_step_ms": reference,
     }
 
 
@@ -46,8 +66,17 @@ def main(argv: list[str] | None = None) -> dict:
             runs.append(once(Path(tmp) / f"run-{r}"))
             print(f"run {r + 1}: {runs[-1]}", flush=True)
     median = statistics.median(r["wall_s"] for r in runs)
-    result = {"benchmark": "quickstart_time", "runs": runs, "median_wall_s": median}
-    print(f"quickstart: median {median:.1f} s over {len(runs)} runs (target 35 s)")
+    reference = statistics.median(r["reference_step_ms"] for r in runs)
+    result = {
+        "benchmark": "quickstart_time",
+        "runs": runs,
+        "median_wall_s": median,
+        "median_reference_step_ms": reference,
+    }
+    print(
+        f"quickstart: median {median:.1f} s over {len(runs)} runs (target 35 s); "
+        f"machine reference: plain CNN step {reference:.1f} ms (14.7 ms on 2026-11-30)"
+    )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return result

@@ -9,6 +9,7 @@ a layer left out of the sum or a layer summed without its factor fails here.
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 import torch
@@ -19,7 +20,10 @@ from torch.utils.data import DataLoader, TensorDataset
 from clients.bookkeeping import (
     BookkeepingGradSampleModule,
     BookkeepingLoss,
+    BookkeepingPrivacyEngine,
     bookkeeping_supported,
+    conv2d_grad_sample,
+    group_norm_grad_sample,
 )
 from clients.opacus_adapter import make_private
 from fedsim.models import build_model
@@ -64,7 +68,6 @@ def _one_pass(model: nn.Module, x: torch.Tensor, sigma: float = 0.0):
     )
 
 
-@pytest.mark.filterwarnings("ignore:Full backward hook is firing")
 @pytest.mark.parametrize(
     ("name", "shape", "n"),
     [
@@ -98,6 +101,83 @@ def test_clipped_sums_equal_per_example_gradients_clipped_independently(
         torch.testing.assert_close(p.grad, expected[pname], rtol=1e-4, atol=1e-4 * scale)
     gap = sum(float((raw[k] - expected[k]).norm()) for k in raw)
     assert gap > 1.0  # clipping changed the sum: an unclipped .grad would have failed above
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("keep_limit", [1 << 24, 0], ids=["kept-per-example", "recomputed"])
+def test_either_loss_reduction_gives_the_clipped_sums_without_module_backward_hooks(
+    reduction: str, keep_limit: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The mean's factor n is applied to the norms and factors, not to the output
+    gradients: both reductions must give the same clipped sums, and no layer may carry a
+    module backward hook (they wrap every layer's output in extra autograd functions)."""
+    monkeypatch.setattr("clients.bookkeeping.KEEP_LIMIT", keep_limit)
+    model = build_model("cnn", (1, 28, 28), 3, seed=0)
+    x, y = _batch((1, 28, 28), 16, 3)
+    expected, _, _ = _reference(copy.deepcopy(model), x, y)
+    engine = BookkeepingPrivacyEngine(accountant="rdp")
+    module, _, criterion, _ = engine.make_private(
+        module=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        criterion=nn.CrossEntropyLoss(reduction=reduction),
+        data_loader=DataLoader(TensorDataset(x, y), batch_size=16),
+        noise_multiplier=0.0,
+        max_grad_norm=C,
+        grad_sample_mode="ghost",
+        loss_reduction=reduction,
+    )
+    assert not any(m._backward_hooks for m in module.modules())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. "Full backward hook is firing ..."
+        criterion(module(x), y).backward()
+    for name, p in module._module.named_parameters():
+        scale = float(expected[name].abs().max()) + 1e-12
+        torch.testing.assert_close(p.grad, expected[name], rtol=1e-4, atol=1e-4 * scale)
+
+
+def test_group_norm_samples_equal_opacus_samples() -> None:
+    layer = nn.GroupNorm(4, 8)
+    nn.init.normal_(layer.weight)
+    gen = torch.Generator().manual_seed(3)
+    x, g = torch.randn(5, 8, 6, 7, generator=gen), torch.randn(5, 8, 6, 7, generator=gen)
+    opacus = BookkeepingGradSampleModule.GRAD_SAMPLERS[nn.GroupNorm](layer, [x], g)
+    mine = group_norm_grad_sample(layer, [x], g)
+    assert mine.keys() == opacus.keys() == {layer.weight, layer.bias}
+    for p in mine:
+        torch.testing.assert_close(mine[p], opacus[p], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        {"in_channels": 16, "out_channels": 32, "kernel_size": 3, "padding": 1},
+        {
+            "in_channels": 16,
+            "out_channels": 8,
+            "kernel_size": 3,
+            "stride": 2,
+            "padding": (1, 0),
+            "dilation": 2,
+            "groups": 2,
+            "bias": False,
+        },
+        {"in_channels": 8, "out_channels": 4, "kernel_size": (3, 5), "padding": 2},
+        {"in_channels": 3, "out_channels": 4, "kernel_size": 3},  # few channels: Opacus'
+        {"in_channels": 8, "out_channels": 4, "kernel_size": 3, "padding": "same"},
+    ],
+    ids=["cnn-conv2", "strided-dilated-grouped", "rectangular", "three-channels", "same"],
+)
+def test_convolution_samples_equal_opacus_samples(layout: dict) -> None:
+    layer = nn.Conv2d(**layout)
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(5, layout["in_channels"], 13, 11, generator=gen)
+    with torch.no_grad():
+        g = torch.randn(layer(x).shape, generator=gen)
+    opacus = BookkeepingGradSampleModule.GRAD_SAMPLERS[nn.Conv2d](layer, [x], g)
+    mine = conv2d_grad_sample(layer, [x], g)
+    assert mine.keys() == opacus.keys()
+    for p in mine:
+        torch.testing.assert_close(mine[p], opacus[p], rtol=1e-5, atol=1e-5)
 
 
 def test_an_empty_batch_gives_zero_sums_and_scaled_losses_stay_one_pass() -> None:

@@ -25,7 +25,7 @@ from fedsim.privacy import (
     dp_sgd_schedule,
     epsilon,
 )
-from fedsim.privacy.accounting import _RDP_ORDERS
+from fedsim.privacy.accounting import _RDP_ORDERS, PLD_DISCRETIZATION
 from fedsim.privacy.planning import epsilon_after_rounds, plan_dp_sgd
 
 ORDERS = list(_RDP_ORDERS)  # same grid, independent RDP implementation (Opacus)
@@ -56,9 +56,10 @@ def test_epsilon_agrees_with_opacus_rdp(sigma: float, q: float, steps: int) -> N
     ours = epsilon([SubsampledGaussian(sigma, q, steps)], 1e-5, "rdp", "add_remove")
     theirs = opacus_epsilon(sigma, q, steps, 1e-5)
     # same order grid, two implementations (dp-accounting vs Opacus) whose RDP -> (ε, δ)
-    # conversions differ slightly: within 2% (3% at large ε, where the best order sits at
-    # the low end of the grid and the conversions differ most)
-    assert ours == pytest.approx(theirs, rel=0.02 if theirs < 10 else 0.03)
+    # conversions differ slightly: within 2% below ε 10; above, where the best order sits at
+    # the low end of the grid and the conversions differ most, up to 3.5% on a grid over this
+    # domain (σ 2, q 0.3, 300 steps: 16.88 vs 16.31), so 5%
+    assert ours == pytest.approx(theirs, rel=0.02 if theirs < 10 else 0.05)
 
 
 def test_composition_adds_up() -> None:
@@ -174,6 +175,31 @@ def test_epsilon_is_cached_and_equal_to_a_fresh_computation(
     clear_caches()
     assert epsilon(events, 1e-5) == fresh
     assert compositions() == 4 + 2
+
+
+@pytest.mark.parametrize("relation", ["replace_one", "add_remove"])
+def test_a_cached_step_pld_gives_dp_accountings_epsilon_after_any_reuse(relation: str) -> None:
+    # ε from fedsim (one cached step PLD, reused for every step count) against
+    # dp-accounting's own PLD accountant built afresh for each composition
+    import dp_accounting
+    from dp_accounting.pld import pld_privacy_accountant
+
+    kind = {
+        "replace_one": dp_accounting.NeighboringRelation.REPLACE_ONE,
+        "add_remove": dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE,
+    }[relation]
+    clear_caches()
+    for steps in (72, 144, 576, 72):
+        if steps == 576:
+            clear_caches()  # a cold cache in the middle, too
+        mine = epsilon([SubsampledGaussian(1.3, 0.03, steps)], 1e-4, relation=relation)  # type: ignore[arg-type]
+        acc = pld_privacy_accountant.PLDAccountant(
+            kind, value_discretization_interval=PLD_DISCRETIZATION
+        )
+        acc.compose(
+            dp_accounting.PoissonSampledDpEvent(0.03, dp_accounting.GaussianDpEvent(1.3)), steps
+        )
+        assert mine == pytest.approx(acc.get_epsilon(1e-4), rel=1e-9)
 
 
 def test_huge_pure_events_compose_basically_instead_of_overflowing() -> None:
