@@ -31,10 +31,11 @@ Three changes of speed, not of result. The layers' outputs are noted in the forw
 and autograd is asked for their gradients only
 (:meth:`BookkeepingGradSampleModule.backpropagate`), instead of a module backward hook
 per layer and a full ``backward()``: the parameters' unclipped summed gradients, which
-the clipped sums replace, are never computed. A mean-reduced loss's factor n (the batch
-size) multiplies the norms and the clipping factors instead of every output gradient.
-GroupNorm's per-example gradients are reduced with ``sum``
-(:func:`group_norm_grad_sample`).
+the clipped sums replace, are never computed. (A layer output changed in place before the
+backward pass, as by ``nn.ReLU(inplace=True)``, is refused, as Opacus' hooks refused it.)
+A mean-reduced loss's factor n (the batch size) multiplies the norms and the clipping
+factors instead of every output gradient. GroupNorm's per-example gradients are reduced
+with ``sum`` (:func:`group_norm_grad_sample`).
 
 OPACUS INTERNALS (opacus 1.6): subclasses ``GradSampleModuleFastGradientClipping``
 (overrides ``add_hooks``, mirroring its bookkeeping of ``autograd_grad_sample_hooks``, and
@@ -245,9 +246,10 @@ class BookkeepingGradSampleModule(GradSampleModuleFastGradientClipping):
     def __init__(self, m: nn.Module, **kwargs: Any) -> None:
         super().__init__(m, **kwargs)
         self._kept: list[_Kept] = []
-        #: Each hooked layer call of the pending forward pass: the layer, its output and
-        #: the reduction and batch layout to read the output's gradient with.
-        self._outputs: list[tuple[nn.Module, torch.Tensor, str, bool]] = []
+        #: Each hooked layer call of the pending forward pass: the layer, its output, the
+        #: output's version counter then, and the reduction and batch layout to read the
+        #: output's gradient with.
+        self._outputs: list[tuple[nn.Module, torch.Tensor, int, str, bool]] = []
 
     def add_hooks(
         self,
@@ -292,7 +294,9 @@ class BookkeepingGradSampleModule(GradSampleModuleFastGradientClipping):
             raise NotImplementedError(
                 f"book-keeping clipping needs {type(module).__name__} to return one tensor"
             )
-        self._outputs.append((module, forward_output, loss_reduction, batch_first))
+        self._outputs.append(
+            (module, forward_output, forward_output._version, loss_reduction, batch_first)
+        )
 
     def backpropagate(self, loss: torch.Tensor) -> None:
         """Back-propagate ``loss`` to the noted layer outputs only, then compute each layer's
@@ -308,8 +312,16 @@ class BookkeepingGradSampleModule(GradSampleModuleFastGradientClipping):
         if not outputs:  # nothing was captured: autograd as usual (no norms follow)
             loss.backward()
             return
-        grads = torch.autograd.grad(loss, [out for _, out, _, _ in outputs], allow_unused=True)
-        for (module, _, reduction, batch_first), grad in zip(
+        for module, out, version, _, _ in outputs:
+            if out._version != version:  # its gradient would be that of the modified tensor
+                raise RuntimeError(
+                    f"book-keeping clipping needs the output of each trainable layer unchanged "
+                    f"until backward, but the output of {type(module).__name__} was modified "
+                    "in place (an in-place activation such as nn.ReLU(inplace=True), or +=); "
+                    "use the out-of-place operation"
+                )
+        grads = torch.autograd.grad(loss, [out for _, out, _, _, _ in outputs], allow_unused=True)
+        for (module, _, _, reduction, batch_first), grad in zip(
             reversed(outputs), reversed(grads), strict=True
         ):
             if grad is not None:  # None: the output did not reach the loss

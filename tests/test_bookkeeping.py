@@ -210,3 +210,16 @@ def test_unsupported_layers_and_reuse_are_refused() -> None:
     private = _one_pass(Twice(), x)
     with pytest.raises(NotImplementedError, match="applied twice"):
         private.criterion(private.model(x), torch.zeros(8, dtype=torch.long)).backward()
+
+
+def test_a_layer_output_changed_in_place_is_refused() -> None:
+    # autograd would return the gradient of the modified tensor, not of the layer's output:
+    # per-example norms from it would be wrong, so the step must not run
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(16, 2))
+    x = torch.rand(8, 1, 4, 4)
+    private = _one_pass(model, x)
+    with pytest.raises(RuntimeError, match="Conv2d was modified in place"):
+        private.criterion(private.model(x), torch.zeros(8, dtype=torch.long)).backward()
+    out_of_place = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(16, 2))
+    private = _one_pass(out_of_place, x)
+    private.criterion(private.model(x), torch.zeros(8, dtype=torch.long)).backward()
