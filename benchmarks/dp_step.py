@@ -51,11 +51,10 @@ def _median_step(step: Callable[[], None], steps: int) -> float:
     return statistics.median(times)
 
 
-def plain_step_time(batch: int, classes: int, steps: int) -> float:
-    """Median seconds of a non-private SGD step (forward, backward, update)."""
+def plain_step(x: torch.Tensor, y: torch.Tensor, classes: int) -> Callable[[], None]:
+    """One non-private SGD step (forward, backward, update) of a fresh CNN on ``x, y``."""
     model = build_model("cnn", SHAPE, classes, seed=0)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
-    x, y = _batch(batch, classes)
     criterion = nn.CrossEntropyLoss()
 
     def step() -> None:
@@ -63,7 +62,12 @@ def plain_step_time(batch: int, classes: int, steps: int) -> float:
         criterion(model(x), y).backward()
         optimizer.step()
 
-    return _median_step(step, steps)
+    return step
+
+
+def plain_step_time(batch: int, classes: int, steps: int) -> float:
+    """Median seconds of a non-private SGD step (forward, backward, update)."""
+    return _median_step(plain_step(*_batch(batch, classes), classes), steps)
 
 
 def dp_step_time(batch: int, classes: int, steps: int, mode: str) -> float:

@@ -23,7 +23,7 @@ from pathlib import Path
 from types import ModuleType
 
 import torch
-from dp_step import SHAPE, _batch
+from dp_step import SHAPE, _batch, plain_step
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -63,19 +63,6 @@ def _dp_step(module: ModuleType, x: torch.Tensor, y: torch.Tensor) -> Callable[[
     return step
 
 
-def _plain_step(x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
-    model = build_model("cnn", SHAPE, 2, seed=0)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
-    criterion = nn.CrossEntropyLoss()
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        criterion(model(x), y).backward()
-        optimizer.step()
-
-    return step
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--base", type=Path, required=True, help="the other checkout")
@@ -89,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
     steps = {
         "base": _dp_step(_load("onepass_base", args.base / "clients/bookkeeping.py"), x, y),
         "this": _dp_step(_load("onepass_this", ROOT / "clients/bookkeeping.py"), x, y),
-        "plain": _plain_step(x, y),
+        "plain": plain_step(x, y, 2),
     }
     times: dict[str, list[float]] = {name: [] for name in steps}
     for step in steps.values():
