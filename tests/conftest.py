@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import uuid
+
 import pytest
+from session_procs import SESSION_ENV
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Mark this pytest process (one per worker under ``pytest -n``): the processes its
+    tests start inherit the mark, so checks for left-behind processes count only this
+    session's (:mod:`session_procs`)."""
+    os.environ[SESSION_ENV] = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from session_procs import of_this_session
 
 from fedsim.config import from_dict
 from fedsim.errors import ConfigError
@@ -62,7 +63,8 @@ def echo_app() -> Echo:
 
 
 def fork_server_processes() -> set[int]:
-    """Processes running multiprocessing's fork server or one of its children."""
+    """Processes running multiprocessing's fork server or one of its children that this
+    test session started (:mod:`session_procs`)."""
     found = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -73,7 +75,7 @@ def fork_server_processes() -> set[int]:
             continue
         if b"multiprocessing.forkserver" in cmd:
             found.add(int(entry.name))
-    return found
+    return of_this_session(found)
 
 
 def _timeless(run_dir: Path) -> str:
