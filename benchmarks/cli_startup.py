@@ -4,7 +4,10 @@ Runs ``python -m fedsim.cli ARGS`` in a fresh interpreter ``--repeats`` times pe
 (``--help``, ``run --help``, ``certs``, ``node keygen``, ``superlink --dry-run``; the
 commands alternating, so that a busy machine slows all alike) and prints the median wall
 seconds of each; target <= 0.5 s. The worktree holding this script is put first on
-``PYTHONPATH``, so the code timed is this checkout's.
+``PYTHONPATH``, so the code timed is this checkout's. A bare ``python -c pass``, timed in
+the same rounds, shows this machine's interpreter start-up at that moment (0.03 s on a
+normal day here, 0.15–0.24 s in the slow hours of 2026-12-01), so that figures taken on
+different days compare.
 
     python benchmarks/cli_startup.py [--repeats 5] [--quick] [--json results.json]
 """
@@ -34,15 +37,23 @@ COMMANDS: dict[str, list[str]] = {
 }
 
 
+#: The bare interpreter's start-up, timed beside the commands (not part of the target).
+REFERENCE = ("python -c pass", ["-c", "pass"])
+
+
 def time_command(args: Sequence[str], cwd: Path) -> float:
     """Wall seconds of one ``python -m fedsim.cli ARGS`` in a fresh interpreter."""
+    return _time_python(["-m", "fedsim.cli", *args], cwd)
+
+
+def _time_python(argv: Sequence[str], cwd: Path) -> float:
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
     start = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "fedsim.cli", *args],
+        [sys.executable, *argv],
         cwd=cwd,
         env=env,
         check=True,
@@ -55,6 +66,7 @@ def time_command(args: Sequence[str], cwd: Path) -> float:
 def measure(repeats: int) -> dict[str, Any]:
     """Median seconds per command over ``repeats`` alternating rounds (after one warm-up)."""
     times: dict[str, list[float]] = {name: [] for name in COMMANDS}
+    bare: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         cwd = Path(tmp)
         for i in range(repeats + 1):
@@ -62,6 +74,8 @@ def measure(repeats: int) -> dict[str, Any]:
                 seconds = time_command(args, cwd)
                 if i > 0:  # the first round warms the OS file cache
                     times[name].append(seconds)
+            if i > 0:
+                bare.append(_time_python(REFERENCE[1], cwd))
     medians = {name: statistics.median(t) for name, t in times.items()}
     return {
         "python": sys.version.split()[0],
@@ -69,6 +83,7 @@ def measure(repeats: int) -> dict[str, Any]:
         "target_seconds": TARGET_SECONDS,
         "median_seconds": medians,
         "samples_seconds": times,
+        "python_startup_seconds": statistics.median(bare),
         "met": all(m <= TARGET_SECONDS for m in medians.values()),
     }
 
@@ -84,6 +99,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for name, seconds in result["median_seconds"].items():
         print(f"fedsim {name}: median {seconds:.3f} s over {result['repeats']} runs")
     print(f"target <= {TARGET_SECONDS} s: {'met' if result['met'] else 'MISSED'}")
+    print(f"{REFERENCE[0]}: median {result['python_startup_seconds']:.3f} s (this machine now)")
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return result
