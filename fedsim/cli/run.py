@@ -16,7 +16,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from fedsim import __version__
 from fedsim.cli.base import (
@@ -28,10 +28,10 @@ from fedsim.cli.base import (
 )
 from fedsim.config import Config, apply_overrides, from_dict, load, read_yaml
 from fedsim.errors import ConfigError, FedsimError
-from fedsim.progress import RoundProgress, final_line
-from fedsim.records import RoundRecord
-from fedsim.rundir import CONFIG_FILE, METRICS_FILE
 from fedsim.sweep import SWEEP_KEY, expand, point_problems, split_sweep
+
+if TYPE_CHECKING:  # run-directory modules import numpy: `fedsim --help` does not need it
+    from fedsim.records import RoundRecord
 
 
 class Progress:
@@ -42,6 +42,8 @@ class Progress:
     """
 
     def __init__(self, cfg: Config, stream: TextIO, prefix: str = "") -> None:
+        from fedsim.progress import RoundProgress
+
         self.lines = RoundProgress(cfg)
         self.stream = stream
         self.prefix = prefix
@@ -52,6 +54,8 @@ class Progress:
 
 
 def _holds_run(path: Path) -> bool:
+    from fedsim.rundir import METRICS_FILE
+
     return (path / METRICS_FILE).exists()
 
 
@@ -126,6 +130,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def load_resolved(run_dir: Path) -> Config:
     """The resolved config a run directory ran with (its ``config.yaml``)."""
+    from fedsim.rundir import CONFIG_FILE
+
     path = run_dir / CONFIG_FILE
     if not path.is_file():
         raise FedsimError(f"--resume {str(run_dir)!r}: no {CONFIG_FILE}; not a run directory")
@@ -162,6 +168,7 @@ def run_command(
 
 
 def _run_command(args: argparse.Namespace, cfg: Config, out_dir: Path, resume: bool) -> int:
+    from fedsim.progress import final_line
     from fedsim.run import RunInterruptedError, run_experiment
 
     progress = Progress(cfg, sys.stderr)

@@ -29,7 +29,6 @@ from fedsim.cli.run import Progress, stop_on_signals
 from fedsim.config import Config, apply_overrides, from_dict, read_yaml
 from fedsim.errors import ConfigError, FedsimError, RunInterruptedError
 from fedsim.files import write_atomic
-from fedsim.rundir import CONFIG_FILE, SUMMARY_FILE, read_summary
 from fedsim.sweep import (
     POINTS_DIR,
     SWEEP_DEFINITION_FILE,
@@ -66,6 +65,8 @@ def _check_same_sweep(out: Path, definition: dict[str, Any]) -> None:
 
 def _finished(point_dir: Path, cfg: Config) -> dict[str, Any] | None:
     """The summary of a finished run of ``cfg`` in ``point_dir``, else None."""
+    from fedsim.rundir import CONFIG_FILE, SUMMARY_FILE, read_summary
+
     if not (point_dir / SUMMARY_FILE).exists() or not (point_dir / CONFIG_FILE).exists():
         return None
     try:
