@@ -23,7 +23,7 @@ from pathlib import Path
 
 from fedsim import keys
 from fedsim.deploy.certs import CA_CERT, SERVER_CERT, SERVER_KEY
-from fedsim.deploy.front import FrontSpec
+from fedsim.deploy.front_spec import FrontSpec
 from fedsim.errors import FedsimError
 
 INSECURE_WARNING = (

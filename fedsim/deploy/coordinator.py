@@ -17,7 +17,8 @@ import subprocess
 import sys
 import time
 
-from fedsim.deploy.front import FrontSpec, serve_front
+from fedsim.deploy.front import serve_front
+from fedsim.deploy.front_spec import FrontSpec
 from fedsim.errors import FedsimError
 
 #: Seconds to wait for ``flower-superlink`` to listen.

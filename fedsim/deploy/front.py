@@ -31,7 +31,6 @@ import signal
 import ssl
 import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -40,6 +39,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from fedsim.deploy.front_spec import FrontSpec
 
 logger = logging.getLogger(__name__)
 
@@ -64,19 +65,6 @@ _HOP_HEADERS = frozenset(
         "content-length",
     }
 )
-
-
-@dataclass(frozen=True)
-class FrontSpec:
-    """Ports and files of the coordinator's front (see the module docstring)."""
-
-    host: str
-    fleet_port: int
-    control_port: int
-    upstream_port: int
-    ca_cert: Path
-    server_cert: Path
-    server_key: Path
 
 
 def allowed(path: str, prefixes: tuple[str, ...]) -> bool:
