@@ -4,7 +4,7 @@ Each benchmark runs in its own process (``python benchmarks/NAME.py [--quick] --
 one after the other, so that no two share the machine; the figures land in
 ``--out`` (default ``benchmarks/results/``), one ``NAME.json`` each, plus
 ``machine.json`` describing where they were taken. ``--quick`` is the ~5-minute subset
-(fewer repeats and sizes); without it every benchmark runs in full (about an hour here).
+(fewer repeats and sizes); without it every benchmark runs in full (about 11 minutes here).
 ``benchmarks/RESULTS.md`` reports a full run.
 
     python benchmarks/run_all.py [--quick] [--only NAME ...] [--out DIR]
