@@ -248,6 +248,29 @@ def test_calibration_equals_the_plain_bisection_with_fewer_accountant_calls(
     assert calibrate_noise_multiplier(target, 1e-4, q, steps, accountant, relation) == results[True]
 
 
+@pytest.mark.parametrize("relation", ["replace_one", "add_remove"])
+@pytest.mark.parametrize("target", [0.5, 4.0, 20.0])
+@pytest.mark.parametrize(("q", "steps"), [(0.01, 1000), (64 / 826, 208), (0.5, 6), (1.0, 5)])
+def test_the_search_starts_near_the_calibrated_sigma(
+    relation: str, target: float, q: float, steps: int
+) -> None:
+    """The central-limit start lands near the PLD's σ (0.9–1.4× under add/remove, 1.0–2.1×
+    under replace-one on this grid): with the wrong sensitivity under replace-one (1
+    instead of 2) it would start at about half, with none at all at σ = 1."""
+    from fedsim.privacy.accounting import _starting_sigma
+
+    start = _starting_sigma(target, 1e-5, q, steps, relation)  # type: ignore[arg-type]
+    sigma = calibrate_noise_multiplier(target, 1e-5, q, steps, "pld", relation)  # type: ignore[arg-type]
+    assert 0.85 <= start / sigma <= 2.3, (start, sigma)
+
+
+def test_the_search_starts_at_one_where_the_approximation_has_no_answer() -> None:
+    from fedsim.privacy.accounting import _starting_sigma
+
+    assert _starting_sigma(1000.0, 1e-5, 0.1, 10, "replace_one") == 1.0  # e^ε overflows
+    assert _starting_sigma(4.0, 1.0, 0.1, 10, "add_remove") == 1.0  # no μ-GDP reaches δ = 1
+
+
 @pytest.mark.parametrize(("low", "high"), [(1.9, 1.95), (1.96, 1.99), (1.1, 1.3), (2.0, 2.2)])
 def test_calibration_meets_the_target_even_when_epsilon_is_not_monotone(
     monkeypatch: pytest.MonkeyPatch, low: float, high: float
