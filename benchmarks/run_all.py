@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Benchmarks in the order they run (fast and pure first, whole federations last).
 BENCHMARKS = (
     "cli_startup",
+    "calibration",
     "dp_step",
     "local_round",
     "ghost_clipping",
