@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from clients.audit_canaries import CanaryRecords, canary_records
+from clients.batched import BatchedTensorDataset, collate_stacked
 from clients.functional_round import train_functional
 from clients.opacus_adapter import (
     make_private,
@@ -245,9 +246,10 @@ def run_local_round(
         cx, cy = canaries.data(tuple(split.x.shape[1:]))
         x, y = torch.cat([x, cx]), torch.cat([y.long(), cy])
     loader = DataLoader(
-        TensorDataset(x, y),
+        BatchedTensorDataset(x, y),  # a batch in one indexing (the same tensors)
         batch_size=cfg.client.batch_size,
         shuffle=True,
+        collate_fn=collate_stacked,
         generator=torch_generator(root, "batches", client_id, task.server_round),
     )
     scorer = RoundScorer(

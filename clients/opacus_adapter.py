@@ -187,7 +187,9 @@ def _public_schedule_loader(loader: DataLoader, steps: int) -> DPDataLoader:
     q = 1.0 / steps
     while int(1 / q) < steps:
         q = math.nextafter(q, 0.0)
-    dp_loader = DPDataLoader(loader.dataset, sample_rate=q, generator=loader.generator)
+    dp_loader = DPDataLoader(
+        loader.dataset, sample_rate=q, generator=loader.generator, collate_fn=loader.collate_fn
+    )
     if len(dp_loader) != steps:  # Opacus changed how it derives the step count
         raise RuntimeError(f"Poisson loader has {len(dp_loader)} steps, expected {steps}")
     return dp_loader
