@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = (
     "cli_startup",
     "calibration",
+    "batch_gather",
     "dp_step",
     "local_round",
     "ghost_clipping",
