@@ -17,14 +17,13 @@ To compare versions by ``PYTHONPATH``, run it from a directory without a ``fedsi
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchtools import actor_rss, pss, tree_rss
+from benchtools import actor_rss, pss, tree_rss, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,8 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"actors' growth round 1 -> {len(rows)}: {result['growth_gib']:+.2f} GiB in total; "
         f"peak of the process tree {result['peak_tree_gib']:.2f} GiB"
     )
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+    write_json(result, args.json)
     return result
 
 

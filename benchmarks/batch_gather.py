@@ -15,7 +15,6 @@ drew the same tensors.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from collections.abc import Sequence
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from benchtools import write_json
 from opacus.data_loader import DPDataLoader
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
@@ -86,8 +86,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f"{medians['tensor_dataset']:.3f} ms, batched {medians['batched']:.3f} ms per batch "
         f"(medians of {len(ms['batched'])} repeats x {args.passes} passes); same batches: {same}"
     )
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+    write_json(result, args.json)
     return result
 
 

@@ -1,13 +1,16 @@
-"""What the benchmarks share: timing a command in a fresh process, and the resident
-memory of process trees and of Flower's client actors, read from ``/proc``. (Run the
-benchmarks as scripts, ``python benchmarks/NAME.py``, so that this module is importable.)"""
+"""What the benchmarks share: timing a command in a fresh process, writing a result as
+JSON, and the resident memory of process trees and of Flower's client actors, read from
+``/proc``. (Run the benchmarks as scripts, ``python benchmarks/NAME.py``, so that this
+module is importable.)"""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,3 +86,9 @@ def timed_run(cmd: list[str], what: str) -> float:
     if proc.returncode != 0:
         raise SystemExit(f"{what} failed:\n{proc.stderr[-2000:]}")
     return wall
+
+
+def write_json(result: Any, path: Path | None) -> None:
+    """Write a benchmark's ``result`` to ``path`` as indented JSON (nothing when ``None``)."""
+    if path is not None:
+        path.write_text(json.dumps(result, indent=2) + "\n")

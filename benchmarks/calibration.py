@@ -13,12 +13,13 @@ that both return the same σ (the replayed bisection decides it, not the start).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from benchtools import write_json
 
 from fedsim.privacy import accounting
 
@@ -81,8 +82,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f"central-limit start {medians['central_limit']:.3f} s (medians of "
         f"{len(seconds['sigma_one'])}); same sigma: {same}"
     )
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+    write_json(result, args.json)
     return result
 
 

@@ -15,7 +15,6 @@ different days compare.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -25,6 +24,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from benchtools import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_SECONDS = 0.5
@@ -100,8 +101,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         print(f"fedsim {name}: median {seconds:.3f} s over {result['repeats']} runs")
     print(f"target <= {TARGET_SECONDS} s: {'met' if result['met'] else 'MISSED'}")
     print(f"{REFERENCE[0]}: median {result['python_startup_seconds']:.3f} s (this machine now)")
-    if args.json is not None:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(result, args.json)
     return result
 
 

@@ -15,7 +15,6 @@ the median of those medians is reported, and their ratio (target <= 2.3).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 import warnings
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from benchtools import write_json
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -144,8 +144,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f"({result['grad_sample_mode']}) {result['dp_ms']:.1f} ms/step, ratio "
         f"{result['ratio']:.2f} (target <= {TARGET_RATIO}: {'met' if result['met'] else 'MISSED'})"
     )
-    if args.json is not None:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(result, args.json)
     return result
 
 

@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 import yaml
-from benchtools import timed_run
+from benchtools import timed_run, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -120,8 +120,7 @@ def main(argv: list[str] | None = None) -> dict:
                 f"(target {'1.10' if dp else '1.30'})",
                 flush=True,
             )
-    if args.json:
-        args.json.write_text(json.dumps({"benchmark": "federation", "results": results}, indent=2))
+    write_json({"benchmark": "federation", "results": results}, args.json)
     return results
 
 

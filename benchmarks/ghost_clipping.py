@@ -10,13 +10,13 @@ timed alternately, so that a busy machine slows both alike.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 import warnings
 from pathlib import Path
 
 import torch
+from benchtools import write_json
 from torch.utils.data import DataLoader, TensorDataset
 
 from clients.opacus_adapter import make_private
@@ -91,9 +91,9 @@ def main(argv: list[str] | None = None) -> dict:
             f"{model_name}: hooks {hooks * 1e3:.1f} ms/step, ghost {ghost * 1e3:.1f} ms/step, "
             f"ghost/hooks {ghost / hooks:.2f}"
         )
-    if args.json:
-        out = {"benchmark": "ghost_clipping", "threads": args.threads, "results": results}
-        args.json.write_text(json.dumps(out, indent=2))
+    write_json(
+        {"benchmark": "ghost_clipping", "threads": args.threads, "results": results}, args.json
+    )
     return results
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import json
 import pstats
 import statistics
 import time
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from benchtools import write_json
 from opacus import PrivacyEngine
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -213,8 +213,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     if args.profile is not None:
         pstats.Stats(str(args.profile)).sort_stats("cumulative").print_stats(25)
-    if args.json is not None:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(result, args.json)
     return result
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import statistics
 import sys
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 from types import ModuleType
 
 import torch
+from benchtools import write_json
 from dp_step import SHAPE, _batch, plain_step
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -103,8 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"{ms['this']:.1f} ms ({result['this_over_plain']:.2f}x plain), plain "
         f"{ms['plain']:.1f} ms; this/base {result['this_over_base']:.3f}"
     )
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+    write_json(result, args.json)
     return result
 
 

@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchtools import timed_run
+from benchtools import timed_run, write_json
 from dp_step import plain_step_time
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,8 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"quickstart: median {median:.1f} s over {len(runs)} runs (target 35 s); "
         f"machine reference: plain CNN step {reference:.1f} ms (14.7 ms on 2026-11-30)"
     )
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+    write_json(result, args.json)
     return result
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from benchtools import tree_rss
+from benchtools import tree_rss, write_json
 
 VAL_SIZE = 200
 
@@ -133,8 +133,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 f"peak tree {row['peak_tree_gib']:.2f} GiB, accuracy {row['accuracy']:.3f}",
                 flush=True,
             )
-    if args.json:
-        args.json.write_text(json.dumps({"benchmark": "scale", "results": results}, indent=2))
+    write_json({"benchmark": "scale", "results": results}, args.json)
     return results
 
 

@@ -14,7 +14,6 @@ the median of those is reported, so that a busy machine slows all alike.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 import warnings
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from benchtools import write_json
 from ghost_clipping import time_steps  # the same DP-SGD step timer (benchmarks/ on sys.path)
 
 from clients.secure_rng import secure_normal
@@ -97,7 +97,7 @@ def main() -> None:
             "step_time": results,
             "noise_ms": {k: v * 1e3 for k, v in noise.items()},
         }
-        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+        write_json(payload, args.json)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 import yaml
-from benchtools import timed_run
+from benchtools import timed_run, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,8 +79,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"({rk:.1f} s in rounds); first point's overhead {first:.1f} s, each further "
         f"point {per_point:.1f} s (target 3 s)"
     )
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+    write_json(result, args.json)
     return result
 
 
