@@ -43,3 +43,19 @@ def train_config(server_round: int) -> Any:
     from fedsim.versions import local_version, version_entries
 
     return ConfigRecord({keys.SERVER_ROUND: server_round, **version_entries(local_version())})
+
+
+def seeded_private(model: torch.nn.Module, loader: Any, **kwargs: Any) -> Any:
+    """:func:`clients.opacus_adapter.make_private` of ``model`` with plain SGD (lr 0.1),
+    σ = 1, C = 1 and seeded noise; ``kwargs`` are make_private's other options."""
+    from clients.opacus_adapter import make_private
+
+    return make_private(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        loader,
+        noise_multiplier=1.0,
+        max_grad_norm=1.0,
+        noise_generator=torch.Generator().manual_seed(1),
+        **kwargs,
+    )

@@ -12,12 +12,11 @@ from collections.abc import Callable, Iterable
 
 import pytest
 import torch
-from client_harness import simulated_round
+from client_harness import seeded_private, simulated_round
 from opacus.data_loader import DPDataLoader
 from torch.utils.data import DataLoader, TensorDataset
 
 from clients.batched import BatchedTensorDataset, StackedSamples, collate_stacked
-from clients.opacus_adapter import make_private
 from fedsim.config import from_dict
 from fedsim.models import build_model
 
@@ -74,16 +73,8 @@ def test_poisson_batches_are_the_same_empty_ones_included() -> None:
 
 def _private_loader(loader: DataLoader, **kwargs: object) -> DataLoader:
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
-    private = make_private(
-        model,
-        torch.optim.SGD(model.parameters(), lr=0.1),
-        loader,
-        noise_multiplier=1.0,
-        max_grad_norm=1.0,
-        noise_generator=torch.Generator().manual_seed(1),
-        **kwargs,  # type: ignore[arg-type]
-    )
-    return private.loader
+    loader_out: DataLoader = seeded_private(model, loader, **kwargs).loader
+    return loader_out
 
 
 def test_public_schedule_batches_are_the_same() -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import torch
-from client_harness import train_config
+from client_harness import seeded_private, train_config
 from flwr.app import Context, Message, RecordDict
 from privacy_oracle import epsilon_bounds
 from torch.utils.data import DataLoader, TensorDataset
@@ -47,8 +47,6 @@ def _config(**dp: Any) -> dict[str, Any]:
 
 def test_public_schedule_loader_ignores_the_data_size() -> None:
     """The add/remove schedule: Poisson rate 1/steps and the normaliser fixed, for any n."""
-    from clients.opacus_adapter import make_private
-
     for n in (40, 80):
         model = torch.nn.Linear(4, 2)
         loader = DataLoader(
@@ -56,16 +54,7 @@ def test_public_schedule_loader_ignores_the_data_size() -> None:
             batch_size=8,
             generator=torch.Generator().manual_seed(0),
         )
-        private = make_private(
-            model,
-            torch.optim.SGD(model.parameters(), lr=0.1),
-            loader,
-            noise_multiplier=1.0,
-            max_grad_norm=1.0,
-            noise_generator=torch.Generator().manual_seed(1),
-            steps_per_epoch=7,
-            expected_batch_size=9,
-        )
+        private = seeded_private(model, loader, steps_per_epoch=7, expected_batch_size=9)
         assert len(private.loader) == 7
         assert private.optimizer.expected_batch_size == 9
         for x, _ in private.loader:
