@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import re
 
@@ -280,6 +281,43 @@ def test_fast_max_pool_falls_back_for_channels_last_and_under_torch_func() -> No
     fast, ref = per_example(model), per_example(reference)
     for name in ref:
         torch.testing.assert_close(fast[name], ref[name], rtol=0, atol=0)
+
+
+def _tanh_then_pool(model: nn.Module) -> nn.Module:
+    """``model`` (the CNN) with each block in the written order conv → GN → tanh → pool."""
+    reference = copy.deepcopy(model)
+    features = reference.get_submodule("features")
+    assert isinstance(features, nn.Sequential)
+    layers = list(features)
+    for i, layer in enumerate(layers[:-1]):
+        if isinstance(layer, FastMaxPool2d):
+            assert isinstance(layers[i + 1], nn.Tanh)
+            layers[i], layers[i + 1] = layers[i + 1], layers[i]
+    return nn.Sequential(*layers)
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32), (1, 9, 11)])
+def test_cnn_pools_before_tanh_and_equals_the_written_order(shape: tuple[int, int, int]) -> None:
+    """The CNN pools before each tanh (tanh on a quarter of the values): outputs and
+    parameter gradients equal those of conv → GN → tanh → pool with the same weights."""
+    model = build_model("cnn", shape, NUM_CLASSES, seed=0)
+    features = model.get_submodule("features")
+    kinds = [type(m) for m in features]
+    pairs = list(itertools.pairwise(kinds))
+    assert pairs.count((FastMaxPool2d, nn.Tanh)) == kinds.count(FastMaxPool2d) == 2
+    reference = copy.deepcopy(model)
+    reference.features = _tanh_then_pool(model)  # type: ignore[assignment]
+    x, y = _data(shape, 16, seed=3)
+    x = 4 * x  # pre-activations well into tanh's flat tails too
+    outputs = []
+    for net in (model, reference):
+        out = net(x)
+        nn.functional.cross_entropy(out, y).backward()
+        outputs.append(out)
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-6, atol=1e-7)
+    for (name, p), q in zip(model.named_parameters(), reference.parameters(), strict=True):
+        assert p.grad is not None and q.grad is not None
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-7, msg=name)
 
 
 def test_only_fedsims_own_models_skip_the_preflights_opacus_check() -> None:
