@@ -31,6 +31,7 @@ BENCHMARKS = (
     "cli_startup",
     "calibration",
     "batch_gather",
+    "page_faults",
     "dp_step",
     "local_round",
     "ghost_clipping",

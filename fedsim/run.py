@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from fedsim.config import Config
 from fedsim.devices import gpu_visible
 from fedsim.errors import ConfigError, FedsimError, RunError, RunInterruptedError
+from fedsim.heap import keep_freed_heap
 from fedsim.preflight import PreflightReport, preflight
 from fedsim.raystart import protect_local_ray, ray_init_args
 from fedsim.records import RoundRecord
@@ -198,6 +199,7 @@ def run_experiment(
     """
     check_plan(cfg)
     check_ray_address(cfg.simulation.ray_address)
+    keep_freed_heap()  # the driver evaluates every round
     point = None
     if resume:
         from fedsim.checkpoint import read_resume_point
