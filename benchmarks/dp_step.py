@@ -70,8 +70,8 @@ def plain_step_time(batch: int, classes: int, steps: int) -> float:
     return _median_step(plain_step(*_batch(batch, classes), classes), steps)
 
 
-def dp_step_time(batch: int, classes: int, steps: int, mode: str) -> float:
-    """Median seconds of a DP-SGD step (Opacus ``mode``, flat clipping) on the same batch."""
+def private_step(batch: int, classes: int, mode: str) -> Callable[[], None]:
+    """One DP-SGD step (Opacus ``mode``, flat clipping) of the CNN on a fixed batch."""
     model = build_model("cnn", SHAPE, classes, seed=0)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     x, y = _batch(batch, classes)
@@ -92,7 +92,12 @@ def dp_step_time(batch: int, classes: int, steps: int, mode: str) -> float:
         criterion(private.model(x), y).backward()
         private.optimizer.step()
 
-    return _median_step(step, steps)
+    return step
+
+
+def dp_step_time(batch: int, classes: int, steps: int, mode: str) -> float:
+    """Median seconds of a DP-SGD step (Opacus ``mode``, flat clipping) on the same batch."""
+    return _median_step(private_step(batch, classes, mode), steps)
 
 
 def measure(batch: int, classes: int, steps: int, repeats: int) -> dict[str, Any]:

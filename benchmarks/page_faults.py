@@ -34,11 +34,9 @@ ARMS = ("default", "keep_freed_heap")
 def child(arm: str, steps: int) -> dict[str, float]:
     """One arm in this process: per-step faults, kernel ms and wall ms."""
     import torch
-    from dp_step import SHAPE, _batch
-    from torch import nn
-    from torch.utils.data import DataLoader, TensorDataset
+    from dp_step import SHAPE, private_step
 
-    from clients.opacus_adapter import make_private, resolve_grad_sample_mode
+    from clients.opacus_adapter import resolve_grad_sample_mode
     from fedsim.heap import keep_freed_heap
     from fedsim.models import build_model
 
@@ -46,25 +44,8 @@ def child(arm: str, steps: int) -> dict[str, float]:
     warnings.filterwarnings("ignore")
     if arm == "keep_freed_heap" and not keep_freed_heap():
         raise SystemExit("keep_freed_heap() is a no-op here (not glibc)")
-    model = build_model("cnn", SHAPE, 2, seed=0)
-    mode = resolve_grad_sample_mode("auto", True, model)
-    x, y = _batch(64, 2)
-    private = make_private(
-        model,
-        torch.optim.SGD(model.parameters(), lr=0.05),
-        DataLoader(TensorDataset(x, y), batch_size=64),
-        noise_multiplier=1.0,
-        max_grad_norm=1.0,
-        noise_generator=torch.Generator().manual_seed(1),
-        grad_sample_mode=mode,  # type: ignore[arg-type]
-    )
-    criterion = private.criterion or nn.CrossEntropyLoss()
-
-    def step() -> None:
-        private.optimizer.zero_grad(set_to_none=True)
-        criterion(private.model(x), y).backward()
-        private.optimizer.step()
-
+    mode = resolve_grad_sample_mode("auto", True, build_model("cnn", SHAPE, 2, seed=0))
+    step = private_step(64, 2, mode)
     for _ in range(5):
         step()
     before, started = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()

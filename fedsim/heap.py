@@ -6,9 +6,9 @@ that starts at 128 KiB and follows the largest block freed, up to 32 MiB) or fro
 whose free top it returns to the kernel once it passes the trim threshold (twice the mmap
 threshold). A DP-SGD step of the default CNN frees several 3 MiB activations at once, so
 the heap is trimmed after each step and the next step's first touch of that memory is a
-page fault: 0.8–5.7 thousand minor faults, 4–14 ms of kernel time in a 40–55 ms step
-(2-core CI machine, one thread; ``benchmarks/page_faults.py``), and 5.8 of the 65 CPU-seconds
-the quickstart's two workers spent.
+page fault: 1.9–5.7 thousand minor faults and 4–15 ms of kernel time in a 42–56 ms step
+(2-core CI machine, one thread; ``benchmarks/page_faults.py``), and 5.8 of the 65
+CPU-seconds the quickstart's two workers spent.
 
 :func:`keep_freed_heap` fixes both thresholds for this process (``mallopt``): requests up
 to :data:`MMAP_THRESHOLD` come from the heap, and up to :data:`TRIM_THRESHOLD` of its free
