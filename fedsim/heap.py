@@ -14,7 +14,8 @@ CPU-seconds the quickstart's two workers spent.
 to :data:`MMAP_THRESHOLD` come from the heap, and up to :data:`TRIM_THRESHOLD` of its free
 top stays mapped. Setting only one of them makes it worse (it switches glibc's dynamic
 threshold off and leaves the other at 128 KiB). Results do not change, only where memory
-comes from; a process keeps at most :data:`TRIM_THRESHOLD` more than it uses. Processes
+comes from; at most :data:`TRIM_THRESHOLD` of free heap top stays with a process (the
+quickstart's workers keep their memory: ``benchmarks/actor_memory.py``). Processes
 that train or evaluate call it once (client workers, Ray actors, a deployed site's
 ClientApp, the driver); elsewhere than glibc (macOS, musl) it does nothing.
 """
@@ -45,8 +46,8 @@ def keep_freed_heap() -> bool:
     Returns
     -------
     bool
-        Whether both thresholds were set: ``False`` where the C library is not glibc or
-        refused a value (then nothing changed).
+        Whether both thresholds were set: ``False`` where the C library is not glibc
+        (nothing changed) or refused a value.
     """
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
