@@ -50,7 +50,7 @@ import types
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from fedsim.procworkers import (
     PRELOAD,
@@ -94,6 +94,15 @@ def gpu_device_files() -> bool:
     return any(dev.glob("nvidia[0-9]*")) or (dev / "kfd").exists()
 
 
+class _Prestart(NamedTuple):
+    """A pool being forked in the background (:meth:`WorkerPools.prestart`)."""
+
+    spec: PoolSpec
+    thread: threading.Thread
+    box: list[Any]  # the pool, or the error that stopped it
+    while_waiting: Callable[[], None] | None
+
+
 class WorkerPools:
     """The pools kept between runs by :func:`reuse_workers` (by spec) and the one being
     prestarted (their one owner)."""
@@ -101,11 +110,16 @@ class WorkerPools:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._kept: dict[PoolSpec, WorkerPool] = {}
-        self._prestart: tuple[PoolSpec, threading.Thread, list[Any]] | None = None
+        self._prestart: _Prestart | None = None
 
-    def prestart(self, spec: PoolSpec) -> bool:
+    def prestart(self, spec: PoolSpec, while_waiting: Callable[[], None] | None = None) -> bool:
         """Fork ``spec``'s workers in the background, unless a pool is kept or one is
-        being started. Returns whether it started one."""
+        being started. Returns whether it started one.
+
+        ``while_waiting``: work for the driver's idle time — :meth:`take` runs it when the
+        workers are not ready yet (the fork server still imports), then waits for them.
+        It must not raise and should not take longer than that wait (a run's start is
+        delayed by the rest); ``fedsim run`` warms up its report there."""
         with self._lock:
             if self._kept or self._prestart is not None:
                 return False
@@ -119,7 +133,7 @@ class WorkerPools:
 
             thread = threading.Thread(target=start, name="fedsim-worker-prestart", daemon=True)
             thread.start()
-            self._prestart = (spec, thread, box)
+            self._prestart = _Prestart(spec, thread, box, while_waiting)
             return True
 
     def take(self, spec: PoolSpec) -> WorkerPool | None:
@@ -130,7 +144,9 @@ class WorkerPools:
             others, self._kept = list(self._kept.values()), {}
             started, self._prestart = self._prestart, None
         if started is not None:
-            other_spec, thread, box = started
+            other_spec, thread, box, while_waiting = started
+            if while_waiting is not None and thread.is_alive():
+                while_waiting()
             thread.join()
             made = box[0] if box else None
             if isinstance(made, BaseException):
@@ -158,8 +174,8 @@ class WorkerPools:
             pools, self._kept = list(self._kept.values()), {}
             started, self._prestart = self._prestart, None
         if started is not None:
-            started[1].join()
-            pools += [p for p in started[2] if isinstance(p, WorkerPool)]
+            started.thread.join()
+            pools += [p for p in started.box if isinstance(p, WorkerPool)]
         for pool in pools:
             pool.close()
 

@@ -172,6 +172,40 @@ def test_reuse_workers_keeps_an_idle_pool_for_the_next_backend() -> None:
     assert not any(_running(p) for p in pids)
 
 
+def test_the_driver_works_while_waiting_for_prestarted_workers(monkeypatch) -> None:
+    """``take`` runs ``while_waiting`` only while the workers are not ready (the pool's
+    start is held back here until the callback has run), then hands over the real pool;
+    a pool that is ready already is taken at once."""
+    import threading
+
+    import fedsim.procpool as procpool
+
+    gate = threading.Event()
+    calls: list[bool] = []
+
+    def held_pool(spec: PoolSpec) -> WorkerPool:
+        gate.wait(timeout=60)
+        return WorkerPool(spec)
+
+    def while_waiting() -> None:
+        calls.append(gate.is_set())  # the pool cannot be ready yet
+        gate.set()
+
+    spec = PoolSpec(workers=1, threads=1)
+    with reuse_workers() as pools:
+        monkeypatch.setattr(procpool, "WorkerPool", held_pool)
+        assert pools.prestart(spec, while_waiting=while_waiting)
+        pool = pools.take(spec)
+        assert calls == [False] and pool is not None
+        pool.close()
+        monkeypatch.undo()
+        assert pools.prestart(spec, while_waiting=lambda: calls.append(True))
+        pools._prestart.thread.join()  # type: ignore[union-attr]
+        pool = pools.take(spec)
+        assert calls == [False] and pool is not None  # ready: nothing run
+        pool.close()
+
+
 def test_the_engine_builds_the_process_backend_inside_the_seam() -> None:
     """Flower 1.41's engine imports ``RayBackend`` from its Ray backend module when it
     builds a backend; inside :func:`engine_backend` that name is the process backend, and

@@ -350,3 +350,22 @@ def test_report_starts_with_what_the_run_was(tmp_path: Path) -> None:
     head = write_report(_with_config(make_run(tmp_path / "off"), off)).read_text()
     assert "| fedavg (all clients every round) |" in head and "DP: off" in head
     assert "target ε" not in head
+
+
+def test_the_report_warm_up_draws_a_figure_and_never_raises(monkeypatch) -> None:
+    """``warm_up`` (run while the driver waits for its workers) leaves matplotlib imported
+    on Agg; a failure inside it is logged, not raised (it only saves time)."""
+    import sys
+
+    import fedsim.report as report
+
+    report.warm_up()
+    import matplotlib
+
+    assert "matplotlib.pyplot" in sys.modules and matplotlib.get_backend().lower() == "agg"
+
+    def broken() -> None:
+        raise RuntimeError("no fonts")
+
+    monkeypatch.setattr(report, "warm_up_figures", broken)
+    assert report.warm_up() is None

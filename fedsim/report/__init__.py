@@ -22,7 +22,7 @@ from pathlib import Path
 
 from fedsim.errors import FedsimError
 from fedsim.registry import Registry
-from fedsim.report.markdown import use_agg
+from fedsim.report.markdown import use_agg, warm_up_figures
 from fedsim.report.sections import RUN_SECTIONS, SWEEP_SECTIONS, Section
 from fedsim.rundir import METRICS_FILE
 from fedsim.sweep import SWEEP_TABLE_FILE
@@ -34,6 +34,7 @@ __all__ = [
     "Section",
     "directory_kind",
     "render_sections",
+    "warm_up",
     "write_report",
     "write_report_safely",
 ]
@@ -99,6 +100,15 @@ def write_report(
     out = directory / REPORT_FILE
     out.write_text(render_sections(directory, registry.items()))
     return out
+
+
+def warm_up() -> None:
+    """Make the next :func:`write_report` start warm (its modules, matplotlib, a first
+    figure); logs, never raises: it only saves time."""
+    try:
+        warm_up_figures()
+    except Exception:  # the report itself will say what is wrong with matplotlib
+        logger.debug("report warm-up failed", exc_info=True)
 
 
 def write_report_safely(path: str | Path) -> Path | None:
