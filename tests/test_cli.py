@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -117,3 +118,47 @@ def test_fedsim_run_end_to_end_logs_each_round_when_not_a_tty(tmp_path) -> None:
     assert rounds[-1].endswith("ETA 0s)")
     summary = json.loads((out / "summary.json").read_text())
     assert summary["rounds"] == 2
+
+
+_EXIT_SCRIPT = """
+import atexit, logging, sys, threading, time
+from pathlib import Path
+import fedsim.cli as cli
+
+out = Path(sys.argv[1])
+logging.basicConfig(filename=out / "log.txt", level=logging.INFO)
+atexit.register(lambda: (out / "atexit.txt").write_text("ran"))
+
+def command() -> int:
+    logging.getLogger("t").info("logged")
+    for _ in range(1000):
+        print("x" * 9)  # the last of it stays in the pipe's buffer until flushed
+    if sys.argv[2] == "thread":
+        def late() -> None:
+            time.sleep(0.5)
+            (out / "thread.txt").write_text("done")
+        threading.Thread(target=late).start()
+    return 3
+
+cli.main = lambda argv=None: command()
+cli.entry()
+"""
+
+
+@pytest.mark.parametrize("thread", ["none", "thread"])
+def test_the_console_script_exits_with_its_work_done(tmp_path: Path, thread: str) -> None:
+    """``entry`` ends the process without the interpreter's teardown, yet with main's
+    exit code, every ``atexit`` handler run, logging flushed and stdout complete; a
+    non-daemon thread still running gets the normal exit, which waits for it."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _EXIT_SCRIPT, str(tmp_path), thread],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"},  # buffered
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stdout == "xxxxxxxxx\n" * 1000
+    assert (tmp_path / "atexit.txt").read_text() == "ran"
+    assert "logged" in (tmp_path / "log.txt").read_text()
+    assert (tmp_path / "thread.txt").exists() == (thread == "thread")
