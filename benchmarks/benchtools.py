@@ -5,14 +5,25 @@ module is importable.)"""
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+
+#: fedsim keeps noise calibrations across runs (``fedsim.privacy.sigma_cache``): each
+#: benchmark process starts without any (its own folder, removed at its end), so that its
+#: figures do not depend on what ran on the machine before; the runs it starts share it.
+CACHE_ENV = "FEDSIM_CACHE_DIR"
+if CACHE_ENV not in os.environ:
+    os.environ[CACHE_ENV] = tempfile.mkdtemp(prefix="fedsim-bench-cache-")
+    atexit.register(shutil.rmtree, os.environ[CACHE_ENV], True)
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -77,11 +88,14 @@ def pss(pid: int) -> int:
     return 0
 
 
-def timed_run(cmd: list[str], what: str) -> float:
+def timed_run(cmd: list[str], what: str, env: dict[str, str] | None = None) -> float:
     """Wall seconds of ``cmd`` run to its end from the repository root (exits naming
-    ``what`` with the end of its stderr if it fails)."""
+    ``what`` with the end of its stderr if it fails); ``env`` is added to this process's
+    environment."""
     started = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, **(env or {})}
+    )
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"{what} failed:\n{proc.stderr[-2000:]}")

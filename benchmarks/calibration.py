@@ -13,13 +13,14 @@ that both return the same σ (the replayed bisection decides it, not the start).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchtools import write_json
+from benchtools import CACHE_ENV, write_json
 
 from fedsim.privacy import accounting
 
@@ -57,6 +58,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="two repeats")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    # each repeat times the search of a fresh process: no calibrations kept across them
+    os.environ[CACHE_ENV] = "off"
     arms: dict[str, Callable[..., float]] = {
         "sigma_one": lambda *_: 1.0,
         "central_limit": accounting._starting_sigma,

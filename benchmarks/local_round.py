@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import os
 import pstats
 import statistics
 import time
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from benchtools import write_json
+from benchtools import CACHE_ENV, write_json
 from opacus import PrivacyEngine
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -193,6 +194,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="2 repeats")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args(argv)
+    # each repeat times the search of a fresh process: no calibrations kept across them
+    os.environ[CACHE_ENV] = "off"
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     result = measure(

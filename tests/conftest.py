@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 
 import pytest
@@ -14,6 +16,12 @@ def pytest_configure(config: pytest.Config) -> None:
     tests start inherit the mark, so checks for left-behind processes count only this
     session's (:mod:`session_procs`)."""
     os.environ[SESSION_ENV] = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    # kept noise calibrations (fedsim.privacy.sigma_cache): the session's own, not the user's
+    os.environ["FEDSIM_CACHE_DIR"] = tempfile.mkdtemp(prefix="fedsim-test-cache-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(os.environ.get("FEDSIM_CACHE_DIR", ""), ignore_errors=True)
 
 
 @pytest.fixture

@@ -229,6 +229,7 @@ def test_calibration_equals_the_plain_bisection_with_fewer_accountant_calls(
     """The replayed bisection returns the σ of the bisection that evaluates every point
     (so results do not move) and calls the accountant less often."""
     from fedsim.privacy.accounting import _ReplayedBisection, clear_caches
+    from fedsim.privacy.sigma_cache import Search
 
     calls = {True: 0, False: 0}
     results = {}
@@ -239,9 +240,8 @@ def test_calibration_equals_the_plain_bisection_with_fewer_accountant_calls(
             calls[replay] += 1
             return epsilon([SubsampledGaussian(sigma, q, steps)], 1e-4, accountant, relation)
 
-        results[replay] = _ReplayedBisection(eps_at, target, replay=replay).run(
-            1e-3, 1e4, q, steps, 1e-4
-        )
+        search = Search(target, 1e-3, 1e4)
+        results[replay] = _ReplayedBisection(eps_at, search, replay=replay).run("").hi
     assert results[True] == results[False]
     assert calls[True] < calls[False]
     clear_caches()
@@ -280,6 +280,7 @@ def test_calibration_meets_the_target_even_when_epsilon_is_not_monotone(
     when the check fails), so ε(σ) never exceeds the target."""
     from fedsim.privacy import accounting
     from fedsim.privacy.accounting import _ReplayedBisection
+    from fedsim.privacy.sigma_cache import Search
 
     def bumpy(events: Any, delta: float, *args: Any) -> float:
         sigma = events[0].noise_multiplier
@@ -295,4 +296,5 @@ def test_calibration_meets_the_target_even_when_epsilon_is_not_monotone(
     finally:
         accounting.clear_caches()
     assert plain(got) <= 2.1
-    assert got <= 2 * _ReplayedBisection(plain, 2.1, replay=False).run(1e-3, 1e4, 0.1, 10, 1e-4)
+    plain_search = _ReplayedBisection(plain, Search(2.1, 1e-3, 1e4), replay=False)
+    assert got <= 2 * plain_search.run("").hi

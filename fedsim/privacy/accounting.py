@@ -46,6 +46,7 @@ from dp_accounting.pld import common as pld_common
 from dp_accounting.pld import privacy_loss_distribution as pld_lib
 
 from fedsim.config import RELATION_TEXT, AccountantName, Relation
+from fedsim.privacy import sigma_cache
 
 if TYPE_CHECKING:
     from fedsim.config import DPConfig
@@ -288,7 +289,9 @@ def calibrate_noise_multiplier(
 ) -> float:
     """Smallest σ (to ``rel_tol``) such that ``steps`` DP-SGD steps spend ``target_epsilon``.
 
-    Pure and cached (the same plan is calibrated once per process).
+    Cached per process, and across processes by :mod:`fedsim.privacy.sigma_cache` (a kept
+    result is used only once this process's accountant has confirmed it: the same σ as
+    the search, never one that spends more than the target).
 
     Raises
     ------
@@ -301,15 +304,20 @@ def calibrate_noise_multiplier(
     def eps_at(sigma: float) -> float:
         return epsilon([SubsampledGaussian(sigma, sample_rate, steps)], delta, accountant, relation)
 
+    search = sigma_cache.Search(target_epsilon, rel_tol, sigma_max)
+    name = sigma_cache.plan_name(search, delta, sample_rate, steps, accountant, relation)
+    kept = sigma_cache.load(name)
+    if kept is not None and sigma_cache.confirmed(kept, search, eps_at):
+        return kept.hi  # the σ of the search below, confirmed by this accountant
+    plan = f"(sample rate {sample_rate}, {steps} steps, delta {delta})"
     start = _starting_sigma(target_epsilon, delta, sample_rate, steps, relation)
-    search = _ReplayedBisection(eps_at, target_epsilon, start=min(start, sigma_max))
-    sigma = search.run(rel_tol, sigma_max, sample_rate, steps, delta)
-    if sigma not in search.known and eps_at(sigma) > target_epsilon:
+    bisection = _ReplayedBisection(eps_at, search, start=min(start, sigma_max))
+    bracket = bisection.run(plan)
+    if bracket.hi not in bisection.known and eps_at(bracket.hi) > target_epsilon:
         # ε is not monotone in σ near the root (never seen): search every point instead
-        return _ReplayedBisection(eps_at, target_epsilon, replay=False).run(
-            rel_tol, sigma_max, sample_rate, steps, delta
-        )
-    return sigma
+        bracket = _ReplayedBisection(eps_at, search, replay=False).run(plan)
+    sigma_cache.store(name, bracket)
+    return bracket.hi
 
 
 def _normal_cdf(x: float) -> float:
@@ -375,10 +383,16 @@ class _ReplayedBisection:
     against the accountant when it was not evaluated itself."""
 
     def __init__(
-        self, eps_at: object, target: float, *, replay: bool = True, start: float = 1.0
+        self,
+        eps_at: object,
+        search: sigma_cache.Search,
+        *,
+        replay: bool = True,
+        start: float = 1.0,
     ) -> None:
         self._eps_at = eps_at
-        self._target = target
+        self._search = search
+        self._target = search.target_epsilon
         self._replay = replay
         self._start = start
         self.known: dict[float, float] = {}
@@ -425,26 +439,24 @@ class _ReplayedBisection:
         if self._meets > root * (1 + 2 * _BRACKET_REL):  # none close above it
             self._eps(min(root * (1 + _BRACKET_REL), sigma_max))
 
-    def run(
-        self, rel_tol: float, sigma_max: float, sample_rate: float, steps: int, delta: float
-    ) -> float:
+    def run(self, plan: str) -> sigma_cache.Bracket:
+        """The bisection's final bracket (its ``hi`` is the σ); ``plan`` describes the
+        plan in the error.
+
+        Raises
+        ------
+        ValueError
+            If no σ up to the search's bound reaches the target.
+        """
         if self._replay:
-            self._bracket(sigma_max)
-        lo, hi = 0.0, 1.0
-        while self._overshoots(hi):
-            lo, hi = hi, hi * 2
-            if hi > sigma_max:
-                raise ValueError(
-                    f"no noise multiplier <= {sigma_max} reaches epsilon {self._target} "
-                    f"(sample rate {sample_rate}, {steps} steps, delta {delta})"
-                )
-        while hi - lo > rel_tol * hi:
-            mid = (lo + hi) / 2
-            if self._overshoots(mid):
-                lo = mid
-            else:
-                hi = mid
-        return hi
+            self._bracket(self._search.sigma_max)
+        try:
+            return self._search.final_bracket(self._overshoots)
+        except ValueError:
+            raise ValueError(
+                f"no noise multiplier <= {self._search.sigma_max} reaches epsilon "
+                f"{self._target} {plan}"
+            ) from None
 
 
 def clear_caches() -> None:
