@@ -124,7 +124,11 @@ def test_the_cache_can_be_turned_off_and_an_unwritable_folder_costs_nothing(
     monkeypatch.delenv(sigma_cache.CACHE_ENV)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert sigma_cache.cache_dir() == tmp_path / "xdg" / "fedsim" / "sigma"
-    accounting.clear_caches()
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.delenv("HOME")
+    monkeypatch.setattr("pwd.getpwuid", lambda uid: (_ for _ in ()).throw(KeyError(uid)))
+    assert sigma_cache.cache_dir() is None  # no home directory: no cache, no error
+    assert calibrate() == fresh
 
 
 def test_every_input_of_the_search_names_its_own_plan() -> None:

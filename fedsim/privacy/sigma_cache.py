@@ -96,7 +96,12 @@ def cache_dir() -> Path | None:
         if configured.strip() in ("", "off"):
             return None
         return Path(configured).expanduser() / "sigma"
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    base = os.environ.get("XDG_CACHE_HOME")
+    if not base:
+        try:
+            base = str(Path.home() / ".cache")
+        except RuntimeError:  # no home directory (a bare container user): no cache
+            return None
     return Path(base) / "fedsim" / "sigma"
 
 
