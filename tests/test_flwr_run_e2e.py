@@ -50,9 +50,10 @@ OVERRIDES = [
     "strategy.clients_per_round=3",
 ]
 RUN_TIMEOUT = 240.0
-#: A run with too few SuperNodes must end this fast, SuperLink set-up included
-#: (it would wait 300 s for the missing clients otherwise).
-FAIL_FAST_SECONDS = 60.0
+#: A run with too few SuperNodes must end this fast, SuperLink set-up included: it
+#: would wait 300 s for the missing clients otherwise. (60 s was too tight for this VM's
+#: slow hours: 60.7 s in a CI run of 2026-12-01 whose whole suite ran 25% slower.)
+FAIL_FAST_SECONDS = 120.0
 
 
 def processes_with_env(name: str, value: str) -> list[int]:
