@@ -3,7 +3,9 @@
 A kept bracket must give exactly the σ of a fresh search, from two accountant calls, and a
 bracket that is wrong in any way — a σ that spends more than the target, a bracket off
 the search's path, garbage — must never be used. The ε of every σ returned is checked
-against dp-accounting's own PLD accountant, built here independently of fedsim's code.
+against dp-accounting's own PLD accountant, built here independently of fedsim's code, and
+(for the damaged file) against the worst-case pair's privacy loss computed directly
+(:mod:`privacy_oracle`, no dp-accounting).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import dp_accounting
 import pytest
 from accounting_probe import count_pld_compositions
 from dp_accounting.pld import pld_privacy_accountant
+from privacy_oracle import composed_epsilon
 
 from fedsim.privacy import accounting, sigma_cache
 from fedsim.privacy.accounting import PLD_DISCRETIZATION, calibrate_noise_multiplier
@@ -73,6 +76,9 @@ def test_a_kept_sigma_that_spends_more_than_the_target_is_never_used(cache: Path
     sigma_cache.store(plan_file(cache).name, small)
     assert calibrate() == fresh
     assert independent_epsilon(calibrate()) <= TARGET
+    # and by the worst-case pair's privacy loss computed directly (no dp-accounting): a
+    # lower bound of the true ε, which a σ spending more than the target would exceed
+    assert composed_epsilon([(fresh, Q, STEPS)], DELTA, "replace_one", upper=False) <= TARGET
     assert sigma_cache.load(plan_file(cache).name) != small  # the search rewrote it
 
 
