@@ -416,10 +416,10 @@ class _ReplayedBisection:
             return False
         return self._eps(sigma) > self._target
 
-    def _bracket(self, sigma_max: float) -> None:
+    def _bracket(self) -> None:
         """Secant steps on log ε(log σ) from the starting σ until the root lies within
         ±:data:`_BRACKET_REL`, then one point on each side of it."""
-        log_t = math.log(self._target)
+        log_t, sigma_max = math.log(self._target), self._search.sigma_max
         x0 = math.log(self._start)
         e0 = math.log(max(self._eps(self._start), 1e-300))
         x1 = x0 + (e0 - log_t)  # ε ~ 1/σ to start with
@@ -449,7 +449,7 @@ class _ReplayedBisection:
             If no σ up to the search's bound reaches the target.
         """
         if self._replay:
-            self._bracket(self._search.sigma_max)
+            self._bracket()
         try:
             return self._search.final_bracket(self._overshoots)
         except ValueError:
