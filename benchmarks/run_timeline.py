@@ -7,8 +7,11 @@ report, Flower's shut-down, the exit). Each mark is installed when its module is
 imported by the run itself, so the run imports nothing earlier than it would (marks
 installed up front made the driver import torch before it started the fork server).
 Reading aid for profiles, not a figure: run it through ``heavy`` like any run.
+``--clients`` (first) also marks each round's exchange with its clients and each client's
+call on a worker (:data:`CLIENT_MARKS`): what a round spends outside its clients' work.
 
-    PYTHONPATH=. python benchmarks/run_timeline.py run experiments/quickstart.yaml --out D
+    PYTHONPATH=. python benchmarks/run_timeline.py [--clients] run experiments/quickstart.yaml \
+        --out D
 """
 
 from __future__ import annotations
@@ -57,6 +60,13 @@ MARKS: dict[str, list[tuple[str, str]]] = {
     "fedsim.rundir": [("RunWriter.close", "run directory close")],
 }
 
+#: With ``--clients``: each round's exchange (messages pushed until the last reply pulled)
+#: and each client's call on a process worker (from the driver's side).
+CLIENT_MARKS: dict[str, list[tuple[str, str]]] = {
+    "fedsim.procworkers": [("WorkerPool.process", "client")],
+    "strategies.rounds": [("exchange", "exchange")],
+}
+
 
 class _MarkOnImport(importlib.abc.MetaPathFinder):
     """Installs :data:`MARKS` of a module right after the run imports it."""
@@ -88,11 +98,15 @@ class _MarkOnImport(importlib.abc.MetaPathFinder):
 
 
 def main() -> None:
+    args = sys.argv[1:]
+    if args[:1] == ["--clients"]:
+        args = args[1:]
+        MARKS.update(CLIENT_MARKS)
     sys.meta_path.insert(0, _MarkOnImport())
     import fedsim.cli as cli
 
     mark("CLI imported")
-    code = cli.main(sys.argv[1:])
+    code = cli.main(args)
     mark("main returned; exiting")
     cli.exit_now(code)
 
