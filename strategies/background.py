@@ -6,6 +6,12 @@ first, so at most one round's work is pending, its errors surface one round late
 latest, and the lines stay in round order. The checkpoint of round r is written after
 its metrics line, so a run killed meanwhile resumes from round r - 1 — which is why a
 client keeps its state from its three newest rounds (:data:`clients.client_store.KEEP`).
+
+A job gets decoded values (tensors), never Flower ``Array`` s to decode: decoding one
+parses its ``.npy`` header with :func:`ast.literal_eval`, and CPython 3.11's AST builder
+keeps its recursion counter per interpreter, not per thread, so a parse here while the
+round loop parses its replies can fail with ``SystemError: AST constructor recursion depth
+mismatch`` (seen once in CI; the counter of the other thread's parse).
 """
 
 from __future__ import annotations

@@ -174,12 +174,12 @@ def run_server(
 
         def finish_round(
             server_round: int,
-            arrays: ArrayRecord,
+            weights: dict[str, torch.Tensor],
             entry: RoundEntry,
             seconds: float,
             state: dict[str, Any],
         ) -> None:
-            eval_model.load_state_dict(arrays.to_torch_state_dict())
+            eval_model.load_state_dict(weights)
             if cfg.save_checkpoints:
                 writer.save_checkpoint(server_round, eval_model.state_dict())
             result = evaluate(release(eval_model.state_dict()), bundle.test, device)
@@ -211,8 +211,9 @@ def run_server(
                 "strategy": outer.export_state(),  # type: ignore[attr-defined]
                 "audit": None if auditor is None else auditor.export_state(),
             }
+            weights = arrays.to_torch_state_dict()  # decoded here: see RoundPipeline
             pipeline.submit(
-                finish_round, server_round, arrays, log.entry(server_round), seconds, state
+                finish_round, server_round, weights, log.entry(server_round), seconds, state
             )
 
         final = run_rounds(
