@@ -11,7 +11,7 @@ A job gets decoded values (tensors), never Flower ``Array`` s to decode: decodin
 parses its ``.npy`` header with :func:`ast.literal_eval`, and CPython 3.11's AST builder
 keeps its recursion counter per interpreter, not per thread, so a parse here while the
 round loop parses its replies can fail with ``SystemError: AST constructor recursion depth
-mismatch`` (seen once in CI; the counter of the other thread's parse).
+mismatch`` (seen once in CI, where the error reported the other thread's depth).
 """
 
 from __future__ import annotations
